@@ -1,0 +1,102 @@
+"""Type stubs for blendwire._core, the Rust core.
+
+Threads: `tick`, `pump` and the dispatcher run on Blender's main thread. Everything else is
+thread-safe. No function holds the GIL while it waits.
+Errors are the classes of `blendwire.errors`.
+"""
+
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+
+__version__: str
+
+# ---- main-thread bridge --------------------------------------------------------------------
+
+def set_dispatcher(fn: Optional[Callable[[str, dict], Any]]) -> None:
+    """Set the function the main thread calls for each command job: `fn(type, params) -> result`.
+
+    The return value must be JSON-serialisable; it becomes the response's `result`.
+    Raise `blendwire.errors.CommandError(message, error_code)` for a clean error response;
+    any other exception becomes `error_code: handler_exception` with its traceback in `message`.
+    `None` unsets it (queued jobs then fail with `error_code: no_dispatcher`).
+    """
+
+def tick(budget_ms: float = 8.0) -> int:
+    """GUI timers: run queued jobs on this (main) thread until the queue is empty or `budget_ms` is
+    spent (a job is never interrupted; the budget is checked between jobs). Returns how many jobs
+    are still waiting."""
+
+def pump() -> str:
+    """`blender -b` / bpy module: block this (main) thread, GIL released while waiting, running each
+    job the moment it arrives, until `stop_pump()` or a `server_shutdown` command.
+    Returns the reason: "stopped" (stop_pump) or "shutdown" (server_shutdown), or whatever reason
+    string was given to stop_pump. Python signal handlers get to run at least every 100 ms, so
+    KeyboardInterrupt (or an exception raised by a SIGTERM handler) propagates out of pump()."""
+
+def stop_pump(reason: str = "stopped") -> None:
+    """Make a running (or the next) pump() return `reason`. Thread-safe."""
+
+def take_stop_request() -> Optional[str]:
+    """GUI: the pending stop reason ("shutdown" after a server_shutdown command), cleared on read;
+    None if there is none. The timer callback calls this after tick()."""
+
+def set_queue_capacity(capacity: int) -> None:
+    """Bound of the main-thread queue (default 1024). A full queue answers `busy` at once."""
+
+# ---- command service -----------------------------------------------------------------------
+
+def start_service(
+    host: str = "127.0.0.1",
+    port: int = 6688,
+    commands: Sequence[str] = (),
+    *,
+    default_timeout: float = 30.0,
+    max_request_bytes: int = 64 * 1024 * 1024,
+) -> Tuple[str, int]:
+    """Start the TCP command service. `commands` are the command types the dispatcher handles
+    (`server_shutdown` is built in; anything else is answered `unknown_rpc_command`).
+    Returns the bound (host, port): port 0 picks a free one.
+    Raises PortInUse (naming the port) or ServiceError (already running, bad host)."""
+
+def stop_service(timeout: float = 2.0) -> bool:
+    """Stop the service: close the listener (the port is free when this returns) and every
+    connection; queued jobs of those connections are not run. True if it was running."""
+
+def service_address() -> Optional[Tuple[str, int]]:
+    """(host, port) while the service runs, else None."""
+
+def status() -> dict:
+    """Counters and state, e.g.
+    {"version": "0.1.0", "uptime_s": 1.2,
+     "service": {"running": True, "host": "127.0.0.1", "port": 6688, "connections_open": 1,
+                 "connections_total": 5, "requests": 10, "errors": {"busy": 0, ...}},
+     "bridge": {"queue_depth": 0, "capacity": 1024, "completed": 9, "failed": 1, "expired": 0,
+                "cancelled": 0, "busy_rejections": 0, "results_dropped": 0, "last_latency_ms": 0.1}}"""
+
+def shutdown(timeout: float = 2.0) -> None:
+    """Stop the service and the background threads (call at exit / add-on unregister)."""
+
+# ---- client --------------------------------------------------------------------------------
+
+class Client:
+    """A persistent connection to a blendwire / BLD Remote service. Thread-safe (calls serialise).
+
+    Connects lazily; reconnects with backoff and jitter (until `timeout`) when the connection is
+    found closed before a call is sent. A connection lost after sending raises ConnectionLost and is
+    never retried silently."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 6688, timeout: float = 30.0) -> None: ...
+    def call(self, type: str, params: Optional[Mapping[str, Any]] = None) -> Any:
+        """Send `{"type": type, "params": params}`; return the response's `result`.
+        Raises CommandError (status error; `.error_code`), Timeout, ConnectionFailed, ConnectionLost,
+        ProtocolError."""
+    def request(self, message: Mapping[str, Any]) -> dict:
+        """Send any JSON object; return the whole response object (no status check)."""
+    def close(self) -> None: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def timeout(self) -> float: ...

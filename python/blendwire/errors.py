@@ -1,0 +1,46 @@
+"""The exceptions blendwire raises. Defined once, here; the Rust core raises these same classes."""
+
+
+class BlendwireError(Exception):
+    """Base class of every blendwire error."""
+
+
+class ConnectionFailed(BlendwireError, ConnectionError):
+    """Could not connect to the service (refused or unreachable) before the timeout ran out.
+
+    Start Blender with the service (`blendwire serve`) or check host and port.
+    """
+
+
+class ConnectionLost(BlendwireError, ConnectionError):
+    """The connection dropped while a call was in flight: the command may or may not have run."""
+
+
+class Timeout(BlendwireError, TimeoutError):
+    """No answer within the timeout."""
+
+
+class ProtocolError(BlendwireError):
+    """The peer sent bytes that are not a valid blendwire/BLD Remote response."""
+
+
+class CommandError(BlendwireError):
+    """The service answered `status: error`, or a handler wants to answer with one.
+
+    `error_code` is the machine-readable kind (`unknown_rpc_command`, `busy`, `timeout`,
+    `invalid_params`, `handler_exception`, ...); `str(err)` is the message.
+    """
+
+    def __init__(self, message: str, error_code: str = "command_error", response=None):
+        super().__init__(message)
+        self.message = message
+        self.error_code = error_code
+        self.response = response
+
+
+class ServiceError(BlendwireError):
+    """The command service could not be started or stopped as asked."""
+
+
+class PortInUse(ServiceError, OSError):
+    """The port is already taken by another process (often another Blender with a service)."""
