@@ -1,0 +1,217 @@
+"""Running the blendwire service inside Blender.
+
+- GUI: one persistent `bpy.app.timers` callback drains the main-thread queue (`_core.tick`) with a
+  time budget, so the UI stays responsive under a flood.
+- `blender -b` and the bpy module, where timers never fire: `run_until_shutdown()` blocks the main
+  thread in `_core.pump()` (GIL released while idle) until `server_shutdown`, SIGINT or SIGTERM.
+
+Everything here must be called on Blender's main thread; the Rust core never calls bpy itself.
+"""
+
+import atexit
+import os
+import signal
+import sys
+import threading
+import traceback
+
+import bpy
+
+from . import _core, commands
+from .config import DEFAULT_HOST, DEFAULT_PORT, env_port, env_start_now  # noqa: F401 (re-exported)
+from .errors import ServiceError
+
+_IDLE_INTERVAL = 0.01  # seconds between timer turns when nothing is queued
+
+
+class _State:
+    timer_on = False
+    budget_ms = 8.0
+    quit_on_shutdown = False
+    pending_stop = None  # stop asked for by a handler (e.g. sys.exit in execute_code), GUI path
+    quit_next_tick = False
+    atexit_hooked = False
+
+
+def mode():
+    """"gui", "background" (`blender -b`) or "bpy" (Blender as a Python module).
+
+    The bpy module always runs in background, and (documented) leaves `bpy.app.binary_path` empty.
+    """
+    if not bpy.app.background:
+        return "gui"
+    return "background" if bpy.app.binary_path else "bpy"
+
+
+def _require_main_thread(what):
+    if threading.current_thread() is not threading.main_thread():
+        raise ServiceError(f"blendwire.blender.{what}() must be called on Blender's main thread")
+
+
+def is_running():
+    return _core.service_address() is not None
+
+
+def address():
+    """(host, port) while the service runs, else None."""
+    return _core.service_address()
+
+
+def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8.0,
+          default_timeout=30.0, max_request_bytes=None, quit_on_shutdown=False):
+    """Start the command service; return the bound (host, port).
+
+    `port=None` takes `BLD_REMOTE_MCP_PORT` (default 6688); 0 picks a free port. In the GUI a
+    timer runs the queued commands; in background/bpy call `run_until_shutdown()` next.
+    `quit_on_shutdown`: in the GUI, quit Blender after a `server_shutdown` command (as
+    `blendwire serve --gui` wants); otherwise only the service stops, like the peer add-on does.
+    Raises PortInUse when the port is taken, ServiceError when already running.
+    """
+    _require_main_thread("start")
+    if is_running():
+        host_, port_ = _core.service_address()
+        raise ServiceError(f"the blendwire service is already running on {host_}:{port_}; call stop() first")
+    if port is None:
+        port = env_port()
+    _apply_log_level()
+    if queue_capacity is not None:
+        _core.set_queue_capacity(int(queue_capacity))
+    _core.set_dispatcher(commands.dispatch)
+    kwargs = {"default_timeout": float(default_timeout)}
+    if max_request_bytes is not None:
+        kwargs["max_request_bytes"] = int(max_request_bytes)
+    bound = tuple(_core.start_service(host, int(port), commands.COMMANDS, **kwargs))
+
+    _State.budget_ms = float(tick_budget_ms)
+    _State.quit_on_shutdown = bool(quit_on_shutdown)
+    _State.pending_stop = None
+    _State.quit_next_tick = False
+    _core.take_stop_request()  # drop a stale request from an earlier run
+    if mode() == "gui":
+        _register_timer()
+    if not _State.atexit_hooked:
+        atexit.register(_at_exit)
+        _State.atexit_hooked = True
+    return bound
+
+
+def _apply_log_level():
+    # BLD_REMOTE_LOG_LEVEL, as the peer honours it; set_log_level is not in every core build.
+    level = os.environ.get("BLD_REMOTE_LOG_LEVEL")
+    if level and hasattr(_core, "set_log_level"):
+        try:
+            _core.set_log_level(level)
+        except ValueError as e:
+            print(f"blendwire: ignoring BLD_REMOTE_LOG_LEVEL: {e}", file=sys.stderr)
+
+
+def stop(*, shutdown_core=False, timeout=2.0):
+    """Stop the service (the port is free when this returns) and the GUI timer. Idempotent.
+
+    `shutdown_core=True` also ends the core's background threads (add-on unregister).
+    Returns True if the service was running."""
+    _require_main_thread("stop")
+    _unregister_timer()
+    was_running = bool(_core.stop_service(timeout))
+    _core.set_dispatcher(None)
+    if shutdown_core:
+        _core.shutdown(timeout)
+    return was_running
+
+
+def request_stop(reason="shutdown"):
+    """Ask the running service loop to end after the current command (thread-safe): the pump
+    returns `reason`; in the GUI the timer stops the service (and quits if asked to)."""
+    _State.pending_stop = reason
+    _core.stop_pump(reason)
+
+
+# ---- GUI: the timer ------------------------------------------------------------------------------
+
+def _register_timer():
+    if not bpy.app.timers.is_registered(_timer_tick):
+        bpy.app.timers.register(_timer_tick, first_interval=0.0, persistent=True)
+    _State.timer_on = True
+
+
+def _unregister_timer():
+    if _State.timer_on and bpy.app.timers.is_registered(_timer_tick):
+        bpy.app.timers.unregister(_timer_tick)
+    _State.timer_on = False
+
+
+def _timer_tick():
+    # A timer that raises is removed by Blender: never let anything escape.
+    try:
+        if _State.quit_next_tick:
+            # One tick after stopping, never in the same callback (a same-tick quit after file
+            # operations has crashed Blender 3.4).
+            _State.timer_on = False
+            bpy.ops.wm.quit_blender()
+            return None
+        waiting = _core.tick(_State.budget_ms)
+        reason = _core.take_stop_request() or _State.pending_stop
+        if reason:
+            _State.pending_stop = None
+            _core.stop_service(2.0)
+            if _State.quit_on_shutdown:
+                _State.quit_next_tick = True
+                return _IDLE_INTERVAL
+            _State.timer_on = False
+            _core.set_dispatcher(None)
+            return None
+        return 0.0 if waiting else _IDLE_INTERVAL
+    except Exception:
+        traceback.print_exc()
+        return 0.1
+
+
+# ---- background / bpy: the pump ----------------------------------------------------------------
+
+def run_until_shutdown():
+    """Serve commands on this (main) thread until `server_shutdown`, SIGINT or SIGTERM, then stop
+    the service. Returns the reason: "shutdown", "SIGINT", "SIGTERM" or a `request_stop` reason.
+
+    For `blender -b` and the bpy module, where `bpy.app.timers` never fire. A second signal while a
+    command is still running raises KeyboardInterrupt to break out of it.
+    """
+    _require_main_thread("run_until_shutdown")
+    if not is_running():
+        raise ServiceError("the blendwire service is not running: call blendwire.blender.start() first")
+    signalled = []
+
+    def on_signal(signum, frame):
+        name = signal.Signals(signum).name
+        if signalled:
+            raise KeyboardInterrupt(name)  # second signal: a command is stuck, break it
+        signalled.append(name)
+        _core.stop_pump(name)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, on_signal)
+        except (ValueError, OSError, AttributeError):  # platform without it
+            pass
+    try:
+        reason = _core.pump()  # returns at once if a stop was requested before it started
+    except KeyboardInterrupt:
+        reason = signalled[0] if signalled else "SIGINT"
+    finally:
+        for sig, handler in previous.items():
+            # None: the old handler was not set from Python (Blender's own); default is closest.
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        _State.pending_stop = None
+        try:
+            stop()
+        except Exception:
+            traceback.print_exc()
+    return reason
+
+
+def _at_exit():
+    # Threads still running at interpreter shutdown can crash or hang Blender; bounded wait.
+    try:
+        _core.shutdown(2.0)
+    except Exception:
+        pass

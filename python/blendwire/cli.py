@@ -1,0 +1,292 @@
+"""The `blendwire` command: `serve` (Blender with the service, in the foreground) and `call`."""
+
+import argparse
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from .config import DEFAULT_HOST, env_port
+
+START_TIMEOUT = 60.0  # seconds Blender gets to start the service
+STOP_TIMEOUT = 10.0  # seconds Blender gets to exit after server_shutdown before it is killed
+
+
+class _Fail(Exception):
+    """A user-facing error: printed as `blendwire: error: ...`, exit status 1."""
+
+
+def _say(msg):
+    print(f"blendwire: {msg}", file=sys.stderr, flush=True)
+
+
+def _serving_line(host, port, version, mode):
+    print(f"blendwire: serving on {host}:{port} (Blender {version}, {mode})", flush=True)
+
+
+# ---- serve: in-process on the bpy module --------------------------------------------------------
+
+def _serve_bpy(host, port, blend_file):
+    try:
+        import bpy
+    except ImportError as e:
+        raise _Fail(f"--bpy needs the bpy module in this Python ({e}); install it with "
+                    f"`{sys.executable} -m pip install bpy` (bpy 5.0 needs Python 3.11)")
+    from . import blender
+    from .errors import PortInUse, ServiceError
+
+    if blend_file:
+        bpy.ops.wm.open_mainfile(filepath=blend_file)
+    try:
+        host, port = blender.start(host, port)
+    except (PortInUse, ServiceError) as e:
+        raise _Fail(f"could not start the service: {e}")
+    _serving_line(host, port, ".".join(map(str, bpy.app.version)), "bpy")
+    reason = blender.run_until_shutdown()
+    _say(f"service stopped ({reason})")
+    return 0
+
+
+# ---- serve: Blender as a child process -----------------------------------------------------------
+
+def _find_blender(path):
+    candidate = path or os.environ.get("BLENDER") or "blender"
+    found = shutil.which(candidate)
+    if not found:
+        raise _Fail(f"Blender not found ({candidate!r}): install it (e.g. `apt install blender`), "
+                    "put it on PATH, set $BLENDER or pass --blender PATH; or use --bpy")
+    return found
+
+
+def _child_command(blender_exe, gui, blend_file):
+    from . import _serve_in_blender
+
+    # The directory holding the blendwire package. APPENDED to Blender's sys.path so Blender's own
+    # modules (bpy, numpy, ...) keep precedence over whatever else lives next to blendwire.
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(_serve_in_blender.__file__)))
+    boot = (f"import sys; p = {pkg_parent!r}; p in sys.path or sys.path.append(p); "
+            "import blendwire._serve_in_blender as m; m.main()")
+    cmd = [blender_exe] + ([] if gui else ["-b"]) + ([blend_file] if blend_file else [])
+    # --python-exit-code: an exception in the bootstrap makes Blender exit non-zero, not idle.
+    cmd += ["--python-exit-code", "2", "--python-expr", boot]
+    if gui and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        xvfb = shutil.which("xvfb-run")
+        if not xvfb:
+            raise _Fail("--gui without $DISPLAY needs xvfb-run: install it (`apt install xvfb`) or set DISPLAY")
+        cmd = [xvfb, "-a", "-s", "-screen 0 1280x720x24"] + cmd
+    return cmd
+
+
+def _relay(stream, events, markers):
+    """Child stdout → our stderr, line by line; marker lines become events instead."""
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace")
+        kind, _, payload = line.partition(" ")
+        if kind in markers:
+            try:
+                events.put((kind, json.loads(payload)))
+                continue
+            except ValueError:
+                pass
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    events.put(("EOF", None))
+
+
+def _kill_group(proc, timeout=3.0):
+    """SIGTERM, then SIGKILL, the child's process group (Blender, and Xvfb under xvfb-run)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _serve_child(host, port, blender_path, gui, blend_file):
+    from . import _serve_in_blender as inner
+
+    cmd = _child_command(_find_blender(blender_path), gui, blend_file)
+    env = dict(os.environ)
+    env[inner.ENV] = json.dumps({"host": host, "port": port})
+    # The bootstrap starts the service; an add-on auto-starting one on the same port would collide.
+    env.pop("BLD_REMOTE_MCP_START_NOW", None)
+
+    signals = []
+    previous = {s: signal.signal(s, lambda signum, frame: signals.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
+                            start_new_session=True)  # our signals must not hit Blender directly
+    events = queue.Queue()
+    threading.Thread(target=_relay, args=(proc.stdout, events, (inner.READY, inner.ERROR)),
+                     daemon=True).start()
+    try:
+        info = _wait_ready(proc, events, signals)
+        if info is None:  # signalled before Blender was ready
+            _kill_group(proc)
+            return 0
+        _serving_line(info["host"], info["port"], info["blender"], info["mode"])
+        return _wait_done(proc, events, signals, info)
+    except BaseException:
+        _kill_group(proc)
+        raise
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _wait_ready(proc, events, signals):
+    deadline = time.monotonic() + START_TIMEOUT
+    while not signals:
+        try:
+            # Short timeout so a signal (its handler only appends to `signals`) is seen promptly.
+            kind, payload = events.get(timeout=0.1)
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                raise _Fail(f"Blender did not start the service within {START_TIMEOUT:.0f} s "
+                            "(its output is above)")
+            continue
+        if kind == "BLENDWIRE-READY":
+            return payload
+        if kind == "BLENDWIRE-ERROR":
+            raise _Fail(f"could not start the service: {payload.get('error')}")
+        if kind == "EOF":
+            rc = proc.wait()
+            raise _Fail(f"Blender exited with status {rc} before the service started (its output is above)")
+    return None
+
+
+def _wait_done(proc, events, signals, info):
+    while True:
+        if signals:
+            name = signal.Signals(signals[0]).name
+            _say(f"{name}: shutting down")
+            _request_shutdown(info["host"], info["port"])
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                _say(f"Blender did not exit within {STOP_TIMEOUT:.0f} s; killing it")
+            _kill_group(proc)
+            return 0
+        try:
+            kind, _ = events.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if kind == "EOF":
+            rc = proc.wait()
+            if rc != 0:
+                _say(f"Blender exited with status {rc}")
+                return 1
+            return 0
+
+
+def _request_shutdown(host, port):
+    try:
+        from .client import Client
+
+        with Client(host, port, timeout=5.0) as c:
+            c.call("server_shutdown")
+    except Exception as e:  # the child may already be gone; the kill below still ends it
+        _say(f"server_shutdown failed ({e}); stopping Blender")
+
+
+def _cmd_serve(args):
+    port = args.port if args.port is not None else env_port()
+    if not 0 <= port <= 65535:
+        raise _Fail(f"--port must be 0..65535 (0 picks a free port), got {port}")
+    blend_file = None
+    if args.file:
+        blend_file = os.path.abspath(args.file)
+        if not os.path.isfile(blend_file):
+            raise _Fail(f"no such .blend file: {args.file}")
+    if args.bpy:
+        if args.gui:
+            raise _Fail("--gui needs a Blender executable; the bpy module has no UI (drop --bpy)")
+        return _serve_bpy(args.host, port, blend_file)
+    return _serve_child(args.host, port, args.blender, args.gui, blend_file)
+
+
+# ---- call ----------------------------------------------------------------------------------------
+
+def _cmd_call(args):
+    from .client import Client
+    from .errors import BlendwireError, CommandError, ConnectionFailed
+
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except ValueError as e:
+        raise _Fail(f"JSON_PARAMS is not valid JSON ({e}); e.g. '{{\"name\": \"Cube\"}}'")
+    if not isinstance(params, dict):
+        raise _Fail("JSON_PARAMS must be a JSON object, e.g. '{\"name\": \"Cube\"}'")
+    port = args.port if args.port is not None else env_port()
+    try:
+        with Client(args.host, port, args.timeout) as c:
+            response = c.request({"type": args.type, "params": params})
+    except ConnectionFailed as e:
+        raise _Fail(f"{e} (is the service running? start it with `blendwire serve`)")
+    except BlendwireError as e:
+        raise _Fail(f"{type(e).__name__}: {e}")
+    if response.get("status") == "error":
+        code = response.get("error_code")
+        raise _Fail(f"{response.get('message')}" + (f" [{code}]" if code else ""))
+    print(json.dumps(response, indent=2, ensure_ascii=False), flush=True)
+    return 0
+
+
+# ---- entry point ---------------------------------------------------------------------------------
+
+def _parser():
+    p = argparse.ArgumentParser(prog="blendwire", description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--version", action="version", version=f"blendwire {_version()}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run Blender with the command service, in the foreground",
+                       description="Start Blender with the BLD-Remote-compatible command service and "
+                                   "stay in the foreground until server_shutdown, Ctrl-C or SIGTERM.")
+    s.add_argument("file", nargs="?", metavar="FILE.blend", help="a .blend file to open")
+    s.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s)")
+    s.add_argument("--port", type=int, help="port (default: $BLD_REMOTE_MCP_PORT or 6688; 0 = a free port)")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--blender", metavar="PATH", help="Blender executable (default: $BLENDER or blender on PATH)")
+    which.add_argument("--bpy", action="store_true", help="run in this process on the bpy module")
+    s.add_argument("--gui", action="store_true", help="run Blender with its UI (under xvfb-run if $DISPLAY is unset)")
+    s.set_defaults(func=_cmd_serve)
+
+    c = sub.add_parser("call", help="send one command and print the response",
+                       description="Send one command to a running service and print the response JSON.")
+    c.add_argument("type", metavar="TYPE", help="command type, e.g. get_scene_info")
+    c.add_argument("params", nargs="?", metavar="JSON_PARAMS", help="params as a JSON object")
+    c.add_argument("--host", default=DEFAULT_HOST)
+    c.add_argument("--port", type=int, help="default: $BLD_REMOTE_MCP_PORT or 6688")
+    c.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
+    c.set_defaults(func=_cmd_call)
+    return p
+
+
+def _version():
+    try:
+        from . import _core
+
+        return _core.__version__
+    except ImportError:
+        return "unknown (native module missing)"
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _Fail as e:
+        print(f"blendwire: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,77 @@
+"""`blendwire.Client`: a script-friendly client of a blendwire / BLD Remote service."""
+
+import base64
+
+from . import _core
+
+
+class Client:
+    """One persistent connection to the service (thread-safe; reconnects with backoff and jitter
+    when the connection is found closed before a call). See `_core.Client` for the error types.
+
+        with blendwire.Client(port=6688) as c:
+            print(c.execute("print(len(bpy.data.objects))"))
+    """
+
+    def __init__(self, host="127.0.0.1", port=6688, timeout=30.0):
+        self._client = _core.Client(host, int(port), float(timeout))
+
+    def call(self, type, params=None):
+        """Send a command; return its `result`. Raises CommandError on `status: error`."""
+        return self._client.call(type, params)
+
+    def request(self, message):
+        """Send any JSON object; return the whole response object."""
+        return self._client.request(message)
+
+    def execute(self, code):
+        """Run Python `code` in Blender (fresh globals with `bpy`); return what it printed."""
+        # Base64 both ways, as blender-remote's client does: survives any quoting or encoding.
+        result = self.call("execute_code", {
+            "code": base64.b64encode(code.encode("utf-8")).decode("ascii"),
+            "code_is_base64": True,
+            "return_as_base64": True,
+        })
+        text = result.get("result", "")
+        if result.get("result_is_base64"):
+            text = base64.b64decode(text).decode("utf-8")
+        return text
+
+    def scene_info(self):
+        return self.call("get_scene_info")
+
+    def object_info(self, name):
+        return self.call("get_object_info", {"name": name})
+
+    def shutdown(self):
+        """Ask the service to shut down (`server_shutdown`)."""
+        return self.call("server_shutdown")
+
+    def close(self):
+        self._client.close()
+
+    @property
+    def connected(self):
+        return self._client.connected
+
+    @property
+    def host(self):
+        return self._client.host
+
+    @property
+    def port(self):
+        return self._client.port
+
+    @property
+    def timeout(self):
+        return self._client.timeout
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "connected" if self.connected else "not connected"
+        return f"<blendwire.Client {self.host}:{self.port} timeout={self.timeout}s {state}>"
