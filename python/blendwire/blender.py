@@ -172,8 +172,9 @@ def run_until_shutdown():
     """Serve commands on this (main) thread until `server_shutdown`, SIGINT or SIGTERM, then stop
     the service. Returns the reason: "shutdown", "SIGINT", "SIGTERM" or a `request_stop` reason.
 
-    For `blender -b` and the bpy module, where `bpy.app.timers` never fire. A second signal while a
-    command is still running raises KeyboardInterrupt to break out of it.
+    For `blender -b` and the bpy module, where `bpy.app.timers` never fire. A signal that arrives
+    while a command runs (or a second signal) raises KeyboardInterrupt in it, so a stuck command
+    cannot keep the process alive.
     """
     _require_main_thread("run_until_shutdown")
     if not is_running():
@@ -182,10 +183,11 @@ def run_until_shutdown():
 
     def on_signal(signum, frame):
         name = signal.Signals(signum).name
-        if signalled:
-            raise KeyboardInterrupt(name)  # second signal: a command is stuck, break it
+        first = not signalled
         signalled.append(name)
         _core.stop_pump(name)
+        if commands.running or not first:
+            raise KeyboardInterrupt(name)  # break the running command; the pump then returns
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -195,7 +197,7 @@ def run_until_shutdown():
             pass
     try:
         reason = _core.pump()  # returns at once if a stop was requested before it started
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # raised by on_signal inside a command, re-raised by the core
         reason = signalled[0] if signalled else "SIGINT"
     finally:
         for sig, handler in previous.items():

@@ -6,6 +6,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import time
 from .config import DEFAULT_HOST, env_port
 
 START_TIMEOUT = 60.0  # seconds Blender gets to start the service
-STOP_TIMEOUT = 10.0  # seconds Blender gets to exit after server_shutdown before it is killed
+STOP_GRACE = 1.5  # seconds Blender gets to exit after each shutdown step before the next one
 
 
 class _Fail(Exception):
@@ -132,14 +133,11 @@ def _serve_child(host, port, blender_path, gui, blend_file):
     try:
         info = _wait_ready(proc, events, signals)
         if info is None:  # signalled before Blender was ready
-            _kill_group(proc)
             return 0
         _serving_line(info["host"], info["port"], info["blender"], info["mode"])
         return _wait_done(proc, events, signals, info)
-    except BaseException:
-        _kill_group(proc)
-        raise
     finally:
+        _kill_group(proc)  # Blender, or whatever it left in its group (Xvfb); a no-op when all are gone
         for s, h in previous.items():
             signal.signal(s, h)
 
@@ -170,12 +168,7 @@ def _wait_done(proc, events, signals, info):
         if signals:
             name = signal.Signals(signals[0]).name
             _say(f"{name}: shutting down")
-            _request_shutdown(info["host"], info["port"])
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                _say(f"Blender did not exit within {STOP_TIMEOUT:.0f} s; killing it")
-            _kill_group(proc)
+            _stop_child(proc, info)
             return 0
         try:
             kind, _ = events.get(timeout=0.1)
@@ -189,14 +182,26 @@ def _wait_done(proc, events, signals, info):
             return 0
 
 
-def _request_shutdown(host, port):
+def _stop_child(proc, info):
+    """Bounded, politest first: server_shutdown; then SIGINT (in -b/bpy it breaks a command that is
+    still running); then SIGTERM/SIGKILL to the whole process group."""
     try:
         from .client import Client
 
-        with Client(host, port, timeout=5.0) as c:
+        with Client(info["host"], info["port"], timeout=2.0) as c:
             c.call("server_shutdown")
-    except Exception as e:  # the child may already be gone; the kill below still ends it
-        _say(f"server_shutdown failed ({e}); stopping Blender")
+    except Exception as e:  # the child may be gone or stuck; the steps below still end it
+        _say(f"server_shutdown failed ({e})")
+    for step in ("SIGINT", "kill"):
+        try:
+            proc.wait(STOP_GRACE)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if step == "SIGINT" and info.get("mode") != "gui":
+            _say("Blender is still busy; interrupting the running command")
+            proc.send_signal(signal.SIGINT)
+    _say("Blender did not exit; killing it")
 
 
 def _cmd_serve(args):
@@ -217,9 +222,21 @@ def _cmd_serve(args):
 
 # ---- call ----------------------------------------------------------------------------------------
 
+def _probe(host, port, timeout):
+    # The client retries a refused connection until its timeout (right for scripts riding out a
+    # restart); a one-shot command should say at once that nothing listens.
+    try:
+        socket.create_connection((host, port), timeout=min(timeout, 5.0)).close()
+    except ConnectionRefusedError:
+        raise _Fail(f"nothing is listening on {host}:{port}; start the service with "
+                    f"`blendwire serve --port {port}` (or check --host/--port, $BLD_REMOTE_MCP_PORT)")
+    except OSError:
+        pass  # unreachable, timeout...: let the client report it
+
+
 def _cmd_call(args):
     from .client import Client
-    from .errors import BlendwireError, CommandError, ConnectionFailed
+    from .errors import BlendwireError
 
     try:
         params = json.loads(args.params) if args.params else {}
@@ -228,11 +245,10 @@ def _cmd_call(args):
     if not isinstance(params, dict):
         raise _Fail("JSON_PARAMS must be a JSON object, e.g. '{\"name\": \"Cube\"}'")
     port = args.port if args.port is not None else env_port()
+    _probe(args.host, port, args.timeout)
     try:
         with Client(args.host, port, args.timeout) as c:
             response = c.request({"type": args.type, "params": params})
-    except ConnectionFailed as e:
-        raise _Fail(f"{e} (is the service running? start it with `blendwire serve`)")
     except BlendwireError as e:
         raise _Fail(f"{type(e).__name__}: {e}")
     if response.get("status") == "error":

@@ -310,4 +310,13 @@ def dispatch(command_type, params):
         raise _invalid(f"params must be a JSON object, got {type(params).__name__}")
     params = dict(params)
     params.pop("_timeout_seconds", None)  # handled by the core (server-side wait)
-    return handler(params)
+    global running
+    running += 1
+    try:
+        return handler(params)
+    finally:
+        running -= 1
+
+
+# How many handlers are executing right now (a signal handler uses it to break a stuck command).
+running = 0
