@@ -1,0 +1,369 @@
+"""Helpers shared by the blendwire test suites: raw-socket JSON I/O and `blendwire serve` processes.
+
+Importable in every runtime (venv Python, Blender's Python): standard library only.
+Nothing here sleeps to wait for readiness: every wait polls an observable condition up to a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, List, Optional
+
+HOST = "127.0.0.1"
+SERVING_RE = re.compile(
+    r"^blendwire: serving on (?P<host>\S+):(?P<port>\d+) "
+    r"\(Blender (?P<version>[0-9][0-9.]*), (?P<runtime>background|gui|bpy)\)$"
+)
+RUNTIME_ARGS = {"background": [], "bpy": ["--bpy"], "gui": ["--gui"]}
+START_TIMEOUT = float(os.environ.get("BLENDWIRE_TEST_START_TIMEOUT", "180"))
+EXIT_TIMEOUT = 30.0
+
+
+# ---- waiting ---------------------------------------------------------------------------------
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:
+    """Poll `predicate` until it returns a truthy value (returned) or `timeout` passes (AssertionError).
+
+    Polls an observable condition with a deadline; never a fixed sleep standing in for readiness."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_is_bindable(port: int, host: str = HOST) -> bool:
+    """True if a listening socket can bind host:port now (with SO_REUSEADDR, as every server does)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(1)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def connection_refused(port: int, host: str = HOST) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+# ---- raw JSON over a socket ------------------------------------------------------------------
+
+_DECODER = json.JSONDecoder()
+
+
+def _try_parse(buf: bytes):
+    """(value, bytes consumed) if `buf` starts with one complete JSON value, else None."""
+    stripped = buf.lstrip()
+    if not stripped:
+        return None
+    skipped = len(buf) - len(stripped)
+    try:
+        text = stripped.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # A UTF-8 character split at the end of the buffer: parse the complete prefix.
+        text = stripped[: e.start].decode("utf-8")
+    try:
+        value, end = _DECODER.raw_decode(text)
+    except json.JSONDecodeError:
+        return None
+    return value, skipped + len(text[:end].encode("utf-8"))
+
+
+class Conn:
+    """One raw TCP connection; `read()` accumulates bytes until they parse as one JSON value."""
+
+    def __init__(self, port: int, host: str = HOST, timeout: float = 60.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.buf = b""
+
+    def send(self, message) -> None:
+        data = message if isinstance(message, (bytes, bytearray)) else json.dumps(message).encode("utf-8")
+        self.sock.sendall(data)
+
+    def send_pieces(self, data: bytes, sizes) -> None:
+        """Send `data` in separate writes of the given sizes (the rest in one last write)."""
+        pos = 0
+        for n in sizes:
+            self.sock.sendall(data[pos:pos + n])
+            pos += n
+        if pos < len(data):
+            self.sock.sendall(data[pos:])
+
+    def read(self, timeout: Optional[float] = None) -> Any:
+        """The next JSON value from the server. Raises TimeoutError, or ConnectionError on EOF."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            parsed = _try_parse(self.buf)
+            if parsed is not None:
+                value, used = parsed
+                self.buf = self.buf[used:]
+                return value
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no complete JSON response; received so far: {self.buf[:500]!r}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError(f"no complete JSON response; received so far: {self.buf[:500]!r}") from None
+            if not chunk:
+                raise ConnectionError(f"connection closed by the server; received: {self.buf[:500]!r}")
+            self.buf += chunk
+
+    def request(self, message, timeout: Optional[float] = None) -> Any:
+        self.send(message)
+        return self.read(timeout)
+
+    def at_eof(self, timeout: float) -> bool:
+        """True if the server closes this connection (EOF or reset) within `timeout`."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except socket.timeout:
+            return False
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def request(port: int, type_: str, params: Optional[dict] = None, host: str = HOST, timeout: float = 60.0) -> Any:
+    """One-shot: connect, send one request, read one response, close."""
+    with Conn(port, host, timeout) as c:
+        return c.request({"type": type_, "params": params or {}})
+
+
+def execute(port: int, code: str, host: str = HOST, timeout: float = 60.0, **params) -> Any:
+    return request(port, "execute_code", {"code": code, **params}, host=host, timeout=timeout)
+
+
+def assert_success(resp) -> Any:
+    assert isinstance(resp, dict), resp
+    assert resp.get("status") == "success", resp
+    return resp["result"]
+
+
+def assert_error(resp, error_code: Optional[str] = None) -> dict:
+    assert isinstance(resp, dict), resp
+    assert resp.get("status") == "error", resp
+    assert isinstance(resp.get("message"), str) and resp["message"].strip(), resp
+    if error_code is not None:
+        assert resp.get("error_code") == error_code, resp
+    return resp
+
+
+def stdout_of(result: dict) -> str:
+    """The captured stdout of an execute_code result (plain or base64)."""
+    import base64
+
+    out = result["result"]
+    if result.get("result_is_base64"):
+        out = base64.b64decode(out).decode("utf-8")
+    return out
+
+
+def wait_file(path: str, timeout: float = 60.0) -> str:
+    return wait_for(lambda: os.path.exists(path) and path, timeout, f"file {path}")
+
+
+def blocking_code(started: str, release: str, limit: float = 120.0) -> str:
+    """execute_code source that occupies Blender's main thread until the file `release` exists.
+
+    It creates `started` first, so a test knows the job is running (and so is first in line)."""
+    return (
+        "import os, time\n"
+        f"open({started!r}, 'w').close()\n"
+        f"deadline = time.monotonic() + {limit}\n"
+        f"while not os.path.exists({release!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.005)\n"
+        "print('released')\n"
+    )
+
+
+def touch(path: str) -> None:
+    with open(path, "w"):
+        pass
+
+
+# ---- `blendwire serve` processes ---------------------------------------------------------------
+
+def blendwire_command() -> List[str]:
+    """How to run the `blendwire` console script: $BLENDWIRE_BIN, next to this Python, or on PATH."""
+    if os.environ.get("BLENDWIRE_BIN"):
+        return [os.environ["BLENDWIRE_BIN"]]
+    here = os.path.join(os.path.dirname(sys.executable), "blendwire")
+    if os.path.exists(here):
+        return [here]
+    found = shutil.which("blendwire")
+    if found:
+        return [found]
+    raise AssertionError("the `blendwire` command is not installed (run scripts/setup)")
+
+
+class ServeProcess:
+    """A `blendwire serve ...` subprocess (own process group) with its output collected by threads."""
+
+    def __init__(self, args: List[str], env: Optional[dict] = None):
+        self.args = list(args)
+        self.cmd = blendwire_command() + ["serve"] + self.args
+        full_env = dict(os.environ)
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        if env:
+            full_env.update(env)
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=full_env, start_new_session=True,
+        )
+        self.stdout_lines: List[str] = []
+        self.stderr_lines: List[str] = []
+        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.host: Optional[str] = None
+        self.port: Optional[int] = None
+        self.version: Optional[str] = None
+        self.runtime: Optional[str] = None
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines, True), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines, False), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _pump(self, stream, sink, is_stdout):
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            sink.append(line)
+            if is_stdout:
+                self._lines.put(line)
+        stream.close()
+        if is_stdout:
+            self._lines.put(None)
+
+    def output(self, limit: int = 60) -> str:
+        return ("--- command: " + " ".join(self.cmd)
+                + "\n--- stdout:\n" + "\n".join(self.stdout_lines[-limit:])
+                + "\n--- stderr:\n" + "\n".join(self.stderr_lines[-limit:]))
+
+    def wait_serving(self, timeout: float = START_TIMEOUT) -> "ServeProcess":
+        """Wait for the `blendwire: serving on ...` line; AssertionError on exit or deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no 'serving on' line within {timeout}s\n{self.output()}")
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                rc = self.proc.wait(timeout=EXIT_TIMEOUT)
+                raise AssertionError(f"blendwire serve exited ({rc}) before serving\n{self.output()}")
+            m = SERVING_RE.match(line)
+            if m:
+                self.host, self.port = m["host"], int(m["port"])
+                self.version, self.runtime = m["version"], m["runtime"]
+                return self
+
+    def wait_exit(self, timeout: float = EXIT_TIMEOUT) -> Optional[int]:
+        """The exit code, or None if it is still running after `timeout`."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        for t in self._readers:
+            t.join(timeout=10)
+        return rc
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        """Kill the whole process group (blendwire and the Blender it started)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def shutdown(self, timeout: float = EXIT_TIMEOUT) -> int:
+        """Send `server_shutdown`; assert the answer and that the process exits 0 within `timeout`.
+
+        On any failure the process group is killed and AssertionError raised."""
+        try:
+            if self.proc.poll() is None:
+                resp = request(self.port, "server_shutdown", host=self.host or HOST, timeout=timeout)
+                result = assert_success(resp)
+                assert result.get("message") == "Server shutdown initiated", resp
+            rc = self.wait_exit(timeout)
+            assert rc is not None, f"blendwire serve still running {timeout}s after server_shutdown"
+            assert rc == 0, f"blendwire serve exited {rc} after server_shutdown"
+            return rc
+        except BaseException as e:
+            self.kill()
+            raise AssertionError(f"{e}\n{self.output()}") from e
+
+    def __del__(self):
+        try:
+            if self.proc.poll() is None:
+                self.kill()
+        except Exception:
+            pass
+
+
+def start_serve(runtime: str, port: int = 0, extra: Optional[List[str]] = None,
+                env: Optional[dict] = None) -> ServeProcess:
+    """Start `blendwire serve --port PORT` for a runtime and wait until it serves."""
+    args = ["--port", str(port)] + RUNTIME_ARGS[runtime] + list(extra or [])
+    sp = ServeProcess(args, env=env)
+    try:
+        sp.wait_serving()
+    except BaseException:
+        sp.kill()
+        raise
+    assert sp.runtime == runtime, f"asked for {runtime}, serving line says {sp.runtime}\n{sp.output()}"
+    if port:
+        assert sp.port == port, sp.output()
+    return sp

@@ -1,0 +1,165 @@
+"""The `blendwire` command: `call` output and exit codes; `serve` start, stdout line and exit codes."""
+
+import json
+import signal
+import socket
+import subprocess
+
+import pytest
+
+import bwtest
+
+pytestmark = pytest.mark.runtimes("background", "bpy")
+
+
+def blendwire(*args, timeout=120):
+    return subprocess.run(bwtest.blendwire_command() + list(args), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ---- call --------------------------------------------------------------------------------------
+
+def test_call_prints_response_json(server):
+    p = blendwire("call", "get_scene_info", "--port", str(server.port))
+    assert p.returncode == 0, p.stderr
+    resp = json.loads(p.stdout)
+    assert resp["status"] == "success"
+    assert "Cube" in {o["name"] for o in resp["result"]["objects"]}
+
+
+def test_call_with_json_params(server):
+    p = blendwire("call", "execute_code", '{"code": "print(6 * 7)"}', "--port", str(server.port))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["result"]["result"] == "42\n"
+    p = blendwire("call", "get_object_info", '{"name": "Cube"}', "--port", str(server.port))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["result"]["mesh"]["polygons"] == 6
+
+
+def test_call_port_from_env(server):
+    import os
+
+    env = dict(os.environ, BLD_REMOTE_MCP_PORT=str(server.port))
+    p = subprocess.run(bwtest.blendwire_command() + ["call", "get_polyhaven_status"], env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["result"]["enabled"] is False
+
+
+def test_call_unknown_command_fails(server):
+    p = blendwire("call", "no_such_command_xyz", "--port", str(server.port))
+    assert p.returncode != 0
+    assert "unknown_rpc_command" in p.stderr + p.stdout
+    assert "Traceback" not in p.stderr
+
+
+def test_call_command_error_fails(server):
+    p = blendwire("call", "execute_code", '{"code": "raise ValueError(\'nope-xyz\')"}', "--port", str(server.port))
+    assert p.returncode != 0
+    assert "nope-xyz" in p.stderr + p.stdout
+
+
+@pytest.mark.parametrize("params", ["{not json", "[1, 2]"])
+def test_call_bad_params_fails(server, params):
+    p = blendwire("call", "get_object_info", params, "--port", str(server.port))
+    assert p.returncode != 0
+    assert "JSON" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.background
+def test_call_nothing_listening_fails_clearly():
+    port = bwtest.free_port()
+    p = blendwire("call", "get_scene_info", "--port", str(port), "--timeout", "2")
+    assert p.returncode != 0
+    assert str(port) in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+# ---- serve -------------------------------------------------------------------------------------
+
+RUNTIMES = [pytest.param("background", marks=pytest.mark.background),
+            pytest.param("bpy", marks=pytest.mark.bpy)]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_serve_exits_0_on_server_shutdown_and_prints_one_stdout_line(serve_factory, runtime):
+    sp = serve_factory(runtime)
+    assert sp.host == "127.0.0.1" and sp.port > 0
+    sp.shutdown()
+    assert sp.stdout_lines == [f"blendwire: serving on {sp.host}:{sp.port} (Blender {sp.version}, {runtime})"], \
+        sp.output()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_exits_0_on_signal(serve_factory, runtime, signum):
+    sp = serve_factory(runtime)
+    assert bwtest.request(sp.port, "get_polyhaven_status")["status"] == "success"
+    sp.signal(signum)
+    rc = sp.wait_exit()
+    if rc is None:
+        sp.kill()
+    assert rc == 0, sp.output()
+    assert bwtest.connection_refused(sp.port)
+
+
+@pytest.mark.background
+def test_serve_signal_with_client_connected(serve_factory):
+    sp = serve_factory("background")
+    conn = bwtest.Conn(sp.port)
+    assert conn.request({"type": "get_polyhaven_status", "params": {}})["status"] == "success"
+    sp.signal(signal.SIGTERM)
+    rc = sp.wait_exit()
+    if rc is None:
+        sp.kill()
+    assert rc == 0, sp.output()
+    conn.close()
+
+
+@pytest.mark.background
+def test_serve_explicit_port(serve_factory):
+    port = bwtest.free_port()
+    sp = serve_factory("background", port=port)
+    assert sp.port == port
+    assert bwtest.request(port, "get_polyhaven_status")["status"] == "success"
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_serve_port_taken_fails_clearly(runtime):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        sp = bwtest.ServeProcess(["--port", str(port)] + bwtest.RUNTIME_ARGS[runtime])
+        rc = sp.wait_exit(timeout=120)
+        if rc is None:
+            sp.kill()
+    assert rc not in (None, 0), sp.output()
+    assert not any("serving on" in line for line in sp.stdout_lines), sp.output()
+    err = "\n".join(sp.stderr_lines)
+    assert str(port) in err, sp.output()
+    assert "Traceback" not in err, sp.output()
+
+
+@pytest.mark.background
+def test_serve_opens_blend_file(serve_factory, tmp_path):
+    path = str(tmp_path / "scene.blend")
+    maker = serve_factory("background")
+    code = ("import bpy\nbpy.ops.mesh.primitive_uv_sphere_add()\nbpy.context.active_object.name = 'MySphere'\n"
+            f"bpy.ops.wm.save_as_mainfile(filepath={path!r})\nprint('saved')")
+    assert bwtest.stdout_of(bwtest.assert_success(bwtest.execute(maker.port, code))).endswith("saved\n")
+    maker.shutdown()
+    sp = serve_factory("background", extra=[path])
+    info = bwtest.assert_success(bwtest.request(sp.port, "get_object_info", {"name": "MySphere"}))
+    assert info["type"] == "MESH"
+
+
+@pytest.mark.background
+def test_serve_missing_blend_file_fails(tmp_path):
+    sp = bwtest.ServeProcess(["--port", "0", str(tmp_path / "missing.blend")])
+    rc = sp.wait_exit(timeout=60)
+    if rc is None:
+        sp.kill()
+    assert rc not in (None, 0), sp.output()
+    assert "missing.blend" in "\n".join(sp.stderr_lines), sp.output()
