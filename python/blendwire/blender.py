@@ -29,6 +29,7 @@ class _State:
     budget_ms = 8.0
     quit_on_shutdown = False
     pending_stop = None  # stop asked for by a handler (e.g. sys.exit in execute_code), GUI path
+    stopping = False  # a stop was requested on the previous timer turn
     quit_next_tick = False
     atexit_hooked = False
 
@@ -85,7 +86,7 @@ def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8
     _State.budget_ms = float(tick_budget_ms)
     _State.quit_on_shutdown = bool(quit_on_shutdown)
     _State.pending_stop = None
-    _State.quit_next_tick = False
+    _State.stopping = _State.quit_next_tick = False
     _core.take_stop_request()  # drop a stale request from an earlier run
     if mode() == "gui":
         _register_timer()
@@ -149,10 +150,8 @@ def _timer_tick():
             _State.timer_on = False
             bpy.ops.wm.quit_blender()
             return None
-        waiting = _core.tick(_State.budget_ms)
-        reason = _core.take_stop_request() or _State.pending_stop
-        if reason:
-            _State.pending_stop = None
+        if _State.stopping:
+            _State.stopping = False
             _core.stop_service(2.0)
             if _State.quit_on_shutdown:
                 _State.quit_next_tick = True
@@ -160,6 +159,13 @@ def _timer_tick():
             _State.timer_on = False
             _core.set_dispatcher(None)
             return None
+        waiting = _core.tick(_State.budget_ms)
+        if _core.take_stop_request() or _State.pending_stop:
+            # Stop on the next turn: the answer to the command that asked for it (e.g. sys.exit in
+            # execute_code) is still being written, and stop_service would cut it off.
+            _State.pending_stop = None
+            _State.stopping = True
+            return _IDLE_INTERVAL
         return 0.0 if waiting else _IDLE_INTERVAL
     except Exception:
         traceback.print_exc()

@@ -164,10 +164,12 @@ def get_viewport_screenshot(params):
     img = bpy.data.images.load(filepath)
     try:
         width, height = img.size
-        if max(width, height) > max_size:
+        resize = max(width, height) > max_size
+        if resize:
             scale = max_size / max(width, height)
             width, height = int(width * scale), int(height * scale)
             img.scale(width, height)
+        if resize or fmt != "png":  # screenshot_area always writes PNG
             img.file_format = _SCREENSHOT_FORMATS[fmt]
             img.save()
     finally:
