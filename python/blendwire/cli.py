@@ -158,9 +158,18 @@ def _wait_ready(proc, events, signals):
         if kind == "BLENDWIRE-ERROR":
             raise _Fail(f"could not start the service: {payload.get('error')}")
         if kind == "EOF":
-            rc = proc.wait()
-            raise _Fail(f"Blender exited with status {rc} before the service started (its output is above)")
+            raise _Fail(f"Blender exited with status {_exit_status(proc)} before the service started "
+                        "(its output is above)")
     return None
+
+
+def _exit_status(proc):
+    """Blender's exit status once its stdout closed (bounded: a child that closed stdout but lives
+    on is killed by the caller's cleanup)."""
+    try:
+        return proc.wait(STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        return "unknown (still running after closing its output)"
 
 
 def _wait_done(proc, events, signals, info):
@@ -175,7 +184,7 @@ def _wait_done(proc, events, signals, info):
         except queue.Empty:
             continue
         if kind == "EOF":
-            rc = proc.wait()
+            rc = _exit_status(proc)
             if rc != 0:
                 _say(f"Blender exited with status {rc}")
                 return 1
@@ -261,7 +270,9 @@ def _cmd_call(args):
 # ---- entry point ---------------------------------------------------------------------------------
 
 def _parser():
-    p = argparse.ArgumentParser(prog="blendwire", description=__doc__.split("\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="blendwire",
+        description="Blender with a BLD-Remote-compatible command service (serve), and a client (call).")
     p.add_argument("--version", action="version", version=f"blendwire {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
