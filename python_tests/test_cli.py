@@ -163,3 +163,68 @@ def test_serve_missing_blend_file_fails(tmp_path):
         sp.kill()
     assert rc not in (None, 0), sp.output()
     assert "missing.blend" in "\n".join(sp.stderr_lines), sp.output()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_serve_shutdown_right_after_serving_line(runtime):
+    """server_shutdown sent the moment the line appears (a script's first action) must end the
+    process with 0 every time. Repeated: the window between the line and the serving loop is small."""
+    for attempt in range(5):
+        sp = bwtest.ServeProcess(["--port", "0"] + bwtest.RUNTIME_ARGS[runtime])
+        try:
+            sp.wait_serving()
+        except BaseException:
+            sp.kill()
+            raise
+        try:
+            sp.shutdown()
+        except AssertionError as e:
+            raise AssertionError(f"attempt {attempt}: {e}") from None
+
+
+@pytest.mark.background
+def test_serve_port_from_env():
+    port = bwtest.free_port()
+    sp = bwtest.ServeProcess([], env={"BLD_REMOTE_MCP_PORT": str(port)})
+    try:
+        sp.wait_serving()
+    except BaseException:
+        sp.kill()
+        raise
+    sp.shutdown()
+    assert sp.port == port, sp.output()
+
+
+@pytest.mark.background
+def test_serve_sigterm_with_running_and_queued_jobs(serve_factory, tmp_flag_dir):
+    """SIGTERM while a command runs and others wait: the process ends with 0, and every waiting
+    client gets an answer or a closed connection, never a hang."""
+    import os
+
+    sp = serve_factory("background")
+    started = os.path.join(tmp_flag_dir, "started")
+    release = os.path.join(tmp_flag_dir, "release")
+    blocker = bwtest.Conn(sp.port)
+    waiting = []
+    try:
+        blocker.send({"type": "execute_code", "params": {"code": bwtest.blocking_code(started, release)}})
+        bwtest.wait_file(started)
+        for i in range(3):
+            c = bwtest.Conn(sp.port)
+            c.send({"type": "execute_code", "params": {"code": f"print({i})"}})
+            waiting.append(c)
+        sp.signal(signal.SIGTERM)
+    finally:
+        bwtest.touch(release)
+    rc = sp.wait_exit()
+    if rc is None:
+        sp.kill()
+    assert rc == 0, sp.output()
+    for c in [blocker] + waiting:
+        try:
+            resp = c.read(timeout=30)
+            assert isinstance(resp, dict) and resp.get("status") in ("success", "error"), resp
+        except ConnectionError:
+            pass  # closed by the shutdown: fine, it did not hang
+        finally:
+            c.close()

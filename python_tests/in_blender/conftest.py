@@ -33,6 +33,7 @@ def _core_shutdown_at_end():
 def _reset():
     _core.stop_service(2.0)
     _core.set_dispatcher(None)
+    _core.tick(60_000.0)  # drop jobs a failed test left queued (a stopped service's jobs never run)
     _core.set_queue_capacity(1024)
     _core.take_stop_request()
 

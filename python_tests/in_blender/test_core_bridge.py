@@ -320,6 +320,20 @@ def test_stop_service_frees_port_at_once(core, recorder):
     assert bwtest.port_is_bindable(port)
 
 
+def test_stop_service_drops_queued_jobs(core, recorder):
+    core.set_dispatcher(recorder)
+    _, port = core.start_service("127.0.0.1", 0, ["mark"])
+    c = Conn(port)
+    c.send({"type": "mark", "params": {}})
+    wait_for(lambda: core.status()["bridge"]["queue_depth"] == 1, 30, "the job to be queued")
+    assert core.stop_service(2.0) is True
+    assert c.at_eof(10), "stop_service did not close the connection"
+    c.close()
+    assert core.tick(60_000.0) == 0
+    assert recorder.calls == [], "a job of a stopped service was run"
+    assert core.status()["bridge"]["queue_depth"] == 0
+
+
 def test_start_service_on_taken_port(core):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
