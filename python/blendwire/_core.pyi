@@ -39,6 +39,13 @@ def take_stop_request() -> Optional[str]:
     """GUI: the pending stop reason ("shutdown" after a server_shutdown command), cleared on read;
     None if there is none. The timer callback calls this after tick()."""
 
+def set_log_level(level: int | str) -> None:
+    """Level of the core's own log records (a `logging` level name or number; default INFO).
+    Records reach Python's `logging` (loggers `blendwire.*`) on the main thread, in tick/pump."""
+
+def flush_logs() -> None:
+    """Hand pending core log records to `logging` now (main thread)."""
+
 def set_queue_capacity(capacity: int) -> None:
     """Bound of the main-thread queue (default 1024). A full queue answers `busy` at once."""
 
@@ -51,6 +58,7 @@ def start_service(
     *,
     default_timeout: float = 30.0,
     max_request_bytes: int = 64 * 1024 * 1024,
+    max_connections: int = 256,
 ) -> Tuple[str, int]:
     """Start the TCP command service. `commands` are the command types the dispatcher handles
     (`server_shutdown` is built in; anything else is answered `unknown_rpc_command`).
@@ -84,7 +92,11 @@ class Client:
     found closed before a call is sent. A connection lost after sending raises ConnectionLost and is
     never retried silently."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 6688, timeout: float = 30.0) -> None: ...
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 6688, timeout: float = 30.0, connect_timeout: float = 5.0
+    ) -> None:
+        """`timeout` bounds each call; `connect_timeout` (at most `timeout`) bounds the
+        (re)connect attempts, retried with backoff, before ConnectionFailed."""
     def call(self, type: str, params: Optional[Mapping[str, Any]] = None) -> Any:
         """Send `{"type": type, "params": params}`; return the response's `result`.
         Raises CommandError (status error; `.error_code`), Timeout, ConnectionFailed, ConnectionLost,

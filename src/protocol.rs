@@ -1,0 +1,136 @@
+//! The BLD Remote request/response shapes: JSON value → `Request`, and the response objects.
+
+use crate::error::{JobError, RequestError};
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// Longest server-side wait a client may ask for with `params._timeout_seconds` (as the peer).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The command the service answers itself, without the main thread.
+pub const SERVER_SHUTDOWN: &str = "server_shutdown";
+
+/// Command name under which legacy `{"code": ...}` / `{"message": ...}` requests reach the
+/// dispatcher; its result is the whole response (the peer's legacy reply has no `status`).
+pub const LEGACY: &str = "_legacy";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub command: String,
+    pub params: Map<String, Value>,
+    /// From `params._timeout_seconds`; `None` means the service default.
+    pub timeout: Option<Duration>,
+}
+
+impl Request {
+    pub fn is_legacy(&self) -> bool {
+        self.command == LEGACY
+    }
+}
+
+pub fn parse_request(value: Value) -> Result<Request, RequestError> {
+    let mut obj = match value {
+        Value::Object(o) => o,
+        Value::Array(_) => return Err(RequestError::NotAnObject("an array")),
+        Value::String(_) => return Err(RequestError::NotAnObject("a string")),
+        Value::Number(_) => return Err(RequestError::NotAnObject("a number")),
+        Value::Bool(_) => return Err(RequestError::NotAnObject("a boolean")),
+        Value::Null => return Err(RequestError::NotAnObject("null")),
+    };
+    let params = match obj.remove("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(p)) => p,
+        Some(_) => {
+            return Err(RequestError::Invalid(
+                "\"params\" must be a JSON object, e.g. {\"type\": \"get_object_info\", \"params\": {\"name\": \"Cube\"}}".into(),
+            ))
+        }
+    };
+    match obj.remove("type") {
+        Some(Value::String(command)) => {
+            let timeout = timeout_param(&params);
+            Ok(Request { command, params, timeout })
+        }
+        Some(_) => Err(RequestError::Invalid("\"type\" must be a string naming a command".into())),
+        None => {
+            let mut legacy = Map::new();
+            for key in ["code", "message"] {
+                if let Some(v) = obj.remove(key) {
+                    legacy.insert(key.to_string(), v);
+                }
+            }
+            if legacy.is_empty() {
+                return Err(RequestError::UnknownCommand { name: String::new(), known: vec![] });
+            }
+            Ok(Request { command: LEGACY.into(), params: legacy, timeout: None })
+        }
+    }
+}
+
+/// The peer's rule: a positive number (or numeric string) capped at an hour; anything else is
+/// the default.
+fn timeout_param(params: &Map<String, Value>) -> Option<Duration> {
+    let secs = match params.get("_timeout_seconds")? {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs).min(MAX_TIMEOUT))
+}
+
+pub fn success(result: Value) -> Value {
+    json!({"status": "success", "result": result})
+}
+
+pub fn job_error(e: &JobError) -> Value {
+    json!({"status": "error", "message": e.to_string(), "error_code": e.wire_code()})
+}
+
+pub fn request_error(e: &RequestError) -> Value {
+    let mut v = json!({"status": "error", "message": e.to_string(), "error_code": e.wire_code()});
+    if let RequestError::UnknownCommand { known, .. } = e {
+        v["available_commands"] = json!(known);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_with_params_and_timeout() {
+        let r = parse_request(json!({"type": "get_object_info", "params": {"name": "Cube", "_timeout_seconds": 5}}))
+            .unwrap();
+        assert_eq!(r.command, "get_object_info");
+        assert_eq!(r.params["name"], "Cube");
+        assert_eq!(r.timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn timeout_rules_follow_the_peer() {
+        let t = |v: Value| parse_request(json!({"type": "x", "params": {"_timeout_seconds": v}})).unwrap().timeout;
+        assert_eq!(t(json!(99999)), Some(MAX_TIMEOUT));
+        assert_eq!(t(json!("2.5")), Some(Duration::from_millis(2500)));
+        assert_eq!(t(json!(0)), None);
+        assert_eq!(t(json!(-3)), None);
+        assert_eq!(t(json!("soon")), None);
+    }
+
+    #[test]
+    fn legacy_forms() {
+        let r = parse_request(json!({"code": "print(1)"})).unwrap();
+        assert!(r.is_legacy());
+        assert_eq!(r.params["code"], "print(1)");
+        let r = parse_request(json!({"message": "hi"})).unwrap();
+        assert_eq!(r.params["message"], "hi");
+    }
+
+    #[test]
+    fn bad_shapes() {
+        assert_eq!(parse_request(json!([1])), Err(RequestError::NotAnObject("an array")));
+        assert!(matches!(parse_request(json!({"type": 3})), Err(RequestError::Invalid(_))));
+        assert!(matches!(parse_request(json!({"type": "a", "params": [1]})), Err(RequestError::Invalid(_))));
+        assert!(matches!(parse_request(json!({})), Err(RequestError::UnknownCommand { .. })));
+    }
+}

@@ -1,0 +1,181 @@
+//! Main-thread side of the bridge: the dispatcher, `tick` (GUI timers) and `pump` (-b, bpy).
+
+use super::errors;
+use crate::error::JobError;
+use crate::logbuffer;
+use crate::queue::{self, JobResult, Next, Payload};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pythonize::{depythonize, pythonize};
+use serde_json::Value;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+static DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+
+/// How often a waiting pump gives Python's signal handlers a turn.
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+thread_local! {
+    /// A KeyboardInterrupt/SystemExit raised inside a handler, re-raised once the job is answered.
+    static PROCESS_EXIT: RefCell<Option<PyErr>> = const { RefCell::new(None) };
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(set_dispatcher, m)?)?;
+    m.add_function(wrap_pyfunction!(tick, m)?)?;
+    m.add_function(wrap_pyfunction!(pump, m)?)?;
+    m.add_function(wrap_pyfunction!(stop_pump, m)?)?;
+    m.add_function(wrap_pyfunction!(take_stop_request, m)?)?;
+    m.add_function(wrap_pyfunction!(set_queue_capacity, m)?)?;
+    m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(flush_logs, m)?)?;
+    Ok(())
+}
+
+#[pyfunction]
+fn set_dispatcher(fn_: Option<Py<PyAny>>) {
+    *DISPATCHER.lock() = fn_;
+}
+
+#[pyfunction]
+#[pyo3(signature = (budget_ms = 8.0))]
+fn tick(py: Python<'_>, budget_ms: f64) -> PyResult<usize> {
+    let bridge = queue::global();
+    let budget = Duration::from_secs_f64(if budget_ms.is_finite() { budget_ms.max(0.0) / 1000.0 } else { 0.0 });
+    let started = Instant::now();
+    // At least one job per tick, then as many as fit in the budget.
+    while let Some(job) = bridge.try_next() {
+        bridge.run(job, |p| execute(py, p));
+        reraise_process_exit()?;
+        if started.elapsed() >= budget {
+            break;
+        }
+    }
+    emit_logs(py);
+    Ok(bridge.len())
+}
+
+#[pyfunction]
+fn pump(py: Python<'_>) -> PyResult<String> {
+    let bridge = queue::global();
+    loop {
+        match py.detach(|| bridge.next_job(SIGNAL_CHECK)) {
+            Next::Job(job) => {
+                bridge.run(job, |p| execute(py, p));
+                reraise_process_exit()?;
+            }
+            Next::Stop(reason) => {
+                emit_logs(py);
+                return Ok(reason);
+            }
+            Next::Idle => {}
+        }
+        emit_logs(py);
+        py.check_signals()?;
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (reason = "stopped".to_string()))]
+fn stop_pump(reason: String) {
+    queue::global().request_stop(&reason);
+}
+
+#[pyfunction]
+fn take_stop_request() -> Option<String> {
+    queue::global().take_stop()
+}
+
+#[pyfunction]
+fn set_queue_capacity(capacity: i64) -> PyResult<()> {
+    if !(1..=1_000_000).contains(&capacity) {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "queue capacity must be between 1 and 1000000, got {capacity}"
+        )));
+    }
+    queue::global().set_capacity(capacity as usize);
+    Ok(())
+}
+
+/// Level of the core's own log records: a `logging` level name or number.
+#[pyfunction]
+fn set_log_level(level: &Bound<'_, PyAny>) -> PyResult<()> {
+    let filter = if let Ok(n) = level.extract::<i64>() {
+        match n {
+            i64::MIN..=10 => log::LevelFilter::Debug,
+            11..=20 => log::LevelFilter::Info,
+            21..=30 => log::LevelFilter::Warn,
+            _ => log::LevelFilter::Error,
+        }
+    } else {
+        let name: String = level.extract()?;
+        match name.trim().to_ascii_uppercase().as_str() {
+            "DEBUG" | "TRACE" => log::LevelFilter::Debug,
+            "INFO" => log::LevelFilter::Info,
+            "WARNING" | "WARN" => log::LevelFilter::Warn,
+            "ERROR" | "CRITICAL" => log::LevelFilter::Error,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "unknown log level {other:?}; use DEBUG, INFO, WARNING or ERROR"
+                )))
+            }
+        }
+    };
+    log::set_max_level(filter);
+    Ok(())
+}
+
+/// Hand pending core log records to Python's `logging` now (tick and pump do this themselves).
+#[pyfunction]
+fn flush_logs(py: Python<'_>) {
+    emit_logs(py);
+}
+
+fn execute(py: Python<'_>, payload: &Payload) -> JobResult {
+    let Payload::Command { name, params } = payload;
+    let dispatcher = DISPATCHER.lock().as_ref().map(|d| d.clone_ref(py)).ok_or(JobError::NoDispatcher)?;
+    let params = pythonize(py, params).map_err(|e| JobError::Unserializable(e.to_string()))?;
+    match dispatcher.call1(py, (name.as_str(), params)) {
+        Ok(result) => depythonize::<Value>(result.bind(py)).map_err(|e| {
+            JobError::Unserializable(format!(
+                "{e}; handlers must return JSON data (dict with str keys, list, str, int, float, bool, None)"
+            ))
+        }),
+        Err(err) => {
+            let job_error = errors::handler_error(py, &err);
+            if errors::is_process_exit(py, &err) {
+                PROCESS_EXIT.with(|slot| *slot.borrow_mut() = Some(err));
+            }
+            Err(job_error)
+        }
+    }
+}
+
+fn reraise_process_exit() -> PyResult<()> {
+    match PROCESS_EXIT.with(|slot| slot.borrow_mut().take()) {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+pub fn emit_logs(py: Python<'_>) {
+    let records = logbuffer::install().drain();
+    if records.is_empty() {
+        return;
+    }
+    let Ok(logging) = py.import("logging") else { return };
+    for r in records {
+        let level = match r.level {
+            log::Level::Error => 40,
+            log::Level::Warn => 30,
+            log::Level::Info => 20,
+            log::Level::Debug | log::Level::Trace => 10,
+        };
+        let name = r.target.replace("::", ".");
+        if let Ok(logger) = logging.call_method1("getLogger", (name,)) {
+            let _ = logger.call_method1("log", (level, r.message));
+        }
+    }
+}
+

@@ -1,0 +1,70 @@
+//! The one mapping of core errors to the Python exceptions of `blendwire.errors`.
+
+use crate::error::{self, ClientError, JobError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+pyo3::import_exception!(blendwire.errors, CommandError);
+pyo3::import_exception!(blendwire.errors, ConnectionFailed);
+pyo3::import_exception!(blendwire.errors, ConnectionLost);
+pyo3::import_exception!(blendwire.errors, Timeout);
+pyo3::import_exception!(blendwire.errors, ProtocolError);
+pyo3::import_exception!(blendwire.errors, ServiceError);
+
+pyo3::import_exception!(blendwire.errors, PortInUse);
+
+pub fn service_error(e: error::ServiceError) -> PyErr {
+    match e {
+        error::ServiceError::PortInUse { .. } => PortInUse::new_err(e.to_string()),
+        _ => ServiceError::new_err(e.to_string()),
+    }
+}
+
+pub fn client_error(e: ClientError) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        ClientError::ConnectFailed { .. } => ConnectionFailed::new_err(msg),
+        ClientError::Timeout { .. } => Timeout::new_err(msg),
+        ClientError::ConnectionLost { .. } => ConnectionLost::new_err(msg),
+        ClientError::Protocol { .. } => ProtocolError::new_err(msg),
+    }
+}
+
+/// A `status: error` response, raised by the client.
+pub fn command_error(py: Python<'_>, message: String, code: String, response: Py<PyAny>) -> PyErr {
+    let _ = py;
+    CommandError::new_err((message, code, response))
+}
+
+/// A handler's exception → the job's error. `CommandError` keeps its message and code; anything
+/// else is `handler_exception` with the traceback, so the client sees where it failed.
+pub fn handler_error(py: Python<'_>, err: &PyErr) -> JobError {
+    let value = err.value(py);
+    if err.is_instance_of::<CommandError>(py) {
+        let code = value.getattr("error_code").and_then(|c| c.extract::<String>()).unwrap_or_else(|_| "command_error".into());
+        let message = value.str().map(|s| s.to_string()).unwrap_or_default();
+        return JobError::Handler { code, message };
+    }
+    let message = format_exception(py, err).unwrap_or_else(|_| err.to_string());
+    JobError::Handler { code: "handler_exception".into(), message }
+}
+
+/// KeyboardInterrupt and SystemExit inside a handler are meant for the process, not the client.
+pub fn is_process_exit(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+fn format_exception(py: Python<'_>, err: &PyErr) -> PyResult<String> {
+    // Pass the traceback explicitly: before Python 3.12 a fetched exception's value does not
+    // carry it.
+    let lines = py
+        .import("traceback")?
+        .call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py)))?;
+    let lines = lines.cast::<PyList>()?;
+    let mut text = String::new();
+    for line in lines.iter() {
+        text.push_str(&line.extract::<String>()?);
+    }
+    Ok(text.trim_end().to_string())
+}

@@ -1,0 +1,278 @@
+//! The main-thread bridge: one bounded queue of jobs that only Blender's main thread runs.
+//!
+//! Network threads `submit` and await the reply; the main thread takes jobs with `next_job`
+//! (blocking, for `blender -b`/bpy, called with the GIL released) or `try_next` (GUI timer) and
+//! hands each to `run`, which skips jobs whose client has gone or whose deadline passed.
+
+use crate::error::JobError;
+use crate::metrics::BridgeMetrics;
+use parking_lot::{Condvar, Mutex};
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+pub type JobResult = Result<Value, JobError>;
+
+/// What the main thread is asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Command { name: String, params: Map<String, Value> },
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub payload: Payload,
+    pub deadline: Instant,
+    reply: oneshot::Sender<JobResult>,
+}
+
+/// What the main thread finds when it asks for work.
+#[derive(Debug)]
+pub enum Next {
+    Job(Job),
+    /// Someone asked the pump to return, with this reason.
+    Stop(String),
+    /// Nothing arrived within the wait.
+    Idle,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    stop: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Bridge {
+    state: Mutex<State>,
+    wake: Condvar,
+    capacity: AtomicUsize,
+    pub metrics: BridgeMetrics,
+}
+
+impl Default for Bridge {
+    fn default() -> Self {
+        Bridge::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl Bridge {
+    pub fn new(capacity: usize) -> Self {
+        Bridge {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            capacity: AtomicUsize::new(capacity.max(1)),
+            metrics: BridgeMetrics::default(),
+        }
+    }
+
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity.max(1), Relaxed);
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Relaxed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.lock().jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queue a job; never waits. A full queue is `Busy` at once.
+    pub fn submit(&self, payload: Payload, deadline: Instant) -> Result<oneshot::Receiver<JobResult>, JobError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let mut st = self.state.lock();
+            let capacity = self.capacity();
+            if st.jobs.len() >= capacity {
+                drop(st);
+                self.metrics.busy_rejections.inc();
+                return Err(JobError::Busy { capacity });
+            }
+            st.jobs.push_back(Job { payload, deadline, reply });
+        }
+        self.metrics.submitted.inc();
+        self.wake.notify_one();
+        Ok(rx)
+    }
+
+    /// Main thread, blocking: the next job, a stop request, or `Idle` after `wait`.
+    /// A stop request wins over queued jobs, so a shutdown is not delayed by a flood.
+    pub fn next_job(&self, wait: Duration) -> Next {
+        let until = Instant::now() + wait;
+        let mut st = self.state.lock();
+        loop {
+            if let Some(reason) = st.stop.take() {
+                return Next::Stop(reason);
+            }
+            if let Some(job) = st.jobs.pop_front() {
+                return Next::Job(job);
+            }
+            if self.wake.wait_until(&mut st, until).timed_out() {
+                return match st.stop.take() {
+                    Some(reason) => Next::Stop(reason),
+                    None => st.jobs.pop_front().map_or(Next::Idle, Next::Job),
+                };
+            }
+        }
+    }
+
+    /// Main thread, non-blocking (GUI timer).
+    pub fn try_next(&self) -> Option<Job> {
+        self.state.lock().jobs.pop_front()
+    }
+
+    /// Ask the (current or next) pump to return `reason`.
+    pub fn request_stop(&self, reason: &str) {
+        self.state.lock().stop = Some(reason.to_string());
+        self.wake.notify_all();
+    }
+
+    /// Take a pending stop request (GUI timers, which have no pump).
+    pub fn take_stop(&self) -> Option<String> {
+        self.state.lock().stop.take()
+    }
+
+    /// Forget a stale stop request (before a new pump/service starts).
+    pub fn clear_stop(&self) {
+        self.state.lock().stop = None;
+    }
+
+    /// Drop every queued job: their waiters see the channel close and answer `cancelled`.
+    pub fn cancel_all(&self) -> usize {
+        let jobs = std::mem::take(&mut self.state.lock().jobs);
+        let n = jobs.len();
+        for _ in 0..n {
+            self.metrics.cancelled.inc();
+        }
+        n
+    }
+
+    /// Run one job on the main thread with `exec`, unless nobody waits for it any more or its
+    /// deadline passed. Returns whether `exec` was called.
+    pub fn run(&self, job: Job, exec: impl FnOnce(&Payload) -> JobResult) -> bool {
+        // Deadline first: a waiter that timed out has also closed its end.
+        if Instant::now() >= job.deadline {
+            self.metrics.expired.inc();
+            let _ = job.reply.send(Err(JobError::Expired));
+            return false;
+        }
+        if job.reply.is_closed() {
+            self.metrics.cancelled.inc();
+            return false;
+        }
+        let started = Instant::now();
+        let result = exec(&job.payload);
+        self.metrics.set_last_run_us(started.elapsed().as_micros() as u64);
+        if result.is_ok() {
+            self.metrics.completed.inc();
+        } else {
+            self.metrics.failed.inc();
+        }
+        if job.reply.send(result).is_err() {
+            // The waiter timed out or its client left while the job ran.
+            self.metrics.results_dropped.inc();
+        }
+        true
+    }
+}
+
+/// The process-wide bridge: there is one main thread, so there is one queue.
+pub fn global() -> &'static Arc<Bridge> {
+    static BRIDGE: std::sync::OnceLock<Arc<Bridge>> = std::sync::OnceLock::new();
+    BRIDGE.get_or_init(|| Arc::new(Bridge::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cmd(name: &str) -> Payload {
+        Payload::Command { name: name.into(), params: Map::new() }
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn full_queue_is_busy_at_once() {
+        let b = Bridge::new(2);
+        let _a = b.submit(cmd("a"), later()).unwrap();
+        let _b = b.submit(cmd("b"), later()).unwrap();
+        assert_eq!(b.submit(cmd("c"), later()).unwrap_err(), JobError::Busy { capacity: 2 });
+        assert_eq!(b.metrics.busy_rejections.get(), 1);
+    }
+
+    #[test]
+    fn jobs_run_in_order_and_reply() {
+        let b = Bridge::new(8);
+        let mut r1 = b.submit(cmd("a"), later()).unwrap();
+        let mut r2 = b.submit(cmd("b"), later()).unwrap();
+        while let Some(job) = b.try_next() {
+            b.run(job, |Payload::Command { name, .. }| Ok(json!(name)));
+        }
+        assert_eq!(r1.try_recv().unwrap(), Ok(json!("a")));
+        assert_eq!(r2.try_recv().unwrap(), Ok(json!("b")));
+        assert_eq!(b.metrics.completed.get(), 2);
+    }
+
+    #[test]
+    fn abandoned_and_expired_jobs_are_not_run() {
+        let b = Bridge::new(8);
+        drop(b.submit(cmd("gone"), later()).unwrap());
+        let mut late = b.submit(cmd("late"), Instant::now()).unwrap();
+        let mut ran = 0;
+        while let Some(job) = b.try_next() {
+            b.run(job, |_| {
+                ran += 1;
+                Ok(Value::Null)
+            });
+        }
+        assert_eq!(ran, 0);
+        assert_eq!(b.metrics.cancelled.get(), 1);
+        assert_eq!(b.metrics.expired.get(), 1);
+        assert_eq!(late.try_recv().unwrap(), Err(JobError::Expired));
+    }
+
+    #[test]
+    fn result_nobody_waits_for_is_dropped_and_counted() {
+        let b = Bridge::new(8);
+        let rx = b.submit(cmd("a"), later()).unwrap();
+        let job = b.try_next().unwrap();
+        assert!(b.run(job, |_| {
+            drop(rx); // the waiter gives up while the job runs
+            Ok(json!(1))
+        }));
+        assert_eq!(b.metrics.results_dropped.get(), 1);
+    }
+
+    #[test]
+    fn blocking_wait_wakes_on_submit_and_on_stop() {
+        let b = Arc::new(Bridge::new(8));
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || {
+            let first = b2.next_job(Duration::from_secs(30));
+            let second = b2.next_job(Duration::from_secs(30));
+            (matches!(first, Next::Job(_)), matches!(second, Next::Stop(ref r) if r == "done"))
+        });
+        let _rx = b.submit(cmd("a"), later()).unwrap();
+        // The pump may or may not have taken the job yet; either way a stop must end it.
+        while !b.is_empty() {
+            std::thread::yield_now();
+        }
+        b.request_stop("done");
+        assert_eq!(t.join().unwrap(), (true, true));
+        assert!(matches!(b.next_job(Duration::from_millis(1)), Next::Idle));
+    }
+}

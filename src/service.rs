@@ -1,0 +1,361 @@
+//! The BLD-Remote-compatible TCP command service.
+//!
+//! One tokio task per connection. Requests of one connection are handled one at a time, so the
+//! responses come back in request order; while a request waits for the main thread the task keeps
+//! reading, so a client that resets is noticed (its queued job is then skipped) and pipelined
+//! requests are buffered (up to the size limit). Each response is serialised first and written
+//! with one write call.
+
+use crate::error::{JobError, RequestError, ServiceError};
+use crate::framing::{Decoder, Limits};
+use crate::metrics::ServiceMetrics;
+use crate::protocol::{self, parse_request, Request, SERVER_SHUTDOWN};
+use crate::queue::{Bridge, JobResult, Payload};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+
+pub const DEFAULT_PORT: u16 = 6688;
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub host: String,
+    pub port: u16,
+    /// Command types the main-thread dispatcher handles.
+    pub commands: Vec<String>,
+    /// Server-side wait for the main thread, unless `params._timeout_seconds` says otherwise.
+    pub default_timeout: Duration,
+    pub limits: Limits,
+    pub max_connections: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            host: "127.0.0.1".into(),
+            port: DEFAULT_PORT,
+            commands: vec![],
+            default_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+            max_connections: 256,
+        }
+    }
+}
+
+/// A running service. Dropping it stops it.
+pub struct Service {
+    runtime: Option<tokio::runtime::Runtime>,
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    pub metrics: Arc<ServiceMetrics>,
+    started: Instant,
+}
+
+struct Ctx {
+    bridge: Arc<Bridge>,
+    commands: HashSet<String>,
+    /// Sorted, for `unknown_rpc_command` answers.
+    known: Vec<String>,
+    default_timeout: Duration,
+    limits: Limits,
+    max_connections: usize,
+    metrics: Arc<ServiceMetrics>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Service {
+    pub fn start(config: ServiceConfig, bridge: Arc<Bridge>) -> Result<Service, ServiceError> {
+        let addr = resolve(&config.host, config.port)?;
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => ServiceError::PortInUse { host: config.host.clone(), port: config.port },
+            std::io::ErrorKind::AddrNotAvailable => {
+                ServiceError::BadAddress { host: config.host.clone(), detail: e.to_string() }
+            }
+            _ => ServiceError::Io(e),
+        })?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        // One I/O thread is plenty: the main thread is the bottleneck, and an idle Blender
+        // should carry as few threads as possible.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("blendwire-io")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let listener = {
+            let _guard = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let metrics = Arc::new(ServiceMetrics::default());
+        let mut known: Vec<String> = config.commands.iter().cloned().chain([SERVER_SHUTDOWN.to_string()]).collect();
+        known.sort();
+        known.dedup();
+        let ctx = Arc::new(Ctx {
+            bridge,
+            commands: config.commands.iter().cloned().collect(),
+            known,
+            default_timeout: config.default_timeout,
+            limits: config.limits,
+            max_connections: config.max_connections.max(1),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        });
+        runtime.spawn(accept_loop(listener, ctx, shutdown_rx));
+        log::info!("command service listening on {addr}");
+        Ok(Service { runtime: Some(runtime), addr, shutdown, metrics, started: Instant::now() })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// False once stopped or after a `server_shutdown` command (the listener is closed then).
+    pub fn is_serving(&self) -> bool {
+        !*self.shutdown.borrow()
+    }
+
+    /// Close the listener and every connection, and end the I/O thread (bounded wait).
+    /// Must not be called from inside the service's own runtime.
+    pub fn stop(mut self, timeout: Duration) {
+        self.stop_inner(timeout);
+    }
+
+    fn stop_inner(&mut self, timeout: Duration) {
+        self.shutdown.send_replace(true);
+        // Connections end at once on the signal, after writing any answer already computed;
+        // give them a moment to do so before their tasks are dropped.
+        let until = Instant::now() + timeout / 2;
+        while self.metrics.connections_open.get() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(timeout);
+            log::info!("command service on {} stopped", self.addr);
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop_inner(Duration::from_secs(2));
+    }
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, ServiceError> {
+    let bad = |detail: String| ServiceError::BadAddress { host: host.to_string(), detail };
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(|e| bad(e.to_string()))?.collect();
+    // Prefer IPv4, as the peer does ("localhost" → 127.0.0.1).
+    addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied().ok_or_else(|| bad("no address found".into()))
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let open = ctx.metrics.connections_open.get();
+                    if open >= ctx.max_connections as i64 {
+                        log::warn!("refusing connection from {peer}: {open} connections open");
+                        tokio::spawn(refuse(stream, ctx.clone()));
+                        continue;
+                    }
+                    log::debug!("connection from {peer}");
+                    ctx.metrics.connections_total.inc();
+                    tokio::spawn(Connection::new(stream, ctx.clone(), shutdown.clone()).run());
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    // The listener is dropped here, so the port is free as soon as the shutdown is signalled.
+}
+
+async fn refuse(mut stream: TcpStream, ctx: Arc<Ctx>) {
+    let e = RequestError::TooManyConnections { limit: ctx.max_connections };
+    ctx.metrics.errors.inc(e.wire_code());
+    let _ = stream.write_all(&to_bytes(&protocol::request_error(&e))).await;
+    let _ = stream.shutdown().await;
+}
+
+fn to_bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_else(|_| br#"{"status":"error","message":"internal error"}"#.to_vec())
+}
+
+/// What to do after handling one request.
+enum Step {
+    Reply(Value),
+    /// `server_shutdown`: answer, then stop the service and the pump.
+    ReplyThenShutdown(Value),
+    /// The client is gone or the service stops: just close.
+    Close,
+}
+
+/// How waiting for a main-thread job ended.
+enum Waited {
+    Done(JobResult),
+    TimedOut,
+    ClientGone,
+    Shutdown,
+}
+
+struct Connection {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    decoder: Decoder,
+    chunk: Box<[u8]>,
+    /// The client will send no more (it may still wait for answers).
+    eof: bool,
+    ctx: Arc<Ctx>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) -> Self {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        ctx.metrics.connections_open.add(1);
+        Connection {
+            rd,
+            wr,
+            decoder: Decoder::new(ctx.limits),
+            chunk: vec![0u8; 64 * 1024].into_boxed_slice(),
+            eof: false,
+            ctx,
+            shutdown,
+        }
+    }
+
+    async fn run(mut self) {
+        if *self.shutdown.borrow() {
+            return;
+        }
+        loop {
+            while let Some(frame) = self.decoder.next_frame() {
+                let fatal = matches!(&frame, Err(e) if e.is_fatal());
+                let step = match frame {
+                    Ok(value) => self.handle(value).await,
+                    Err(e) => Step::Reply(protocol::request_error(&e)),
+                };
+                match step {
+                    Step::Reply(v) => {
+                        if !self.write(&v).await {
+                            return;
+                        }
+                    }
+                    Step::ReplyThenShutdown(v) => {
+                        self.write(&v).await;
+                        log::info!("server_shutdown received: stopping the service");
+                        self.ctx.bridge.request_stop("shutdown");
+                        self.ctx.shutdown.send_replace(true);
+                        return;
+                    }
+                    Step::Close => return,
+                }
+                if fatal {
+                    let _ = self.wr.shutdown().await;
+                    return;
+                }
+            }
+            if self.eof {
+                return;
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => return,
+                read = self.rd.read(&mut self.chunk) => match read {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => self.decoder.extend(&self.chunk[..n]),
+                    Err(_) => return,
+                },
+            }
+        }
+    }
+
+    async fn write(&mut self, response: &Value) -> bool {
+        if response.get("status").and_then(Value::as_str) == Some("error") {
+            let code = response.get("error_code").and_then(Value::as_str).unwrap_or("error");
+            self.ctx.metrics.errors.inc(code);
+        }
+        self.wr.write_all(&to_bytes(response)).await.is_ok()
+    }
+
+    async fn handle(&mut self, value: Value) -> Step {
+        self.ctx.metrics.requests.inc();
+        let request = match parse_request(value) {
+            Ok(r) => r,
+            Err(RequestError::UnknownCommand { name, .. }) => return self.unknown(name),
+            Err(e) => return Step::Reply(protocol::request_error(&e)),
+        };
+        if request.command == SERVER_SHUTDOWN {
+            return Step::ReplyThenShutdown(protocol::success(json!({"message": "Server shutdown initiated"})));
+        }
+        if !request.is_legacy() && !self.ctx.commands.contains(&request.command) {
+            return self.unknown(request.command);
+        }
+        let Request { command, params, timeout } = request;
+        let legacy = command == protocol::LEGACY;
+        let wait = timeout.unwrap_or(self.ctx.default_timeout);
+        let deadline = Instant::now() + wait;
+        let payload = Payload::Command { name: command.clone(), params };
+        let rx = match self.ctx.bridge.submit(payload, deadline) {
+            Ok(rx) => rx,
+            Err(e) => return Step::Reply(protocol::job_error(&e)),
+        };
+        match self.await_reply(rx, deadline).await {
+            Waited::Done(Ok(result)) if legacy => Step::Reply(result),
+            Waited::Done(Ok(result)) => Step::Reply(protocol::success(result)),
+            Waited::Done(Err(e)) => Step::Reply(protocol::job_error(&e)),
+            Waited::TimedOut => Step::Reply(protocol::job_error(&JobError::Timeout { command, after: wait })),
+            Waited::ClientGone | Waited::Shutdown => Step::Close,
+        }
+    }
+
+    fn unknown(&self, name: String) -> Step {
+        let e = RequestError::UnknownCommand { name, known: self.ctx.known.clone() };
+        Step::Reply(protocol::request_error(&e))
+    }
+
+    /// Wait for the main thread's answer, reading ahead meanwhile so that a reset is noticed.
+    async fn await_reply(&mut self, mut rx: oneshot::Receiver<JobResult>, deadline: Instant) -> Waited {
+        let timer = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(timer);
+        loop {
+            let can_read = self.decoder.buffered() <= self.ctx.limits.max_frame_bytes;
+            tokio::select! {
+                biased;
+                reply = &mut rx => return Waited::Done(reply.unwrap_or(Err(JobError::Cancelled))),
+                _ = &mut timer => return Waited::TimedOut,
+                _ = self.shutdown.changed() => return Waited::Shutdown,
+                // A client that closes while its request waits has given up on it (BLD Remote
+                // clients never half-close), so its job is not run.
+                read = self.rd.read(&mut self.chunk), if can_read => match read {
+                    Ok(0) | Err(_) => return Waited::ClientGone,
+                    Ok(n) => self.decoder.extend(&self.chunk[..n]),
+                },
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.ctx.metrics.connections_open.add(-1);
+    }
+}

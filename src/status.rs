@@ -1,0 +1,42 @@
+//! The snapshot behind `blendwire.status()` and the panel.
+
+use crate::queue::Bridge;
+use crate::service::Service;
+use serde_json::{json, Value};
+
+pub fn snapshot(bridge: &Bridge, service: Option<&Service>, uptime_s: f64) -> Value {
+    let m = &bridge.metrics;
+    let service = match service {
+        Some(s) => {
+            let sm = &s.metrics;
+            json!({
+                "running": s.is_serving(),
+                "host": s.addr().ip().to_string(),
+                "port": s.addr().port(),
+                "uptime_s": s.uptime().as_secs_f64(),
+                "connections_open": sm.connections_open.get(),
+                "connections_total": sm.connections_total.get(),
+                "requests": sm.requests.get(),
+                "errors": sm.errors.snapshot(),
+            })
+        }
+        None => json!({"running": false}),
+    };
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": uptime_s,
+        "service": service,
+        "bridge": {
+            "queue_depth": bridge.len(),
+            "capacity": bridge.capacity(),
+            "submitted": m.submitted.get(),
+            "completed": m.completed.get(),
+            "failed": m.failed.get(),
+            "expired": m.expired.get(),
+            "cancelled": m.cancelled.get(),
+            "busy_rejections": m.busy_rejections.get(),
+            "results_dropped": m.results_dropped.get(),
+            "last_latency_ms": m.last_run_us.get() as f64 / 1000.0,
+        },
+    })
+}
