@@ -183,7 +183,8 @@ def run_until_shutdown():
     cannot keep the process alive.
     """
     _require_main_thread("run_until_shutdown")
-    if not is_running():
+    # A service that already got `server_shutdown` counts as started: the pump returns at once.
+    if "port" not in _core.status()["service"]:
         raise ServiceError("the blendwire service is not running: call blendwire.blender.start() first")
     signalled = []
 
