@@ -1,0 +1,334 @@
+//! The command service over real TCP, with a Rust thread standing in for Blender's main thread
+//! (the real main thread is Python's; these tests pin the Rust side's behaviour on its own).
+
+use blendwire::client::Client;
+use blendwire::error::ClientError;
+use blendwire::framing::{Decoder, Limits};
+use blendwire::queue::{Bridge, Next, Payload};
+use blendwire::service::{Service, ServiceConfig};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A "main thread" that runs echo-like jobs until dropped.
+struct MainThread {
+    stop: Arc<AtomicBool>,
+    ran: Arc<AtomicUsize>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl MainThread {
+    fn start(bridge: Arc<Bridge>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (s, r) = (stop.clone(), ran.clone());
+        let handle = thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                if let Next::Job(job) = bridge.next_job(Duration::from_millis(20)) {
+                    bridge.run(job, |Payload::Command { name, params }| {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        match name.as_str() {
+                            "fail" => Err(blendwire::error::JobError::Handler {
+                                code: "invalid_params".into(),
+                                message: "say what".into(),
+                            }),
+                            "_legacy" => Ok(json!({"response": "OK", "message": "Task received"})),
+                            "sleep" => {
+                                thread::sleep(Duration::from_millis(params["ms"].as_u64().unwrap_or(0)));
+                                Ok(json!("slept"))
+                            }
+                            _ => Ok(json!({"echo": name, "params": params})),
+                        }
+                    });
+                }
+            }
+        });
+        MainThread { stop, ran, handle: Some(handle) }
+    }
+
+    fn ran(&self) -> usize {
+        self.ran.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MainThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn start(bridge: &Arc<Bridge>, tweak: impl FnOnce(&mut ServiceConfig)) -> Service {
+    let mut config = ServiceConfig {
+        port: 0,
+        commands: vec!["echo".into(), "fail".into(), "sleep".into(), "mark".into()],
+        ..ServiceConfig::default()
+    };
+    tweak(&mut config);
+    Service::start(config, bridge.clone()).expect("service starts")
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// Read until `n` complete JSON values arrived.
+fn read_values(s: &mut TcpStream, n: usize) -> Vec<Value> {
+    let mut d = Decoder::new(Limits::default());
+    let mut out = vec![];
+    let mut buf = [0u8; 65536];
+    while out.len() < n {
+        while let Some(v) = d.next_frame() {
+            out.push(v.expect("valid JSON from the service"));
+        }
+        if out.len() >= n {
+            break;
+        }
+        let k = s.read(&mut buf).expect("read");
+        assert!(k > 0, "service closed after {} of {n} responses", out.len());
+        d.extend(&buf[..k]);
+    }
+    out
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let until = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn at_eof(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+#[test]
+fn pipelined_and_split_requests_answer_in_order() {
+    let bridge = Arc::new(Bridge::new(64));
+    let _main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, |_| {});
+    let mut s = connect(svc.addr());
+    s.write_all(br#"{"type":"echo","params":{"i":1}}{"type":"echo","params":{"i":2}}"#).unwrap();
+    let req = r#"{"type":"echo","params":{"s":"é🦀"}}"#.as_bytes();
+    for b in req {
+        s.write_all(std::slice::from_ref(b)).unwrap();
+    }
+    let got = read_values(&mut s, 3);
+    assert_eq!(got[0]["result"]["params"]["i"], 1);
+    assert_eq!(got[1]["result"]["params"]["i"], 2);
+    assert_eq!(got[2]["result"]["params"]["s"], "é🦀");
+    assert!(got.iter().all(|v| v["status"] == "success"));
+}
+
+#[test]
+fn bad_input_gets_errors_and_the_connection_keeps_serving() {
+    let bridge = Arc::new(Bridge::new(64));
+    let _main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, |_| {});
+    let mut s = connect(svc.addr());
+    s.write_all(br#"{"type": } [1] {"type":"nope"} {"type":"fail"} {"foo":1} {"code":"print(1)"} {"type":"echo"}"#)
+        .unwrap();
+    let got = read_values(&mut s, 7);
+    let codes: Vec<&str> = got.iter().map(|v| v["error_code"].as_str().unwrap_or("-")).collect();
+    assert_eq!(
+        codes,
+        ["invalid_json", "invalid_request", "unknown_rpc_command", "invalid_params", "unknown_rpc_command", "-", "-"]
+    );
+    assert_eq!(got[2]["available_commands"], json!(["echo", "fail", "mark", "server_shutdown", "sleep"]));
+    assert_eq!(got[3]["message"], "say what");
+    assert_eq!(got[5], json!({"response": "OK", "message": "Task received"}), "legacy reply is sent whole");
+    assert_eq!(got[6]["status"], "success");
+    assert_eq!(svc.metrics.errors.snapshot()["unknown_rpc_command"], 2);
+}
+
+#[test]
+fn oversized_request_is_answered_then_closed() {
+    let bridge = Arc::new(Bridge::new(64));
+    let _main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, |c| c.limits.max_frame_bytes = 4096);
+    let mut s = connect(svc.addr());
+    s.write_all(b"{\"type\":\"echo\",\"params\":{\"x\":\"").unwrap();
+    // The server may close while we still write; that is the point.
+    let _ = s.write_all(&[b'a'; 100_000]);
+    let got = read_values(&mut s, 1);
+    assert_eq!(got[0]["error_code"], "request_too_large");
+    assert!(at_eof(&mut s));
+    // The service itself keeps serving.
+    let mut s2 = connect(svc.addr());
+    s2.write_all(br#"{"type":"echo"}"#).unwrap();
+    assert_eq!(read_values(&mut s2, 1)[0]["status"], "success");
+}
+
+#[test]
+fn full_queue_answers_busy_at_once() {
+    let bridge = Arc::new(Bridge::new(1));
+    let svc = start(&bridge, |_| {}); // no main thread: nothing drains
+    let mut first = connect(svc.addr());
+    first.write_all(br#"{"type":"echo"}"#).unwrap();
+    wait_until("the first job to be queued", || bridge.len() == 1);
+    let mut second = connect(svc.addr());
+    second.write_all(br#"{"type":"echo"}"#).unwrap();
+    let got = read_values(&mut second, 1);
+    assert_eq!(got[0]["error_code"], "busy");
+    assert_eq!(bridge.metrics.busy_rejections.get(), 1);
+    // Once the main thread runs, the queued one is answered.
+    let _main = MainThread::start(bridge.clone());
+    assert_eq!(read_values(&mut first, 1)[0]["status"], "success");
+}
+
+#[test]
+fn timed_out_job_is_answered_and_never_run() {
+    let bridge = Arc::new(Bridge::new(8));
+    let svc = start(&bridge, |_| {});
+    let mut s = connect(svc.addr());
+    s.write_all(br#"{"type":"mark","params":{"_timeout_seconds":0.2}}"#).unwrap();
+    let got = read_values(&mut s, 1);
+    assert_eq!(got[0]["error_code"], "timeout");
+    assert!(got[0]["message"].as_str().unwrap().contains("_timeout_seconds"));
+    let main = MainThread::start(bridge.clone());
+    wait_until("the stale job to be dropped", || bridge.is_empty() && bridge.metrics.expired.get() == 1);
+    assert_eq!(main.ran(), 0);
+}
+
+#[test]
+fn job_of_a_client_that_left_is_not_run() {
+    let bridge = Arc::new(Bridge::new(8));
+    let svc = start(&bridge, |_| {});
+    let mut s = connect(svc.addr());
+    s.write_all(br#"{"type":"mark"}"#).unwrap();
+    wait_until("the job to be queued", || bridge.len() == 1);
+    drop(s);
+    wait_until("the service to notice", || svc.metrics.connections_open.get() == 0);
+    let main = MainThread::start(bridge.clone());
+    wait_until("the job to be skipped", || bridge.is_empty() && bridge.metrics.cancelled.get() == 1);
+    assert_eq!(main.ran(), 0);
+}
+
+#[test]
+fn server_shutdown_answers_then_closes_listener_and_stops_the_pump() {
+    let bridge = Arc::new(Bridge::new(8));
+    let svc = start(&bridge, |_| {});
+    let addr = svc.addr();
+    let mut idle = connect(addr);
+    let mut s = connect(addr);
+    s.write_all(br#"{"type":"server_shutdown","params":{}}"#).unwrap();
+    let got = read_values(&mut s, 1);
+    assert_eq!(got[0], json!({"status": "success", "result": {"message": "Server shutdown initiated"}}));
+    assert!(matches!(bridge.next_job(WAIT), Next::Stop(r) if r == "shutdown"));
+    wait_until("the listener to close", || TcpListener::bind(addr).is_ok());
+    assert!(at_eof(&mut idle), "other connections are closed");
+    assert!(!svc.is_serving());
+}
+
+#[test]
+fn stop_frees_the_port_and_closes_connections() {
+    let bridge = Arc::new(Bridge::new(8));
+    let main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, |_| {});
+    let addr = svc.addr();
+    let mut s = connect(addr);
+    s.write_all(br#"{"type":"echo"}"#).unwrap();
+    assert_eq!(read_values(&mut s, 1)[0]["status"], "success");
+    svc.stop(Duration::from_secs(2));
+    assert!(TcpListener::bind(addr).is_ok(), "port still taken after stop returned");
+    assert!(at_eof(&mut s));
+    drop(main);
+}
+
+#[test]
+fn connection_limit_answers_with_an_error() {
+    let bridge = Arc::new(Bridge::new(8));
+    let _main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, |c| c.max_connections = 2);
+    let _a = connect(svc.addr());
+    let _b = connect(svc.addr());
+    wait_until("two connections", || svc.metrics.connections_open.get() == 2);
+    let mut c = connect(svc.addr());
+    let got = read_values(&mut c, 1);
+    assert_eq!(got[0]["error_code"], "too_many_connections");
+    assert!(at_eof(&mut c));
+}
+
+#[test]
+fn client_calls_reconnects_and_reports_failures() {
+    let bridge = Arc::new(Bridge::new(64));
+    let _main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, |_| {});
+    let port = svc.addr().port();
+    let client = Client::new("127.0.0.1", port, Duration::from_secs(10), Duration::from_secs(2));
+    for i in 0..100 {
+        let v = client.request(&json!({"type": "echo", "params": {"i": i}})).unwrap();
+        assert_eq!(v["result"]["params"]["i"], i);
+    }
+    // Restart the service on the same port: the idle connection is found closed and replaced.
+    svc.stop(Duration::from_secs(2));
+    let svc = start(&bridge, |c| c.port = port);
+    let v = client.request(&json!({"type": "echo"})).unwrap();
+    assert_eq!(v["status"], "success");
+    // A call in flight when the server goes away is reported, not retried.
+    let mut slow_done = false;
+    thread::scope(|scope| {
+        let t = scope.spawn(|| client.request(&json!({"type": "sleep", "params": {"ms": 300}})));
+        wait_until("the slow call to start", || svc.metrics.requests.get() >= 2);
+        // Stopping drops the connection while the job still runs.
+        drop(svc);
+        match t.join().unwrap() {
+            Err(ClientError::ConnectionLost { .. }) => slow_done = true,
+            other => panic!("expected ConnectionLost, got {other:?}"),
+        }
+    });
+    assert!(slow_done);
+    // Nothing listens now: ConnectFailed after the connect timeout, naming the address.
+    let err = client.request(&json!({"type": "echo"})).unwrap_err();
+    assert!(matches!(err, ClientError::ConnectFailed { .. }), "{err:?}");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));
+}
+
+#[test]
+fn client_times_out_naming_the_wait() {
+    let bridge = Arc::new(Bridge::new(8));
+    let svc = start(&bridge, |_| {}); // nothing drains the queue
+    let client = Client::new("127.0.0.1", svc.addr().port(), Duration::from_millis(300), Duration::from_secs(1));
+    let err = client.request(&json!({"type": "echo"})).unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+    assert!(!client.is_connected(), "a timed-out connection is out of step and must be dropped");
+}
+
+#[test]
+fn many_clients_at_once() {
+    let bridge = Arc::new(Bridge::new(1024));
+    let _main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, |_| {});
+    let port = svc.addr().port();
+    let failures = AtomicUsize::new(0);
+    thread::scope(|scope| {
+        for t in 0..16 {
+            let failures = &failures;
+            scope.spawn(move || {
+                let client = Client::new("127.0.0.1", port, Duration::from_secs(20), Duration::from_secs(5));
+                for i in 0..200 {
+                    match client.request(&json!({"type": "echo", "params": {"t": t, "i": i}})) {
+                        Ok(v) if v["result"]["params"]["i"] == i && v["result"]["params"]["t"] == t => {}
+                        _ => {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(failures.load(Ordering::SeqCst), 0);
+    assert_eq!(svc.metrics.requests.get(), 16 * 200);
+}
