@@ -345,3 +345,36 @@ def test_concurrent_connections_all_answered(server):
         t.join(timeout=120)
     assert not errors, errors
     assert results == {(t, i): f"{t}-{i}\n" for t in range(n_threads) for i in range(per)}
+
+
+@pytest.mark.runtimes("background")
+def test_request_over_default_size_limit(server):
+    """A request over 64 MiB gets an error (or at least a closed connection), never unbounded
+    buffering, and the service keeps serving."""
+    import threading
+
+    c = Conn(server.port, timeout=120)
+    got = {}
+
+    def reader():
+        try:
+            got["response"] = c.read(timeout=120)
+        except (ConnectionError, TimeoutError, OSError) as e:
+            got["closed"] = repr(e)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    head = b'{"type": "execute_code", "params": {"code": "'
+    chunk = b"x" * (1 << 20)
+    try:
+        c.sock.sendall(head)
+        for _ in range(66):  # 66 MiB, never closed: the server must stop at its limit
+            c.sock.sendall(chunk)
+    except OSError:
+        pass  # the server closed the connection while we were still sending: expected
+    t.join(120)
+    c.close()
+    assert not t.is_alive(), "no answer and no close after an oversized request"
+    if "response" in got:
+        assert_error(got["response"])
+    assert_success(bwtest.request(server.port, "get_polyhaven_status"))
