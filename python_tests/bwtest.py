@@ -228,6 +228,27 @@ def touch(path: str) -> None:
 
 # ---- `blendwire serve` processes ---------------------------------------------------------------
 
+def descendants(pid: int) -> List[int]:
+    """All processes below `pid` (children, grandchildren, ...), from /proc."""
+    children: dict = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def blendwire_command() -> List[str]:
     """How to run the `blendwire` console script: $BLENDWIRE_BIN, next to this Python, or on PATH."""
     if os.environ.get("BLENDWIRE_BIN"):
@@ -318,10 +339,17 @@ class ServeProcess:
         self.proc.send_signal(signum)
 
     def kill(self) -> None:
-        """Kill the whole process group (blendwire and the Blender it started)."""
+        """SIGKILL blendwire and every process under it (Blender runs in a session of its own, so
+        killing blendwire's process group alone would leave it running)."""
+        victims = [self.proc.pid] + descendants(self.proc.pid)
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
         try:
             self.proc.wait(timeout=EXIT_TIMEOUT)
@@ -367,3 +395,56 @@ def start_serve(runtime: str, port: int = 0, extra: Optional[List[str]] = None,
     if port:
         assert sp.port == port, sp.output()
     return sp
+
+
+class FakeServer:
+    """A scripted TCP peer on 127.0.0.1:<free port>: `behaviour(conn_socket, request_bytes)` runs for
+    each connection after its first bytes arrive. Used to test clients against misbehaving services."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._held = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        self.sock.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.connections += 1
+            self._held.append(conn)
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        try:
+            conn.settimeout(60)
+            data = conn.recv(65536)
+            self.behaviour(conn, data)
+        except OSError:
+            pass
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sock.close()
+        for c in self._held:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -79,7 +79,8 @@ def test_call_nothing_listening_fails_clearly():
 # ---- serve -------------------------------------------------------------------------------------
 
 RUNTIMES = [pytest.param("background", marks=pytest.mark.background),
-            pytest.param("bpy", marks=pytest.mark.bpy)]
+            pytest.param("bpy", marks=pytest.mark.bpy),
+            pytest.param("gui", marks=pytest.mark.gui)]
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -169,7 +170,7 @@ def test_serve_missing_blend_file_fails(tmp_path):
 def test_serve_shutdown_right_after_serving_line(runtime):
     """server_shutdown sent the moment the line appears (a script's first action) must end the
     process with 0 every time. Repeated: the window between the line and the serving loop is small."""
-    for attempt in range(5):
+    for attempt in range(2 if runtime == "gui" else 5):  # a GUI start takes seconds
         sp = bwtest.ServeProcess(["--port", "0"] + bwtest.RUNTIME_ARGS[runtime])
         try:
             sp.wait_serving()
@@ -228,3 +229,40 @@ def test_serve_sigterm_with_running_and_queued_jobs(serve_factory, tmp_flag_dir)
             pass  # closed by the shutdown: fine, it did not hang
         finally:
             c.close()
+
+
+@pytest.mark.background
+def test_blender_does_not_outlive_a_killed_serve():
+    """A supervisor (CI timeout, systemd, kill -9) that SIGKILLs `blendwire serve` must not leave
+    its Blender running on as an orphan that holds the port."""
+    import os
+
+    sp = bwtest.ServeProcess(["--port", "0"])
+    children = []
+    try:
+        sp.wait_serving()
+        children[:] = bwtest.descendants(sp.proc.pid)
+        assert children, "blendwire serve has no child process"
+        sp.proc.kill()  # the blendwire process only, as a supervisor would
+        sp.proc.wait(timeout=30)
+
+        def all_gone():
+            return not [pid for pid in children if _alive(pid)]
+
+        bwtest.wait_for(all_gone, 30, f"Blender (pids {children}) to exit after its blendwire serve was killed")
+        assert bwtest.connection_refused(sp.port)
+    finally:
+        sp.kill()
+        for pid in children:  # orphans are no longer below sp.proc
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # zombies are gone
+    except OSError:
+        return False

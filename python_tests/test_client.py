@@ -1,5 +1,6 @@
 """`blendwire.Client`: one persistent connection, thread-safe, reconnects, one exception per failure."""
 
+import json
 import os
 import threading
 
@@ -10,7 +11,7 @@ import bwtest
 blendwire = pytest.importorskip("blendwire")
 from blendwire import errors  # noqa: E402
 
-pytestmark = pytest.mark.runtimes("background", "bpy")
+pytestmark = pytest.mark.runtimes("background", "bpy", "gui")
 
 
 @pytest.fixture
@@ -155,3 +156,113 @@ def test_server_shutdown_through_client(serve_factory):
     with blendwire.Client(sp.host, sp.port, timeout=60) as c:
         assert c.call("server_shutdown")["message"] == "Server shutdown initiated"
     assert sp.wait_exit() == 0, sp.output()
+
+
+# ---- against scripted peers: one exception type per failure kind ------------------------------
+
+def test_protocol_error_on_garbage_reply():
+    with bwtest.FakeServer(lambda conn, data: conn.sendall(b"this is not json\x00\xff")) as fake:
+        c = blendwire.Client("127.0.0.1", fake.port, timeout=30)
+        with pytest.raises(errors.ProtocolError):
+            c.call("get_scene_info")
+        c.close()
+
+
+def test_protocol_error_on_non_object_reply():
+    with bwtest.FakeServer(lambda conn, data: conn.sendall(b"[1, 2, 3]")) as fake:
+        c = blendwire.Client("127.0.0.1", fake.port, timeout=30)
+        with pytest.raises(errors.ProtocolError):
+            c.call("get_scene_info")
+        c.close()
+
+
+def test_timeout_when_peer_never_answers():
+    release = threading.Event()
+    with bwtest.FakeServer(lambda conn, data: release.wait(60)) as fake:
+        c = blendwire.Client("127.0.0.1", fake.port, timeout=1.0)
+        try:
+            with pytest.raises(errors.Timeout):
+                c.call("get_scene_info")
+        finally:
+            release.set()
+            c.close()
+
+
+def test_connection_lost_when_peer_closes_after_request():
+    with bwtest.FakeServer(lambda conn, data: conn.close()) as fake:
+        c = blendwire.Client("127.0.0.1", fake.port, timeout=30)
+        with pytest.raises(errors.ConnectionLost) as e:
+            c.call("get_scene_info")
+        assert isinstance(e.value, ConnectionError)
+        c.close()
+        assert fake.connections == 1, "a call whose connection was lost after sending was retried"
+
+
+def test_reply_split_in_pieces_and_utf8_is_read_whole():
+    reply = json.dumps({"status": "success", "result": {"s": "é😀" * 1000}}, ensure_ascii=False).encode()
+
+    def behaviour(conn, data):
+        cut = reply.index("😀".encode()) + 1  # inside a 4-byte character
+        conn.sendall(reply[:cut])
+        conn.sendall(reply[cut:cut + 1])
+        conn.sendall(reply[cut + 1:])
+        conn.recv(1)  # keep the connection open until the client closes
+
+    with bwtest.FakeServer(behaviour) as fake:
+        with blendwire.Client("127.0.0.1", fake.port, timeout=30) as c:
+            assert c.call("anything") == {"s": "é😀" * 1000}
+
+
+@pytest.mark.background
+def test_connection_lost_when_server_dies_mid_call(serve_factory, tmp_flag_dir):
+    sp = serve_factory("background")
+    started = os.path.join(tmp_flag_dir, "started")
+    release = os.path.join(tmp_flag_dir, "release")
+    c = blendwire.Client(sp.host, sp.port, timeout=120)
+    box = {}
+
+    def call():
+        try:
+            box["result"] = c.call("execute_code", {"code": bwtest.blocking_code(started, release)})
+        except Exception as e:  # noqa: BLE001 - inspected below
+            box["error"] = e
+
+    t = threading.Thread(target=call, daemon=True)
+    try:
+        t.start()
+        bwtest.wait_file(started)
+        sp.kill()  # SIGKILL blendwire and its Blender while the call is in flight
+    finally:
+        bwtest.touch(release)
+    t.join(60)
+    assert not t.is_alive()
+    assert isinstance(box.get("error"), errors.ConnectionLost), box
+    c.close()
+
+
+@pytest.mark.background
+def test_call_waits_for_a_restarting_server(serve_factory):
+    """The server is down when the call starts and comes back within the client's timeout."""
+    port = bwtest.free_port()
+    first = serve_factory("background", port=port)
+    c = blendwire.Client("127.0.0.1", port, timeout=120)
+    try:
+        assert c.call("get_polyhaven_status")["enabled"] is False
+        first.shutdown()
+        box = {}
+
+        def call():
+            try:
+                box["result"] = c.call("execute_code", {"code": "print('back')"})
+            except Exception as e:  # noqa: BLE001 - inspected below
+                box["error"] = e
+
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        serve_factory("background", port=port)
+        t.join(120)
+        assert not t.is_alive()
+        assert "error" not in box, box
+        assert box["result"]["result"] == "back\n"
+    finally:
+        c.close()
