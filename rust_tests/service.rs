@@ -31,7 +31,10 @@ impl MainThread {
         let handle = thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 if let Next::Job(job) = bridge.next_job(Duration::from_millis(20)) {
-                    bridge.run(job, |Payload::Command { name, params }| {
+                    bridge.run(job, |payload| {
+                        let Payload::Command { name, params } = payload else {
+                            return Ok(Value::Null);
+                        };
                         r.fetch_add(1, Ordering::SeqCst);
                         match name.as_str() {
                             "fail" => Err(blendwire::error::JobError::Handler {

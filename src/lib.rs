@@ -11,8 +11,11 @@ pub mod logbuffer;
 pub mod metrics;
 pub mod protocol;
 pub mod queue;
+pub mod router;
 pub mod service;
+pub mod socketio;
 pub mod status;
+pub mod watchdog;
 
 #[cfg(feature = "python")]
 mod python;

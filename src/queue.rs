@@ -21,7 +21,34 @@ pub type JobResult = Result<Value, JobError>;
 /// What the main thread is asked to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
+    /// A command-service request, for the command dispatcher.
     Command { name: String, params: Map<String, Value> },
+    /// Work for the router's dispatcher.
+    Router { op: RouterOp, params: Map<String, Value> },
+}
+
+/// What the router asks of the main thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterOp {
+    /// The CONNECT auth payload `{token, username, blend_file_path}`.
+    Auth,
+    /// The `registry_update` payload.
+    Registry,
+    /// Run a `command_received` command.
+    Command,
+    /// Ask a `check_is_finished` command again (or cancel it).
+    Poll,
+}
+
+impl RouterOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RouterOp::Auth => "auth",
+            RouterOp::Registry => "registry",
+            RouterOp::Command => "command",
+            RouterOp::Poll => "poll",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -220,7 +247,10 @@ mod tests {
         let mut r1 = b.submit(cmd("a"), later()).unwrap();
         let mut r2 = b.submit(cmd("b"), later()).unwrap();
         while let Some(job) = b.try_next() {
-            b.run(job, |Payload::Command { name, .. }| Ok(json!(name)));
+            b.run(job, |p| match p {
+                Payload::Command { name, .. } => Ok(json!(name)),
+                Payload::Router { .. } => Ok(Value::Null),
+            });
         }
         assert_eq!(r1.try_recv().unwrap(), Ok(json!("a")));
         assert_eq!(r2.try_recv().unwrap(), Ok(json!("b")));

@@ -1,10 +1,11 @@
 //! The snapshot behind `blendwire.status()` and the panel.
 
 use crate::queue::Bridge;
+use crate::router::Shared as RouterShared;
 use crate::service::Service;
 use serde_json::{json, Value};
 
-pub fn snapshot(bridge: &Bridge, service: Option<&Service>, uptime_s: f64) -> Value {
+pub fn snapshot(bridge: &Bridge, service: Option<&Service>, router: Option<&RouterShared>, uptime_s: f64) -> Value {
     let m = &bridge.metrics;
     let service = match service {
         Some(s) => {
@@ -26,6 +27,7 @@ pub fn snapshot(bridge: &Bridge, service: Option<&Service>, uptime_s: f64) -> Va
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": uptime_s,
         "service": service,
+        "router": router.map_or_else(|| json!({"state": "stopped"}), RouterShared::snapshot),
         "bridge": {
             "queue_depth": bridge.len(),
             "capacity": bridge.capacity(),

@@ -6,7 +6,9 @@ on stdout: `BLENDWIRE-READY {json}` once commands can be served, `BLENDWIRE-ERRO
 
 import json
 import os
+import select
 import sys
+import threading
 import time
 
 ENV = "BLENDWIRE_SERVE"
@@ -39,6 +41,39 @@ def _announce_when_responsive(info):
     return announce
 
 
+def _stop_when_parent_exits(parent_pid):
+    """`blendwire serve` may be SIGKILLed (a CI timeout, a supervisor): then nobody would ever stop
+    this Blender, which runs in its own session. Wait on a pidfd (no polling) and stop the service
+    loop when the parent is gone; in the GUI the timer then quits Blender."""
+    from . import blender
+
+    try:
+        fd = os.pidfd_open(parent_pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel) or the parent is already gone
+        if not _alive(parent_pid):
+            blender.request_stop("parent exited")
+        return
+
+    def watch():
+        try:
+            select.select([fd], [], [])  # readable when the process exits
+        finally:
+            os.close(fd)
+        blender.request_stop("parent exited")
+
+    threading.Thread(target=watch, name="blendwire-parent-watch", daemon=True).start()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def main():
     import bpy
 
@@ -52,6 +87,8 @@ def main():
     except Exception as e:
         _emit(ERROR, {"error": str(e), "kind": type(e).__name__})
         sys.exit(1)
+    if settings.get("parent_pid"):
+        _stop_when_parent_exits(int(settings["parent_pid"]))
     mode = blender.mode()
     info = {
         "host": host, "port": port, "mode": mode, "pid": os.getpid(),

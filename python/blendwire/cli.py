@@ -118,7 +118,8 @@ def _serve_child(host, port, blender_path, gui, blend_file):
 
     cmd = _child_command(_find_blender(blender_path), gui, blend_file)
     env = dict(os.environ)
-    env[inner.ENV] = json.dumps({"host": host, "port": port})
+    # parent_pid: Blender watches us and stops if we are killed (it runs in its own session).
+    env[inner.ENV] = json.dumps({"host": host, "port": port, "parent_pid": os.getpid()})
     # The bootstrap starts the service; an add-on auto-starting one on the same port would collide.
     env.pop("BLD_REMOTE_MCP_START_NOW", None)
 

@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 static DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+static ROUTER_DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
 
 /// How often a waiting pump gives Python's signal handlers a turn.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
@@ -23,6 +24,7 @@ thread_local! {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_dispatcher, m)?)?;
+    m.add_function(wrap_pyfunction!(set_router_dispatcher, m)?)?;
     m.add_function(wrap_pyfunction!(tick, m)?)?;
     m.add_function(wrap_pyfunction!(pump, m)?)?;
     m.add_function(wrap_pyfunction!(stop_pump, m)?)?;
@@ -36,6 +38,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyfunction]
 fn set_dispatcher(fn_: Option<Py<PyAny>>) {
     *DISPATCHER.lock() = fn_;
+}
+
+#[pyfunction]
+fn set_router_dispatcher(fn_: Option<Py<PyAny>>) {
+    *ROUTER_DISPATCHER.lock() = fn_;
 }
 
 #[pyfunction]
@@ -133,10 +140,13 @@ fn flush_logs(py: Python<'_>) {
 }
 
 fn execute(py: Python<'_>, payload: &Payload) -> JobResult {
-    let Payload::Command { name, params } = payload;
-    let dispatcher = DISPATCHER.lock().as_ref().map(|d| d.clone_ref(py)).ok_or(JobError::NoDispatcher)?;
+    let (slot, name, params) = match payload {
+        Payload::Command { name, params } => (&DISPATCHER, name.as_str(), params),
+        Payload::Router { op, params } => (&ROUTER_DISPATCHER, op.name(), params),
+    };
+    let dispatcher = slot.lock().as_ref().map(|d| d.clone_ref(py)).ok_or(JobError::NoDispatcher)?;
     let params = pythonize(py, params).map_err(|e| JobError::Unserializable(e.to_string()))?;
-    match dispatcher.call1(py, (name.as_str(), params)) {
+    match dispatcher.call1(py, (name, params)) {
         Ok(result) => depythonize::<Value>(result.bind(py)).map_err(|e| {
             JobError::Unserializable(format!(
                 "{e}; handlers must return JSON data (dict with str keys, list, str, int, float, bool, None)"

@@ -3,6 +3,7 @@
 mod bridge;
 mod client;
 mod errors;
+mod router;
 mod service;
 
 use pyo3::prelude::*;
@@ -14,5 +15,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     bridge::register(m)?;
     service::register(m)?;
     client::register(m)?;
+    router::register(m)?;
     Ok(())
 }

@@ -108,9 +108,10 @@ fn service_address() -> Option<(String, u16)> {
 
 #[pyfunction]
 fn status(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let router = super::router::shared();
     let snapshot = {
         let slot = SERVICE.lock();
-        crate::status::snapshot(queue::global(), slot.as_ref(), loaded_at().elapsed().as_secs_f64())
+        crate::status::snapshot(queue::global(), slot.as_ref(), router.as_deref(), loaded_at().elapsed().as_secs_f64())
     };
     Ok(pythonize(py, &snapshot).map_err(|e| PyValueError::new_err(e.to_string()))?.unbind())
 }
@@ -120,6 +121,7 @@ fn status(py: Python<'_>) -> PyResult<Py<PyAny>> {
 #[pyo3(signature = (timeout = 2.0))]
 fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<()> {
     stop_service(py, timeout)?;
+    super::router::stop_router(py, timeout)?;
     queue::global().cancel_all();
     emit_logs(py);
     Ok(())

@@ -1,0 +1,256 @@
+//! cr8_engine commands: `command_received` payload → `Command`, the reply envelopes, the bounded
+//! memory of seen message ids, and the bounded outbox of replies not yet sent.
+
+use serde_json::{json, Map, Value};
+use std::collections::{HashSet, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub message_id: String,
+    pub addon_id: String,
+    pub command: String,
+    pub params: Map<String, Value>,
+    /// `metadata.route`, echoed in the reply.
+    pub route: Value,
+}
+
+/// A `command_received` payload that cannot become a job; answered `command_failed` when it has
+/// a message id to answer to.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct BadCommand {
+    pub message_id: Option<String>,
+    pub route: Value,
+    pub message: String,
+}
+
+pub fn parse_command(payload: &Value) -> Result<Command, BadCommand> {
+    let obj = payload.as_object();
+    let field = |k: &str| obj.and_then(|o| o.get(k));
+    let message_id = field("message_id").and_then(|v| match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    let route = field("metadata").and_then(|m| m.get("route")).cloned().unwrap_or(Value::Null);
+    let bad = |message: String| BadCommand { message_id: message_id.clone(), route: route.clone(), message };
+    let Some(message_id) = message_id.clone() else {
+        return Err(bad("command_received without a message_id".into()));
+    };
+    let text = |k: &str| match field(k) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(bad(format!("command_received needs a non-empty string \"{k}\""))),
+    };
+    let addon_id = text("addon_id")?;
+    let command = text("command")?;
+    let params = match field("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(p)) => p.clone(),
+        Some(_) => return Err(bad("\"params\" must be a JSON object".into())),
+    };
+    Ok(Command { message_id, addon_id, command, params, route })
+}
+
+fn metadata(route: &Value) -> Value {
+    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    json!({"timestamp": timestamp, "source": "blender", "route": route})
+}
+
+/// A finished command, ready to send as `command_completed` / `command_failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub event: &'static str,
+    pub message_id: String,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn completed(message_id: &str, route: &Value, data: Value) -> Reply {
+        let data = if data.is_object() { data } else { json!({"result": data}) };
+        Reply {
+            event: "command_completed",
+            message_id: message_id.to_string(),
+            body: json!({
+                "message_id": message_id,
+                "type": "command_completed",
+                "payload": {"status": "success", "data": data},
+                "metadata": metadata(route),
+            }),
+        }
+    }
+
+    /// `code` is one of the original's codes (`COMMAND_NOT_FOUND`, `EXECUTION_FAILED`, ...).
+    pub fn failed(message_id: &str, route: &Value, code: &str, message: &str) -> Reply {
+        Reply {
+            event: "command_failed",
+            message_id: message_id.to_string(),
+            body: json!({
+                "message_id": message_id,
+                "type": "command_failed",
+                "payload": {
+                    "status": "error",
+                    "message": message,
+                    "error_code": code,
+                    "data": {"error_code": code, "message": message},
+                },
+                "metadata": metadata(route),
+            }),
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.body.to_string().len()
+    }
+}
+
+/// The last `capacity` message ids, so that a repeated command runs once.
+#[derive(Debug)]
+pub struct SeenIds {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+    capacity: usize,
+}
+
+impl SeenIds {
+    pub fn new(capacity: usize) -> Self {
+        SeenIds { order: VecDeque::new(), set: HashSet::new(), capacity: capacity.max(1) }
+    }
+
+    /// True the first time an id is seen.
+    pub fn first_time(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(id.to_string());
+        self.set.insert(id.to_string());
+        true
+    }
+}
+
+/// Replies waiting to be sent, oldest first, bounded by count and bytes.
+#[derive(Debug)]
+pub struct Outbox {
+    replies: VecDeque<(Reply, usize)>,
+    bytes: usize,
+    max_count: usize,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    pub fn new(max_count: usize, max_bytes: usize) -> Self {
+        Outbox { replies: VecDeque::new(), bytes: 0, max_count: max_count.max(1), max_bytes }
+    }
+
+    /// Queue a reply; returns the message ids dropped (oldest first) to stay within the bounds.
+    pub fn push(&mut self, reply: Reply) -> Vec<String> {
+        let size = reply.size();
+        self.bytes += size;
+        self.replies.push_back((reply, size));
+        let mut dropped = vec![];
+        while self.replies.len() > self.max_count || (self.bytes > self.max_bytes && self.replies.len() > 1) {
+            if let Some((old, s)) = self.replies.pop_front() {
+                self.bytes -= s;
+                dropped.push(old.message_id);
+            }
+        }
+        dropped
+    }
+
+    /// Put a reply that could not be sent back at the front.
+    pub fn push_front(&mut self, reply: Reply) {
+        let size = reply.size();
+        self.bytes += size;
+        self.replies.push_front((reply, size));
+    }
+
+    pub fn pop(&mut self) -> Option<Reply> {
+        let (reply, size) = self.replies.pop_front()?;
+        self.bytes -= size;
+        Some(reply)
+    }
+
+    pub fn len(&self) -> usize {
+        self.replies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_engine_shape() {
+        let c = parse_command(&json!({
+            "type": "addon_command", "addon_id": "cr8_router", "command": "get_available_addons",
+            "params": {"x": 1}, "message_id": "m1", "metadata": {"route": "agent"}
+        }))
+        .unwrap();
+        assert_eq!((c.addon_id.as_str(), c.command.as_str(), c.message_id.as_str()), ("cr8_router", "get_available_addons", "m1"));
+        assert_eq!(c.route, json!("agent"));
+        assert_eq!(c.params["x"], 1);
+    }
+
+    #[test]
+    fn bad_payloads_say_what_is_missing() {
+        let e = parse_command(&json!({"message_id": "m2", "addon_id": "a"})).unwrap_err();
+        assert_eq!(e.message_id.as_deref(), Some("m2"));
+        assert!(e.message.contains("\"command\""));
+        assert_eq!(parse_command(&json!([1, 2])).unwrap_err().message_id, None);
+        assert!(parse_command(&json!({"message_id": "m", "addon_id": "a", "command": "c", "params": 3})).is_err());
+    }
+
+    #[test]
+    fn reply_envelopes() {
+        let ok = Reply::completed("m1", &json!("direct"), json!({"n": 1}));
+        assert_eq!(ok.event, "command_completed");
+        assert_eq!(ok.body["payload"], json!({"status": "success", "data": {"n": 1}}));
+        assert_eq!(ok.body["metadata"]["route"], "direct");
+        assert_eq!(ok.body["metadata"]["source"], "blender");
+        let wrapped = Reply::completed("m1", &Value::Null, json!(5));
+        assert_eq!(wrapped.body["payload"]["data"], json!({"result": 5}));
+        let bad = Reply::failed("m2", &json!("agent"), "COMMAND_NOT_FOUND", "no such command");
+        assert_eq!(bad.body["type"], "command_failed");
+        assert_eq!(bad.body["payload"]["status"], "error");
+        assert_eq!(bad.body["payload"]["data"]["error_code"], "COMMAND_NOT_FOUND");
+    }
+
+    #[test]
+    fn seen_ids_are_bounded() {
+        let mut s = SeenIds::new(2);
+        assert!(s.first_time("a"));
+        assert!(!s.first_time("a"));
+        assert!(s.first_time("b"));
+        assert!(s.first_time("c")); // forgets "a"
+        assert!(s.first_time("a"));
+    }
+
+    #[test]
+    fn outbox_keeps_order_and_drops_the_oldest() {
+        let mut o = Outbox::new(2, 1 << 20);
+        for id in ["a", "b", "c"] {
+            let dropped = o.push(Reply::completed(id, &Value::Null, json!({})));
+            if id == "c" {
+                assert_eq!(dropped, vec!["a".to_string()]);
+            }
+        }
+        assert_eq!(o.pop().unwrap().message_id, "b");
+        let c = o.pop().unwrap();
+        o.push_front(c);
+        assert_eq!(o.pop().unwrap().message_id, "c");
+        assert!(o.is_empty());
+        let mut small = Outbox::new(100, 300);
+        small.push(Reply::completed("x", &Value::Null, json!({"pad": "x".repeat(200)})));
+        let dropped = small.push(Reply::completed("y", &Value::Null, json!({"pad": "y".repeat(200)})));
+        assert_eq!(dropped, vec!["x".to_string()]);
+    }
+}

@@ -1,0 +1,493 @@
+//! The cr8_engine router client: one connection state machine that owns every retry.
+//!
+//! The first connect, a dropped connection and a rejected namespace all take the same path:
+//! back off (exponential, jittered) and try again, for as long as the router runs. After N failed
+//! attempts in a row the watchdog arms; a successful connect disarms it; when it fires the bridge
+//! is asked to stop with reason "watchdog" and the Blender side saves and quits.
+//! Commands become main-thread jobs; their replies wait in a bounded outbox while disconnected.
+
+pub mod commands;
+pub mod session;
+
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::error::JobError;
+use crate::metrics::Counter;
+use crate::queue::{Bridge, JobResult, Payload, RouterOp};
+use crate::watchdog::{Watchdog, WatchdogEvent, WatchdogPolicy};
+use commands::{parse_command, Command, Outbox, Reply, SeenIds};
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+/// Key of the marker a Python handler returns for a command still running (`check_is_finished`).
+pub const PENDING_KEY: &str = "__blendwire_pending__";
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Engine base URL, e.g. `http://127.0.0.1:8000`.
+    pub url: String,
+    pub socketio_path: String,
+    pub namespace: String,
+    pub backoff: BackoffPolicy,
+    pub watchdog: WatchdogPolicy,
+    /// Websocket + Engine.IO + namespace handshake, per attempt.
+    pub handshake_timeout: Duration,
+    /// How long the main thread may take to answer the auth request before env values are used.
+    pub auth_timeout: Duration,
+    /// Deadline of a command's main-thread job.
+    pub command_timeout: Duration,
+    /// `check_is_finished` polling.
+    pub poll_interval: Duration,
+    pub poll_limit: Duration,
+    pub outbox_max_count: usize,
+    pub outbox_max_bytes: usize,
+    pub remembered_ids: usize,
+    /// Used when the main thread does not answer the auth request in time.
+    pub fallback_auth: Value,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            url: "http://127.0.0.1:8000".into(),
+            socketio_path: "/ws/socket.io/".into(),
+            namespace: "/blender".into(),
+            backoff: BackoffPolicy {
+                initial: Duration::from_secs(2),
+                max: Duration::from_secs(10),
+                factor: 2.0,
+                jitter: 0.5,
+            },
+            watchdog: WatchdogPolicy::default(),
+            handshake_timeout: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(1200),
+            poll_interval: Duration::from_millis(100),
+            poll_limit: Duration::from_secs(3600),
+            outbox_max_count: 1000,
+            outbox_max_bytes: 64 * 1024 * 1024,
+            remembered_ids: 4096,
+            fallback_auth: json!({}),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConnState {
+    Connecting { attempt: u32 },
+    Connected { since: Instant },
+    Backoff { attempt: u32, retry_at: Instant },
+    /// The watchdog fired: no more attempts; Blender saves and quits.
+    GaveUp,
+    Stopped,
+}
+
+impl ConnState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConnState::Connecting { .. } => "connecting",
+            ConnState::Connected { .. } => "connected",
+            ConnState::Backoff { .. } => "backoff",
+            ConnState::GaveUp => "gave_up",
+            ConnState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Why a connect attempt failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConnectError {
+    #[error("engine unreachable: {0}")]
+    Unreachable(String),
+    #[error("namespace rejected by the engine: {0}")]
+    Rejected(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("handshake timed out")]
+    Timeout,
+}
+
+/// Why an established connection ended.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LinkEnd {
+    #[error("the engine closed the connection")]
+    Closed,
+    #[error("the engine disconnected this client from the namespace")]
+    Kicked,
+    #[error("no packet from the engine within its ping window")]
+    PingTimeout,
+    #[error("connection dropped: {0}")]
+    Dropped(String),
+}
+
+pub trait Connector: Send + Sync + 'static {
+    type Link: Link;
+    fn connect(&self, auth: Value) -> impl Future<Output = Result<Self::Link, ConnectError>> + Send;
+}
+
+pub trait Link: Send + 'static {
+    /// Serve the connection until it ends.
+    fn run(self, shared: Arc<Shared>) -> impl Future<Output = LinkEnd> + Send;
+}
+
+#[derive(Debug, Default)]
+pub struct RouterMetrics {
+    pub attempts: Counter,
+    pub connects: Counter,
+    pub commands_received: Counter,
+    pub commands_completed: Counter,
+    pub commands_failed: Counter,
+    pub duplicates: Counter,
+    pub replies_dropped: Counter,
+}
+
+/// State shared by the manager, the live connection and the command tasks.
+pub struct Shared {
+    pub config: RouterConfig,
+    bridge: Arc<Bridge>,
+    state: Mutex<ConnState>,
+    consecutive_failures: Mutex<u32>,
+    watchdog_fires_at: Mutex<Option<Instant>>,
+    last_error: Mutex<Option<String>>,
+    outbox: Mutex<Outbox>,
+    pub outbox_ready: Notify,
+    seen: Mutex<SeenIds>,
+    pub metrics: RouterMetrics,
+}
+
+impl Shared {
+    pub fn new(config: RouterConfig, bridge: Arc<Bridge>) -> Arc<Self> {
+        Arc::new(Shared {
+            outbox: Mutex::new(Outbox::new(config.outbox_max_count, config.outbox_max_bytes)),
+            seen: Mutex::new(SeenIds::new(config.remembered_ids)),
+            config,
+            bridge,
+            state: Mutex::new(ConnState::Stopped),
+            consecutive_failures: Mutex::new(0),
+            watchdog_fires_at: Mutex::new(None),
+            last_error: Mutex::new(None),
+            outbox_ready: Notify::new(),
+            metrics: RouterMetrics::default(),
+        })
+    }
+
+    pub fn state(&self) -> ConnState {
+        *self.state.lock()
+    }
+
+    fn set_state(&self, s: ConnState) {
+        *self.state.lock() = s;
+    }
+
+    pub fn watchdog_left(&self) -> Option<Duration> {
+        self.watchdog_fires_at.lock().map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    pub fn queued_replies(&self) -> usize {
+        self.outbox.lock().len()
+    }
+
+    pub fn snapshot(&self) -> Value {
+        let m = &self.metrics;
+        let state = self.state();
+        let retry_in = match state {
+            ConnState::Backoff { retry_at, .. } => Some(retry_at.saturating_duration_since(Instant::now()).as_secs_f64()),
+            _ => None,
+        };
+        let connected_for = match state {
+            ConnState::Connected { since } => Some(since.elapsed().as_secs_f64()),
+            _ => None,
+        };
+        json!({
+            "url": self.config.url,
+            "namespace": self.config.namespace,
+            "state": state.name(),
+            "consecutive_failures": *self.consecutive_failures.lock(),
+            "retry_in_s": retry_in,
+            "connected_for_s": connected_for,
+            "watchdog_s": self.watchdog_left().map(|d| d.as_secs_f64()),
+            "last_error": *self.last_error.lock(),
+            "attempts": m.attempts.get(),
+            "connects": m.connects.get(),
+            "commands_received": m.commands_received.get(),
+            "commands_completed": m.commands_completed.get(),
+            "commands_failed": m.commands_failed.get(),
+            "duplicates": m.duplicates.get(),
+            "queued_replies": self.queued_replies(),
+            "replies_dropped": m.replies_dropped.get(),
+        })
+    }
+
+    /// Run a router operation on Blender's main thread and wait for it (asynchronously).
+    pub async fn main_thread(&self, op: RouterOp, params: Map<String, Value>, timeout: Duration) -> JobResult {
+        let deadline = std::time::Instant::now() + timeout;
+        let rx = self.bridge.submit(Payload::Router { op, params }, deadline)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(JobError::Cancelled),
+            Err(_) => Err(JobError::Timeout { command: op.name().to_string(), after: timeout }),
+        }
+    }
+
+    /// The CONNECT auth payload, read again for every attempt (tokens expire).
+    async fn auth(&self) -> Value {
+        match self.main_thread(RouterOp::Auth, Map::new(), self.config.auth_timeout).await {
+            Ok(v) if v.is_object() => v,
+            Ok(_) | Err(_) => {
+                log::warn!("the main thread did not provide the engine auth in time; using the environment's");
+                self.config.fallback_auth.clone()
+            }
+        }
+    }
+
+    /// The `registry_update` payload, from the main thread.
+    pub async fn registry(&self) -> Option<Value> {
+        match self.main_thread(RouterOp::Registry, Map::new(), self.config.auth_timeout).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                log::warn!("could not build registry_update: {e}");
+                None
+            }
+        }
+    }
+
+    pub fn pop_reply(&self) -> Option<Reply> {
+        self.outbox.lock().pop()
+    }
+
+    pub fn unpop_reply(&self, reply: Reply) {
+        self.outbox.lock().push_front(reply);
+    }
+
+    fn queue_reply(&self, reply: Reply) {
+        let dropped = self.outbox.lock().push(reply);
+        for id in dropped {
+            self.metrics.replies_dropped.inc();
+            log::error!("reply for message_id {id} dropped: the outbox is full (engine unreachable too long)");
+        }
+        self.outbox_ready.notify_one();
+    }
+
+    /// A `command_received` event: answered later, through the outbox.
+    pub fn on_command(self: &Arc<Self>, payload: Option<&Value>) {
+        self.metrics.commands_received.inc();
+        match parse_command(payload.unwrap_or(&Value::Null)) {
+            Err(bad) => match bad.message_id {
+                Some(id) => {
+                    self.metrics.commands_failed.inc();
+                    self.queue_reply(Reply::failed(&id, &bad.route, "INVALID_COMMAND", &bad.message));
+                }
+                None => log::warn!("ignoring command_received: {}", bad.message),
+            },
+            Ok(cmd) => {
+                let key = format!("{}\u{0}{}", cmd.command, cmd.message_id);
+                if !self.seen.lock().first_time(&key) {
+                    self.metrics.duplicates.inc();
+                    log::info!("ignoring repeated command {} (message_id {})", cmd.command, cmd.message_id);
+                    return;
+                }
+                tokio::spawn(run_command(self.clone(), cmd));
+            }
+        }
+    }
+}
+
+fn pending_handle(v: &Value) -> Option<Value> {
+    v.as_object().filter(|o| o.len() == 1).and_then(|o| o.get(PENDING_KEY)).cloned()
+}
+
+async fn run_command(shared: Arc<Shared>, cmd: Command) {
+    log::debug!("command {}.{} (message_id {})", cmd.addon_id, cmd.command, cmd.message_id);
+    let params = json!({
+        "addon_id": cmd.addon_id, "command": cmd.command, "params": cmd.params, "message_id": cmd.message_id,
+    });
+    let Value::Object(params) = params else { return };
+    let mut result = shared.main_thread(RouterOp::Command, params, shared.config.command_timeout).await;
+    // A handler that returned an object with check_is_finished(): poll it, never blocking.
+    if let Ok(handle) = result.as_ref().map(pending_handle) {
+        if let Some(handle) = handle {
+            result = poll(&shared, handle).await;
+        }
+    }
+    let reply = match result {
+        Ok(data) => {
+            shared.metrics.commands_completed.inc();
+            Reply::completed(&cmd.message_id, &cmd.route, data)
+        }
+        Err(e) => {
+            shared.metrics.commands_failed.inc();
+            let code = match &e {
+                JobError::Handler { code, .. } => code.as_str(),
+                JobError::NoDispatcher => "NO_HANDLERS",
+                JobError::Unserializable(_) => "UNSERIALIZABLE_RESULT",
+                JobError::Busy { .. } => "BUSY",
+                JobError::Timeout { .. } | JobError::Expired => "TIMEOUT",
+                JobError::Cancelled => "CANCELLED",
+            };
+            Reply::failed(&cmd.message_id, &cmd.route, code, &e.to_string())
+        }
+    };
+    shared.queue_reply(reply);
+}
+
+async fn poll(shared: &Shared, handle: Value) -> JobResult {
+    let give_up_at = Instant::now() + shared.config.poll_limit;
+    let params = |cancel: bool| {
+        let mut m = Map::new();
+        m.insert("handle".into(), handle.clone());
+        m.insert("cancel".into(), Value::Bool(cancel));
+        m
+    };
+    loop {
+        tokio::time::sleep(shared.config.poll_interval).await;
+        if Instant::now() >= give_up_at {
+            let _ = shared.main_thread(RouterOp::Poll, params(true), shared.config.auth_timeout).await;
+            return Err(JobError::Handler {
+                code: "TIMEOUT".into(),
+                message: format!("the command did not finish within {} s", shared.config.poll_limit.as_secs()),
+            });
+        }
+        let r = shared.main_thread(RouterOp::Poll, params(false), shared.config.command_timeout).await?;
+        if pending_handle(&r).is_none() {
+            return Ok(r);
+        }
+    }
+}
+
+/// Sleeps until the watchdog fires, logging the countdown each whole minute; never returns while
+/// the watchdog is not armed.
+async fn watchdog_expiry(w: &mut Watchdog, url: &str) {
+    loop {
+        let Some(wake) = w.next_wake(Instant::now()) else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(wake).await;
+        if w.check_fire(Instant::now()) {
+            return;
+        }
+        if let Some(left) = w.time_left(Instant::now()) {
+            log::warn!("watchdog: still no connection to {url}; saving and quitting in {} s", left.as_secs());
+        }
+    }
+}
+
+/// The connection state machine. Returns when stopped or when the watchdog fired.
+pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let url = shared.config.url.clone();
+    let mut backoff = Backoff::new(shared.config.backoff);
+    let mut watchdog = Watchdog::new(shared.config.watchdog);
+    let mut attempt = 0u32;
+    let fired = 'outer: loop {
+        attempt += 1;
+        shared.metrics.attempts.inc();
+        shared.set_state(ConnState::Connecting { attempt });
+        let outcome = tokio::select! {
+            outcome = async { connector.connect(shared.auth().await).await } => outcome,
+            _ = stop.changed() => break 'outer false,
+            _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
+        };
+        match outcome {
+            Ok(link) => {
+                log::info!("connected to {url} (namespace {})", shared.config.namespace);
+                attempt = 0;
+                backoff.reset();
+                if watchdog.on_connected() == Some(WatchdogEvent::Disarmed) {
+                    log::info!("watchdog disarmed: reconnected to {url}");
+                }
+                *shared.watchdog_fires_at.lock() = None;
+                *shared.consecutive_failures.lock() = 0;
+                shared.metrics.connects.inc();
+                shared.set_state(ConnState::Connected { since: Instant::now() });
+                let end = tokio::select! {
+                    end = link.run(shared.clone()) => end,
+                    _ = stop.changed() => break 'outer false,
+                };
+                log::warn!("lost the connection to {url}: {end}; reconnecting");
+                *shared.last_error.lock() = Some(end.to_string());
+            }
+            Err(e) => {
+                log::warn!("connect attempt {attempt} to {url} failed: {e}");
+                *shared.last_error.lock() = Some(e.to_string());
+                if let Some(WatchdogEvent::Armed { left }) = watchdog.on_failure(Instant::now()) {
+                    log::warn!(
+                        "watchdog armed after {} failed attempts: saving the .blend file and quitting in {} s unless {url} comes back",
+                        watchdog.consecutive_failures(),
+                        left.as_secs()
+                    );
+                }
+                *shared.watchdog_fires_at.lock() = watchdog.fires_at();
+                *shared.consecutive_failures.lock() = watchdog.consecutive_failures();
+            }
+        }
+        let delay = backoff.next_delay();
+        shared.set_state(ConnState::Backoff { attempt, retry_at: Instant::now() + delay });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => break 'outer false,
+            _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
+        }
+    };
+    if fired {
+        log::error!("watchdog fired: no connection to {url}; saving the .blend file and closing Blender");
+        shared.set_state(ConnState::GaveUp);
+        *shared.watchdog_fires_at.lock() = None;
+        shared.bridge.request_stop("watchdog");
+    } else {
+        shared.set_state(ConnState::Stopped);
+    }
+}
+
+/// A running router: its own I/O thread, stopped on drop.
+pub struct Router {
+    runtime: Option<tokio::runtime::Runtime>,
+    stop: watch::Sender<bool>,
+    pub shared: Arc<Shared>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("bad engine URL {url:?}: {why}; expected e.g. http://127.0.0.1:8000")]
+    BadUrl { url: String, why: String },
+    #[error("cannot start the router: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Router {
+    pub fn start(config: RouterConfig, bridge: Arc<Bridge>) -> Result<Router, RouterError> {
+        let connector = session::WsConnector::new(&config)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("blendwire-router")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let shared = Shared::new(config, bridge);
+        let (stop, stop_rx) = watch::channel(false);
+        runtime.spawn(run_manager(connector, shared.clone(), stop_rx));
+        Ok(Router { runtime: Some(runtime), stop, shared })
+    }
+
+    pub fn stop(mut self, timeout: Duration) {
+        self.stop_inner(timeout);
+    }
+
+    fn stop_inner(&mut self, timeout: Duration) {
+        self.stop.send_replace(true);
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(timeout);
+        }
+        if self.shared.state() != ConnState::GaveUp {
+            self.shared.set_state(ConnState::Stopped);
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.stop_inner(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,186 @@
+//! One Socket.IO connection over a websocket (tokio-tungstenite): handshake, then serve.
+//!
+//! Reading the socket directly (instead of through a client library with its own reconnect loop)
+//! is what lets the manager see every drop at once and own every retry.
+
+use super::{ConnectError, Connector, Link, LinkEnd, RouterConfig, RouterError, Shared};
+use crate::socketio::{self, Packet};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct WsConnector {
+    ws_url: String,
+    namespace: String,
+    handshake_timeout: Duration,
+}
+
+/// `http://host:port` + `/ws/socket.io/` → `ws://host:port/ws/socket.io/?EIO=4&transport=websocket`.
+pub fn websocket_url(base: &str, path: &str) -> Result<String, RouterError> {
+    let bad = |why: &str| RouterError::BadUrl { url: base.to_string(), why: why.to_string() };
+    let base = base.trim().trim_end_matches('/');
+    let (scheme, rest) = base.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => return Err(bad("TLS (https/wss) is not supported by this build; use http:// on a trusted network or a local TLS terminator")),
+        _ => return Err(bad("the scheme must be http:// or ws://")),
+    };
+    if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err(bad("expected scheme://host:port with no query"));
+    }
+    let path = format!("/{}/", path.trim_matches('/'));
+    Ok(format!("{scheme}://{rest}{path}?EIO=4&transport=websocket"))
+}
+
+impl WsConnector {
+    pub fn new(config: &RouterConfig) -> Result<Self, RouterError> {
+        Ok(WsConnector {
+            ws_url: websocket_url(&config.url, &config.socketio_path)?,
+            namespace: config.namespace.clone(),
+            handshake_timeout: config.handshake_timeout,
+        })
+    }
+
+    async fn handshake(&self, auth: Value) -> Result<WsLink, ConnectError> {
+        let (mut ws, _) = connect_async(self.ws_url.as_str()).await.map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let ping_window = loop {
+            match next_packet(&mut ws).await? {
+                Packet::Open { ping_interval, ping_timeout, .. } => break ping_interval + ping_timeout,
+                Packet::Noop => continue,
+                other => return Err(ConnectError::Protocol(format!("expected the Engine.IO open packet, got {other:?}"))),
+            }
+        };
+        send(&mut ws, socketio::encode_connect(&self.namespace, &auth))
+            .await
+            .map_err(ConnectError::Unreachable)?;
+        loop {
+            match next_packet(&mut ws).await? {
+                Packet::Connect { ns, .. } if ns == self.namespace => break,
+                Packet::ConnectError { ns, message } if ns == self.namespace => {
+                    return Err(ConnectError::Rejected(if message.is_empty() { "no reason given".into() } else { message }))
+                }
+                Packet::Ping => send(&mut ws, socketio::PONG.into()).await.map_err(ConnectError::Unreachable)?,
+                Packet::Close => return Err(ConnectError::Unreachable("closed during the handshake".into())),
+                _ => continue,
+            }
+        }
+        Ok(WsLink { ws, namespace: self.namespace.clone(), ping_window })
+    }
+}
+
+impl Connector for WsConnector {
+    type Link = WsLink;
+
+    async fn connect(&self, auth: Value) -> Result<WsLink, ConnectError> {
+        tokio::time::timeout(self.handshake_timeout, self.handshake(auth))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+    }
+}
+
+async fn send(ws: &mut Ws, text: String) -> Result<(), String> {
+    ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string())
+}
+
+/// The next Engine.IO packet; websocket-level pings are answered by tungstenite itself.
+async fn next_packet(ws: &mut Ws) -> Result<Packet, ConnectError> {
+    loop {
+        match ws.next().await {
+            None | Some(Ok(Message::Close(_))) => return Err(ConnectError::Unreachable("connection closed".into())),
+            Some(Err(e)) => return Err(ConnectError::Unreachable(e.to_string())),
+            Some(Ok(Message::Text(text))) => {
+                return socketio::decode(text.as_str()).map_err(|e| ConnectError::Protocol(e.to_string()))
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+pub struct WsLink {
+    ws: Ws,
+    namespace: String,
+    /// Silence longer than the server's ping interval + timeout means the connection is dead.
+    ping_window: Duration,
+}
+
+impl WsLink {
+    async fn emit(&mut self, event: &str, data: &Value) -> Result<(), LinkEnd> {
+        send(&mut self.ws, socketio::encode_event(&self.namespace, event, data)).await.map_err(LinkEnd::Dropped)
+    }
+
+    /// Send every queued reply, oldest first; one that fails goes back to the front.
+    async fn flush(&mut self, shared: &Shared) -> Result<(), LinkEnd> {
+        while let Some(reply) = shared.pop_reply() {
+            let text = socketio::encode_event(&self.namespace, reply.event, &reply.body);
+            if let Err(e) = send(&mut self.ws, text).await {
+                shared.unpop_reply(reply);
+                return Err(LinkEnd::Dropped(e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn serve(&mut self, shared: &Arc<Shared>) -> Result<(), LinkEnd> {
+        if let Some(registry) = shared.registry().await {
+            self.emit("registry_update", &registry).await?;
+        }
+        self.emit("connection_status", &json!({"status": "Connected", "message": "Blender registered"})).await?;
+        loop {
+            self.flush(shared).await?;
+            tokio::select! {
+                msg = tokio::time::timeout(self.ping_window, self.ws.next()) => match msg {
+                    Err(_) => return Err(LinkEnd::PingTimeout),
+                    Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return Err(LinkEnd::Closed),
+                    Ok(Some(Err(e))) => return Err(LinkEnd::Dropped(e.to_string())),
+                    Ok(Some(Ok(Message::Text(text)))) => match socketio::decode(text.as_str()) {
+                        Ok(Packet::Ping) => send(&mut self.ws, socketio::PONG.into()).await.map_err(LinkEnd::Dropped)?,
+                        Ok(Packet::Event { ns, name, args, .. }) if ns == self.namespace && name == "command_received" => {
+                            shared.on_command(args.first());
+                        }
+                        Ok(Packet::Disconnect { ns }) if ns == self.namespace => return Err(LinkEnd::Kicked),
+                        Ok(Packet::Close) => return Err(LinkEnd::Closed),
+                        Ok(_) => {}
+                        Err(e) => log::warn!("ignoring a packet from the engine: {e}"),
+                    },
+                    Ok(Some(Ok(_))) => {}
+                },
+                _ = shared.outbox_ready.notified() => {}
+            }
+        }
+    }
+}
+
+impl Link for WsLink {
+    async fn run(mut self, shared: Arc<Shared>) -> LinkEnd {
+        match self.serve(&shared).await {
+            Ok(()) => LinkEnd::Closed,
+            Err(end) => end,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            websocket_url("http://127.0.0.1:8000/", "/ws/socket.io/").unwrap(),
+            "ws://127.0.0.1:8000/ws/socket.io/?EIO=4&transport=websocket"
+        );
+        assert_eq!(
+            websocket_url("ws://engine:9", "ws/socket.io").unwrap(),
+            "ws://engine:9/ws/socket.io/?EIO=4&transport=websocket"
+        );
+        assert!(websocket_url("127.0.0.1:8000", "/x/").is_err());
+        assert!(websocket_url("ftp://h", "/x/").is_err());
+        assert!(websocket_url("https://h", "/x/").is_err());
+    }
+}
