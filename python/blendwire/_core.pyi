@@ -20,6 +20,16 @@ def set_dispatcher(fn: Optional[Callable[[str, dict], Any]]) -> None:
     `None` unsets it (queued jobs then fail with `error_code: no_dispatcher`).
     """
 
+def set_router_dispatcher(fn: Optional[Callable[[str, dict], Any]]) -> None:
+    """Set the function the main thread calls for the router's jobs: `fn(op, params)`, with op
+    "auth" -> {"token", "username", "blend_file_path"} (asked before every connect attempt),
+    "registry" -> the registry_update payload {"type": "registry_updated", "total_addons",
+    "available_tools"}, "command" {addon_id, command, params, message_id} -> the result data (a
+    dict) or, for a handler result with check_is_finished(), {"__blendwire_pending__": handle},
+    "poll" {handle, cancel} -> the final data, or the pending marker again while not finished.
+    Raise errors.CommandError(message, CODE) for command_failed with that code (NO_HANDLERS,
+    COMMAND_NOT_FOUND, EXECUTION_FAILED, ...); other exceptions become handler_exception."""
+
 def tick(budget_ms: float = 8.0) -> int:
     """GUI timers: run queued jobs on this (main) thread until the queue is empty or `budget_ms` is
     spent (a job is never interrupted; the budget is checked between jobs). Returns how many jobs
@@ -77,11 +87,47 @@ def status() -> dict:
     {"version": "0.1.0", "uptime_s": 1.2,
      "service": {"running": True, "host": "127.0.0.1", "port": 6688, "connections_open": 1,
                  "connections_total": 5, "requests": 10, "errors": {"busy": 0, ...}},
+     "router": {"state": "connected"|"connecting"|"backoff"|"gave_up"|"stopped", "url", "namespace",
+                "consecutive_failures", "retry_in_s", "connected_for_s", "watchdog_s" (None unless
+                armed), "last_error", "attempts", "connects", "commands_received",
+                "commands_completed", "commands_failed", "duplicates", "queued_replies",
+                "replies_dropped"},
      "bridge": {"queue_depth": 0, "capacity": 1024, "completed": 9, "failed": 1, "expired": 0,
                 "cancelled": 0, "busy_rejections": 0, "results_dropped": 0, "last_latency_ms": 0.1}}"""
 
 def shutdown(timeout: float = 2.0) -> None:
     """Stop the service and the background threads (call at exit / add-on unregister)."""
+
+# ---- router (cr8_engine Socket.IO client) -------------------------------------------------
+
+def start_router(
+    url: str,
+    *,
+    socketio_path: str = "/ws/socket.io/",
+    namespace: str = "/blender",
+    fallback_auth: Optional[Mapping[str, Any]] = None,
+    watchdog_seconds: float = 300.0,
+    watchdog_after_failures: int = 5,
+    backoff_initial: float = 2.0,
+    backoff_max: float = 10.0,
+    backoff_jitter: float = 0.5,
+    handshake_timeout: float = 10.0,
+    command_timeout: float = 1200.0,
+    poll_limit: float = 3600.0,
+    outbox_max_count: int = 1000,
+    outbox_max_bytes: int = 64 * 1024 * 1024,
+) -> None:
+    """Connect to the engine at `url` (http://host:port) and keep connected: every failure
+    (refused, dropped, namespace rejected) is retried with jittered exponential backoff for as long
+    as the router runs. After `watchdog_after_failures` failed attempts in a row the watchdog arms;
+    a connect disarms it; after `watchdog_seconds` (0 = never) the bridge stop reason "watchdog" is
+    raised: pump() returns "watchdog" / take_stop_request() gives "watchdog", and the Blender side
+    must save and quit. Raises ServiceError if already running, ValueError on bad settings."""
+
+def stop_router(timeout: float = 2.0) -> bool:
+    """Stop the router and close its connection. True if it was running."""
+
+def router_running() -> bool: ...
 
 # ---- client --------------------------------------------------------------------------------
 
