@@ -13,8 +13,9 @@ class Client:
             print(c.execute("print(len(bpy.data.objects))"))
     """
 
-    def __init__(self, host="127.0.0.1", port=6688, timeout=30.0):
-        self._client = _core.Client(host, int(port), float(timeout))
+    def __init__(self, host="127.0.0.1", port=6688, timeout=30.0, connect_timeout=5.0):
+        # timeout bounds each call; connect_timeout bounds the (re)connect attempts within it.
+        self._client = _core.Client(host, int(port), float(timeout), float(connect_timeout))
 
     def call(self, type, params=None):
         """Send a command; return its `result`. Raises CommandError on `status: error`."""
