@@ -1,0 +1,818 @@
+#!/usr/bin/env python3
+"""blendwire vs the BLD Remote MCP add-on (blender-remote 1.3.3 from PyPI), in one run.
+
+Run with the project's venv (`./scripts/bench`, or `.venv/bin/python benches/bench.py`).
+It starts, one after the other (never two servers at once, so they never share the 2 cores):
+
+  * `blendwire serve --port 0` on `blender -b`;
+  * the peer: Debian's Blender `-b --python SCRIPT`, where SCRIPT is what blender-remote's own CLI
+    (`blender-remote-cli start --background`) writes: its startup code plus its KEEPALIVE_SCRIPT
+    (imported from blender_remote.cli.scripts, unchanged), which calls `bld_remote.step()` every
+    50 ms. Instead of installing the add-on into the user's Blender config (`blender-remote-cli
+    install`), the script first puts the wheel's `addon/` directory on sys.path and enables
+    `bld_remote_mcp` with addon_utils (nothing is saved); the env is the CLI's
+    (BLD_REMOTE_MCP_PORT, BLD_REMOTE_MCP_START_NOW=1, BLD_REMOTE_LOG_LEVEL=INFO);
+  * `blendwire serve --port 0 --gui` (under xvfb-run when $DISPLAY is unset).
+
+Every workload uses the same raw-protocol client code for both servers (send the JSON, read until
+the bytes parse as one JSON object, TCP_NODELAY). Warm-up calls are excluded; each workload runs
+ROUNDS rounds, each bounded in calls and in time; the table shows the median over rounds.
+Every process started here is stopped in a `finally` (also on Ctrl-C / SIGTERM).
+"""
+
+import argparse
+import datetime as _dt
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+HOST = "127.0.0.1"
+CLIENT_TIMEOUT = 10.0
+N_CONCURRENT = 8
+
+SCENE = {"type": "get_scene_info", "params": {}}
+EXEC = {"type": "execute_code", "params": {"code": "print(1)"}}
+
+
+# --------------------------------------------------------------------------------------------
+# The one raw-protocol client used for every server
+# --------------------------------------------------------------------------------------------
+
+def _connect(port):
+    s = socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def _roundtrip(sock, payload):
+    """Send one request; read until the bytes parse as one JSON object; return it."""
+    sock.sendall(payload)
+    buf = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed before a whole response")
+        buf += chunk
+        try:
+            return json.loads(buf)
+        except ValueError:  # incomplete JSON, or a UTF-8 character split across reads
+            continue
+
+
+def _ok(resp):
+    return isinstance(resp, dict) and resp.get("status") == "success"
+
+
+class _Persistent:
+    def __init__(self, port):
+        self.port = port
+        self.sock = None
+
+    def call(self, payload):
+        if self.sock is None:
+            self.sock = _connect(self.port)
+        try:
+            return _roundtrip(self.sock, payload)
+        except BaseException:
+            self.close()  # a failed call leaves the stream in an unknown state: start afresh
+            raise
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+
+def _oneshot(port, payload):
+    s = _connect(port)
+    try:
+        return _roundtrip(s, payload)
+    finally:
+        s.close()
+
+
+def _make_caller(kind, port):
+    """Return (call, close): call() -> bool success. kind selects connection style and request,
+    or one of the two Python client libraries."""
+    if kind == "oneshot_scene":
+        p = json.dumps(SCENE).encode()
+        return (lambda: _ok(_oneshot(port, p))), (lambda: None)
+    if kind in ("persistent_scene", "persistent_exec"):
+        p = json.dumps(SCENE if kind == "persistent_scene" else EXEC).encode()
+        conn = _Persistent(port)
+        return (lambda: _ok(conn.call(p))), conn.close
+    if kind == "client_blendwire":
+        import blendwire
+        c = blendwire.Client(HOST, port, timeout=CLIENT_TIMEOUT)
+        return (lambda: bool(c.scene_info().get("name"))), c.close
+    if kind == "client_blender_remote":
+        import blender_remote
+        c = blender_remote.connect_to_blender(host=HOST, port=port, timeout=CLIENT_TIMEOUT)
+        return (lambda: bool(c.get_scene_info().get("name"))), (lambda: None)
+    raise ValueError(kind)
+
+
+def _run_loop(call, max_calls, t_end):
+    """Sequential calls until max_calls or the monotonic deadline t_end. Returns the raw record."""
+    lat = []
+    fails = 0
+    errors = {}
+    perf = time.perf_counter_ns
+    cpu0 = time.process_time()
+    t0 = time.monotonic()
+    n = 0
+    while n < max_calls and time.monotonic() < t_end:
+        a = perf()
+        try:
+            ok = call()
+        except Exception as e:  # noqa: BLE001 - every failure is counted, by type
+            ok = False
+            key = type(e).__name__
+            errors[key] = errors.get(key, 0) + 1
+        b = perf()
+        n += 1
+        if ok:
+            lat.append(b - a)
+        else:
+            fails += 1
+    t1 = time.monotonic()
+    return {"lat_ns": lat, "fails": fails, "errors": errors, "t0": t0, "t1": t1,
+            "client_cpu_s": time.process_time() - cpu0}
+
+
+def _warm(call, n):
+    for _ in range(n):
+        try:
+            call()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _worker_init():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it terminates us)
+
+
+def _worker(args):
+    """One concurrent client (runs in its own process): connect, warm up, wait for the common
+    start time, then run until the common deadline or max_calls."""
+    kind, port, warmup, start_at, window_s, max_calls = args
+    call, close = _make_caller(kind, port)
+    try:
+        _warm(call, warmup)
+        delay = start_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        return _run_loop(call, max_calls, start_at + window_s)
+    finally:
+        close()
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+def _pct(sorted_vals, q):
+    if not sorted_vals:
+        return None
+    k = max(0, min(len(sorted_vals) - 1, math.ceil(q * len(sorted_vals)) - 1))
+    return sorted_vals[k]
+
+
+def _round_stats(records, server_cpu_s=None, machine_busy_s=None):
+    lat = sorted(x for r in records for x in r["lat_ns"])
+    fails = sum(r["fails"] for r in records)
+    errors = {}
+    for r in records:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    t0 = min(r["t0"] for r in records)
+    t1 = max(r["t1"] for r in records)
+    wall = max(t1 - t0, 1e-9)
+    out = {
+        "calls": len(lat) + fails,
+        "ok": len(lat),
+        "failures": fails,
+        "errors": errors,
+        "wall_s": round(wall, 4),
+        "calls_per_s": len(lat) / wall,
+        "p50_ms": _pct(lat, 0.50) / 1e6 if lat else None,
+        "p99_ms": _pct(lat, 0.99) / 1e6 if lat else None,
+        "max_ms": lat[-1] / 1e6 if lat else None,
+        "client_cpu_pct": 100.0 * sum(r["client_cpu_s"] for r in records) / wall,
+    }
+    if server_cpu_s is not None:
+        out["server_cpu_pct"] = 100.0 * server_cpu_s / wall
+    if machine_busy_s is not None and server_cpu_s is not None:
+        # What the rest of the machine used meanwhile (other sessions' builds/tests skew the run).
+        out["other_cpu_pct"] = max(0.0, 100.0 * machine_busy_s / wall - out["server_cpu_pct"]
+                                   - out["client_cpu_pct"])
+    return out
+
+
+def _median_of(rounds):
+    def med(key):
+        vals = [r[key] for r in rounds if r.get(key) is not None]
+        return statistics.median(vals) if vals else None
+    return {
+        "calls_per_s": med("calls_per_s"),
+        "p50_ms": med("p50_ms"),
+        "p99_ms": med("p99_ms"),
+        "failures": sum(r["failures"] for r in rounds),  # total over all rounds, not a median
+        "calls": sum(r["calls"] for r in rounds),
+        "server_cpu_pct": med("server_cpu_pct"),
+        "client_cpu_pct": med("client_cpu_pct"),
+        "other_cpu_pct": med("other_cpu_pct"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Processes: start, find, stop (every one of them, always)
+# --------------------------------------------------------------------------------------------
+
+def _children(pid):
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _descendants(pid):
+    seen, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in _children(p):
+            if c not in seen:
+                seen.append(c)
+                todo.append(c)
+    return seen
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _cpu_seconds(pids):
+    """utime+stime of these processes (all their threads), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+LIVE_SERVERS = []  # every Server started and not yet stopped: the final `finally` stops them
+
+
+def _machine_busy_s():
+    """Busy CPU seconds of the whole machine, all cores (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """A server process started in its own session; stop() ends it and everything under it."""
+
+    def __init__(self, name, cmd, env=None, log_path=None):
+        self.name = name
+        self.stopped = False
+        self.cmd = cmd
+        self.log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.log, env=env, start_new_session=True)
+        LIVE_SERVERS.append(self)
+        self.known = {self.proc.pid: _comm(self.proc.pid)}
+        self.lines = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace")
+            self.lines.append(line)
+            if self.log is not subprocess.DEVNULL:
+                try:
+                    self.log.write(b"[stdout] " + raw)
+                    self.log.flush()
+                except ValueError:
+                    return
+            if line.startswith("blendwire: serving on"):
+                self._ready.set()
+
+    def remember_tree(self):
+        if self.proc.poll() is None:  # its name at Popen time may be ours (fork before exec)
+            self.known[self.proc.pid] = _comm(self.proc.pid)
+        for pid in _descendants(self.proc.pid):
+            if pid not in self.known:
+                self.known[pid] = _comm(pid)
+
+    def blender_pids(self):
+        self.remember_tree()
+        return [p for p, c in self.known.items() if c.startswith("blender") and _comm(p) == c]
+
+    def stop(self, shutdown_port=None, grace=10.0):
+        if self.stopped:
+            return
+        self.stopped = True
+        self.remember_tree()
+        if self.proc.poll() is None and shutdown_port:
+            try:
+                _oneshot(shutdown_port, b'{"type": "server_shutdown", "params": {}}')
+            except Exception:  # noqa: BLE001
+                pass
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            self.remember_tree()
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is still alive from what we saw under it (Blender, xvfb-run, Xvfb), checked by
+        # pid and name so a reused pid is never hit: its own group if it leads one, then itself.
+        for pid, comm in self.known.items():
+            if pid == self.proc.pid or _comm(pid) != comm:
+                continue
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
+        if self in LIVE_SERVERS:
+            LIVE_SERVERS.remove(self)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_blendwire(gui, log_path, timeout=90.0):
+    cmd = [os.path.join(VENV_BIN, "blendwire"), "serve", "--port", "0"] + (["--gui"] if gui else [])
+    env = dict(os.environ)
+    env.pop("BLD_REMOTE_MCP_START_NOW", None)
+    srv = Server("blendwire-gui" if gui else "blendwire", cmd, env, log_path)
+    if not srv._ready.wait(timeout):
+        srv.stop()
+        raise RuntimeError(f"{cmd} did not print its serving line within {timeout:.0f} s (log: {log_path})")
+    line = next(l for l in srv.lines if l.startswith("blendwire: serving on"))
+    # blendwire: serving on HOST:PORT (Blender X.Y.Z, mode)
+    addr = line.split("serving on", 1)[1].split()[0]
+    srv.port = int(addr.rsplit(":", 1)[1])
+    srv.banner = line.strip()
+    srv.remember_tree()
+    return srv
+
+
+def peer_script():
+    """What `blender-remote-cli start --background` writes to its temp script, plus two lines that
+    load the add-on from the wheel instead of from an installed user config."""
+    import blender_remote
+    from blender_remote.cli.scripts import KEEPALIVE_SCRIPT
+    addon_parent = os.path.join(os.path.dirname(blender_remote.__file__), "addon")
+    load = (
+        "import sys, addon_utils\n"
+        f"sys.path.insert(0, {addon_parent!r})\n"
+        "if addon_utils.enable('bld_remote_mcp', default_set=True) is None:\n"
+        "    raise SystemExit('bench: could not enable bld_remote_mcp')\n"
+    )
+    # Verbatim from blender_remote/cli/commands/start.py (its startup code), then KEEPALIVE_SCRIPT.
+    cli_startup = """
+# Verify MCP environment configuration
+import os
+port = os.environ.get('BLD_REMOTE_MCP_PORT', 'not set')
+start_now = os.environ.get('BLD_REMOTE_MCP_START_NOW', 'not set')
+log_level = os.environ.get('BLD_REMOTE_LOG_LEVEL', 'not set')
+
+print("[INFO] Environment: PORT=" + str(port) + ", START_NOW=" + str(start_now) + ", LOG_LEVEL=" + str(log_level))
+print("[INFO] MCP service will start via addon auto-start mechanism")
+"""
+    return "\n".join([load, cli_startup, KEEPALIVE_SCRIPT])
+
+
+def start_peer(blender, log_path, script_path, timeout=90.0):
+    port = _free_port()
+    with open(script_path, "w") as f:
+        f.write(peer_script())
+    env = dict(os.environ)
+    env["BLD_REMOTE_MCP_PORT"] = str(port)
+    env["BLD_REMOTE_MCP_START_NOW"] = "1"
+    env["BLD_REMOTE_LOG_LEVEL"] = "INFO"  # the CLI's default (mcp_service.log_level or INFO)
+    srv = Server("peer", [blender, "--background", "--python", script_path], env, log_path)
+    srv.port = port
+    deadline = time.monotonic() + timeout
+    while True:  # ready = a get_scene_info answered (needs the keep-alive loop to be stepping)
+        if srv.proc.poll() is not None:
+            srv.stop()
+            raise RuntimeError(f"peer Blender exited with {srv.proc.returncode} (log: {log_path})")
+        try:
+            if _ok(_oneshot(port, json.dumps(SCENE).encode())):
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            srv.stop()
+            raise RuntimeError(f"peer did not answer within {timeout:.0f} s (log: {log_path})")
+        time.sleep(0.2)
+    srv.remember_tree()
+    return srv
+
+
+# --------------------------------------------------------------------------------------------
+# Workloads
+# --------------------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args, pool):
+        self.args = args
+        self.pool = pool
+        self.results = {}  # (server, workload) -> {"rounds": [...], "median": {...}}
+
+    def _say(self, msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    def sequential(self, server, srv, workload, kind, limits):
+        max_calls, window, warmup = limits
+        call, close = _make_caller(kind, srv.port)
+        rounds = []
+        try:
+            _warm(call, warmup)
+            for i in range(self.args.rounds):
+                bpids = srv.blender_pids()
+                c0, m0 = _cpu_seconds(bpids), _machine_busy_s()
+                rec = _run_loop(call, max_calls, time.monotonic() + window)
+                st = _round_stats([rec], _cpu_seconds(bpids) - c0, _machine_busy_s() - m0)
+                rounds.append(st)
+        finally:
+            close()
+        self._store(server, workload, rounds)
+
+    def concurrent(self, server, srv, workload, kind, limits):
+        max_calls, window, warmup = limits
+        rounds = []
+        for i in range(self.args.rounds):
+            start_at = time.monotonic() + self.args.sync_s
+            bpids = srv.blender_pids()
+            jobs = [(kind, srv.port, warmup, start_at, window, max_calls)] * N_CONCURRENT
+            res = self.pool.map_async(_worker, jobs)
+            # CPU counters are read from the common start time to the pool's return: that includes
+            # the tail of the round's fan-in, a small overcount.
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            c0, m0 = _cpu_seconds(bpids), _machine_busy_s()
+            recs = res.get()
+            st = _round_stats(recs, _cpu_seconds(bpids) - c0, _machine_busy_s() - m0)
+            rounds.append(st)
+        self._store(server, workload, rounds)
+
+    def _store(self, server, workload, rounds):
+        med = _median_of(rounds)
+        self.results[(server, workload)] = {"rounds": rounds, "median": med}
+        p99 = f"{med['p99_ms']:.3f}" if med["p99_ms"] is not None else "-"
+        self._say(f"  {server:14s} {workload:32s} {med['calls_per_s']:10.1f} calls/s  "
+                  f"p99 {p99} ms  failures {med['failures']}")
+
+
+WORKLOADS = [
+    # key, label, kind, concurrent?
+    ("oneshot_scene", "one-shot connections, get_scene_info", "oneshot_scene", False),
+    ("persistent_scene", "1 persistent conn., get_scene_info", "persistent_scene", False),
+    ("persistent_exec", "1 persistent conn., execute_code print(1)", "persistent_exec", False),
+    ("concurrent8_scene", f"{N_CONCURRENT} clients (processes), persistent, get_scene_info",
+     "persistent_scene", True),
+]
+
+
+def machine_info():
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu or platform.processor(),
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def foreign_load():
+    """Load average and Blender processes not started by this run (they skew the numbers)."""
+    mine = {os.getpid()} | set(_descendants(os.getpid()))
+    others = [p for p in (int(d) for d in os.listdir("/proc") if d.isdigit())
+              if p not in mine and _comm(p).startswith("blender")]
+    return {"loadavg": os.getloadavg(), "other_blender_processes": len(others)}
+
+
+def blender_version(blender):
+    try:
+        out = subprocess.run([blender, "--version"], capture_output=True, text=True, timeout=60).stdout
+        return out.splitlines()[0].strip()
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def fmt(v, digits):
+    if v is None:
+        return "—"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(a, b):
+    if not a or not b:
+        return None
+    return a / b
+
+
+def render(meta, bench):
+    R = bench.results
+
+    def cols(key):
+        r = R.get(key)
+        if not r:
+            return ["—"] * 4
+        m = r["median"]
+        return [fmt(m["calls_per_s"], 0 if m["calls_per_s"] >= 100 else 1),
+                fmt(m["p50_ms"], 3), fmt(m["p99_ms"], 3), str(m["failures"])]
+
+    lines = [
+        f"Date: {meta['date']} · machine: {meta['machine']['nproc']} CPUs, {meta['machine']['cpu']}, "
+        f"Linux {meta['machine']['kernel']} · {meta['blender']} · blendwire {meta['blendwire']} · "
+        f"peer: blender-remote {meta['peer_version']} (BLD Remote MCP add-on) · load average "
+        f"at start {meta['load_at_start']['loadavg'][0]:.2f}, other Blender processes at start/end: "
+        f"{meta['load_at_start']['other_blender_processes']}/"
+        f"{meta['load_at_end']['other_blender_processes']}",
+        "",
+        f"Medians of {meta['rounds']} rounds (warm-up excluded); failures are totals over all rounds. "
+        "Ratio = blendwire calls/s ÷ peer calls/s in the same workload.",
+        "",
+        "| workload (Blender -b unless noted) | blendwire calls/s | p50 ms | p99 ms | fail "
+        "| peer calls/s | p50 ms | p99 ms | fail | ratio |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for key, label, _kind, _conc in WORKLOADS:
+        bw, pe = R.get(("blendwire", key)), R.get(("peer", key))
+        rt = ratio(bw and bw["median"]["calls_per_s"], pe and pe["median"]["calls_per_s"])
+        lines.append(f"| {label} | " + " | ".join(cols(("blendwire", key))) + " | "
+                     + " | ".join(cols(("peer", key))) + f" | {fmt(rt, 0) + '×' if rt else '—'} |")
+    if ("gui", "persistent_scene") in R:
+        for key, label in (("persistent_scene", "GUI (Xvfb): 1 persistent conn., get_scene_info"),
+                           ("persistent_exec", "GUI (Xvfb): 1 persistent conn., execute_code print(1)")):
+            if ("gui", key) in R:
+                lines.append(f"| {label} | " + " | ".join(cols(("gui", key)))
+                             + " | — | — | — | — | — |")
+    bc, rc = R.get(("clients", "client_blendwire")), R.get(("clients", "client_blender_remote"))
+    if bc or rc:
+        rt = ratio(bc and bc["median"]["calls_per_s"], rc and rc["median"]["calls_per_s"])
+        lines.append("| Python client libraries on the blendwire server (-b), get_scene_info: "
+                     "`blendwire.Client` (left) vs `blender_remote.connect_to_blender()` (right) | "
+                     + " | ".join(cols(("clients", "client_blendwire"))) + " | "
+                     + " | ".join(cols(("clients", "client_blender_remote")))
+                     + f" | {fmt(rt, 1) + '×' if rt else '—'} |")
+    lines.append("")
+    lines.append("Targets (issue 2), background, one persistent connection, get_scene_info:")
+    for t in meta["targets"]:
+        lines.append(f"- {t['name']}: {t['value']} → **{t['verdict']}**")
+    lines.append("")
+    lines.append("CPU during the rounds (median, % of one core, 200 = both cores; server = the "
+                 "Blender process, all threads; other = everything else on the machine, e.g. "
+                 "other sessions' builds — it competes for the same 2 cores):")
+    lines.append("")
+    lines.append("| workload | blendwire: server % | client % | other processes % "
+                 "| peer: server % | client % | other % |")
+    lines.append("|---|--:|--:|--:|--:|--:|--:|")
+
+    def cpu(r):
+        m = r and r["median"]
+        return " | ".join(fmt(m and m[k], 0) for k in ("server_cpu_pct", "client_cpu_pct",
+                                                         "other_cpu_pct"))
+    for key, label, _k, _c in WORKLOADS:
+        lines.append(f"| {label} | {cpu(R.get(('blendwire', key)))} | {cpu(R.get(('peer', key)))} |")
+    for key in ("persistent_scene", "persistent_exec"):
+        if ("gui", key) in R:
+            lines.append(f"| GUI: {key} | {cpu(R.get(('gui', key)))} | — | — | — |")
+    for key in ("client_blendwire", "client_blender_remote"):
+        if ("clients", key) in R:
+            lines.append(f"| client library: {key[7:]} | {cpu(R.get(('clients', key)))} "
+                         "| — | — | — |")
+    lines.append("")
+    lines.append("How the peer ran: " + meta["peer_how"])
+    lines.append("")
+    lines.append(f"Rerun: `./scripts/bench` (this run: `{meta['command']}`, {meta['elapsed_s']:.0f} s).")
+    return "\n".join(lines)
+
+
+def targets(bench):
+    R = bench.results
+    out = []
+    bw = R.get(("blendwire", "persistent_scene"))
+    pe = R.get(("peer", "persistent_scene"))
+    if bw and pe:
+        rt = ratio(bw["median"]["calls_per_s"], pe["median"]["calls_per_s"])
+        out.append({"name": "calls/s ≥ 50× the peer's (same workload)",
+                    "value": f"{rt:,.0f}× ({bw['median']['calls_per_s']:,.0f} vs "
+                             f"{pe['median']['calls_per_s']:,.1f} calls/s)",
+                    "verdict": "pass" if rt and rt >= 50 else "MISS"})
+    if bw:
+        p99 = bw["median"]["p99_ms"]
+        worst = max(r["p99_ms"] for r in bw["rounds"])
+        out.append({"name": "p99 < 1 ms",
+                    "value": f"{p99:.3f} ms (worst round {worst:.3f} ms)",
+                    "verdict": "pass" if p99 < 1.0 else "MISS"})
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--window", type=float, default=2.0,
+                    help="seconds per round for blendwire (default 2)")
+    ap.add_argument("--peer-window", type=float, default=8.0,
+                    help="max seconds per round for the peer (default 8; rounds also stop at "
+                         "--peer-calls)")
+    ap.add_argument("--peer-calls", type=int, default=100,
+                    help="max calls per round for the peer (per client when concurrent)")
+    ap.add_argument("--blender", default=os.environ.get("BLENDER", "/usr/bin/blender"))
+    ap.add_argument("--no-gui", action="store_true")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="1 round, short windows (smoke test)")
+    ap.add_argument("--results-md", default=os.path.join(ROOT, "benches", "RESULTS.md"))
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.window, args.peer_window, args.peer_calls = 1, 0.5, 3.0, 30
+    args.sync_s = 0.6
+
+    t_start = time.monotonic()
+    stamp = _dt.datetime.now().astimezone()
+    out_dir = os.path.join(ROOT, "bench_results")
+    os.makedirs(out_dir, exist_ok=True)
+    log_dir = tempfile.mkdtemp(prefix="blendwire-bench-")
+
+    # SIGINT (even if inherited as ignored), SIGTERM and SIGHUP: unwind through the finally blocks.
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+
+    import blendwire
+    import importlib.metadata as md
+    meta = {
+        "date": stamp.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine_info(),
+        "blender": blender_version(args.blender),
+        "blendwire": md.version("blendwire"),
+        "peer_version": md.version("blender-remote"),
+        "rounds": args.rounds,
+        "limits": {},
+        "command": " ".join(["scripts/bench"] + sys.argv[1:]),
+        "logs": log_dir,
+    }
+    meta["peer_how"] = (
+        f"`{args.blender} --background --python SCRIPT` with BLD_REMOTE_MCP_PORT=<free port>, "
+        "BLD_REMOTE_MCP_START_NOW=1, BLD_REMOTE_LOG_LEVEL=INFO, where SCRIPT = the startup code "
+        "and KEEPALIVE_SCRIPT of `blender-remote-cli start --background` (the keep-alive loop "
+        "calling `bld_remote.step()` then sleeping 50 ms), preceded by two lines that put the "
+        "wheel's `blender_remote/addon/` on sys.path and `addon_utils.enable('bld_remote_mcp')` "
+        "(instead of `blender-remote-cli install` into the user config; nothing is saved).")
+    meta["load_at_start"] = foreign_load()
+    if meta["load_at_start"]["other_blender_processes"]:
+        print(f"WARNING: {meta['load_at_start']['other_blender_processes']} Blender process(es) "
+              "not started by this run are running: the numbers will be skewed", file=sys.stderr)
+    print(f"# blendwire benchmark — {meta['date']}", file=sys.stderr)
+    print(f"machine: nproc={meta['machine']['nproc']}, CPU: {meta['machine']['cpu']}; "
+          f"{meta['blender']}; logs in {log_dir}", file=sys.stderr, flush=True)
+
+    bw_seq = (20000, args.window, 200)       # max calls, seconds, warm-up calls
+    bw_oneshot = (6000, args.window, 100)
+    bw_conc = (20000, args.window, 50)        # per client
+    pe_seq = (args.peer_calls, args.peer_window, 5)
+    pe_conc = (args.peer_calls, args.peer_window, 3)  # per client
+    meta["limits"] = {"blendwire_sequential": bw_seq, "blendwire_oneshot": bw_oneshot,
+                      "blendwire_concurrent_per_client": bw_conc, "peer_sequential": pe_seq,
+                      "peer_concurrent_per_client": pe_conc,
+                      "limit_fields": ["max calls per round", "max seconds per round",
+                                       "warm-up calls"]}
+
+    pool = mp.get_context("spawn").Pool(N_CONCURRENT, initializer=_worker_init)
+    bench = Bench(args, pool)
+    interrupted = failed = False
+    try:
+        # Spin the pool's processes up (import time) outside any measurement.
+        pool.map(abs, range(N_CONCURRENT * 2))
+
+        print("blendwire (blender -b):", file=sys.stderr, flush=True)
+        srv = start_blendwire(False, os.path.join(log_dir, "blendwire.log"))
+        meta["blendwire_banner"] = srv.banner
+        for key, _label, kind, conc in WORKLOADS:
+            lim = bw_conc if conc else (bw_oneshot if kind == "oneshot_scene" else bw_seq)
+            (bench.concurrent if conc else bench.sequential)("blendwire", srv, key, kind, lim)
+        print("Python client libraries against the blendwire server:", file=sys.stderr, flush=True)
+        bench.sequential("clients", srv, "client_blendwire", "client_blendwire", bw_seq)
+        bench.sequential("clients", srv, "client_blender_remote", "client_blender_remote", bw_oneshot)
+        srv.stop(shutdown_port=srv.port)
+
+        if not args.no_peer:
+            print("peer (blender-remote 1.3.3 add-on, blender -b, keep-alive loop):",
+                  file=sys.stderr, flush=True)
+            srv = start_peer(args.blender, os.path.join(log_dir, "peer.log"),
+                             os.path.join(log_dir, "peer_start_script.py"))
+            for key, _label, kind, conc in WORKLOADS:
+                (bench.concurrent if conc else bench.sequential)(
+                    "peer", srv, key, kind, pe_conc if conc else pe_seq)
+            srv.stop()  # its server_shutdown leaves the keep-alive loop running: SIGTERM
+
+        if not args.no_gui:
+            print("blendwire (GUI" + ("" if os.environ.get("DISPLAY") else ", xvfb-run") + "):",
+                  file=sys.stderr, flush=True)
+            srv = start_blendwire(True, os.path.join(log_dir, "blendwire-gui.log"))
+            meta["gui_banner"] = srv.banner
+            bench.sequential("gui", srv, "persistent_scene", "persistent_scene", bw_seq)
+            bench.sequential("gui", srv, "persistent_exec", "persistent_exec", bw_seq)
+            srv.stop(shutdown_port=srv.port)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: stopping everything this run started", file=sys.stderr)
+    except Exception:  # noqa: BLE001 - report it, clean up, still print what was measured
+        failed = True
+        traceback.print_exc()
+        print("error: stopping everything this run started; the table is partial", file=sys.stderr)
+    finally:
+        # Ignore further Ctrl-C while cleaning up, so the cleanup itself is not cut short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for srv in list(LIVE_SERVERS):
+            srv.stop()
+        pool.terminate()
+        pool.join()
+
+    meta["elapsed_s"] = time.monotonic() - t_start
+    meta["load_at_end"] = foreign_load()
+    meta["targets"] = targets(bench)
+    meta["complete"] = not (interrupted or failed)
+    table = render(meta, bench)
+    print(table)
+
+    doc = {"meta": meta, "results": [
+        {"server": s, "workload": w, **r} for (s, w), r in bench.results.items()]}
+    path = os.path.join(out_dir, f"bench-{stamp.strftime('%Y%m%d-%H%M%S')}.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(f"\nJSON: {path}", file=sys.stderr)
+    if meta["complete"] and not args.quick and args.results_md:
+        with open(args.results_md, "w") as f:
+            f.write("# Benchmark results (latest full run of `scripts/bench`)\n\n" + table + "\n")
+        print(f"table: {args.results_md}", file=sys.stderr)
+    return 130 if interrupted else (1 if failed else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
