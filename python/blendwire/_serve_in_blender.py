@@ -89,6 +89,8 @@ def main():
         sys.exit(1)
     if settings.get("parent_pid"):
         _stop_when_parent_exits(int(settings["parent_pid"]))
+    if not start_router(settings):
+        sys.exit(1)
     mode = blender.mode()
     info = {
         "host": host, "port": port, "mode": mode, "pid": os.getpid(),
@@ -100,4 +102,29 @@ def main():
     _emit(READY, info)
     reason = blender.run_until_shutdown()
     print(f"blendwire: service stopped ({reason})", file=sys.stderr, flush=True)
-    sys.exit(0)  # -b would otherwise go on with the command line; the bpy module has no other exit
+    # -b would otherwise go on with the command line; the bpy module has no other exit.
+    sys.exit(exit_status(reason))
+
+
+def start_router(settings):
+    """Start the router (and load --addon-path add-ons) when serve was given an engine URL.
+    False (after an ERROR marker) when that fails: serve then exits, it cannot do what was asked."""
+    from . import router
+
+    router.setup_logging()
+    try:
+        router.start_from_serve_settings(settings)
+    except Exception as e:
+        _emit(ERROR, {"error": f"router: {e}", "kind": type(e).__name__})
+        return False
+    return True
+
+
+def exit_status(reason):
+    """The process exit status after the pump returned `reason` (background / bpy): after the
+    router's watchdog fired, save the .blend first; non-zero when that save failed."""
+    if reason != "watchdog":
+        return 0
+    from . import router
+
+    return router.save_and_quit_exit_code()

@@ -32,6 +32,8 @@ class _State:
     stopping = False  # a stop was requested on the previous timer turn
     quit_next_tick = False
     atexit_hooked = False
+    watchdog_fired = False  # the router's watchdog fired: save on the next turn, then quit
+    exit_code = 0  # GUI exit status after a watchdog save (non-zero when the save failed)
 
 
 def mode():
@@ -86,7 +88,8 @@ def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8
     _State.budget_ms = float(tick_budget_ms)
     _State.quit_on_shutdown = bool(quit_on_shutdown)
     _State.pending_stop = None
-    _State.stopping = _State.quit_next_tick = False
+    _State.stopping = _State.quit_next_tick = _State.watchdog_fired = False
+    _State.exit_code = 0
     _core.take_stop_request()  # drop a stale request from an earlier run
     if mode() == "gui":
         _register_timer()
@@ -112,7 +115,10 @@ def stop(*, shutdown_core=False, timeout=2.0):
     `shutdown_core=True` also ends the core's background threads (add-on unregister).
     Returns True if the service was running."""
     _require_main_thread("stop")
-    _unregister_timer()
+    if shutdown_core:
+        _core.stop_router(timeout)
+    if not _core.router_running():  # the router, when on, still needs the GUI timer
+        _unregister_timer()
     was_running = bool(_core.stop_service(timeout))
     _core.set_dispatcher(None)
     if shutdown_core:
@@ -128,6 +134,13 @@ def request_stop(reason="shutdown"):
 
 
 # ---- GUI: the timer ------------------------------------------------------------------------------
+
+def ensure_timer():
+    """GUI: make sure the timer runs (the router needs it even without the command service)."""
+    _require_main_thread("ensure_timer")
+    if mode() == "gui":
+        _register_timer()
+
 
 def _register_timer():
     if not bpy.app.timers.is_registered(_timer_tick):
@@ -148,19 +161,41 @@ def _timer_tick():
             # One tick after stopping, never in the same callback (a same-tick quit after file
             # operations has crashed Blender 3.4).
             _State.timer_on = False
+            if _State.exit_code:
+                # quit_blender always exits 0; a failed watchdog save must show in the status.
+                from . import router
+
+                router._flush_logging()
+                os._exit(_State.exit_code)
             bpy.ops.wm.quit_blender()
             return None
+        if _State.watchdog_fired:
+            # The turn after the watchdog fired (not inside the tick that ran router jobs): save,
+            # then quit on the next turn.
+            _State.watchdog_fired = False
+            from . import router
+
+            _State.exit_code = router.save_and_quit_exit_code()
+            _core.stop_service(2.0)
+            _State.quit_next_tick = True
+            return _IDLE_INTERVAL
         if _State.stopping:
             _State.stopping = False
             _core.stop_service(2.0)
             if _State.quit_on_shutdown:
                 _State.quit_next_tick = True
                 return _IDLE_INTERVAL
-            _State.timer_on = False
             _core.set_dispatcher(None)
+            if _core.router_running():
+                return _IDLE_INTERVAL  # the router still needs its jobs run
+            _State.timer_on = False
             return None
         waiting = _core.tick(_State.budget_ms)
-        if _core.take_stop_request() or _State.pending_stop:
+        request = _core.take_stop_request()
+        if request == "watchdog":
+            _State.watchdog_fired = True
+            return _IDLE_INTERVAL
+        if request or _State.pending_stop:
             # Stop on the next turn: the answer to the command that asked for it (e.g. sys.exit in
             # execute_code) is still being written, and stop_service would cut it off.
             _State.pending_stop = None

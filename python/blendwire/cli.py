@@ -32,7 +32,7 @@ def _serving_line(host, port, version, mode):
 
 # ---- serve: in-process on the bpy module --------------------------------------------------------
 
-def _serve_bpy(host, port, blend_file):
+def _serve_bpy(host, port, blend_file, router_settings):
     try:
         import bpy
     except ImportError as e:
@@ -43,14 +43,24 @@ def _serve_bpy(host, port, blend_file):
 
     if blend_file:
         bpy.ops.wm.open_mainfile(filepath=blend_file)
+    from . import _serve_in_blender as inner
+
     try:
         host, port = blender.start(host, port)
     except (PortInUse, ServiceError) as e:
         raise _Fail(f"could not start the service: {e}")
+    from . import router
+
+    router.setup_logging()
+    try:
+        router.start_from_serve_settings(router_settings)
+    except Exception as e:
+        blender.stop()
+        raise _Fail(f"could not start the router: {e}")
     _serving_line(host, port, ".".join(map(str, bpy.app.version)), "bpy")
     reason = blender.run_until_shutdown()
     _say(f"service stopped ({reason})")
-    return 0
+    return inner.exit_status(reason)
 
 
 # ---- serve: Blender as a child process -----------------------------------------------------------
@@ -113,13 +123,13 @@ def _kill_group(proc, timeout=3.0):
             pass
 
 
-def _serve_child(host, port, blender_path, gui, blend_file):
+def _serve_child(host, port, blender_path, gui, blend_file, router_settings):
     from . import _serve_in_blender as inner
 
     cmd = _child_command(_find_blender(blender_path), gui, blend_file)
     env = dict(os.environ)
     # parent_pid: Blender watches us and stops if we are killed (it runs in its own session).
-    env[inner.ENV] = json.dumps({"host": host, "port": port, "parent_pid": os.getpid()})
+    env[inner.ENV] = json.dumps({"host": host, "port": port, "parent_pid": os.getpid(), **router_settings})
     # The bootstrap starts the service; an add-on auto-starting one on the same port would collide.
     env.pop("BLD_REMOTE_MCP_START_NOW", None)
 
@@ -188,7 +198,8 @@ def _wait_done(proc, events, signals, info):
             rc = _exit_status(proc)
             if rc != 0:
                 _say(f"Blender exited with status {rc}")
-                return 1
+                # Keep Blender's own status when it chose one (3: the watchdog's save failed).
+                return rc if isinstance(rc, int) and 0 < rc < 128 else 1
             return 0
 
 
@@ -223,11 +234,87 @@ def _cmd_serve(args):
         blend_file = os.path.abspath(args.file)
         if not os.path.isfile(blend_file):
             raise _Fail(f"no such .blend file: {args.file}")
+    router_settings = _router_settings(args)
     if args.bpy:
         if args.gui:
             raise _Fail("--gui needs a Blender executable; the bpy module has no UI (drop --bpy)")
-        return _serve_bpy(args.host, port, blend_file)
-    return _serve_child(args.host, port, args.blender, args.gui, blend_file)
+        return _serve_bpy(args.host, port, blend_file, router_settings)
+    return _serve_child(args.host, port, args.blender, args.gui, blend_file, router_settings)
+
+
+def _router_settings(args):
+    """The router part of serve's settings (checked here, so a typo fails before Blender starts)."""
+    url = args.engine_url or os.environ.get("WS_URL") or None
+    if url and not url.startswith(("http://", "https://", "ws://", "wss://")):
+        raise _Fail(f"--engine-url must be the engine's base URL, e.g. http://127.0.0.1:8000, got {url!r}")
+    watchdog = args.watchdog_seconds
+    if watchdog is None and os.environ.get("BLENDWIRE_WATCHDOG_SECONDS", "").strip():
+        try:
+            watchdog = float(os.environ["BLENDWIRE_WATCHDOG_SECONDS"])
+        except ValueError:
+            raise _Fail("$BLENDWIRE_WATCHDOG_SECONDS must be a number of seconds (0 disables the watchdog), "
+                        f"got {os.environ['BLENDWIRE_WATCHDOG_SECONDS']!r}")
+    for name in ("watchdog_seconds", "backoff_initial", "backoff_max", "backoff_jitter"):
+        value = watchdog if name == "watchdog_seconds" else getattr(args, name)
+        if value is not None and value < 0:
+            raise _Fail(f"--{name.replace('_', '-')} must be >= 0, got {value:g}")
+    if args.backoff_initial is not None and args.backoff_initial == 0:
+        raise _Fail("--backoff-initial must be > 0 (seconds before the first retry)")
+    if args.watchdog_after_failures is not None and args.watchdog_after_failures < 1:
+        raise _Fail(f"--watchdog-after-failures must be >= 1, got {args.watchdog_after_failures}")
+    paths = []
+    for folder in args.addon_path or ():
+        if not os.path.isdir(folder):
+            raise _Fail(f"--addon-path {folder!r} is not a directory")
+        paths.append(os.path.abspath(folder))
+    if not url and any(v is not None for v in (args.watchdog_seconds, args.username, args.backoff_initial,
+                                                 args.backoff_max, args.backoff_jitter, args.watchdog_after_failures)):
+        raise _Fail("the router options need --engine-url (or $WS_URL)")
+    return {
+        "engine_url": url, "watchdog_seconds": watchdog, "username": args.username, "addon_paths": paths,
+        "backoff_initial": args.backoff_initial, "backoff_max": args.backoff_max,
+        "backoff_jitter": args.backoff_jitter, "watchdog_after_failures": args.watchdog_after_failures,
+    }
+
+
+# ---- status --------------------------------------------------------------------------------------
+
+def _fmt_seconds(value):
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _cmd_status(args):
+    from .client import Client
+    from .errors import BlendwireError
+
+    port = args.port if args.port is not None else env_port()
+    _probe(args.host, port, args.timeout)
+    try:
+        with Client(args.host, port, args.timeout) as c:
+            st = c.call("get_status")
+    except BlendwireError as e:
+        raise _Fail(f"{type(e).__name__}: {e}")
+    if args.json:
+        print(json.dumps(st, indent=2), flush=True)
+        return 0
+    svc, bridge, rt = st.get("service") or {}, st.get("bridge") or {}, st.get("router") or {}
+    print(f"blendwire {st.get('version', '?')}, up {_fmt_seconds(st.get('uptime_s'))}")
+    print(f"service: {'on ' + str(svc.get('host')) + ':' + str(svc.get('port')) if svc.get('running') else 'off'}"
+          f", connections {svc.get('connections_open', 0)}, requests {svc.get('requests', 0)}")
+    print(f"queue: {bridge.get('queue_depth', 0)}/{bridge.get('capacity', '?')}, "
+          f"completed {bridge.get('completed', 0)}, failed {bridge.get('failed', 0)}")
+    state = rt.get("state", "stopped")
+    if state == "stopped" and not rt.get("url"):
+        print("router: off")
+    else:
+        print(f"router: {state} ({rt.get('url')}), attempts {rt.get('attempts', 0)}, "
+              f"failures in a row {rt.get('consecutive_failures', 0)}, retry in {_fmt_seconds(rt.get('retry_in_s'))}")
+        print(f"watchdog: {'quits in ' + _fmt_seconds(rt.get('watchdog_s')) if rt.get('watchdog_s') is not None else 'not armed'}")
+        print(f"commands: received {rt.get('commands_received', 0)}, completed {rt.get('commands_completed', 0)}, "
+              f"failed {rt.get('commands_failed', 0)}, queued replies {rt.get('queued_replies', 0)}")
+        if rt.get("last_error"):
+            print(f"last error: {rt['last_error']}")
+    return 0
 
 
 # ---- call ----------------------------------------------------------------------------------------
@@ -287,7 +374,30 @@ def _parser():
     which.add_argument("--blender", metavar="PATH", help="Blender executable (default: $BLENDER or blender on PATH)")
     which.add_argument("--bpy", action="store_true", help="run in this process on the bpy module")
     s.add_argument("--gui", action="store_true", help="run Blender with its UI (under xvfb-run if $DISPLAY is unset)")
+    r = s.add_argument_group("router (cr8_engine Socket.IO client)")
+    r.add_argument("--engine-url", metavar="URL",
+                   help="connect to the engine at URL, e.g. http://127.0.0.1:8000 (default: $WS_URL; none: no router)")
+    r.add_argument("--watchdog-seconds", type=float, metavar="N",
+                   help="save and quit N s after the engine is lost for good "
+                        "(default: $BLENDWIRE_WATCHDOG_SECONDS or 300; 0 = never)")
+    r.add_argument("--watchdog-after-failures", type=int, metavar="K",
+                   help="failed connects in a row that arm the watchdog (default 5)")
+    r.add_argument("--username", help="username in the connect auth (default: $CR8_USERNAME or the login name)")
+    r.add_argument("--backoff-initial", type=float, metavar="S", help="first retry delay (default 2)")
+    r.add_argument("--backoff-max", type=float, metavar="S", help="retry delay cap (default 10)")
+    r.add_argument("--backoff-jitter", type=float, metavar="F", help="retry delay jitter, 0..1 (default 0.5)")
+    r.add_argument("--addon-path", action="append", metavar="DIR",
+                   help="load the capability add-ons (packages with addon_ai.json) in DIR; repeatable")
     s.set_defaults(func=_cmd_serve)
+
+    st = sub.add_parser("status", help="print the status of a running service (and its router)",
+                        description="Ask a running blendwire service for its status: service, queue, "
+                                    "router state, attempts, watchdog countdown.")
+    st.add_argument("--host", default=DEFAULT_HOST)
+    st.add_argument("--port", type=int, help="default: $BLD_REMOTE_MCP_PORT or 6688")
+    st.add_argument("--timeout", type=float, default=10.0, help="seconds (default %(default)s)")
+    st.add_argument("--json", action="store_true", help="print the raw status JSON")
+    st.set_defaults(func=_cmd_status)
 
     c = sub.add_parser("call", help="send one command and print the response",
                        description="Send one command to a running service and print the response JSON.")

@@ -248,6 +248,14 @@ def remove_persist_data(params):
     return {"removed": persist.remove(_persist_key(params, "remove_persist_data"))}
 
 
+def get_status(params):
+    """blendwire's own (not in the peer): `_core.status()`, service, queue and router
+    (state, attempts, watchdog countdown); what `blendwire status` prints."""
+    from . import _core
+
+    return _core.status()
+
+
 def _legacy(params):
     """The peer's legacy `{"code": ...}` / `{"message": ...}` requests. The returned dict is sent as
     the whole response (no status/result wrapper)."""
@@ -289,6 +297,7 @@ _HANDLERS = {
     "put_persist_data": put_persist_data,
     "get_persist_data": get_persist_data,
     "remove_persist_data": remove_persist_data,
+    "get_status": get_status,
     "_legacy": _legacy,
 }
 
