@@ -55,6 +55,10 @@ pub enum RequestError {
     UnknownCommand { name: String, known: Vec<String> },
     #[error("too many connections (limit {limit}); close idle connections and retry")]
     TooManyConnections { limit: usize },
+    #[error("request incomplete after {} s; the connection is closed (send each request whole)", fmt_secs(*.after))]
+    Incomplete { after: Duration },
+    #[error("this service requires a token: add \"token\": \"<BLENDWIRE_TOKEN>\" to every request")]
+    Unauthorized,
 }
 
 impl RequestError {
@@ -66,6 +70,8 @@ impl RequestError {
             RequestError::NotAnObject(_) | RequestError::Invalid(_) => "invalid_request",
             RequestError::UnknownCommand { .. } => "unknown_rpc_command",
             RequestError::TooManyConnections { .. } => "too_many_connections",
+            RequestError::Incomplete { .. } => "incomplete_request",
+            RequestError::Unauthorized => "unauthorized",
         }
     }
 }
@@ -77,6 +83,8 @@ pub enum ServiceError {
     PortInUse { host: String, port: u16 },
     #[error("cannot listen on {host:?}: {detail}")]
     BadAddress { host: String, detail: String },
+    #[error("refusing to listen on {host:?} without a token: anyone who can reach it could run code in Blender; set BLENDWIRE_TOKEN (clients then send \"token\") or listen on 127.0.0.1")]
+    InsecureHost { host: String },
     #[error("the service is already running on {0}; stop it first")]
     AlreadyRunning(std::net::SocketAddr),
     #[error("cannot start the service: {0}")]

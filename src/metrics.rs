@@ -42,6 +42,46 @@ impl ErrorCounts {
     }
 }
 
+/// Log-scale histogram of durations (bucket i holds values below 2^i µs), lock-free.
+#[derive(Debug)]
+pub struct Histogram([AtomicU64; 28]);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl Histogram {
+    pub fn record(&self, d: std::time::Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        let bucket = (64 - us.leading_zeros() as usize).min(self.0.len() - 1);
+        self.0[bucket].fetch_add(1, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    /// Upper bound (ms) of the bucket holding the q-quantile; `None` when empty.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self.0.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some((1u64 << i) as f64 / 1000.0);
+            }
+        }
+        None
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct BridgeMetrics {
     pub submitted: Counter,
@@ -53,6 +93,8 @@ pub struct BridgeMetrics {
     pub results_dropped: Counter,
     /// Run time of the last job on the main thread, in microseconds.
     pub last_run_us: Counter,
+    /// Queue wait + run time of every job that ran.
+    pub latency: Histogram,
 }
 
 impl BridgeMetrics {
@@ -67,4 +109,26 @@ pub struct ServiceMetrics {
     pub connections_total: Counter,
     pub requests: Counter,
     pub errors: ErrorCounts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histogram_quantiles_are_bucket_bounds() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile_ms(0.5), None);
+        for _ in 0..90 {
+            h.record(Duration::from_micros(100)); // bucket < 128 µs
+        }
+        for _ in 0..10 {
+            h.record(Duration::from_millis(5)); // bucket < 8.192 ms
+        }
+        assert_eq!(h.count(), 100);
+        assert_eq!(h.quantile_ms(0.5), Some(0.128));
+        assert_eq!(h.quantile_ms(0.9), Some(0.128));
+        assert_eq!(h.quantile_ms(0.99), Some(8.192));
+    }
 }

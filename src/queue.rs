@@ -55,6 +55,7 @@ impl RouterOp {
 pub struct Job {
     pub payload: Payload,
     pub deadline: Instant,
+    enqueued: Instant,
     reply: oneshot::Sender<JobResult>,
 }
 
@@ -125,7 +126,7 @@ impl Bridge {
                 self.metrics.busy_rejections.inc();
                 return Err(JobError::Busy { capacity });
             }
-            st.jobs.push_back(Job { payload, deadline, reply });
+            st.jobs.push_back(Job { payload, deadline, enqueued: Instant::now(), reply });
         }
         self.metrics.submitted.inc();
         self.wake.notify_one();
@@ -200,6 +201,7 @@ impl Bridge {
         let started = Instant::now();
         let result = exec(&job.payload);
         self.metrics.set_last_run_us(started.elapsed().as_micros() as u64);
+        self.metrics.latency.record(job.enqueued.elapsed());
         if result.is_ok() {
             self.metrics.completed.inc();
         } else {

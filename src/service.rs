@@ -33,6 +33,12 @@ pub struct ServiceConfig {
     pub default_timeout: Duration,
     pub limits: Limits,
     pub max_connections: usize,
+    /// A request must arrive whole within this time from its first byte (slow clients).
+    pub read_timeout: Duration,
+    /// A response must be accepted by the client within this time (clients that never read).
+    pub write_timeout: Duration,
+    /// When set, every request must carry `"token": <this>`; required off loopback.
+    pub token: Option<String>,
 }
 
 impl Default for ServiceConfig {
@@ -44,6 +50,9 @@ impl Default for ServiceConfig {
             default_timeout: Duration::from_secs(30),
             limits: Limits::default(),
             max_connections: 256,
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            token: None,
         }
     }
 }
@@ -65,6 +74,9 @@ struct Ctx {
     default_timeout: Duration,
     limits: Limits,
     max_connections: usize,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    token: Option<String>,
     metrics: Arc<ServiceMetrics>,
     shutdown: watch::Sender<bool>,
 }
@@ -72,6 +84,10 @@ struct Ctx {
 impl Service {
     pub fn start(config: ServiceConfig, bridge: Arc<Bridge>) -> Result<Service, ServiceError> {
         let addr = resolve(&config.host, config.port)?;
+        // execute_code is arbitrary code execution: off loopback, only with a token.
+        if !addr.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
+            return Err(ServiceError::InsecureHost { host: config.host.clone() });
+        }
         let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => ServiceError::PortInUse { host: config.host.clone(), port: config.port },
             std::io::ErrorKind::AddrNotAvailable => {
@@ -105,6 +121,9 @@ impl Service {
             default_timeout: config.default_timeout,
             limits: config.limits,
             max_connections: config.max_connections.max(1),
+            read_timeout: config.read_timeout,
+            write_timeout: config.write_timeout,
+            token: config.token.filter(|t| !t.is_empty()),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
         });
@@ -222,6 +241,8 @@ struct Connection {
     chunk: Box<[u8]>,
     /// The client will send no more (it may still wait for answers).
     eof: bool,
+    /// When the request now being received started to arrive.
+    partial_since: Option<Instant>,
     ctx: Arc<Ctx>,
     shutdown: watch::Receiver<bool>,
 }
@@ -237,6 +258,7 @@ impl Connection {
             decoder: Decoder::new(ctx.limits),
             chunk: vec![0u8; 64 * 1024].into_boxed_slice(),
             eof: false,
+            partial_since: None,
             ctx,
             shutdown,
         }
@@ -276,6 +298,12 @@ impl Connection {
             if self.eof {
                 return;
             }
+            self.partial_since = match (self.decoder.mid_frame(), self.partial_since) {
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+                (false, _) => None,
+            };
+            let stalled_at = self.partial_since.map(|t| t + self.ctx.read_timeout);
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => return,
@@ -284,6 +312,11 @@ impl Connection {
                     Ok(n) => self.decoder.extend(&self.chunk[..n]),
                     Err(_) => return,
                 },
+                _ = sleep_until_opt(stalled_at) => {
+                    let e = RequestError::Incomplete { after: self.ctx.read_timeout };
+                    self.write(&protocol::request_error(&e)).await;
+                    return;
+                }
             }
         }
     }
@@ -293,11 +326,18 @@ impl Connection {
             let code = response.get("error_code").and_then(Value::as_str).unwrap_or("error");
             self.ctx.metrics.errors.inc(code);
         }
-        self.wr.write_all(&to_bytes(response)).await.is_ok()
+        // A client that never reads fills its socket buffer; it gets write_timeout, then is cut.
+        matches!(tokio::time::timeout(self.ctx.write_timeout, self.wr.write_all(&to_bytes(response))).await, Ok(Ok(())))
     }
 
     async fn handle(&mut self, value: Value) -> Step {
         self.ctx.metrics.requests.inc();
+        if let Some(token) = &self.ctx.token {
+            let given = value.get("token").and_then(Value::as_str).unwrap_or("");
+            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                return Step::Reply(protocol::request_error(&RequestError::Unauthorized));
+            }
+        }
         let request = match parse_request(value) {
             Ok(r) => r,
             Err(RequestError::UnknownCommand { name, .. }) => return self.unknown(name),
@@ -352,6 +392,22 @@ impl Connection {
             }
         }
     }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Token comparison whose time does not depend on where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in b.iter().enumerate() {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ x) as usize;
+    }
+    diff == 0
 }
 
 impl Drop for Connection {

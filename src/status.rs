@@ -39,6 +39,13 @@ pub fn snapshot(bridge: &Bridge, service: Option<&Service>, router: Option<&Rout
             "busy_rejections": m.busy_rejections.get(),
             "results_dropped": m.results_dropped.get(),
             "last_latency_ms": m.last_run_us.get() as f64 / 1000.0,
+            // Queue wait + run on the main thread; bucket upper bounds (powers of two µs).
+            "latency_ms": {
+                "count": m.latency.count(),
+                "p50": m.latency.quantile_ms(0.5),
+                "p90": m.latency.quantile_ms(0.9),
+                "p99": m.latency.quantile_ms(0.99),
+            },
         },
     })
 }

@@ -69,9 +69,16 @@ def start_service(
     default_timeout: float = 30.0,
     max_request_bytes: int = 64 * 1024 * 1024,
     max_connections: int = 256,
+    read_timeout: float = 30.0,
+    write_timeout: float = 30.0,
+    token: Optional[str] = None,
 ) -> Tuple[str, int]:
     """Start the TCP command service. `commands` are the command types the dispatcher handles
     (`server_shutdown` is built in; anything else is answered `unknown_rpc_command`).
+    Limits: a request must arrive whole within `read_timeout` of its first byte, a response be
+    taken by the client within `write_timeout`, at most `max_connections` at once (more are
+    answered `too_many_connections`). With `token`, every request must carry `"token": token`
+    (else `unauthorized`, nothing runs); a non-loopback host is refused without one.
     Returns the bound (host, port): port 0 picks a free one.
     Raises PortInUse (naming the port) or ServiceError (already running, bad host)."""
 
@@ -93,7 +100,9 @@ def status() -> dict:
                 "commands_completed", "commands_failed", "duplicates", "queued_replies",
                 "replies_dropped"},
      "bridge": {"queue_depth": 0, "capacity": 1024, "completed": 9, "failed": 1, "expired": 0,
-                "cancelled": 0, "busy_rejections": 0, "results_dropped": 0, "last_latency_ms": 0.1}}"""
+                "cancelled": 0, "busy_rejections": 0, "results_dropped": 0, "last_latency_ms": 0.1,
+                "latency_ms": {"count": 9, "p50": 0.128, "p90": 0.256, "p99": 0.512}}}
+    (latency: queue wait + run on the main thread, as power-of-two bucket bounds)."""
 
 def shutdown(timeout: float = 2.0) -> None:
     """Stop the service and the background threads (call at exit / add-on unregister)."""
@@ -139,10 +148,16 @@ class Client:
     never retried silently."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 6688, timeout: float = 30.0, connect_timeout: float = 5.0
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6688,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        token: Optional[str] = None,
     ) -> None:
         """`timeout` bounds each call; `connect_timeout` (at most `timeout`) bounds the
-        (re)connect attempts, retried with backoff, before ConnectionFailed."""
+        (re)connect attempts, retried with backoff, before ConnectionFailed. `token` is sent with
+        every request (for services started with one)."""
     def call(self, type: str, params: Optional[Mapping[str, Any]] = None) -> Any:
         """Send `{"type": type, "params": params}`; return the response's `result`.
         Raises CommandError (status error; `.error_code`), Timeout, ConnectionFailed, ConnectionLost,

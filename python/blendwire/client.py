@@ -1,6 +1,7 @@
 """`blendwire.Client`: a script-friendly client of a blendwire / BLD Remote service."""
 
 import base64
+import os
 
 from . import _core
 
@@ -13,9 +14,12 @@ class Client:
             print(c.execute("print(len(bpy.data.objects))"))
     """
 
-    def __init__(self, host="127.0.0.1", port=6688, timeout=30.0, connect_timeout=5.0):
+    def __init__(self, host="127.0.0.1", port=6688, timeout=30.0, connect_timeout=5.0, token=None):
         # timeout bounds each call; connect_timeout bounds the (re)connect attempts within it.
-        self._client = _core.Client(host, int(port), float(timeout), float(connect_timeout))
+        # token: for services started with BLENDWIRE_TOKEN (default: that variable, if set).
+        if token is None:
+            token = os.environ.get("BLENDWIRE_TOKEN") or None
+        self._client = _core.Client(host, int(port), float(timeout), float(connect_timeout), token)
 
     def call(self, type, params=None):
         """Send a command; return its `result`. Raises CommandError on `status: error`."""

@@ -15,6 +15,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyclass(name = "Client", module = "blendwire._core", frozen)]
 struct PyClient {
     inner: Client,
+    /// Sent as `"token"` with every request (services started with a token require it).
+    token: Option<String>,
 }
 
 fn to_json(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
@@ -26,7 +28,10 @@ fn to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
 }
 
 impl PyClient {
-    fn send(&self, py: Python<'_>, request: &Value) -> PyResult<Value> {
+    fn send(&self, py: Python<'_>, request: &mut Value) -> PyResult<Value> {
+        if let (Some(token), Some(obj)) = (&self.token, request.as_object_mut()) {
+            obj.entry("token").or_insert_with(|| Value::String(token.clone()));
+        }
         let bytes = serde_json::to_vec(request).map_err(|e| PyValueError::new_err(e.to_string()))?;
         py.detach(|| self.inner.request_bytes(&bytes)).map_err(errors::client_error)
     }
@@ -35,8 +40,8 @@ impl PyClient {
 #[pymethods]
 impl PyClient {
     #[new]
-    #[pyo3(signature = (host = "127.0.0.1".to_string(), port = 6688, timeout = 30.0, connect_timeout = 5.0))]
-    fn new(host: String, port: i64, timeout: f64, connect_timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (host = "127.0.0.1".to_string(), port = 6688, timeout = 30.0, connect_timeout = 5.0, token = None))]
+    fn new(host: String, port: i64, timeout: f64, connect_timeout: f64, token: Option<String>) -> PyResult<Self> {
         let port = u16::try_from(port)
             .ok()
             .filter(|p| *p != 0)
@@ -51,6 +56,7 @@ impl PyClient {
         }
         Ok(PyClient {
             inner: Client::new(&host, port, Duration::from_secs_f64(timeout), Duration::from_secs_f64(connect_timeout)),
+            token: token.filter(|t| !t.is_empty()),
         })
     }
 
@@ -64,7 +70,7 @@ impl PyClient {
         if !params.is_object() {
             return Err(PyTypeError::new_err("params must be a dict"));
         }
-        let response = self.send(py, &json!({"type": r#type, "params": params}))?;
+        let response = self.send(py, &mut json!({"type": r#type, "params": params}))?;
         match response.get("status").and_then(Value::as_str) {
             Some("success") => to_py(py, response.get("result").unwrap_or(&Value::Null)),
             Some("error") => {
@@ -81,11 +87,11 @@ impl PyClient {
 
     /// Send any JSON object; return the whole response.
     fn request(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let message = to_json(message, "message")?;
+        let mut message = to_json(message, "message")?;
         if !message.is_object() {
             return Err(PyTypeError::new_err("message must be a dict"));
         }
-        let response = self.send(py, &message)?;
+        let response = self.send(py, &mut message)?;
         to_py(py, &response)
     }
 

@@ -38,7 +38,9 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 
 #[pyfunction]
 #[pyo3(signature = (host = "127.0.0.1".to_string(), port = 6688, commands = Vec::new(), *,
-                    default_timeout = 30.0, max_request_bytes = 64 * 1024 * 1024, max_connections = 256))]
+                    default_timeout = 30.0, max_request_bytes = 64 * 1024 * 1024, max_connections = 256,
+                    read_timeout = 30.0, write_timeout = 30.0, token = None))]
+#[allow(clippy::too_many_arguments)]
 fn start_service(
     py: Python<'_>,
     host: String,
@@ -47,6 +49,9 @@ fn start_service(
     default_timeout: f64,
     max_request_bytes: i64,
     max_connections: i64,
+    read_timeout: f64,
+    write_timeout: f64,
+    token: Option<String>,
 ) -> PyResult<(String, u16)> {
     let port = u16::try_from(port)
         .map_err(|_| PyValueError::new_err(format!("port must be between 0 and 65535 (0 picks a free port), got {port}")))?;
@@ -63,6 +68,9 @@ fn start_service(
         default_timeout: seconds("default_timeout", default_timeout)?,
         limits: Limits { max_frame_bytes: max_request_bytes as usize, ..Limits::default() },
         max_connections: max_connections as usize,
+        read_timeout: seconds("read_timeout", read_timeout)?,
+        write_timeout: seconds("write_timeout", write_timeout)?,
+        token,
     };
     let result = py.detach(|| {
         let mut slot = SERVICE.lock();
