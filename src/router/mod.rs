@@ -308,10 +308,8 @@ async fn run_command(shared: Arc<Shared>, cmd: Command) {
     let Value::Object(params) = params else { return };
     let mut result = shared.main_thread(RouterOp::Command, params, shared.config.command_timeout).await;
     // A handler that returned an object with check_is_finished(): poll it, never blocking.
-    if let Ok(handle) = result.as_ref().map(pending_handle) {
-        if let Some(handle) = handle {
-            result = poll(&shared, handle).await;
-        }
+    if let Some(handle) = result.as_ref().ok().and_then(pending_handle) {
+        result = poll(&shared, handle).await;
     }
     let reply = match result {
         Ok(data) => {
