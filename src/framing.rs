@@ -38,6 +38,8 @@ enum Scan {
     Idle,
     /// Inside a frame that started at `Decoder::start`.
     InFrame { depth: usize, in_string: bool, escaped: bool },
+    /// Skipping input that cannot start a request, up to the next `{` (reported once).
+    Junk,
 }
 
 #[derive(Debug)]
@@ -102,6 +104,17 @@ impl Decoder {
                         Some(_) => return Some(Err(self.skip_junk())),
                     }
                 }
+                Scan::Junk => match self.buf[self.pos..].iter().position(|&b| b == b'{') {
+                    Some(i) => {
+                        self.pos += i;
+                        self.scan = Scan::Idle;
+                    }
+                    None => {
+                        self.pos = self.buf.len();
+                        self.start = self.pos;
+                        return None;
+                    }
+                },
                 Scan::InFrame { mut depth, mut in_string, mut escaped } => {
                     let bytes = &self.buf[..];
                     let mut i = self.pos;
@@ -163,13 +176,11 @@ impl Decoder {
         }
     }
 
-    /// Input that cannot start a JSON object: drop it up to the next `{` and report it once.
+    /// Input that cannot start a JSON object: report it once, then drop it up to the next `{`
+    /// (however many reads that takes, so the errors do not depend on how the input was cut).
     fn skip_junk(&mut self) -> RequestError {
-        let rest = &self.buf[self.pos..];
-        let end = rest.iter().position(|&b| b == b'{').unwrap_or(rest.len());
-        let what = describe_junk(&rest[..end]);
-        self.pos += end;
-        self.start = self.pos;
+        let what = describe_junk(&self.buf[self.pos..]);
+        self.scan = Scan::Junk;
         RequestError::NotAnObject(what)
     }
 
@@ -182,12 +193,12 @@ impl Decoder {
     }
 }
 
+/// Judged by the first byte only: the rest may not have arrived yet.
 fn describe_junk(junk: &[u8]) -> &'static str {
     match junk.first() {
         Some(b'"') => "a string",
         Some(b'-' | b'0'..=b'9') => "a number",
-        Some(b't' | b'f') if junk.starts_with(b"true") || junk.starts_with(b"false") => "a boolean",
-        Some(b'n') if junk.starts_with(b"null") => "null",
+        Some(b't' | b'f' | b'n') => "a bare literal (true, false or null)",
         Some(b'}' | b']') => "a stray closing bracket",
         _ => "bytes that are not JSON",
     }

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod client;
 pub mod error;
 pub mod framing;
+pub mod fuzzing;
 pub mod logbuffer;
 pub mod metrics;
 pub mod protocol;
