@@ -24,6 +24,7 @@ from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 try:
     import blendwire
     from blendwire import blender as bw
+    from blendwire import router
 except ImportError as e:
     raise ImportError(
         f"blendwire add-on: the blendwire Python package cannot be imported by Blender's Python "
@@ -33,7 +34,8 @@ except ImportError as e:
     ) from e
 
 _DEFAULTS = SimpleNamespace(host="127.0.0.1", port=6688, start_with_blender=False,
-                            queue_size=1024, tick_budget_ms=8.0)
+                            queue_size=1024, tick_budget_ms=8.0,
+                            engine_url="", username="", watchdog_seconds=300.0)
 
 
 class BlendwirePreferences(bpy.types.AddonPreferences):
@@ -50,9 +52,22 @@ class BlendwirePreferences(bpy.types.AddonPreferences):
     tick_budget_ms: FloatProperty(name="Tick budget (ms)", default=_DEFAULTS.tick_budget_ms, min=0.5, max=100.0,
                                   description="Main-thread time per UI turn spent on commands")
 
+    engine_url: StringProperty(name="Engine URL", default=_DEFAULTS.engine_url,
+                               description="cr8_engine base URL for the router, e.g. http://127.0.0.1:8000 "
+                                           "(empty: env WS_URL)")
+    username: StringProperty(name="Username", default=_DEFAULTS.username,
+                             description="Username sent when connecting (empty: env CR8_USERNAME or the login name)")
+    watchdog_seconds: FloatProperty(name="Watchdog (s)", default=_DEFAULTS.watchdog_seconds, min=0.0,
+                                    description="Save the file and quit this long after the engine is lost "
+                                                "for good (0: never)")
+
     def draw(self, context):
         col = self.layout.column()
         for prop in ("host", "port", "start_with_blender", "queue_size", "tick_budget_ms"):
+            col.prop(self, prop)
+        col.separator()
+        col.label(text="Router (cr8_engine)")
+        for prop in ("engine_url", "username", "watchdog_seconds"):
             col.prop(self, prop)
 
 
@@ -105,6 +120,59 @@ class BLENDWIRE_OT_stop(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class BLENDWIRE_OT_router_start(bpy.types.Operator):
+    bl_idname = "blendwire.router_start"
+    bl_label = "Connect engine"
+    bl_description = "Start the router: connect to the cr8_engine and keep connected"
+
+    @classmethod
+    def poll(cls, context):
+        return not router.is_running()
+
+    def execute(self, context):
+        settings = _settings()
+        try:
+            router.start(settings.engine_url or None, watchdog_seconds=settings.watchdog_seconds,
+                         username=settings.username or None)
+        except (ValueError, blendwire.BlendwireError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class BLENDWIRE_OT_router_stop(bpy.types.Operator):
+    bl_idname = "blendwire.router_stop"
+    bl_label = "Disconnect engine"
+    bl_description = "Stop the router and close its connection (the watchdog stops with it)"
+
+    @classmethod
+    def poll(cls, context):
+        return router.is_running()
+
+    def execute(self, context):
+        router.stop()
+        return {"FINISHED"}
+
+
+def _draw_router(layout, rt):
+    col = layout.column(align=True)
+    state = rt.get("state", "stopped")
+    if state == "stopped":
+        col.label(text="Engine: off", icon="UNLINKED")
+    else:
+        col.label(text=f"Engine: {state}", icon="LINKED" if state == "connected" else "TIME")
+        col.label(text=f"Attempts: {rt.get('attempts', 0)} (failed in a row: {rt.get('consecutive_failures', 0)})")
+        if rt.get("watchdog_s") is not None:
+            col.alert = True
+            col.label(text=f"Saving and quitting in {rt['watchdog_s']:.0f} s", icon="ERROR")
+        col.label(text=f"Commands: {rt.get('commands_completed', 0)} ok, {rt.get('commands_failed', 0)} failed")
+        if rt.get("queued_replies"):
+            col.label(text=f"Replies waiting: {rt['queued_replies']}")
+    row = layout.row(align=True)
+    row.operator(BLENDWIRE_OT_router_start.bl_idname, icon="PLAY")
+    row.operator(BLENDWIRE_OT_router_stop.bl_idname, icon="PAUSE")
+
+
 class BLENDWIRE_PT_status(bpy.types.Panel):
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
@@ -128,9 +196,32 @@ class BLENDWIRE_PT_status(bpy.types.Panel):
         row = self.layout.row(align=True)
         row.operator(BLENDWIRE_OT_start.bl_idname, icon="PLAY")
         row.operator(BLENDWIRE_OT_stop.bl_idname, icon="PAUSE")
+        self.layout.separator()
+        _draw_router(self.layout, st.get("router") or {})
+        if (st.get("router") or {}).get("watchdog_s") is not None:
+            _redraw_while_counting()
 
 
-_classes = (BlendwirePreferences, BLENDWIRE_OT_start, BLENDWIRE_OT_stop, BLENDWIRE_PT_status)
+def _redraw_while_counting():
+    # The countdown must move without the mouse over the panel: redraw once a second while armed.
+    if not bpy.app.timers.is_registered(_redraw_tick):
+        bpy.app.timers.register(_redraw_tick, first_interval=1.0)
+
+
+def _redraw_tick():
+    try:
+        for window in bpy.context.window_manager.windows:
+            for area in window.screen.areas:
+                if area.type == "VIEW_3D":
+                    area.tag_redraw()
+        armed = (blendwire.status().get("router") or {}).get("watchdog_s") is not None
+    except Exception:
+        return None
+    return 1.0 if armed else None
+
+
+_classes = (BlendwirePreferences, BLENDWIRE_OT_start, BLENDWIRE_OT_stop, BLENDWIRE_OT_router_start,
+            BLENDWIRE_OT_router_stop, BLENDWIRE_PT_status)
 
 
 def register():
@@ -154,7 +245,10 @@ def register():
 
 
 def unregister():
-    # Port free and core threads gone before the module goes: enable/disable cycles leave nothing.
+    # Port free, router stopped and core threads gone before the module goes: enable/disable cycles
+    # leave nothing.
+    if bpy.app.timers.is_registered(_redraw_tick):
+        bpy.app.timers.unregister(_redraw_tick)
     bw.stop(shutdown_core=True)
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)
