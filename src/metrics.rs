@@ -29,6 +29,19 @@ impl Gauge {
     }
 }
 
+/// The largest value seen.
+#[derive(Debug, Default)]
+pub struct Max(AtomicU64);
+
+impl Max {
+    pub fn observe(&self, v: u64) {
+        self.0.fetch_max(v, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
 /// Counts per error code (rare, so a lock is fine).
 #[derive(Debug, Default)]
 pub struct ErrorCounts(Mutex<BTreeMap<String, u64>>);
@@ -93,6 +106,10 @@ pub struct BridgeMetrics {
     pub results_dropped: Counter,
     /// Run time of the last job on the main thread, in microseconds.
     pub last_run_us: Counter,
+    /// Longest run time of one job, in microseconds.
+    pub max_run_us: Max,
+    /// Longest GUI timer tick (all jobs it ran), in microseconds.
+    pub max_tick_us: Max,
     /// Queue wait + run time of every job that ran.
     pub latency: Histogram,
 }
@@ -100,6 +117,7 @@ pub struct BridgeMetrics {
 impl BridgeMetrics {
     pub fn set_last_run_us(&self, us: u64) {
         self.last_run_us.0.store(us, Relaxed);
+        self.max_run_us.observe(us);
     }
 }
 

@@ -39,6 +39,9 @@ pub fn snapshot(bridge: &Bridge, service: Option<&Service>, router: Option<&Rout
             "busy_rejections": m.busy_rejections.get(),
             "results_dropped": m.results_dropped.get(),
             "last_latency_ms": m.last_run_us.get() as f64 / 1000.0,
+            "max_job_ms": m.max_run_us.get() as f64 / 1000.0,
+            // GUI: the longest timer tick; stays within the tick budget plus one job.
+            "max_tick_ms": m.max_tick_us.get() as f64 / 1000.0,
             // Queue wait + run on the main thread; bucket upper bounds (powers of two µs).
             "latency_ms": {
                 "count": m.latency.count(),

@@ -59,6 +59,7 @@ fn tick(py: Python<'_>, budget_ms: f64) -> PyResult<usize> {
             break;
         }
     }
+    bridge.metrics.max_tick_us.observe(started.elapsed().as_micros() as u64);
     emit_logs(py);
     Ok(bridge.len())
 }
