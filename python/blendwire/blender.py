@@ -61,14 +61,16 @@ def address():
 
 
 def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8.0,
-          default_timeout=30.0, max_request_bytes=None, quit_on_shutdown=False):
+          default_timeout=30.0, max_request_bytes=None, quit_on_shutdown=False, token=None):
     """Start the command service; return the bound (host, port).
 
     `port=None` takes `BLD_REMOTE_MCP_PORT` (default 6688); 0 picks a free port. In the GUI a
     timer runs the queued commands; in background/bpy call `run_until_shutdown()` next.
     `quit_on_shutdown`: in the GUI, quit Blender after a `server_shutdown` command (as
     `blendwire serve --gui` wants); otherwise only the service stops, like the peer add-on does.
-    Raises PortInUse when the port is taken, ServiceError when already running.
+    `token` (default: env `BLENDWIRE_TOKEN`): every request must then carry `"token"`; a host
+    other than loopback is refused without one (execute_code runs arbitrary code).
+    Raises PortInUse when the port is taken, ServiceError when already running or insecure.
     """
     _require_main_thread("start")
     if is_running():
@@ -80,7 +82,9 @@ def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8
     if queue_capacity is not None:
         _core.set_queue_capacity(int(queue_capacity))
     _core.set_dispatcher(commands.dispatch)
-    kwargs = {"default_timeout": float(default_timeout)}
+    if token is None:
+        token = os.environ.get("BLENDWIRE_TOKEN") or None
+    kwargs = {"default_timeout": float(default_timeout), "token": token}
     if max_request_bytes is not None:
         kwargs["max_request_bytes"] = int(max_request_bytes)
     bound = tuple(_core.start_service(host, int(port), commands.COMMANDS, **kwargs))
