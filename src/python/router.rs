@@ -119,8 +119,10 @@ fn start_router(
 pub fn stop_router(py: Python<'_>, timeout: f64) -> PyResult<bool> {
     let timeout = secs("timeout", timeout, false)?;
     let stopped = py.detach(|| {
-        let taken = ROUTER.lock().take();
-        taken.map(|r| r.stop(timeout)).is_some()
+        // Hold the lock until the connection is closed, so an overlapping start cannot open a
+        // second one meanwhile.
+        let mut slot = ROUTER.lock();
+        slot.take().map(|r| r.stop(timeout)).is_some()
     });
     emit_logs(py);
     Ok(stopped)

@@ -97,8 +97,10 @@ fn start_service(
 fn stop_service(py: Python<'_>, timeout: f64) -> PyResult<bool> {
     let timeout = seconds("timeout", timeout)?;
     let was_serving = py.detach(|| {
-        let taken = SERVICE.lock().take();
-        taken.map(|s| {
+        // Hold the lock until the listener is closed: a start that overlaps this stop must not
+        // open a second listener while the first is still shutting down.
+        let mut slot = SERVICE.lock();
+        slot.take().map(|s| {
             let serving = s.is_serving();
             s.stop(timeout);
             serving
