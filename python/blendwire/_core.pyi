@@ -56,6 +56,10 @@ def set_log_level(level: int | str) -> None:
 def flush_logs() -> None:
     """Hand pending core log records to `logging` now (main thread)."""
 
+def activity() -> int:
+    """A counter that changes whenever a job is queued (cheap): GUI timers use it to run on every
+    main-loop turn while clients are active and slow down when idle."""
+
 def set_queue_capacity(capacity: int) -> None:
     """Bound of the main-thread queue (default 1024). A full queue answers `busy` at once."""
 

@@ -29,6 +29,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pump, m)?)?;
     m.add_function(wrap_pyfunction!(stop_pump, m)?)?;
     m.add_function(wrap_pyfunction!(take_stop_request, m)?)?;
+    m.add_function(wrap_pyfunction!(activity, m)?)?;
     m.add_function(wrap_pyfunction!(set_queue_capacity, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(flush_logs, m)?)?;
@@ -88,6 +89,13 @@ fn pump(py: Python<'_>) -> PyResult<String> {
 #[pyo3(signature = (reason = "stopped".to_string()))]
 fn stop_pump(reason: String) {
     queue::global().request_stop(&reason);
+}
+
+/// A number that changes whenever a job is queued: lets a GUI timer stay on every main-loop turn
+/// while clients are active and slow down when they are not, without a status() call.
+#[pyfunction]
+fn activity() -> u64 {
+    queue::global().metrics.submitted.get()
 }
 
 #[pyfunction]
