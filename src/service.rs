@@ -190,9 +190,9 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::
                         tokio::spawn(refuse(stream, ctx.clone()));
                         continue;
                     }
-                    log::debug!("connection from {peer}");
+                    log::debug!("connection from {peer} opened");
                     ctx.metrics.connections_total.inc();
-                    tokio::spawn(Connection::new(stream, ctx.clone(), shutdown.clone()).run());
+                    tokio::spawn(Connection::new(stream, peer, ctx.clone(), shutdown.clone()).run());
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -245,10 +245,12 @@ struct Connection {
     partial_since: Option<Instant>,
     ctx: Arc<Ctx>,
     shutdown: watch::Receiver<bool>,
+    /// For the close line in the log (every way out of `run` ends in Drop).
+    peer: SocketAddr,
 }
 
 impl Connection {
-    fn new(stream: TcpStream, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) -> Self {
+    fn new(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) -> Self {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
         ctx.metrics.connections_open.add(1);
@@ -261,6 +263,7 @@ impl Connection {
             partial_since: None,
             ctx,
             shutdown,
+            peer,
         }
     }
 
@@ -412,6 +415,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        log::debug!("connection from {} closed", self.peer);
         self.ctx.metrics.connections_open.add(-1);
     }
 }

@@ -9,6 +9,7 @@ Everything here must be called on Blender's main thread; the Rust core never cal
 """
 
 import atexit
+import logging
 import os
 import signal
 import sys
@@ -67,7 +68,8 @@ def address():
 
 
 def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8.0,
-          default_timeout=30.0, max_request_bytes=None, quit_on_shutdown=False, token=None):
+          default_timeout=30.0, max_request_bytes=None, quit_on_shutdown=False, token=None,
+          log_level=None):
     """Start the command service; return the bound (host, port).
 
     `port=None` takes `BLD_REMOTE_MCP_PORT` (default 6688); 0 picks a free port. In the GUI a
@@ -76,6 +78,8 @@ def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8
     `blendwire serve --gui` wants); otherwise only the service stops, like the peer add-on does.
     `token` (default: env `BLENDWIRE_TOKEN`): every request must then carry `"token"`; a host
     other than loopback is refused without one (execute_code runs arbitrary code).
+    `log_level` (a `logging` level name or number; default: env `BLD_REMOTE_LOG_LEVEL`, else the
+    core's INFO): the core's records and the `blendwire` logger; DEBUG shows connections open/close.
     Raises PortInUse when the port is taken, ServiceError when already running or insecure.
     """
     _require_main_thread("start")
@@ -84,7 +88,7 @@ def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8
         raise ServiceError(f"the blendwire service is already running on {host_}:{port_}; call stop() first")
     if port is None:
         port = env_port()
-    _apply_log_level()
+    _apply_log_level(log_level)
     if queue_capacity is not None:
         _core.set_queue_capacity(int(queue_capacity))
     _core.set_dispatcher(commands.dispatch)
@@ -109,14 +113,24 @@ def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8
     return bound
 
 
-def _apply_log_level():
-    # BLD_REMOTE_LOG_LEVEL, as the peer honours it; set_log_level is not in every core build.
-    level = os.environ.get("BLD_REMOTE_LOG_LEVEL")
-    if level and hasattr(_core, "set_log_level"):
-        try:
-            _core.set_log_level(level)
-        except ValueError as e:
-            print(f"blendwire: ignoring BLD_REMOTE_LOG_LEVEL: {e}", file=sys.stderr)
+def _apply_log_level(level=None):
+    # An explicit level (add-on preference), else BLD_REMOTE_LOG_LEVEL as the peer honours it.
+    # Both the core (which drops records below it before they reach Python) and the `blendwire`
+    # logger (NOTSET would defer to the root logger's WARNING and hide DEBUG lines) get it.
+    source = "log level"
+    if level is None:
+        level, source = os.environ.get("BLD_REMOTE_LOG_LEVEL"), "BLD_REMOTE_LOG_LEVEL"
+    if not level:
+        return
+    if isinstance(level, str):
+        level = level.strip().upper()
+        level = "WARNING" if level == "WARN" else level
+    try:
+        _core.set_log_level(level)
+    except ValueError as e:
+        print(f"blendwire: ignoring {source}: {e}", file=sys.stderr)
+        return
+    logging.getLogger("blendwire").setLevel("DEBUG" if level == "TRACE" else level)
 
 
 def stop(*, shutdown_core=False, timeout=2.0):
