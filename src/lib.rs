@@ -9,6 +9,7 @@ pub mod error;
 pub mod framing;
 pub mod fuzzing;
 pub mod logbuffer;
+pub mod mcp;
 pub mod metrics;
 pub mod protocol;
 pub mod queue;

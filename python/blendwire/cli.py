@@ -355,6 +355,27 @@ def _cmd_call(args):
     return 0
 
 
+# ---- mcp -----------------------------------------------------------------------------------------
+
+def _cmd_mcp(args):
+    from . import _core
+
+    port = args.blender_port if args.blender_port is not None else env_port()
+    if not 1 <= port <= 65535:
+        raise _Fail(f"--blender-port must be 1..65535, got {port}")
+    for name in ("timeout", "connect_timeout"):
+        if not getattr(args, name) > 0:
+            raise _Fail(f"--{name.replace('_', '-')} must be > 0 seconds")
+    # stdout is the MCP protocol: everything else goes to stderr. Blender need not run yet:
+    # tools connect on their first call.
+    try:
+        _core.run_mcp_stdio(args.blender_host, port, timeout=args.timeout, connect_timeout=args.connect_timeout,
+                            token=os.environ.get("BLENDWIRE_TOKEN") or None)
+    except RuntimeError as e:
+        raise _Fail(str(e))
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------------
 
 def _parser():
@@ -407,6 +428,19 @@ def _parser():
     c.add_argument("--port", type=int, help="default: $BLD_REMOTE_MCP_PORT or 6688")
     c.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
     c.set_defaults(func=_cmd_call)
+
+    m = sub.add_parser("mcp", help="serve the Model Context Protocol on stdio (for LLM agents)",
+                       description="An MCP server over stdin/stdout whose tools (scene and object info, "
+                                   "execute_code, viewport screenshot, persist data) run in the Blender "
+                                   "served by `blendwire serve`. It starts without Blender and connects "
+                                   "on the first tool call. Token: $BLENDWIRE_TOKEN.")
+    m.add_argument("--blender-host", default=DEFAULT_HOST, help="the service's host (default %(default)s)")
+    m.add_argument("--blender-port", type=int, help="the service's port (default: $BLD_REMOTE_MCP_PORT or 6688)")
+    m.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds a tool call may take, response included (default %(default)s)")
+    m.add_argument("--connect-timeout", type=float, default=2.0,
+                   help="seconds a call tries to reach Blender before failing (default %(default)s)")
+    m.set_defaults(func=_cmd_mcp)
     return p
 
 

@@ -3,6 +3,7 @@
 mod bridge;
 mod client;
 mod errors;
+mod mcp;
 mod router;
 mod service;
 
@@ -16,5 +17,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     service::register(m)?;
     client::register(m)?;
     router::register(m)?;
+    mcp::register(m)?;
     Ok(())
 }

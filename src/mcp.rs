@@ -1,0 +1,510 @@
+//! `blendwire mcp`: a Model Context Protocol server over stdio (the official SDK, `rmcp`) whose
+//! tools forward to a blendwire / BLD Remote MCP service through one persistent `Client`.
+//!
+//! Nothing talks to Blender until a tool is called, so `initialize` and `tools/list` are answered
+//! at once whether Blender runs or not. The blocking `Client` runs on tokio's blocking pool, never
+//! on a worker. A connection lost mid-call is retried once only for commands that cannot change
+//! the scene; `execute_code` (and the persist writes) are reported as interrupted instead.
+//! Logs go to stderr: stdout carries the protocol.
+
+use crate::client::Client;
+use crate::error::ClientError;
+use base64::Engine as _;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeResult,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{json, Map, Value};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest server-side wait the service accepts (`params._timeout_seconds`).
+const MAX_JOB_SECONDS: f64 = 3600.0;
+const UNKNOWN: u8 = 2;
+
+pub struct McpConfig {
+    pub host: String,
+    pub port: u16,
+    /// Per call, response included; longer than any job's server-side deadline.
+    pub timeout: Duration,
+    /// How long a call keeps trying to reach Blender before failing with "not reachable".
+    pub connect_timeout: Duration,
+    /// Sent as `"token"` with every request (services started with BLENDWIRE_TOKEN require it).
+    pub token: Option<String>,
+}
+
+/// Serve MCP on stdin/stdout until stdin closes. Blocks the calling thread (own tokio runtime).
+pub fn run_stdio(config: McpConfig) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("blendwire-mcp")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the MCP runtime: {e}"))?;
+    let server = BlenderTools::new(config);
+    eprintln!("blendwire mcp: MCP on stdio, Blender service at {}", server.addr);
+    let outcome = runtime.block_on(async move {
+        // stdio_pipes: when the client gave us pipes (the usual case), reads and writes run on the
+        // reactor instead of a blocking thread per message.
+        let running = server.serve(rmcp::transport::stdio_pipes()).await.map_err(|e| match e {
+            rmcp::service::ServerInitializeError::ConnectionClosed(_) => None,
+            other => Some(format!("MCP initialization failed: {other}")),
+        })?;
+        running.waiting().await.map_err(|e| Some(format!("the MCP service stopped: {e}")))?;
+        Ok::<(), Option<String>>(())
+    });
+    // A call still blocked on Blender (e.g. a long execute_code) must not keep the process alive
+    // after the client went away.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
+        Ok(()) | Err(None) => {
+            eprintln!("blendwire mcp: stdin closed, exiting");
+            Ok(())
+        }
+        Err(Some(msg)) => Err(msg),
+    }
+}
+
+/// May a command be sent again after the connection dropped mid-call?
+#[derive(Clone, Copy, PartialEq)]
+enum Retry {
+    /// Read-only: the first attempt changed nothing, so once more is safe.
+    Once,
+    /// It may have run (and changed the scene or stored data): report, never resend.
+    Never,
+}
+
+pub struct BlenderTools {
+    client: Arc<Client>,
+    token: Option<String>,
+    addr: String,
+    loopback: bool,
+    timeout: Duration,
+    /// Whether the last call reached Blender (UNKNOWN before the first): only changes are logged.
+    reachable: AtomicU8,
+    screenshot_seq: AtomicU64,
+}
+
+/// Why a tool produced no result; becomes an `isError` tool result with this text.
+struct Failure(String);
+
+type ToolOutcome = Result<Vec<ContentBlock>, Failure>;
+
+impl BlenderTools {
+    pub fn new(config: McpConfig) -> Self {
+        let loopback = config.host == "localhost" || config.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        BlenderTools {
+            client: Arc::new(Client::new(&config.host, config.port, config.timeout, config.connect_timeout)),
+            token: config.token.filter(|t| !t.is_empty()),
+            addr: format!("{}:{}", config.host, config.port),
+            loopback,
+            timeout: config.timeout,
+            reachable: AtomicU8::new(UNKNOWN),
+            screenshot_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// One request/response on the shared connection, on the blocking pool.
+    async fn exchange(&self, bytes: Arc<Vec<u8>>) -> Result<Value, ClientError> {
+        let client = Arc::clone(&self.client);
+        match tokio::task::spawn_blocking(move || client.request_bytes(&bytes)).await {
+            Ok(result) => result,
+            // Only on a panic in the client, or runtime shutdown: the stream state is unknown.
+            Err(e) => Err(ClientError::ConnectionLost { addr: self.addr.clone(), detail: e.to_string() }),
+        }
+    }
+
+    /// Send `{"type": command, "params": params}`; the `result` of a success response.
+    async fn command(&self, command: &str, params: Value, retry: Retry) -> Result<Value, Failure> {
+        let mut request = json!({"type": command, "params": params});
+        if let (Some(token), Some(obj)) = (&self.token, request.as_object_mut()) {
+            obj.insert("token".into(), Value::String(token.clone()));
+        }
+        let bytes = Arc::new(
+            serde_json::to_vec(&request).map_err(|e| Failure(format!("cannot encode the request: {e}")))?,
+        );
+        let mut outcome = self.exchange(Arc::clone(&bytes)).await;
+        let mut retried = false;
+        if retry == Retry::Once && matches!(outcome, Err(ClientError::ConnectionLost { .. })) {
+            // The Client reconnects (with backoff, up to the connect timeout) on the next request.
+            eprintln!("blendwire mcp: connection to {} lost during {command}; retrying once (read-only)", self.addr);
+            retried = true;
+            outcome = self.exchange(bytes).await;
+        }
+        self.note_reachability(&outcome);
+        let response = outcome.map_err(|e| Failure(self.explain(command, e, retry, retried)))?;
+        match response.get("status").and_then(Value::as_str) {
+            Some("success") => Ok(response.get("result").cloned().unwrap_or(Value::Null)),
+            Some("error") => {
+                let message = response.get("message").and_then(Value::as_str).unwrap_or("command failed");
+                Err(Failure(match response.get("error_code").and_then(Value::as_str) {
+                    Some(code) => format!("{message} [{code}]"),
+                    None => message.to_string(),
+                }))
+            }
+            _ => Err(Failure(format!(
+                "unexpected response from {} (no \"status\"): {}",
+                self.addr,
+                truncate(&response.to_string(), 300)
+            ))),
+        }
+    }
+
+    fn note_reachability(&self, outcome: &Result<Value, ClientError>) {
+        let now = !matches!(outcome, Err(ClientError::ConnectFailed { .. }));
+        if self.reachable.swap(now as u8, Ordering::Relaxed) != now as u8 {
+            if now {
+                eprintln!("blendwire mcp: connected to Blender at {}", self.addr);
+            } else {
+                eprintln!("blendwire mcp: Blender at {} is not reachable", self.addr);
+            }
+        }
+    }
+
+    fn explain(&self, command: &str, e: ClientError, retry: Retry, retried: bool) -> String {
+        match e {
+            ClientError::ConnectFailed { .. } => format!(
+                "Blender is not reachable: {e}. This MCP server keeps running: call the tool again once Blender is up."
+            ),
+            ClientError::ConnectionLost { .. } if retry == Retry::Never => format!(
+                "{e}. Blender may have restarted or crashed; {command} was NOT retried because it may have \
+                 changed Blender's state: check it (e.g. get_scene_info) before running it again."
+            ),
+            ClientError::ConnectionLost { .. } if retried => format!("{e} (also after one retry)"),
+            ClientError::Timeout { .. } => format!(
+                "{e}; the connection was reset. Blender may be frozen, or the command takes longer: \
+                 execute_code accepts timeout_seconds (this MCP server waits at most {} s per call, see --timeout).",
+                self.timeout.as_secs()
+            ),
+            _ => e.to_string(),
+        }
+    }
+
+    async fn json_tool(&self, command: &str, params: Value, retry: Retry) -> ToolOutcome {
+        let result = self.command(command, params, retry).await?;
+        Ok(vec![ContentBlock::text(match result {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })])
+    }
+
+    async fn execute_code(&self, args: &Map<String, Value>) -> ToolOutcome {
+        let code = required_str(args, "code")?;
+        let mut params = json!({"code": code});
+        if let Some(t) = args.get("timeout_seconds").filter(|v| !v.is_null()) {
+            let limit = (self.timeout.as_secs_f64() - 5.0).clamp(1.0, MAX_JOB_SECONDS);
+            match t.as_f64() {
+                Some(s) if s > 0.0 && s <= limit => params["_timeout_seconds"] = json!(s),
+                _ => {
+                    return Err(Failure(format!(
+                        "timeout_seconds must be a number of seconds in (0, {limit}]; start `blendwire mcp --timeout` higher for longer jobs"
+                    )))
+                }
+            }
+        }
+        let result = self.command("execute_code", params, Retry::Never).await?;
+        let output = result.get("output");
+        let text = |key: &str| output.and_then(|o| o.get(key)).and_then(Value::as_str).map(str::to_string);
+        // The peer's 1.3.3 add-on has `result` only; `output` is newer.
+        let stdout = text("stdout")
+            .or_else(|| result.get("result").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default();
+        let stderr = text("stderr").unwrap_or_default();
+        let mut content = Vec::with_capacity(2);
+        if !stdout.is_empty() || stderr.is_empty() {
+            content.push(ContentBlock::text(if stdout.is_empty() && stderr.is_empty() {
+                "(no output)".to_string()
+            } else {
+                stdout
+            }));
+        }
+        if !stderr.is_empty() {
+            content.push(ContentBlock::text(format!("stderr:\n{stderr}")));
+        }
+        Ok(content)
+    }
+
+    async fn screenshot(&self, args: &Map<String, Value>) -> ToolOutcome {
+        let max_size = match args.get("max_size").filter(|v| !v.is_null()) {
+            None => 800,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=16384).contains(n))
+                .ok_or_else(|| Failure("max_size must be an integer from 1 to 16384 (pixels of the longest side)".into()))?,
+        };
+        let format = match args.get("format").and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("png") => "png",
+            Some("jpeg") | Some("jpg") => "jpeg",
+            Some(other) => return Err(Failure(format!("format must be \"png\" or \"jpeg\", got {other:?}"))),
+        };
+        let path = std::env::temp_dir().join(format!(
+            "blendwire-mcp-{}-{}.{}",
+            std::process::id(),
+            self.screenshot_seq.fetch_add(1, Ordering::Relaxed),
+            if format == "png" { "png" } else { "jpg" }
+        ));
+        let path_text = path.to_string_lossy().into_owned();
+        let params = json!({"max_size": max_size, "format": format, "filepath": path_text});
+        // Taking a screenshot changes nothing in the scene: safe to resend once.
+        let result = self.command("get_viewport_screenshot", params, Retry::Once).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(f) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(f);
+            }
+        };
+        let written = result.get("filepath").and_then(Value::as_str).unwrap_or(&path_text).to_string();
+        let bytes = self.fetch_file(&written).await?;
+        let size = match (result.get("width").and_then(Value::as_u64), result.get("height").and_then(Value::as_u64)) {
+            (Some(w), Some(h)) => format!("{w}x{h} "),
+            _ => String::new(),
+        };
+        Ok(vec![
+            ContentBlock::image(base64::engine::general_purpose::STANDARD.encode(&bytes), format!("image/{format}")),
+            ContentBlock::text(format!("{size}{format} screenshot of Blender's 3D viewport ({} bytes)", bytes.len())),
+        ])
+    }
+
+    /// The screenshot file Blender wrote, then deleted. Read here when Blender is on this machine;
+    /// otherwise (or if this process cannot see it, e.g. a sandboxed /tmp) through Blender itself.
+    async fn fetch_file(&self, path: &str) -> Result<Vec<u8>, Failure> {
+        if self.loopback {
+            let p = PathBuf::from(path);
+            // File I/O blocks: keep it off the workers, as the client calls.
+            let read = tokio::task::spawn_blocking(move || {
+                let read = std::fs::read(&p);
+                let _ = std::fs::remove_file(&p);
+                read
+            })
+            .await;
+            if let Ok(Ok(bytes)) = read {
+                return Ok(bytes);
+            }
+        }
+        let code = format!(
+            "import base64, os\np = {}\ntry:\n    print(base64.b64encode(open(p, 'rb').read()).decode('ascii'), end='')\nfinally:\n    os.remove(p)\n",
+            Value::String(path.to_string())
+        );
+        let result = self.command("execute_code", json!({"code": code}), Retry::Never).await?;
+        let encoded = result
+            .get("output")
+            .and_then(|o| o.get("stdout"))
+            .or_else(|| result.get("result"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| Failure(format!("cannot read the screenshot file {path} back from Blender: {e}")))
+    }
+
+    async fn connection_status(&self) -> ToolOutcome {
+        let started = std::time::Instant::now();
+        let status = match self.command("get_scene_info", json!({}), Retry::Once).await {
+            Ok(info) => json!({
+                "connected": true,
+                "address": self.addr,
+                "scene": info.get("name"),
+                "object_count": info.get("object_count"),
+                "round_trip_ms": (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+            }),
+            Err(Failure(message)) => json!({"connected": false, "address": self.addr, "error": message}),
+        };
+        Ok(vec![ContentBlock::text(status.to_string())])
+    }
+
+    async fn dispatch(&self, name: &str, args: &Map<String, Value>) -> Option<ToolOutcome> {
+        Some(match name {
+            "get_scene_info" => self.json_tool("get_scene_info", json!({}), Retry::Once).await,
+            "get_object_info" => match required_str(args, "name") {
+                Ok(n) => self.json_tool("get_object_info", json!({"name": n}), Retry::Once).await,
+                Err(f) => Err(f),
+            },
+            "execute_code" => self.execute_code(args).await,
+            "get_viewport_screenshot" => self.screenshot(args).await,
+            "put_persist_data" => match (required_str(args, "key"), args.get("data").filter(|v| !v.is_null())) {
+                (Ok(key), Some(data)) => {
+                    self.json_tool("put_persist_data", json!({"key": key, "data": data}), Retry::Never).await
+                }
+                (Err(f), _) => Err(f),
+                (_, None) => Err(Failure("data is required: any JSON value except null".into())),
+            },
+            "get_persist_data" => match required_str(args, "key") {
+                Ok(key) => {
+                    let mut params = json!({"key": key});
+                    if let Some(d) = args.get("default") {
+                        params["default"] = d.clone();
+                    }
+                    self.json_tool("get_persist_data", params, Retry::Once).await
+                }
+                Err(f) => Err(f),
+            },
+            "remove_persist_data" => match required_str(args, "key") {
+                Ok(key) => self.json_tool("remove_persist_data", json!({"key": key}), Retry::Never).await,
+                Err(f) => Err(f),
+            },
+            "check_connection_status" => self.connection_status().await,
+            _ => return None,
+        })
+    }
+}
+
+fn required_str<'a>(args: &'a Map<String, Value>, key: &str) -> Result<&'a str, Failure> {
+    match args.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(Failure(format!("{key} is required (a non-empty string)"))),
+        Some(other) => Err(Failure(format!("{key} must be a string, got {other}"))),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn schema(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn tool(name: &'static str, description: &'static str, input: Value, read_only: bool) -> Tool {
+    let annotations = ToolAnnotations::new().read_only(read_only).destructive(!read_only).open_world(false);
+    Tool::new(name, description, schema(input)).annotate(annotations)
+}
+
+/// The tool list: names and parameters follow the BLD Remote MCP commands (protocols.md §1).
+pub fn tools() -> Vec<Tool> {
+    let none = || json!({"type": "object", "properties": {}, "additionalProperties": false});
+    let key = json!({"type": "string", "minLength": 1, "description": "the key the data is stored under"});
+    vec![
+        tool("get_scene_info", "Summary of the current Blender scene: name, object count, the first 10 objects, materials count and frame range.", none(), true),
+        tool(
+            "get_object_info",
+            "Details of one object: type, location, rotation, scale, visibility, dimensions, materials, and mesh counts for meshes.",
+            json!({"type": "object", "properties": {"name": {"type": "string", "minLength": 1, "description": "the object's name, e.g. \"Cube\""}}, "required": ["name"], "additionalProperties": false}),
+            true,
+        ),
+        tool(
+            "execute_code",
+            "Run Python inside Blender (bpy is imported, fresh globals per call) and return what it printed to stdout and stderr.",
+            json!({"type": "object", "properties": {
+                "code": {"type": "string", "minLength": 1, "description": "Python source; use print() to return values"},
+                "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_JOB_SECONDS, "description": "how long Blender may take (default 30)"}
+            }, "required": ["code"], "additionalProperties": false}),
+            false,
+        ),
+        tool(
+            "get_viewport_screenshot",
+            "A screenshot of Blender's 3D viewport as an image (needs Blender with its UI, not background mode).",
+            json!({"type": "object", "properties": {
+                "max_size": {"type": "integer", "minimum": 1, "maximum": 16384, "default": 800, "description": "longest side in pixels; larger screenshots are scaled down"},
+                "format": {"type": "string", "enum": ["png", "jpeg"], "default": "png", "description": "image format"}
+            }, "additionalProperties": false}),
+            true,
+        ),
+        tool(
+            "put_persist_data",
+            "Store JSON data under a key in Blender's session (kept until Blender exits).",
+            json!({"type": "object", "properties": {"key": key, "data": {"description": "any JSON value except null"}}, "required": ["key", "data"], "additionalProperties": false}),
+            false,
+        ),
+        tool(
+            "get_persist_data",
+            "Read the data stored under a key; returns {data, found}.",
+            json!({"type": "object", "properties": {"key": key, "default": {"description": "returned as data when the key is missing (default null)"}}, "required": ["key"], "additionalProperties": false}),
+            true,
+        ),
+        tool(
+            "remove_persist_data",
+            "Delete the data stored under a key; returns {removed}.",
+            json!({"type": "object", "properties": {"key": key}, "required": ["key"], "additionalProperties": false}),
+            false,
+        ),
+        tool("check_connection_status", "Whether Blender is reachable: address, scene name, object count and round-trip time, or the error.", none(), true),
+    ]
+}
+
+impl ServerHandler for BlenderTools {
+    fn get_info(&self) -> ServerConfig {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("blendwire", env!("CARGO_PKG_VERSION")))
+            .with_instructions(format!(
+                "Tools for a running Blender with the blendwire service at {} (start it with `blendwire serve --port {}`).",
+                self.addr,
+                self.client.port()
+            ))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        tools().into_iter().find(|t| t.name == name)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = request.arguments.unwrap_or_default();
+        match self.dispatch(&request.name, &args).await {
+            Some(Ok(content)) => Ok(CallToolResult::success(content).into()),
+            Some(Err(Failure(message))) => Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into()),
+            None => Err(ErrorData::invalid_params(
+                format!(
+                    "unknown tool {:?}; the tools are: {}",
+                    request.name,
+                    tools().iter().map(|t| t.name.as_ref()).collect::<Vec<_>>().join(", ")
+                ),
+                None,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_has_an_object_schema_and_a_one_line_description() {
+        let tools = tools();
+        assert_eq!(tools.len(), 8);
+        for t in &tools {
+            assert_eq!(t.input_schema.get("type"), Some(&json!("object")), "{}", t.name);
+            let d = t.description.as_deref().unwrap_or_default();
+            assert!(!d.is_empty() && !d.contains('\n'), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn connect_failure_names_the_address_and_how_to_start_blender() {
+        let tools = BlenderTools::new(McpConfig {
+            host: "127.0.0.1".into(),
+            port: 1,
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_millis(50),
+            token: None,
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let Err(Failure(message)) = rt.block_on(tools.command("get_scene_info", json!({}), Retry::Once)) else {
+            panic!("port 1 answered");
+        };
+        assert!(message.contains("127.0.0.1:1") && message.contains("blendwire serve --port 1"), "{message}");
+    }
+}
