@@ -32,12 +32,14 @@ TOOLS = {
 
 
 @contextlib.asynccontextmanager
-async def mcp_session(port, host=bwtest.HOST):
+async def mcp_session(port, host=bwtest.HOST, env=None):
     """An initialized ClientSession with `blendwire mcp` for host:port; its stderr goes to a temp
-    file (stdout is the protocol), yielded as session.errlog_path."""
+    file (stdout is the protocol), yielded as session.errlog_path. `env` is added to the few
+    variables the SDK passes on."""
     params = StdioServerParameters(
         command=bwtest.blendwire_command()[0],
         args=bwtest.blendwire_command()[1:] + ["mcp", "--blender-host", host, "--blender-port", str(port)],
+        env=env,
     )
     with tempfile.NamedTemporaryFile("w+", prefix="blendwire-mcp-", suffix=".log", delete=False) as errlog:
         try:
@@ -173,6 +175,23 @@ def test_large_stdout_comes_through_whole(server):
             assert len(got) == size and got == expected
 
     run(body)
+
+
+def test_token_from_blendwire_token(serve_factory):
+    sp = serve_factory("background", env={"BLENDWIRE_TOKEN": "mcp-secret"})
+
+    async def body():
+        async with mcp_session(sp.port, env={"BLENDWIRE_TOKEN": "mcp-secret"}) as s:
+            assert text_of(ok(await s.call_tool("execute_code", {"code": "print('in')"}))) == "in\n"
+        async with mcp_session(sp.port) as s:
+            message = failed(await s.call_tool("get_scene_info", {}))
+            assert "unauthorized" in message and "mcp-secret" not in message, message
+
+    run(body)
+    # serve_factory's teardown has no token: shut it down here.
+    with bwtest.Conn(sp.port) as c:
+        bwtest.assert_success(c.request({"type": "server_shutdown", "token": "mcp-secret"}))
+    assert sp.wait_exit() == 0
 
 
 # ---- Blender down at start, then up, then restarted during a call --------------------------------
