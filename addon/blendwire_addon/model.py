@@ -130,12 +130,12 @@ def service_rows(st):
     svc, bridge = st.get("service") or {}, st.get("bridge") or {}
     if svc.get("running"):
         address = f"{svc.get('host')}:{svc.get('port')}"
-        rows = [Row("service", f"Service on {address}", "LINKED", value=address)]
+        rows = [Row("service", f"On: {address}", "LINKED", value=address)]
     else:
-        rows = [Row("service", "Service off", "UNLINKED", value=None)]
+        rows = [Row("service", "Service: off", "UNLINKED", value=None)]
     latency = bridge.get("last_latency_ms")
     rows += [
-        Row("clients", f"Connected clients: {svc.get('connections_open', 0)}", value=svc.get("connections_open", 0)),
+        Row("clients", f"Clients: {svc.get('connections_open', 0)}", value=svc.get("connections_open", 0)),
         Row("calls", f"Calls served: {svc.get('requests', 0)}", value=svc.get("requests", 0)),
         Row("errors", f"Errors: {error_count(svc)}", alert=error_count(svc) > 0, value=error_count(svc)),
         Row("queue", f"Queue: {bridge.get('queue_depth', 0)} / {bridge.get('capacity', '?')}",

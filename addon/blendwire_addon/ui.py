@@ -219,13 +219,14 @@ class BLENDWIRE_PT_status(bpy.types.Panel):
         LAST_DRAWN.update(time=time.monotonic(), status=st, rows=service + engine)
         _draw_rows(self.layout, service)
         row = self.layout.row(align=True)
-        row.operator(BLENDWIRE_OT_start.bl_idname, icon="PLAY")
-        row.operator(BLENDWIRE_OT_stop.bl_idname, icon="PAUSE")
+        # Short texts: the sidebar is narrow by default.
+        row.operator(BLENDWIRE_OT_start.bl_idname, text="Start", icon="PLAY")
+        row.operator(BLENDWIRE_OT_stop.bl_idname, text="Stop", icon="PAUSE")
         self.layout.separator()
         _draw_rows(self.layout, engine)
         row = self.layout.row(align=True)
-        row.operator(BLENDWIRE_OT_router_start.bl_idname, icon="PLAY")
-        row.operator(BLENDWIRE_OT_router_stop.bl_idname, icon="PAUSE")
+        row.operator(BLENDWIRE_OT_router_start.bl_idname, text="Connect", icon="PLAY")
+        row.operator(BLENDWIRE_OT_router_stop.bl_idname, text="Disconnect", icon="PAUSE")
         _keep_fresh()
 
 

@@ -143,7 +143,7 @@ def test_panel_rows_show_the_status(addon, recorder):
     import blendwire
 
     off = {r.key: r for r in model.service_rows(blendwire.status())}
-    assert off["service"].text == "Service off"
+    assert off["service"].text == "Service: off"
     host, port = bw.start("127.0.0.1", 0)
 
     def client():
@@ -157,7 +157,7 @@ def test_panel_rows_show_the_status(addon, recorder):
     _, st = pump_while(client)
     rows = {r.key: r for r in model.service_rows(st) + model.router_rows(st)}
     svc, bridge = st["service"], st["bridge"]
-    assert rows["service"].text == f"Service on 127.0.0.1:{port}"
+    assert rows["service"].text == f"On: 127.0.0.1:{port}"
     assert rows["clients"].value == svc["connections_open"] and rows["clients"].text.endswith(str(svc["connections_open"]))
     assert rows["calls"].value == svc["requests"] >= 5 and rows["calls"].text == f"Calls served: {svc['requests']}"
     assert rows["errors"].value == sum(svc["errors"].values()) >= 1 and rows["errors"].alert
