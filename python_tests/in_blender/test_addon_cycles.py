@@ -93,3 +93,42 @@ def test_module_is_importable_with_bl_info(addon_env):
     assert info and info.get("name") and tuple(info.get("blender", (9, 9))) <= (3, 4, 0), info
     disable()
     assert MODULE in sys.modules
+
+
+def test_disable_with_100_calls_in_flight_answers_or_closes_each(addon_env):
+    """Disabling the add-on while 100 calls wait: every caller gets an answer or a closed
+    connection (no hang), and the port is free at once."""
+    import threading
+
+    port = addon_env
+    enable()
+    outcomes = {}
+    submitted0 = _core.status()["bridge"]["submitted"]
+
+    def call(i):
+        try:
+            outcomes[i] = ("answer", bwtest.request(port, "execute_code", {"code": f"print({i})"}, timeout=60))
+        except ConnectionError as e:  # closed by the service (EOF or reset): the documented outcome
+            outcomes[i] = ("closed", repr(e))
+        except BaseException as e:  # noqa: BLE001 - a timeout or anything else is a failure
+            outcomes[i] = ("failed", repr(e))
+
+    threads = [threading.Thread(target=call, args=(i,), daemon=True) for i in range(100)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: _core.status()["bridge"]["submitted"] - submitted0 >= 100, 30, "100 queued calls")
+    _core.tick(1.0)  # run a few on the main thread, as a GUI timer would, then disable mid-flood
+    disable()
+    assert bwtest.port_is_bindable(port), "the port is still taken after the add-on was disabled"
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a caller hung after the add-on was disabled"
+    kinds = [outcomes[i][0] for i in range(100)]
+    assert "failed" not in kinds, [o for o in outcomes.values() if o[0] == "failed"][:3]
+    answered = [outcomes[i][1] for i in range(100) if outcomes[i][0] == "answer"]
+    assert answered and kinds.count("closed") > 0, f"answered {len(answered)}, closed {kinds.count('closed')}"
+    for resp in answered:
+        assert resp["status"] in ("success", "error"), resp
+    # Nothing is left queued for a service that no longer exists.
+    _core.tick(1000.0)
+    assert _core.status()["bridge"]["queue_depth"] == 0
