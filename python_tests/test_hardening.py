@@ -362,6 +362,25 @@ def test_half_request_then_stall_is_closed_after_the_read_timeout(server):
     assert_still_serves(server)
 
 
+def test_serve_limit_flags_stall_and_connection_limit(serve_factory):
+    """`serve --read-timeout/--max-connections/--queue-capacity` reach the service."""
+    sp = serve_factory("background", extra=["--read-timeout", "0.5", "--max-connections", "2",
+                                            "--queue-capacity", "8"])
+    with Conn(sp.port) as stalled, Conn(sp.port) as second:
+        stalled.send(b'{"type": "get_scene_info", "par')
+        resp = assert_error(stalled.read(60), "incomplete_request")
+        assert "0.5 s" in resp["message"], resp
+        assert stalled.at_eof(30)
+        wait_for(lambda: assert_success(second.request({"type": "get_status", "params": {}}))
+                 ["service"]["connections_open"] == 1, 30, "the stalled connection to be gone")
+        status = assert_success(second.request({"type": "get_status", "params": {}}))
+        assert status["bridge"]["capacity"] == 8
+        with Conn(sp.port) as third, Conn(sp.port) as fourth:
+            assert_success(third.request({"type": "get_scene_info", "params": {}}))
+            resp = assert_error(fourth.read(30), "too_many_connections")
+            assert "limit 2" in resp["message"]
+
+
 # ---- a long handler -----------------------------------------------------------------------------------
 
 def long_handler_case(server, blocker_code, release):

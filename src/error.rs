@@ -109,7 +109,7 @@ pub(crate) fn fmt_secs(d: Duration) -> String {
     if s.fract() == 0.0 {
         format!("{}", s as u64)
     } else {
-        format!("{s:.3}")
+        format!("{s:.3}").trim_end_matches('0').to_string()
     }
 }
 

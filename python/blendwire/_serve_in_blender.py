@@ -82,7 +82,8 @@ def main():
     settings = json.loads(os.environ.get(ENV) or "{}")
     try:
         host, port = blender.start(
-            settings.get("host", blender.DEFAULT_HOST), settings.get("port"), quit_on_shutdown=True
+            settings.get("host", blender.DEFAULT_HOST), settings.get("port"), quit_on_shutdown=True,
+            **settings.get("service", {}),
         )
     except Exception as e:
         _emit(ERROR, {"error": str(e), "kind": type(e).__name__})

@@ -69,7 +69,7 @@ def address():
 
 def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8.0,
           default_timeout=30.0, max_request_bytes=None, quit_on_shutdown=False, token=None,
-          log_level=None):
+          log_level=None, read_timeout=None, max_connections=None):
     """Start the command service; return the bound (host, port).
 
     `port=None` takes `BLD_REMOTE_MCP_PORT` (default 6688); 0 picks a free port. In the GUI a
@@ -97,6 +97,10 @@ def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8
     kwargs = {"default_timeout": float(default_timeout), "token": token}
     if max_request_bytes is not None:
         kwargs["max_request_bytes"] = int(max_request_bytes)
+    if read_timeout is not None:
+        kwargs["read_timeout"] = float(read_timeout)
+    if max_connections is not None:
+        kwargs["max_connections"] = int(max_connections)
     bound = tuple(_core.start_service(host, int(port), commands.COMMANDS, **kwargs))
 
     _State.budget_ms = float(tick_budget_ms)

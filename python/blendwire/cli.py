@@ -46,7 +46,7 @@ def _serve_bpy(host, port, blend_file, router_settings):
     from . import _serve_in_blender as inner
 
     try:
-        host, port = blender.start(host, port)
+        host, port = blender.start(host, port, **router_settings.get("service", {}))
     except (PortInUse, ServiceError) as e:
         raise _Fail(f"could not start the service: {e}")
     from . import router
@@ -235,11 +235,25 @@ def _cmd_serve(args):
         if not os.path.isfile(blend_file):
             raise _Fail(f"no such .blend file: {args.file}")
     router_settings = _router_settings(args)
+    router_settings["service"] = _service_settings(args)
     if args.bpy:
         if args.gui:
             raise _Fail("--gui needs a Blender executable; the bpy module has no UI (drop --bpy)")
         return _serve_bpy(args.host, port, blend_file, router_settings)
     return _serve_child(args.host, port, args.blender, args.gui, blend_file, router_settings)
+
+
+def _service_settings(args):
+    """Keyword arguments for blendwire.blender.start (checked here, before Blender starts)."""
+    limits = {"queue_capacity": args.queue_capacity, "max_connections": args.max_connections,
+              "max_request_bytes": args.max_request_bytes, "read_timeout": args.read_timeout,
+              "default_timeout": args.default_timeout}
+    for name, value in limits.items():
+        if value is not None and value <= 0:
+            raise _Fail(f"--{name.replace('_', '-')} must be > 0, got {value:g}")
+    if args.max_request_bytes is not None and args.max_request_bytes < 1024:
+        raise _Fail(f"--max-request-bytes must be at least 1024, got {args.max_request_bytes}")
+    return {k: v for k, v in limits.items() if v is not None}
 
 
 def _router_settings(args):
@@ -395,6 +409,14 @@ def _parser():
     which.add_argument("--blender", metavar="PATH", help="Blender executable (default: $BLENDER or blender on PATH)")
     which.add_argument("--bpy", action="store_true", help="run in this process on the bpy module")
     s.add_argument("--gui", action="store_true", help="run Blender with its UI (under xvfb-run if $DISPLAY is unset)")
+    lim = s.add_argument_group("service limits")
+    lim.add_argument("--queue-capacity", type=int, metavar="N", help="main-thread queue bound (default 1024)")
+    lim.add_argument("--max-connections", type=int, metavar="N", help="open connections at most (default 256)")
+    lim.add_argument("--max-request-bytes", type=int, metavar="N", help="request size limit (default 64 MiB)")
+    lim.add_argument("--read-timeout", type=float, metavar="S",
+                     help="seconds for a request to arrive whole (default 30)")
+    lim.add_argument("--default-timeout", type=float, metavar="S",
+                     help="server-side wait for Blender per request, unless params._timeout_seconds (default 30)")
     r = s.add_argument_group("router (cr8_engine Socket.IO client)")
     r.add_argument("--engine-url", metavar="URL",
                    help="connect to the engine at URL, e.g. http://127.0.0.1:8000 (default: $WS_URL; none: no router)")

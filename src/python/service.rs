@@ -32,7 +32,7 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     if value.is_finite() && value > 0.0 && value <= 86_400.0 {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(PyValueError::new_err(format!("{name} must be a number of seconds between 0 and 86400, got {value}")))
+        Err(PyValueError::new_err(format!("{name} must be a number of seconds above 0 and at most 86400, got {value}")))
     }
 }
 
