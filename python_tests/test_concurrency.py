@@ -82,13 +82,28 @@ def _storm(seconds):
                 except BaseException as e:  # noqa: BLE001 - anything else is a failure
                     errors.append(f"{action}: {e!r}")
 
+        def main_thread_jobs(op, params):
+            # The router asks the main thread for its auth and registry before it connects.
+            if op == "auth":
+                return {"token": "t", "username": "storm", "blend_file_path": ""}
+            return {"type": "registry_updated", "total_addons": 0, "available_tools": []}
+
+        def finish():
+            for t in workers:
+                t.join(seconds + 60)
+            _core.stop_pump("storm over")
+
+        _core.set_router_dispatcher(main_thread_jobs)
+        _core.take_stop_request()
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(THREADS)]
         for t in workers:
             t.start()
-        for t in workers:
-            t.join(seconds + 60)
+        finisher = threading.Thread(target=finish, daemon=True)
+        finisher.start()
+        assert _core.pump() == "storm over"  # this thread plays Blender's main thread meanwhile
+        finisher.join(10)
         done.set()
         sampler.join(10)
         assert not any(t.is_alive() for t in workers), "deadlock: workers still running"
@@ -107,6 +122,7 @@ def _storm(seconds):
     finally:
         _core.stop_router(2.0)
         _core.stop_service(2.0)
+        _core.set_router_dispatcher(None)
         peer.kill()
 
 
