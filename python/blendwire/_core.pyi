@@ -143,6 +143,21 @@ def stop_router(timeout: float = 2.0) -> bool:
 
 def router_running() -> bool: ...
 
+# ---- MCP server ----------------------------------------------------------------------------
+
+def run_mcp_stdio(
+    host: str = "127.0.0.1",
+    port: int = 6688,
+    timeout: float = 600.0,
+    connect_timeout: float = 2.0,
+    token: Optional[str] = None,
+) -> None:
+    """Serve the Model Context Protocol over this process's stdin/stdout (logs to stderr) for the
+    Blender service at host:port, until stdin closes or Ctrl-C. Tools: get_scene_info,
+    get_object_info, execute_code, get_viewport_screenshot (image content), put/get/remove
+    persist data, check_connection_status. Blender may come and go: calls fail fast while it is
+    down; execute_code is never resent after a lost connection. Blocks with the GIL released."""
+
 # ---- client --------------------------------------------------------------------------------
 
 class Client:
