@@ -3,6 +3,7 @@
 use crate::mcp::{run_stdio, McpConfig};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use super::seconds;
 use pyo3::prelude::*;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
@@ -11,13 +12,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_mcp_stdio, m)?)
 }
 
-fn seconds(name: &str, value: f64) -> PyResult<Duration> {
-    if value.is_finite() && value > 0.0 && value <= 86_400.0 {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(PyValueError::new_err(format!("{name} must be a number of seconds between 0 and 86400, got {value}")))
-    }
-}
 
 /// Serve MCP on stdin/stdout for the Blender service at host:port until stdin closes.
 #[pyfunction]

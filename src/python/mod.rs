@@ -7,7 +7,19 @@ mod mcp;
 mod router;
 mod service;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use std::time::Duration;
+
+/// A duration argument from Python, checked the same way by every binding: more than 0 and at
+/// most 30 days.
+pub(crate) fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    if value.is_finite() && value > 0.0 && value <= 30.0 * 86_400.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(PyValueError::new_err(format!("{name} must be a number of seconds above 0 (at most 30 days), got {value}")))
+    }
+}
 
 #[pymodule(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,6 +1,7 @@
 //! Start/stop of the cr8_engine router client.
 
 use super::bridge::emit_logs;
+use super::seconds;
 use crate::backoff::BackoffPolicy;
 use crate::queue;
 use crate::router::{Router, RouterConfig, Shared};
@@ -29,13 +30,6 @@ pub fn shared() -> Option<Arc<Shared>> {
     ROUTER.lock().as_ref().map(|r| r.shared.clone())
 }
 
-fn secs(name: &str, v: f64, allow_zero: bool) -> PyResult<Duration> {
-    if v.is_finite() && (v > 0.0 || allow_zero && v == 0.0) && v <= 30.0 * 86_400.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {v}")))
-    }
-}
 
 fn count(name: &str, v: i64) -> PyResult<usize> {
     usize::try_from(v).ok().filter(|n| *n > 0).ok_or_else(|| PyValueError::new_err(format!("{name} must be at least 1, got {v}")))
@@ -77,14 +71,15 @@ fn start_router(
         Some(a) if !a.is_none() => depythonize(a).map_err(|e| PyValueError::new_err(format!("fallback_auth: {e}")))?,
         _ => Value::Object(Default::default()),
     };
-    let watchdog = secs("watchdog_seconds", watchdog_seconds, true)?;
+    // 0 disables the watchdog.
+    let watchdog = if watchdog_seconds == 0.0 { Duration::ZERO } else { seconds("watchdog_seconds", watchdog_seconds)? };
     let config = RouterConfig {
         url,
         socketio_path,
         namespace,
         backoff: BackoffPolicy {
-            initial: secs("backoff_initial", backoff_initial, false)?,
-            max: secs("backoff_max", backoff_max, false)?,
+            initial: seconds("backoff_initial", backoff_initial)?,
+            max: seconds("backoff_max", backoff_max)?,
             factor: 2.0,
             jitter: backoff_jitter,
         },
@@ -92,9 +87,9 @@ fn start_router(
             arm_after_failures: u32::try_from(count("watchdog_after_failures", watchdog_after_failures)?).unwrap_or(u32::MAX),
             duration: (!watchdog.is_zero()).then_some(watchdog),
         },
-        handshake_timeout: secs("handshake_timeout", handshake_timeout, false)?,
-        command_timeout: secs("command_timeout", command_timeout, false)?,
-        poll_limit: secs("poll_limit", poll_limit, false)?,
+        handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
+        command_timeout: seconds("command_timeout", command_timeout)?,
+        poll_limit: seconds("poll_limit", poll_limit)?,
         outbox_max_count: count("outbox_max_count", outbox_max_count)?,
         outbox_max_bytes: count("outbox_max_bytes", outbox_max_bytes)?,
         fallback_auth,
@@ -117,7 +112,7 @@ fn start_router(
 #[pyfunction]
 #[pyo3(signature = (timeout = 2.0))]
 pub fn stop_router(py: Python<'_>, timeout: f64) -> PyResult<bool> {
-    let timeout = secs("timeout", timeout, false)?;
+    let timeout = seconds("timeout", timeout)?;
     let stopped = py.detach(|| {
         // Hold the lock until the connection is closed, so an overlapping start cannot open a
         // second one meanwhile.

@@ -1,5 +1,6 @@
 //! Start/stop of the command service, and `status()`.
 
+use super::seconds;
 use super::{bridge::emit_logs, errors};
 use crate::framing::Limits;
 use crate::queue;
@@ -28,13 +29,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-fn seconds(name: &str, value: f64) -> PyResult<Duration> {
-    if value.is_finite() && value > 0.0 && value <= 86_400.0 {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(PyValueError::new_err(format!("{name} must be a number of seconds above 0 and at most 86400, got {value}")))
-    }
-}
 
 #[pyfunction]
 #[pyo3(signature = (host = "127.0.0.1".to_string(), port = 6688, commands = Vec::new(), *,
