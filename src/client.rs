@@ -86,15 +86,12 @@ impl Client {
     }
 
     fn exchange(&self, conn: &mut Conn, request: &[u8], deadline: Instant) -> Result<Value, ClientError> {
-        let remaining = |what: &str| {
-            deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| self.timed_out(what))
+        let remaining = || {
+            deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or_else(|| self.timed_out())
         };
-        conn.stream.set_write_timeout(Some(remaining("send")?)).ok();
+        conn.stream.set_write_timeout(Some(remaining()?)).ok();
         conn.stream.write_all(request).map_err(|e| match e.kind() {
-            ErrorKind::WouldBlock | ErrorKind::TimedOut => self.timed_out("send"),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => self.timed_out(),
             _ => self.lost(&e.to_string()),
         })?;
         let mut chunk = [0u8; 64 * 1024];
@@ -102,12 +99,12 @@ impl Client {
             if let Some(frame) = conn.decoder.next_frame() {
                 return frame.map_err(|e| ClientError::Protocol { addr: self.addr_text(), detail: e.to_string() });
             }
-            conn.stream.set_read_timeout(Some(remaining("response")?)).ok();
+            conn.stream.set_read_timeout(Some(remaining()?)).ok();
             match conn.stream.read(&mut chunk) {
                 Ok(0) => return Err(self.lost("the server closed the connection before answering")),
                 Ok(n) => conn.decoder.extend(&chunk[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(self.timed_out("response"))
+                    return Err(self.timed_out())
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.lost(&e.to_string())),
@@ -149,7 +146,7 @@ impl Client {
         addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied().ok_or_else(|| "no address".to_string())
     }
 
-    fn timed_out(&self, _what: &str) -> ClientError {
+    fn timed_out(&self) -> ClientError {
         ClientError::Timeout { addr: self.addr_text(), after: self.timeout }
     }
 

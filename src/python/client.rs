@@ -76,7 +76,7 @@ impl PyClient {
             Some("error") => {
                 let message = response.get("message").and_then(Value::as_str).unwrap_or("command failed").to_string();
                 let code = response.get("error_code").and_then(Value::as_str).unwrap_or("command_error").to_string();
-                Err(errors::command_error(py, message, code, to_py(py, &response)?))
+                Err(errors::command_error(message, code, to_py(py, &response)?))
             }
             _ => Err(errors::ProtocolError::new_err(format!(
                 "response has no \"status\": {}",

@@ -32,8 +32,7 @@ pub fn client_error(e: ClientError) -> PyErr {
 }
 
 /// A `status: error` response, raised by the client.
-pub fn command_error(py: Python<'_>, message: String, code: String, response: Py<PyAny>) -> PyErr {
-    let _ = py;
+pub fn command_error(message: String, code: String, response: Py<PyAny>) -> PyErr {
     CommandError::new_err((message, code, response))
 }
 
