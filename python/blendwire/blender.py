@@ -27,11 +27,18 @@ _IDLE_INTERVAL = 0.01  # seconds between timer turns when nothing is queued
 # After a job, run on every main-loop turn (~5 ms apart when idle) for this long: the next
 # request of an active client then waits half a turn on average, not half of _IDLE_INTERVAL.
 _HOT_SECONDS = 2.0
+# Blender's main loop sleeps 5 ms whenever a turn had no event, so a client that sends its next
+# request right after an answer would wait a whole turn. For this long after each job, a
+# zero-interval window timer gives every turn an event, so the loop does not sleep and the next
+# request is picked up at once; it stops spinning as soon as clients pause.
+_SPIN_SECONDS = 0.003
 
 
 class _State:
     last_activity = -1
     hot_until = 0.0
+    spin_until = 0.0
+    spin_timer = None  # (window manager, wmTimer) while spinning
     timer_on = False
     budget_ms = 8.0
     quit_on_shutdown = False
@@ -180,6 +187,23 @@ def _unregister_timer():
     if _State.timer_on and bpy.app.timers.is_registered(_timer_tick):
         bpy.app.timers.unregister(_timer_tick)
     _State.timer_on = False
+    _spin(False)
+
+
+def _spin(on):
+    """Keep (on) or stop a zero-interval window timer: its events keep the main loop from
+    sleeping between turns (see _SPIN_SECONDS)."""
+    if on and _State.spin_timer is None:
+        wm = bpy.context.window_manager
+        if wm is not None and wm.windows:
+            _State.spin_timer = (wm, wm.event_timer_add(0.0, window=wm.windows[0]))
+    elif not on and _State.spin_timer is not None:
+        wm, timer = _State.spin_timer
+        _State.spin_timer = None
+        try:
+            wm.event_timer_remove(timer)
+        except (ReferenceError, ValueError, RuntimeError):  # the window manager is gone (file load)
+            pass
 
 
 def _timer_tick():
@@ -234,6 +258,8 @@ def _timer_tick():
         if activity != _State.last_activity:
             _State.last_activity = activity
             _State.hot_until = now + _HOT_SECONDS
+            _State.spin_until = now + _SPIN_SECONDS
+        _spin(waiting or now < _State.spin_until)
         return 0.0 if waiting or now < _State.hot_until else _IDLE_INTERVAL
     except Exception:
         traceback.print_exc()
