@@ -14,6 +14,14 @@ It starts, one after the other (never two servers at once, so they never share t
     (BLD_REMOTE_MCP_PORT, BLD_REMOTE_MCP_START_NOW=1, BLD_REMOTE_LOG_LEVEL=INFO);
   * `blendwire serve --port 0 --gui` (under xvfb-run when $DISPLAY is unset).
 
+In the same run (issue 5): 64 concurrent persistent clients (8 processes x 8 connections driven
+with selectors) against blendwire -b and the peer; a 10 MB `execute_code` result against blendwire
+-b next to a plain loopback copy of the same number of bytes (a Python server process, same read
+loop); idle CPU%/RSS/threads of Blender GUI with blendwire idle vs plain Blender GUI, and of
+blendwire -b idle vs a plain `blender -b` sleeping in Python; a STAND-IN for the blender-mcp
+add-on's dispatch (benches/blender_mcp_standin.py, GUI) against blendwire GUI, 1 and 8 clients;
+blendwire GUI's max_tick_ms / max_job_ms (get_status) before and after the 8-client flood.
+
 Every workload uses the same raw-protocol client code for both servers (send the JSON, read until
 the bytes parse as one JSON object, TCP_NODELAY). Warm-up calls are excluded; each workload runs
 ROUNDS rounds, each bounded in calls and in time; the table shows the median over rounds.
@@ -44,6 +52,12 @@ CLIENT_TIMEOUT = 10.0
 N_CONCURRENT = 8
 
 SCENE = {"type": "get_scene_info", "params": {}}
+BIG_BYTES = 10_000_000
+BIG_EXEC = json.dumps({"type": "execute_code",
+                       "params": {"code": f"print('x' * {BIG_BYTES}, end='')"}}).encode()
+MULTI_PROCS, MULTI_PER_PROC = 8, 8  # 64 concurrent persistent connections
+TICK_BUDGET_MS = 8.0
+STANDIN = os.path.join(ROOT, "benches", "blender_mcp_standin.py")
 EXEC = {"type": "execute_code", "params": {"code": "print(1)"}}
 
 
@@ -183,6 +197,121 @@ def _worker(args):
         close()
 
 
+def _worker_multi(args):
+    """One process driving n_conn persistent connections at once with selectors (each connection
+    has at most one request in flight; the next request goes out as soon as its answer is whole).
+    Same request bytes and completion rule (the bytes parse as one JSON object) as _roundtrip."""
+    import selectors
+    kind, port, n_conn, warmup, start_at, window_s, max_calls = args
+    payload = json.dumps(SCENE if kind == "persistent_scene" else EXEC).encode()
+    socks, errors = [], {}
+    for _ in range(n_conn):
+        try:
+            s = _connect(port)
+            for _w in range(warmup):
+                _roundtrip(s, payload)
+            socks.append(s)
+        except Exception as e:  # noqa: BLE001
+            errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+    fails = n_conn - len(socks)
+    lat = []
+    delay = start_at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    sel = selectors.DefaultSelector()
+    state = {}
+    perf = time.perf_counter_ns
+    cpu0 = time.process_time()
+    t0 = time.monotonic()
+    t_end = start_at + window_s
+    for s in socks:
+        s.setblocking(False)
+        state[s] = [b"", perf(), 0]  # buffer, send time, calls done
+        s.sendall(payload)  # small: fits the empty send buffer
+        sel.register(s, selectors.EVENT_READ)
+    while state:
+        now = time.monotonic()
+        if now >= t_end + CLIENT_TIMEOUT:
+            break
+        for key, _ev in sel.select(timeout=max(0.01, min(1.0, t_end + CLIENT_TIMEOUT - now))):
+            s = key.fileobj
+            st = state[s]
+            try:
+                chunk = s.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                chunk, err = b"", type(e).__name__
+            else:
+                err = "ConnectionError"
+            if not chunk:
+                errors[err] = errors.get(err, 0) + 1
+                fails += 1
+                sel.unregister(s)
+                s.close()
+                del state[s]
+                continue
+            st[0] += chunk
+            try:
+                resp = json.loads(st[0])
+            except ValueError:
+                continue
+            b = perf()
+            if _ok(resp):
+                lat.append(b - st[1])
+            else:
+                fails += 1
+            st[2] += 1
+            if st[2] >= max_calls or time.monotonic() >= t_end:
+                sel.unregister(s)
+                s.close()
+                del state[s]
+                continue
+            st[0], st[1] = b"", perf()
+            s.setblocking(True)
+            s.sendall(payload)
+            s.setblocking(False)
+    for s in list(state):  # still waiting after the grace period: a failure (timeout)
+        errors["timeout"] = errors.get("timeout", 0) + 1
+        fails += 1
+        s.close()
+    return {"lat_ns": lat, "fails": fails, "errors": errors, "t0": t0, "t1": time.monotonic(),
+            "client_cpu_s": time.process_time() - cpu0}
+
+
+def _read_json_big(sock):
+    """The read loop for the 10 MB workload (blendwire and the plain loopback copy alike): chunks
+    into a bytearray; a parse is tried only when the bytes so far end with '}'."""
+    buf = bytearray()
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("connection closed before a whole response")
+        buf += chunk
+        if buf.rstrip().endswith(b"}"):
+            try:
+                return json.loads(buf), len(buf)
+            except ValueError:
+                continue
+
+
+LOOPBACK_SERVER = r"""
+import socket, sys
+data = open(sys.argv[1], 'rb').read()
+srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(8)
+print(srv.getsockname()[1], flush=True)
+while True:
+    c, _ = srv.accept()
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        req = c.recv(65536)
+        if not req:
+            break
+        c.sendall(data)
+    c.close()
+"""
+
+
 # --------------------------------------------------------------------------------------------
 # Statistics
 # --------------------------------------------------------------------------------------------
@@ -303,8 +432,9 @@ def _machine_busy_s():
 class Server:
     """A server process started in its own session; stop() ends it and everything under it."""
 
-    def __init__(self, name, cmd, env=None, log_path=None):
+    def __init__(self, name, cmd, env=None, log_path=None, ready_prefix="blendwire: serving on"):
         self.name = name
+        self.ready_prefix = ready_prefix
         self.stopped = False
         self.cmd = cmd
         self.log = open(log_path, "wb") if log_path else subprocess.DEVNULL
@@ -326,7 +456,7 @@ class Server:
                     self.log.flush()
                 except ValueError:
                     return
-            if line.startswith("blendwire: serving on"):
+            if line.startswith(self.ready_prefix):
                 self._ready.set()
 
     def remember_tree(self):
@@ -411,6 +541,44 @@ def start_blendwire(gui, log_path, timeout=90.0):
     srv.banner = line.strip()
     srv.remember_tree()
     return srv
+
+
+def _xvfb(cmd):
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return cmd
+    return ["xvfb-run", "-a", "-s", "-screen 0 1280x720x24"] + cmd  # as `blendwire serve --gui`
+
+
+def start_marked(name, cmd, prefix, log_path, env=None, timeout=90.0):
+    """A Blender that prints a line starting with prefix when ready (plain Blender, the stand-in)."""
+    srv = Server(name, cmd, env or dict(os.environ), log_path, ready_prefix=prefix)
+    if not srv._ready.wait(timeout):
+        srv.stop()
+        raise RuntimeError(f"{name} did not print {prefix!r} within {timeout:.0f} s (log: {log_path})")
+    srv.remember_tree()
+    return srv
+
+
+def _bridge_status(port):
+    try:
+        resp = _oneshot(port, b'{"type": "get_status", "params": {}}')
+        b = resp["result"]["bridge"]
+        return {k: b.get(k) for k in ("max_tick_ms", "max_job_ms", "completed")}
+    except Exception as e:  # noqa: BLE001
+        return {"error": repr(e)}
+
+
+def _proc_status(pid):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "Threads"):
+                    out[k] = int(v.split()[0])
+    except OSError:
+        pass
+    return out
 
 
 def peer_script():
@@ -513,6 +681,70 @@ class Bench:
             rounds.append(st)
         self._store(server, workload, rounds)
 
+    def concurrent_multi(self, server, srv, workload, kind, limits, procs, per_proc):
+        """procs processes x per_proc persistent connections each (selectors), all at once."""
+        max_calls, window, warmup = limits
+        rounds = []
+        for i in range(self.args.rounds):
+            start_at = time.monotonic() + self.args.sync_s + 0.02 * procs * per_proc
+            bpids = srv.blender_pids()
+            jobs = [(kind, srv.port, per_proc, warmup, start_at, window, max_calls)] * procs
+            res = self.pool.map_async(_worker_multi, jobs)
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            c0, m0 = _cpu_seconds(bpids), _machine_busy_s()
+            recs = res.get()
+            st = _round_stats(recs, _cpu_seconds(bpids) - c0, _machine_busy_s() - m0)
+            rounds.append(st)
+        self._store(server, workload, rounds)
+
+    def big_transfer(self, server, port, payload, n, window):
+        """n transfers (bounded by window seconds) of one big response on one persistent
+        connection; seconds per transfer (median) and MB/s."""
+        s = _connect(port)
+        times, size, fails = [], 0, 0
+        try:
+            s.sendall(payload)
+            _read_json_big(s)  # warm-up
+            t_end = time.monotonic() + window
+            for _ in range(self.args.rounds * n):
+                a = time.perf_counter()
+                s.sendall(payload)
+                resp, size = _read_json_big(s)
+                b = time.perf_counter()
+                if _ok(resp):
+                    times.append(b - a)
+                else:
+                    fails += 1
+                if time.monotonic() > t_end:
+                    break
+        finally:
+            s.close()
+        med = statistics.median(times) if times else None
+        r = {"transfers": len(times), "failures": fails, "bytes": size,
+             "median_ms": med and med * 1e3, "min_ms": times and min(times) * 1e3,
+             "max_ms": times and max(times) * 1e3, "mb_per_s": med and size / med / 1e6}
+        self.results[(server, "big_result")] = r
+        self._say(f"  {server:14s} {'10 MB response':32s} {fmt(r['median_ms'], 1)} ms per transfer "
+                  f"({len(times)} transfers, {size:,} bytes)")
+        return r
+
+    def idle(self, server, srv, seconds, settle=3.0):
+        """CPU% (all threads of the Blender process) over `seconds`, then RSS and threads."""
+        time.sleep(settle)
+        pids = srv.blender_pids()
+        c0, t0 = _cpu_seconds(pids), time.monotonic()
+        time.sleep(seconds)
+        cpu = _cpu_seconds(pids) - c0
+        wall = time.monotonic() - t0
+        rss = sum(_proc_status(p).get("VmRSS", 0) for p in pids)
+        thr = sum(_proc_status(p).get("Threads", 0) for p in pids)
+        r = {"seconds": round(wall, 2), "cpu_pct": 100.0 * cpu / wall, "rss_mb": rss / 1024.0,
+             "threads": thr, "pids": len(pids)}
+        self.results[(server, "idle")] = r
+        self._say(f"  {server:14s} {'idle':32s} CPU {r['cpu_pct']:.2f} %  RSS {r['rss_mb']:.1f} MB"
+                  f"  threads {thr}  (over {wall:.1f} s)")
+        return r
+
     def _store(self, server, workload, rounds):
         med = _median_of(rounds)
         self.results[(server, workload)] = {"rounds": rounds, "median": med}
@@ -604,12 +836,14 @@ def render(meta, bench):
         rt = ratio(bw and bw["median"]["calls_per_s"], pe and pe["median"]["calls_per_s"])
         lines.append(f"| {label} | " + " | ".join(cols(("blendwire", key))) + " | "
                      + " | ".join(cols(("peer", key))) + f" | {fmt(rt, 0) + '×' if rt else '—'} |")
-    if ("gui", "persistent_scene") in R:
-        for key, label in (("persistent_scene", "GUI (Xvfb): 1 persistent conn., get_scene_info"),
-                           ("persistent_exec", "GUI (Xvfb): 1 persistent conn., execute_code print(1)")):
-            if ("gui", key) in R:
-                lines.append(f"| {label} | " + " | ".join(cols(("gui", key)))
-                             + " | — | — | — | — | — |")
+    bw, pe = R.get(("blendwire", "concurrent64_scene")), R.get(("peer", "concurrent64_scene"))
+    if bw or pe:
+        rt = ratio(bw and bw["median"]["calls_per_s"], pe and pe["median"]["calls_per_s"])
+        lines.append(f"| {MULTI_PROCS * MULTI_PER_PROC} clients ({MULTI_PROCS} processes × "
+                     f"{MULTI_PER_PROC} connections, selectors), persistent, get_scene_info | "
+                     + " | ".join(cols(("blendwire", "concurrent64_scene"))) + " | "
+                     + " | ".join(cols(("peer", "concurrent64_scene")))
+                     + f" | {fmt(rt, 0) + '×' if rt else '—'} |")
     bc, rc = R.get(("clients", "client_blendwire")), R.get(("clients", "client_blender_remote"))
     if bc or rc:
         rt = ratio(bc and bc["median"]["calls_per_s"], rc and rc["median"]["calls_per_s"])
@@ -618,8 +852,10 @@ def render(meta, bench):
                      + " | ".join(cols(("clients", "client_blendwire"))) + " | "
                      + " | ".join(cols(("clients", "client_blender_remote")))
                      + f" | {fmt(rt, 1) + '×' if rt else '—'} |")
+    lines += render_extra(R)
     lines.append("")
-    lines.append("Targets (issue 2), background, one persistent connection, get_scene_info:")
+    lines.append("Targets (issue 2: background, one persistent connection, get_scene_info; then "
+                 "issue 5):")
     for t in meta["targets"]:
         lines.append(f"- {t['name']}: {t['value']} → **{t['verdict']}**")
     lines.append("")
@@ -635,11 +871,12 @@ def render(meta, bench):
         m = r and r["median"]
         return " | ".join(fmt(m and m[k], 0) for k in ("server_cpu_pct", "client_cpu_pct",
                                                          "other_cpu_pct"))
-    for key, label, _k, _c in WORKLOADS:
+    for key, label, _k, _c in WORKLOADS + [("concurrent64_scene", "64 clients", "", True)]:
         lines.append(f"| {label} | {cpu(R.get(('blendwire', key)))} | {cpu(R.get(('peer', key)))} |")
-    for key in ("persistent_scene", "persistent_exec"):
-        if ("gui", key) in R:
-            lines.append(f"| GUI: {key} | {cpu(R.get(('gui', key)))} | — | — | — |")
+    for key in ("persistent_scene", "persistent_exec", "concurrent8_scene"):
+        if ("gui", key) in R or ("standin", key) in R:
+            lines.append(f"| GUI: {key} (blendwire left, STAND-IN right) | {cpu(R.get(('gui', key)))}"
+                         f" | {cpu(R.get(('standin', key)))} |")
     for key in ("client_blendwire", "client_blender_remote"):
         if ("clients", key) in R:
             lines.append(f"| client library: {key[7:]} | {cpu(R.get(('clients', key)))} "
@@ -649,6 +886,83 @@ def render(meta, bench):
     lines.append("")
     lines.append(f"Rerun: `./scripts/bench` (this run: `{meta['command']}`, {meta['elapsed_s']:.0f} s).")
     return "\n".join(lines)
+
+
+def render_extra(R):
+    """The issue-5 sections: GUI vs the blender-mcp stand-in, main-loop stall, 10 MB, idle."""
+    def cols(key):
+        r = R.get(key)
+        if not r:
+            return ["—"] * 4
+        m = r["median"]
+        return [fmt(m["calls_per_s"], 0 if m["calls_per_s"] >= 100 else 1),
+                fmt(m["p50_ms"], 3), fmt(m["p99_ms"], 3), str(m["failures"])]
+    L = []
+    gui_rows = (("persistent_scene", "1 persistent conn., get_scene_info"),
+                ("persistent_exec", "1 persistent conn., execute_code print(1)"),
+                ("concurrent8_scene", f"{N_CONCURRENT} clients (processes), persistent, get_scene_info"))
+    if any(("gui", k) in R or ("standin", k) in R for k, _ in gui_rows):
+        L += ["", "GUI under Xvfb: blendwire vs a **STAND-IN** for the blender-mcp add-on "
+              "(benches/blender_mcp_standin.py, not the real add-on, which is not on PyPI: it "
+              "reproduces its documented dispatch — a socket server thread, one "
+              "`bpy.app.timers.register` per command from the client thread, the result sent from "
+              "the main thread; protocols.md §2).", "",
+              "| workload (GUI, Xvfb) | blendwire calls/s | p50 ms | p99 ms | fail "
+              "| STAND-IN calls/s | p50 ms | p99 ms | fail | ratio |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for key, label in gui_rows:
+            a, b = R.get(("gui", key)), R.get(("standin", key))
+            rt = ratio(a and a["median"]["calls_per_s"], b and b["median"]["calls_per_s"])
+            L.append(f"| {label} | " + " | ".join(cols(("gui", key))) + " | "
+                     + " | ".join(cols(("standin", key))) + f" | {fmt(rt, 1) + '×' if rt else '—'} |")
+    st = R.get(("gui", "stall"))
+    if st:
+        b0, b1 = st["before_flood"], st["after_flood"]
+        L += ["", f"Longest main-loop stall (blendwire GUI, `get_status` bridge counters, maxima since "
+              f"start-up; read before and after the {N_CONCURRENT}-client flood): max_tick_ms "
+              f"{fmt(b0.get('max_tick_ms'), 3)} → {fmt(b1.get('max_tick_ms'), 3)}, max_job_ms "
+              f"{fmt(b0.get('max_job_ms'), 3)} → {fmt(b1.get('max_job_ms'), 3)}; tick budget "
+              f"{st['tick_budget_ms']:.0f} ms (limit: budget + one job = "
+              f"{fmt(st['tick_budget_ms'] + (b1.get('max_job_ms') or 0), 3)} ms)."]
+    a, b = R.get(("blendwire", "big_result")), R.get(("loopback", "big_result"))
+    if a or b:
+        L += ["", "10 MB result on one persistent connection (same read loop for both; median "
+              "time per transfer, request sent → whole JSON parsed). blendwire's `execute_code` "
+              "response carries stdout twice (`result` and `output.stdout`), so about 20 MB go over "
+              "the wire; the loopback copy sends the same number of bytes:", "",
+              "| transfer | bytes | ms per transfer (median) | min ms | max ms | MB/s | transfers "
+              "| × loopback |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
+        for name, r, label in (("blendwire", a, "blendwire -b, `execute_code` printing 10 MB"),
+                               ("loopback", b, "plain loopback copy (Python server process sends "
+                                               "the same number of bytes)")):
+            if r:
+                rt = ratio(r["median_ms"], b and b["median_ms"])
+                L.append(f"| {label} | {r['bytes']:,} | {fmt(r['median_ms'], 1)} | "
+                         f"{fmt(r['min_ms'] or None, 1)} | {fmt(r['max_ms'] or None, 1)} | "
+                         f"{fmt(r['mb_per_s'], 0)} | {r['transfers']} | "
+                         f"{fmt(rt, 2) + '×' if rt else '—'} |")
+    idle_rows = (("blendwire-gui", "plain-gui", "Blender GUI (Xvfb)"),
+                 ("blendwire-b", "plain-b", "Blender -b"))
+    if any(R.get((k, "idle")) for row in idle_rows for k in row[:2]):
+        L += ["", "Idle cost (Blender process, all threads; CPU % of one core over the window, "
+              "RSS and thread count at its end):", "",
+              "| mode | blendwire idle: CPU % | RSS MB | threads | without: CPU % | RSS MB | threads "
+              "| Δ CPU % | Δ RSS MB | Δ threads | window s |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for bk, pk, label in idle_rows:
+            x, y = R.get((bk, "idle")), R.get((pk, "idle"))
+            if not (x or y):
+                continue
+            def c(r):
+                return (f"{fmt(r['cpu_pct'], 2)} | {fmt(r['rss_mb'], 1)} | {r['threads']}"
+                        if r else "— | — | —")
+            d = (f"{x['cpu_pct'] - y['cpu_pct']:+.2f} | {x['rss_mb'] - y['rss_mb']:+.1f} | "
+                 f"{x['threads'] - y['threads']:+d}" if x and y else "— | — | —")
+            win = (x or y)["seconds"]
+            extra = " (blendwire: service pumping idle; without: `time.sleep(1)` loop in Python)" \
+                if bk == "blendwire-b" else " (without: plain Blender, no add-on)"
+            L.append(f"| {label}{extra} | {c(x)} | {c(y)} | {d} | {win:.0f} |")
+    return L
 
 
 def targets(bench):
@@ -668,6 +982,53 @@ def targets(bench):
         out.append({"name": "p99 < 1 ms",
                     "value": f"{p99:.3f} ms (worst round {worst:.3f} ms)",
                     "verdict": "pass" if p99 < 1.0 else "MISS"})
+    out += targets5(R)
+    return out
+
+
+def targets5(R):
+    """Issue 5's targets that these workloads measure."""
+    out = []
+
+    def med(k, f):
+        r = R.get(k)
+        return r and r["median"][f]
+    bw, pe = R.get(("blendwire", "concurrent64_scene")), R.get(("peer", "concurrent64_scene"))
+    if bw and pe:
+        rt = ratio(bw["median"]["calls_per_s"], pe["median"]["calls_per_s"])
+        out.append({"name": "issue 5: 64 clients (-b) ≥ 100× the peer, zero failures",
+                    "value": f"{fmt(rt, 0)}×, failures {bw['median']['failures']}",
+                    "verdict": "pass" if rt and rt >= 100 and bw["median"]["failures"] == 0
+                    else "MISS"})
+    a, b = med(("gui", "concurrent8_scene"), "calls_per_s"), med(("standin", "concurrent8_scene"), "calls_per_s")
+    if a and b:
+        out.append({"name": "issue 5: GUI, 8 clients ≥ 5× the blender-mcp-style STAND-IN",
+                    "value": f"{a / b:,.1f}× ({a:,.0f} vs {b:,.0f} calls/s)",
+                    "verdict": "pass" if a / b >= 5 else "MISS"})
+    p50, p99 = med(("gui", "persistent_scene"), "p50_ms"), med(("gui", "persistent_scene"), "p99_ms")
+    if p50 is not None:
+        out.append({"name": "issue 5: GUI, 1 client p50 ≤ 3 ms and p99 ≤ 8 ms",
+                    "value": f"p50 {p50:.3f} ms, p99 {p99:.3f} ms",
+                    "verdict": "pass" if p50 <= 3 and p99 <= 8 else "MISS"})
+    st = R.get(("gui", "stall"))
+    if st and st["after_flood"].get("max_tick_ms") is not None:
+        t, j = st["after_flood"]["max_tick_ms"], st["after_flood"]["max_job_ms"] or 0
+        out.append({"name": "issue 5: GUI, longest main-loop tick ≤ tick budget (8 ms) + one job",
+                    "value": f"max_tick {t:.3f} ms vs {TICK_BUDGET_MS + j:.3f} ms (max_job {j:.3f} ms)",
+                    "verdict": "pass" if t <= TICK_BUDGET_MS + j else "MISS"})
+    x, y = R.get(("blendwire", "big_result")), R.get(("loopback", "big_result"))
+    if x and y and x["median_ms"] and y["median_ms"]:
+        rt = x["median_ms"] / y["median_ms"]
+        out.append({"name": "issue 5: 10 MB result within 3× the plain loopback copy",
+                    "value": f"{rt:.2f}× ({x['median_ms']:.1f} vs {y['median_ms']:.1f} ms)",
+                    "verdict": "pass" if rt <= 3 else "MISS"})
+    x, y = R.get(("blendwire-gui", "idle")), R.get(("plain-gui", "idle"))
+    if x and y:
+        dc, dr, dt = x["cpu_pct"] - y["cpu_pct"], x["rss_mb"] - y["rss_mb"], x["threads"] - y["threads"]
+        out.append({"name": "issue 5: GUI idle < 1 % CPU and < 10 MB RSS over plain Blender, ≤ 3 "
+                            "extra threads",
+                    "value": f"{dc:+.2f} % CPU, {dr:+.1f} MB, {dt:+d} threads",
+                    "verdict": "pass" if dc < 1 and dr < 10 and dt <= 3 else "MISS"})
     return out
 
 
@@ -690,6 +1051,8 @@ def main():
     if args.quick:
         args.rounds, args.window, args.peer_window, args.peer_calls = 1, 0.5, 3.0, 30
     args.sync_s = 0.6
+    args.idle_gui = 5.0 if args.quick else 30.0
+    args.idle_b = 3.0 if args.quick else 10.0
 
     t_start = time.monotonic()
     stamp = _dt.datetime.now().astimezone()
@@ -737,9 +1100,14 @@ def main():
     bw_conc = (20000, args.window, 50)        # per client
     pe_seq = (args.peer_calls, args.peer_window, 5)
     pe_conc = (args.peer_calls, args.peer_window, 3)  # per client
+    bw_conc64 = (20000, args.window, 20)      # per connection
+    pe_conc64 = (max(5, args.peer_calls // 4), args.peer_window, 1)  # per connection
     meta["limits"] = {"blendwire_sequential": bw_seq, "blendwire_oneshot": bw_oneshot,
                       "blendwire_concurrent_per_client": bw_conc, "peer_sequential": pe_seq,
                       "peer_concurrent_per_client": pe_conc,
+                      "blendwire_64_per_connection": bw_conc64,
+                      "peer_64_per_connection": pe_conc64,
+                      "idle_seconds": {"gui": args.idle_gui, "background": args.idle_b},
                       "limit_fields": ["max calls per round", "max seconds per round",
                                        "warm-up calls"]}
 
@@ -756,10 +1124,36 @@ def main():
         for key, _label, kind, conc in WORKLOADS:
             lim = bw_conc if conc else (bw_oneshot if kind == "oneshot_scene" else bw_seq)
             (bench.concurrent if conc else bench.sequential)("blendwire", srv, key, kind, lim)
+        bench.concurrent_multi("blendwire", srv, "concurrent64_scene", "persistent_scene",
+                               bw_conc64, MULTI_PROCS, MULTI_PER_PROC)
+        big = bench.big_transfer("blendwire", srv.port, BIG_EXEC, 3, 10.0 if not args.quick else 3.0)
+        bench.idle("blendwire-b", srv, args.idle_b)
         print("Python client libraries against the blendwire server:", file=sys.stderr, flush=True)
         bench.sequential("clients", srv, "client_blendwire", "client_blendwire", bw_seq)
         bench.sequential("clients", srv, "client_blender_remote", "client_blender_remote", bw_oneshot)
         srv.stop(shutdown_port=srv.port)
+
+        print("plain loopback copy of the same response bytes (Python server process):",
+              file=sys.stderr, flush=True)
+        blob = os.path.join(log_dir, "big_response.json")
+        with open(blob, "wb") as f:
+            head, tail = b'{"status": "success", "result": {"executed": true, "result": "', b'"}}'
+            f.write(head + b"x" * max(0, (big["bytes"] or BIG_BYTES) - len(head) - len(tail)) + tail)
+        srv = Server("loopback", [sys.executable, "-c", LOOPBACK_SERVER, blob], dict(os.environ),
+                     os.path.join(log_dir, "loopback.log"), ready_prefix="")
+        if not srv._ready.wait(30):
+            raise RuntimeError("loopback server did not start")
+        srv.port = int(srv.lines[0])
+        bench.big_transfer("loopback", srv.port, b"{}", 3, 10.0 if not args.quick else 3.0)
+        srv.stop()
+
+        print("plain blender -b sleeping in Python (time.sleep loop):", file=sys.stderr, flush=True)
+        srv = start_marked("plain-b", [args.blender, "-b", "--python-expr",
+                                       "import time\nprint('bench: plain ready', flush=True)\n"
+                                       "while True:\n    time.sleep(1)"],
+                           "bench: plain ready", os.path.join(log_dir, "plain-b.log"))
+        bench.idle("plain-b", srv, args.idle_b)
+        srv.stop()
 
         if not args.no_peer:
             print("peer (blender-remote 1.3.3 add-on, blender -b, keep-alive loop):",
@@ -769,6 +1163,8 @@ def main():
             for key, _label, kind, conc in WORKLOADS:
                 (bench.concurrent if conc else bench.sequential)(
                     "peer", srv, key, kind, pe_conc if conc else pe_seq)
+            bench.concurrent_multi("peer", srv, "concurrent64_scene", "persistent_scene",
+                                   pe_conc64, MULTI_PROCS, MULTI_PER_PROC)
             srv.stop()  # its server_shutdown leaves the keep-alive loop running: SIGTERM
 
         if not args.no_gui:
@@ -776,9 +1172,37 @@ def main():
                   file=sys.stderr, flush=True)
             srv = start_blendwire(True, os.path.join(log_dir, "blendwire-gui.log"))
             meta["gui_banner"] = srv.banner
+            bench.idle("blendwire-gui", srv, args.idle_gui)
+            st0 = _bridge_status(srv.port)
+            bench.concurrent("gui", srv, "concurrent8_scene", "persistent_scene", bw_conc)
+            st1 = _bridge_status(srv.port)
+            bench.results[("gui", "stall")] = {"before_flood": st0, "after_flood": st1,
+                                               "tick_budget_ms": TICK_BUDGET_MS}
+            bench._say(f"  gui max_tick_ms {st0.get('max_tick_ms')} -> {st1.get('max_tick_ms')}, "
+                       f"max_job_ms {st0.get('max_job_ms')} -> {st1.get('max_job_ms')}")
             bench.sequential("gui", srv, "persistent_scene", "persistent_scene", bw_seq)
             bench.sequential("gui", srv, "persistent_exec", "persistent_exec", bw_seq)
             srv.stop(shutdown_port=srv.port)
+
+            print("plain Blender GUI (no add-on), idle:", file=sys.stderr, flush=True)
+            srv = start_marked("plain-gui", _xvfb([args.blender, "--python-expr",
+                                                   "print('bench: plain ready', flush=True)"]),
+                               "bench: plain ready", os.path.join(log_dir, "plain-gui.log"))
+            bench.idle("plain-gui", srv, args.idle_gui)
+            srv.stop()
+
+            print("STAND-IN for blender-mcp's dispatch (benches/blender_mcp_standin.py), GUI:",
+                  file=sys.stderr, flush=True)
+            env = dict(os.environ)
+            env["BENCH_STANDIN_PORT"] = str(_free_port())
+            srv = start_marked("standin", _xvfb([args.blender, "--python", STANDIN]),
+                               "blender-mcp-standin: serving on",
+                               os.path.join(log_dir, "standin.log"), env=env)
+            srv.port = int(env["BENCH_STANDIN_PORT"])
+            bench.sequential("standin", srv, "persistent_scene", "persistent_scene", bw_seq)
+            bench.sequential("standin", srv, "persistent_exec", "persistent_exec", bw_seq)
+            bench.concurrent("standin", srv, "concurrent8_scene", "persistent_scene", bw_conc)
+            srv.stop()
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping everything this run started", file=sys.stderr)
