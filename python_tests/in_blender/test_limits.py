@@ -379,7 +379,9 @@ def test_start_stop_storm(core, seconds):
     starts, unexpected, doubles, listener_max = run_storm(core, seconds, fixed)
     assert not doubles, f"{listener_max} listeners at once, e.g. {doubles[:2]} (inode: port)"
     assert not unexpected, unexpected[:5]
-    assert starts > 0 and listener_max == 1, "the storm never started a service"
+    # (listener_max may be 0 on a loaded machine: the monitor thread competes for the GIL with 54
+    # others; check_final_state then proves a start really listens.)
+    assert starts > 0 and listener_max <= 1, "the storm never started a service"
     check_final_state(core, fixed)
 
 
