@@ -249,12 +249,18 @@ def png_size(data):
 def test_viewport_screenshot_is_image_content(server):
     async def body():
         async with mcp_session(server.port, server.host) as s:
+            # The gui phase's screen (scripts/test) makes the 3D viewport wider than 1920 px, so a
+            # 1920 px screenshot (about 2 MB of PNG as base64) must come through whole.
+            area = ok(await s.call_tool("execute_code", {"code": (
+                "import bpy\nw = bpy.context.window_manager.windows[0]\n"
+                "print(max(a.width for a in w.screen.areas if a.type == 'VIEW_3D'))")}))
+            assert int(area.content[0].text.strip()) > 1920, "the screen is too small for a 1920 px screenshot"
             for max_size in (1920, 200):
                 result = ok(await s.call_tool("get_viewport_screenshot", {"max_size": max_size}))
                 images = [c for c in result.content if c.type == "image"]
                 assert len(images) == 1 and images[0].mime_type == "image/png", result
                 width, height = png_size(base64.b64decode(images[0].data))
-                assert 0 < max(width, height) <= max_size
+                assert max(width, height) == max_size, (width, height)
                 label = [c.text for c in result.content if c.type == "text"]
                 assert label and label[0].startswith(f"{width}x{height} png"), label
 
