@@ -380,6 +380,15 @@ def test_serve_limit_flags_stall_and_connection_limit(serve_factory):
             resp = assert_error(fourth.read(30), "too_many_connections")
             assert "limit 2" in resp["message"]
 
+    def served_again():
+        # The service sees our closes a moment after we make them; until then it is still full.
+        try:
+            return bwtest.request(sp.port, "get_scene_info", timeout=10)["status"] == "success"
+        except (ConnectionError, OSError):
+            return False
+
+    wait_for(served_again, 30, "the service to take a connection again")
+
 
 # ---- a long handler -----------------------------------------------------------------------------------
 
