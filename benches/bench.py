@@ -666,35 +666,28 @@ class Bench:
 
     def concurrent(self, server, srv, workload, kind, limits):
         max_calls, window, warmup = limits
+        self._pooled_rounds(server, srv, workload, _worker, self.args.sync_s, N_CONCURRENT,
+                            lambda start_at: (kind, srv.port, warmup, start_at, window, max_calls))
+
+    def concurrent_multi(self, server, srv, workload, kind, limits, procs, per_proc):
+        """procs processes x per_proc persistent connections each (selectors), all at once."""
+        max_calls, window, warmup = limits
+        self._pooled_rounds(server, srv, workload, _worker_multi, self.args.sync_s + 0.02 * procs * per_proc,
+                            procs, lambda start_at: (kind, srv.port, per_proc, warmup, start_at, window, max_calls))
+
+    def _pooled_rounds(self, server, srv, workload, worker, delay, n_jobs, job):
+        """Rounds of `n_jobs` pool processes running `worker(job(start_at))`, all starting together."""
         rounds = []
         for i in range(self.args.rounds):
-            start_at = time.monotonic() + self.args.sync_s
+            start_at = time.monotonic() + delay
             bpids = srv.blender_pids()
-            jobs = [(kind, srv.port, warmup, start_at, window, max_calls)] * N_CONCURRENT
-            res = self.pool.map_async(_worker, jobs)
+            res = self.pool.map_async(worker, [job(start_at)] * n_jobs)
             # CPU counters are read from the common start time to the pool's return: that includes
             # the tail of the round's fan-in, a small overcount.
             time.sleep(max(0.0, start_at - time.monotonic()))
             c0, m0 = _cpu_seconds(bpids), _machine_busy_s()
             recs = res.get()
-            st = _round_stats(recs, _cpu_seconds(bpids) - c0, _machine_busy_s() - m0)
-            rounds.append(st)
-        self._store(server, workload, rounds)
-
-    def concurrent_multi(self, server, srv, workload, kind, limits, procs, per_proc):
-        """procs processes x per_proc persistent connections each (selectors), all at once."""
-        max_calls, window, warmup = limits
-        rounds = []
-        for i in range(self.args.rounds):
-            start_at = time.monotonic() + self.args.sync_s + 0.02 * procs * per_proc
-            bpids = srv.blender_pids()
-            jobs = [(kind, srv.port, per_proc, warmup, start_at, window, max_calls)] * procs
-            res = self.pool.map_async(_worker_multi, jobs)
-            time.sleep(max(0.0, start_at - time.monotonic()))
-            c0, m0 = _cpu_seconds(bpids), _machine_busy_s()
-            recs = res.get()
-            st = _round_stats(recs, _cpu_seconds(bpids) - c0, _machine_busy_s() - m0)
-            rounds.append(st)
+            rounds.append(_round_stats(recs, _cpu_seconds(bpids) - c0, _machine_busy_s() - m0))
         self._store(server, workload, rounds)
 
     def big_transfer(self, server, port, payload, n, window):
