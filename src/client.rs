@@ -11,7 +11,7 @@ use crate::framing::{Decoder, Limits};
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 pub struct Client {
@@ -117,7 +117,7 @@ impl Client {
         let mut backoff = Backoff::new(BackoffPolicy::CLIENT);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let error = match self.resolve() {
+            let error = match crate::addr::resolve(&self.host, self.port) {
                 Ok(addr) if !remaining.is_zero() => match TcpStream::connect_timeout(&addr, remaining) {
                     Ok(stream) => {
                         let _ = stream.set_nodelay(true);
@@ -138,12 +138,6 @@ impl Client {
             }
             std::thread::sleep(pause);
         }
-    }
-
-    fn resolve(&self) -> Result<SocketAddr, String> {
-        let addrs: Vec<SocketAddr> =
-            (self.host.as_str(), self.port).to_socket_addrs().map_err(|e| e.to_string())?.collect();
-        addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied().ok_or_else(|| "no address".to_string())
     }
 
     fn timed_out(&self) -> ClientError {

@@ -3,6 +3,7 @@
 //! The core is plain Rust (tested by `cargo test` without Python); `python/` is the thin pyo3
 //! layer that `maturin` builds into `blendwire._core`.
 
+pub mod addr;
 pub mod backoff;
 pub mod client;
 pub mod error;

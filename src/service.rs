@@ -13,7 +13,7 @@ use crate::protocol::{self, parse_request, Request, SERVER_SHUTDOWN};
 use crate::queue::{Bridge, JobResult, Payload};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,7 +83,8 @@ struct Ctx {
 
 impl Service {
     pub fn start(config: ServiceConfig, bridge: Arc<Bridge>) -> Result<Service, ServiceError> {
-        let addr = resolve(&config.host, config.port)?;
+        let addr = crate::addr::resolve(&config.host, config.port)
+            .map_err(|detail| ServiceError::BadAddress { host: config.host.clone(), detail })?;
         // execute_code is arbitrary code execution: off loopback, only with a token.
         if !addr.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
             return Err(ServiceError::InsecureHost { host: config.host.clone() });
@@ -170,13 +171,6 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.stop_inner(Duration::from_secs(2));
     }
-}
-
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, ServiceError> {
-    let bad = |detail: String| ServiceError::BadAddress { host: host.to_string(), detail };
-    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(|e| bad(e.to_string()))?.collect();
-    // Prefer IPv4, as the peer does ("localhost" → 127.0.0.1).
-    addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied().ok_or_else(|| bad("no address found".into()))
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
