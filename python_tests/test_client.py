@@ -158,6 +158,66 @@ def test_server_shutdown_through_client(serve_factory):
     assert sp.wait_exit() == 0, sp.output()
 
 
+# ---- call_many: pipelined calls on the one connection ------------------------------------------
+
+def test_call_many_runs_in_order_and_returns_results_in_order(client):
+    key = "bw_call_many_order"
+    client.execute(f"import bpy; bpy.app.driver_namespace[{key!r}] = []")
+    calls = []
+    for i in range(300):
+        if i % 3 == 0:
+            calls.append(("execute_code", {"code": f"import bpy; bpy.app.driver_namespace[{key!r}].append({i}); print({i})"}))
+        elif i % 3 == 1:
+            calls.append(("get_object_info", {"name": "Cube"}))
+        else:
+            calls.append("get_scene_info")
+    results = client.call_many(calls)
+    assert len(results) == 300
+    for i, r in enumerate(results):
+        if i % 3 == 0:
+            assert r["result"] == f"{i}\n"
+        elif i % 3 == 1:
+            assert r["name"] == "Cube"
+        else:
+            assert r["object_count"] >= 3
+    ran = client.execute(f"import bpy; print(bpy.app.driver_namespace.pop({key!r}))")
+    assert ran == f"{list(range(0, 300, 3))}\n"
+
+
+def test_call_many_errors_in_place_or_raised_after_all_answers(client):
+    calls = [("get_object_info", {"name": "Cube"}), ("get_object_info", {"name": "NoSuchObject"}),
+             ("nope", {}), "get_scene_info"]
+    got = client.call_many(calls, return_errors=True)
+    assert got[0]["name"] == "Cube" and got[3]["object_count"] >= 3
+    assert isinstance(got[1], errors.CommandError) and got[1].error_code == "not_found"
+    assert isinstance(got[2], errors.CommandError) and got[2].error_code == "unknown_rpc_command"
+    with pytest.raises(errors.CommandError) as e:
+        client.call_many(calls)
+    assert e.value.error_code == "not_found"  # the first failure
+    # Every answer was read: the connection is still in step.
+    assert client.call("get_object_info", {"name": "Cube"})["name"] == "Cube"
+    assert client.call_many([]) == []
+
+
+def test_call_many_with_large_requests_and_answers_does_not_deadlock(client):
+    # 300 KB requests (more than the in-flight byte bound) and 2 MB answers, interleaved with
+    # small ones: both sides' socket buffers fill, neither side may wait for the other forever.
+    big_code = "x = '" + "a" * 300_000 + "'\nprint('b' * 2_000_000)"
+    calls = [("execute_code", {"code": big_code}) if i % 2 else ("execute_code", {"code": f"print({i})"})
+             for i in range(16)]
+    results = client.call_many(calls)
+    for i, r in enumerate(results):
+        assert r["result"] == ("b" * 2_000_000 + "\n" if i % 2 else f"{i}\n")
+
+
+def test_call_many_rejects_malformed_items(client):
+    for bad in ([3], [("a", {}, "extra")], [(1, {})], [{"type": "get_scene_info"}]):
+        with pytest.raises(TypeError, match="call_many: item 0"):
+            client.call_many(bad)
+    with pytest.raises(TypeError, match="params must be a dict"):
+        client.call_many([("get_scene_info", [1])])
+
+
 # ---- against scripted peers: one exception type per failure kind ------------------------------
 
 def test_protocol_error_on_garbage_reply():
@@ -196,6 +256,19 @@ def test_connection_lost_when_peer_closes_after_request():
         assert isinstance(e.value, ConnectionError)
         c.close()
         assert fake.connections == 1, "a call whose connection was lost after sending was retried"
+
+
+def test_call_many_connection_lost_says_how_many_were_answered():
+    def behaviour(conn, data):
+        conn.sendall(b'{"status": "success", "result": 1}')
+        conn.close()
+
+    with bwtest.FakeServer(behaviour) as fake:
+        c = blendwire.Client("127.0.0.1", fake.port, timeout=30)
+        with pytest.raises(errors.ConnectionLost, match="1 of 3 requests were answered"):
+            c.call_many(["a", "b", "c"])
+        c.close()
+        assert fake.connections == 1, "a pipelined batch was resent"
 
 
 def test_reply_split_in_pieces_and_utf8_is_read_whole():

@@ -30,7 +30,7 @@ impl MainThread {
         let (s, r) = (stop.clone(), ran.clone());
         let handle = thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                if let Next::Job(job) = bridge.next_job(Duration::from_millis(20)) {
+                if let Next::Job(job) = bridge.next_job(Duration::from_millis(20), Duration::ZERO) {
                     bridge.run(job, |payload| {
                         let Payload::Command { name, params } = payload else {
                             return Ok(Value::Null);
@@ -135,6 +135,56 @@ fn pipelined_and_split_requests_answer_in_order() {
     assert!(got.iter().all(|v| v["status"] == "success"));
 }
 
+fn echo_requests(range: std::ops::Range<usize>) -> Vec<u8> {
+    range.flat_map(|i| format!(r#"{{"type":"echo","params":{{"i":{i}}}}}"#).into_bytes()).collect()
+}
+
+#[test]
+fn pipelined_requests_wait_for_the_main_thread_together_and_answer_in_order() {
+    let bridge = Arc::new(Bridge::new(1024));
+    let svc = start(&bridge, |_| {});
+    let mut s = connect(svc.addr());
+    // 40 requests with a bad one and an unknown command in between, in one write.
+    let mut batch = echo_requests(0..20);
+    batch.extend_from_slice(br#"{"type":3}{"type":"nope"}"#);
+    batch.extend(echo_requests(20..40));
+    s.write_all(&batch).unwrap();
+    // No main thread yet: the connection queues up to PIPELINE_DEPTH jobs at once, no more.
+    let depth = blendwire::service::PIPELINE_DEPTH;
+    wait_until("the pipeline to fill", || bridge.len() >= depth - 2);
+    // 30 jobs and the two answered at once fill the 32 places; nothing more is taken.
+    assert_eq!(bridge.len(), depth - 2);
+    let main = MainThread::start(bridge.clone());
+    let got = read_values(&mut s, 42);
+    let mut echoed = vec![];
+    for v in &got {
+        match v["status"].as_str() {
+            Some("success") => echoed.push(v["result"]["params"]["i"].as_u64().unwrap()),
+            _ => echoed.push(u64::MAX),
+        }
+    }
+    let mut expected: Vec<u64> = (0..20).collect();
+    expected.extend([u64::MAX, u64::MAX]);
+    expected.extend(20..40);
+    assert_eq!(echoed, expected);
+    assert_eq!(got[21]["error_code"], "unknown_rpc_command");
+    assert_eq!(main.ran(), 40);
+}
+
+#[test]
+fn pipelining_holds_back_instead_of_answering_busy() {
+    // A small queue: one connection's pipeline must not fill it and earn itself `busy` answers.
+    let bridge = Arc::new(Bridge::new(8));
+    let svc = start(&bridge, |_| {});
+    let mut s = connect(svc.addr());
+    s.write_all(&echo_requests(0..30)).unwrap();
+    wait_until("the first jobs to be queued", || bridge.len() >= 2);
+    let _main = MainThread::start(bridge.clone());
+    let got = read_values(&mut s, 30);
+    assert!(got.iter().all(|v| v["status"] == "success"), "{:?}", got.iter().find(|v| v["status"] != "success"));
+    assert_eq!(bridge.metrics.busy_rejections.get(), 0);
+}
+
 #[test]
 fn bad_input_gets_errors_and_the_connection_keeps_serving() {
     let bridge = Arc::new(Bridge::new(64));
@@ -229,7 +279,7 @@ fn server_shutdown_answers_then_closes_listener_and_stops_the_pump() {
     s.write_all(br#"{"type":"server_shutdown","params":{}}"#).unwrap();
     let got = read_values(&mut s, 1);
     assert_eq!(got[0], json!({"status": "success", "result": {"message": "Server shutdown initiated"}}));
-    assert!(matches!(bridge.next_job(WAIT), Next::Stop(r) if r == "shutdown"));
+    assert!(matches!(bridge.next_job(WAIT, Duration::ZERO), Next::Stop(r) if r == "shutdown"));
     wait_until("the listener to close", || TcpListener::bind(addr).is_ok());
     assert!(at_eof(&mut idle), "other connections are closed");
     assert!(!svc.is_serving());

@@ -12,7 +12,14 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+
+/// Pipelining bounds of `request_many`: as many as the service queues per connection.
+const MAX_IN_FLIGHT: usize = crate::service::PIPELINE_DEPTH;
+/// Well under a loopback socket's initial receive buffer (128 KiB), so that writing the requests
+/// never blocks on a service that is itself blocked writing answers we have not read yet.
+const IN_FLIGHT_BYTES: usize = 64 * 1024;
 
 pub struct Client {
     host: String,
@@ -26,6 +33,11 @@ pub struct Client {
 struct Conn {
     stream: TcpStream,
     decoder: Decoder,
+    chunk: Box<[u8]>,
+    /// The socket timeouts last set (each a syscall): set again only when the call's deadline
+    /// comes sooner, so a fast call costs one write and one read.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
 impl Client {
@@ -61,22 +73,67 @@ impl Client {
     /// Send one request (already serialised JSON) and return the response object.
     pub fn request_bytes(&self, request: &[u8]) -> Result<Value, ClientError> {
         let deadline = Instant::now() + self.timeout;
+        self.on_connection(|conn| self.exchange(conn, request, deadline))
+    }
+
+    /// Send several requests (each serialised JSON) without waiting for each answer, and return
+    /// the answers in order. At most `MAX_IN_FLIGHT` requests and `IN_FLIGHT_BYTES` of them are
+    /// unanswered at a time, so neither side can block writing while the other does too; the
+    /// timeout bounds the wait for each answer. A connection lost midway is `ConnectionLost`
+    /// (nothing is resent: some commands may have run).
+    pub fn request_many(&self, requests: &[Vec<u8>]) -> Result<Vec<Value>, ClientError> {
+        self.on_connection(|conn| self.exchange_many(conn, requests))
+    }
+
+    /// Run `f` on the connection, (re)connecting first if there is none or the server closed it.
+    fn on_connection<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, ClientError>) -> Result<T, ClientError> {
         let mut slot = self.conn.lock();
         if slot.as_ref().is_some_and(|c| !c.is_open()) {
             *slot = None;
         }
-        if slot.is_none() {
-            *slot = Some(self.connect(deadline.min(Instant::now() + self.connect_timeout))?);
-        }
-        let Some(conn) = slot.as_mut() else {
-            return Err(self.lost("no connection"));
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => slot.insert(self.connect(Instant::now() + self.connect_timeout)?),
         };
-        let result = self.exchange(conn, request, deadline);
+        let result = f(conn);
         if result.is_err() {
             // Whatever happened, the stream position is unknown now.
             *slot = None;
         }
         result
+    }
+
+    fn exchange_many(&self, conn: &mut Conn, requests: &[Vec<u8>]) -> Result<Vec<Value>, ClientError> {
+        let mut answers = Vec::with_capacity(requests.len());
+        let (mut sent, mut in_flight_bytes) = (0, 0);
+        let mut batch = Vec::new();
+        while answers.len() < requests.len() {
+            let deadline = Instant::now() + self.timeout;
+            batch.clear();
+            while let Some(next) = requests.get(sent) {
+                let in_flight = sent - answers.len();
+                if in_flight > 0 && (in_flight >= MAX_IN_FLIGHT || in_flight_bytes + next.len() > IN_FLIGHT_BYTES) {
+                    break;
+                }
+                batch.extend_from_slice(next);
+                in_flight_bytes += next.len();
+                sent += 1;
+            }
+            if !batch.is_empty() {
+                conn.bound_writes(deadline).ok_or_else(|| self.timed_out())?;
+                conn.stream.write_all(&batch).map_err(|e| match e.kind() {
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut => self.timed_out(),
+                    _ => self.lost_after(&e.to_string(), answers.len(), requests.len()),
+                })?;
+            }
+            let answer = self.read_answer(conn, deadline).map_err(|e| match e {
+                ClientError::ConnectionLost { detail, .. } => self.lost_after(&detail, answers.len(), requests.len()),
+                other => other,
+            })?;
+            in_flight_bytes -= requests[answers.len()].len();
+            answers.push(answer);
+        }
+        Ok(answers)
     }
 
     pub fn request(&self, request: &Value) -> Result<Value, ClientError> {
@@ -86,25 +143,31 @@ impl Client {
     }
 
     fn exchange(&self, conn: &mut Conn, request: &[u8], deadline: Instant) -> Result<Value, ClientError> {
-        let remaining = || {
-            deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or_else(|| self.timed_out())
-        };
-        conn.stream.set_write_timeout(Some(remaining()?)).ok();
+        conn.bound_writes(deadline).ok_or_else(|| self.timed_out())?;
         conn.stream.write_all(request).map_err(|e| match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => self.timed_out(),
             _ => self.lost(&e.to_string()),
         })?;
-        let mut chunk = [0u8; 64 * 1024];
+        self.read_answer(conn, deadline)
+    }
+
+    /// Read the next complete answer.
+    fn read_answer(&self, conn: &mut Conn, deadline: Instant) -> Result<Value, ClientError> {
         loop {
             if let Some(frame) = conn.decoder.next_frame() {
                 return frame.map_err(|e| ClientError::Protocol { addr: self.addr_text(), detail: e.to_string() });
             }
-            conn.stream.set_read_timeout(Some(remaining()?)).ok();
-            match conn.stream.read(&mut chunk) {
+            conn.bound_reads(deadline).ok_or_else(|| self.timed_out())?;
+            match conn.stream.read(&mut conn.chunk) {
                 Ok(0) => return Err(self.lost("the server closed the connection before answering")),
-                Ok(n) => conn.decoder.extend(&chunk[..n]),
+                Ok(n) => conn.decoder.extend(&conn.chunk[..n]),
+                // The socket timeout may be a little longer or shorter than what is left of the
+                // call (see bound_reads): only the deadline decides.
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(self.timed_out())
+                    if Instant::now() >= deadline {
+                        return Err(self.timed_out());
+                    }
+                    conn.read_timeout = None;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.lost(&e.to_string())),
@@ -121,7 +184,13 @@ impl Client {
                 Ok(addr) if !remaining.is_zero() => match TcpStream::connect_timeout(&addr, remaining) {
                     Ok(stream) => {
                         let _ = stream.set_nodelay(true);
-                        return Ok(Conn { stream, decoder: Decoder::new(Limits::default()) });
+                        return Ok(Conn {
+                            stream,
+                            decoder: Decoder::new(Limits::default()),
+                            chunk: vec![0u8; 64 * 1024].into_boxed_slice(),
+                            read_timeout: None,
+                            write_timeout: None,
+                        });
                     }
                     Err(e) => e.to_string(),
                 },
@@ -144,24 +213,56 @@ impl Client {
         ClientError::Timeout { addr: self.addr_text(), after: self.timeout }
     }
 
+    fn lost_after(&self, detail: &str, answered: usize, total: usize) -> ClientError {
+        self.lost(&format!("{detail}; {answered} of {total} requests were answered"))
+    }
+
     fn lost(&self, detail: &str) -> ClientError {
         ClientError::ConnectionLost { addr: self.addr_text(), detail: detail.to_string() }
     }
 }
 
+/// A socket timeout within this much of what is left of the call is left as it is, so that
+/// back-to-back calls need not set it each time (a blocking read or write may end this much
+/// before or after the call's deadline; a read that ends early is retried).
+const TIMEOUT_SLACK: Duration = Duration::from_millis(20);
+
+fn needs_setting(current: Option<Duration>, left: Duration) -> bool {
+    current.is_none_or(|t| t > left + TIMEOUT_SLACK || t + TIMEOUT_SLACK < left)
+}
+
 impl Conn {
     /// False if the server closed (or reset) the connection while it sat idle.
     fn is_open(&self) -> bool {
-        if self.stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        let open = match self.stream.peek(&mut probe) {
-            Ok(0) => false,
-            // Bytes nobody asked for: the stream is out of step.
-            Ok(_) => false,
-            Err(e) => e.kind() == ErrorKind::WouldBlock,
+        let mut probe = 0u8;
+        // SAFETY: a one-byte peek into a local; MSG_DONTWAIT keeps the socket blocking for others.
+        let n = unsafe {
+            libc::recv(self.stream.as_raw_fd(), (&mut probe as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
         };
-        open && self.stream.set_nonblocking(false).is_ok()
+        // 0: EOF; > 0: bytes nobody asked for, the stream is out of step; -1 EAGAIN: open, idle.
+        n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::WouldBlock
     }
+
+    /// Make sure a blocking read ends by `deadline` (+ slack). None once the deadline has passed.
+    fn bound_reads(&mut self, deadline: Instant) -> Option<()> {
+        let left = remaining(deadline)?;
+        if needs_setting(self.read_timeout, left) {
+            self.stream.set_read_timeout(Some(left)).ok()?;
+            self.read_timeout = Some(left);
+        }
+        Some(())
+    }
+
+    fn bound_writes(&mut self, deadline: Instant) -> Option<()> {
+        let left = remaining(deadline)?;
+        if needs_setting(self.write_timeout, left) {
+            self.stream.set_write_timeout(Some(left)).ok()?;
+            self.write_timeout = Some(left);
+        }
+        Some(())
+    }
+}
+
+fn remaining(deadline: Instant) -> Option<Duration> {
+    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
 }

@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod logbuffer;
 pub mod mcp;
 pub mod metrics;
+pub mod parentwatch;
 pub mod protocol;
 pub mod queue;
 pub mod router;

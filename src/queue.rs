@@ -9,12 +9,19 @@ use crate::metrics::BridgeMetrics;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// How long a blocking `next_job` keeps polling (yielding its core to anything else runnable)
+/// after the queue runs dry, before it sleeps on the condition variable. A client that sends its
+/// next request right after reading an answer comes back within ~100 µs; catching it awake saves a
+/// futex wake-up per request and keeps the interpreter's caches warm. Idle cost is unchanged: the
+/// spin only follows a job.
+pub const SPIN: Duration = Duration::from_micros(250);
 
 pub type JobResult = Result<Value, JobError>;
 
@@ -79,6 +86,8 @@ struct State {
 pub struct Bridge {
     state: Mutex<State>,
     wake: Condvar,
+    /// Bumped (under the lock) by every submit and stop request: what a spinning pump watches.
+    generation: AtomicU64,
     capacity: AtomicUsize,
     pub metrics: BridgeMetrics,
 }
@@ -94,6 +103,7 @@ impl Bridge {
         Bridge {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            generation: AtomicU64::new(0),
             capacity: AtomicUsize::new(capacity.max(1)),
             metrics: BridgeMetrics::default(),
         }
@@ -127,6 +137,7 @@ impl Bridge {
                 return Err(JobError::Busy { capacity });
             }
             st.jobs.push_back(Job { payload, deadline, enqueued: Instant::now(), reply });
+            self.generation.fetch_add(1, Release);
         }
         self.metrics.submitted.inc();
         self.wake.notify_one();
@@ -135,9 +146,20 @@ impl Bridge {
 
     /// Main thread, blocking: the next job, a stop request, or `Idle` after `wait`.
     /// A stop request wins over queued jobs, so a shutdown is not delayed by a flood.
-    pub fn next_job(&self, wait: Duration) -> Next {
+    /// `spin`: poll this long before sleeping (see [`SPIN`]); zero sleeps at once.
+    pub fn next_job(&self, wait: Duration, spin: Duration) -> Next {
         let until = Instant::now() + wait;
         let mut st = self.state.lock();
+        if st.stop.is_none() && st.jobs.is_empty() && !spin.is_zero() {
+            let seen = self.generation.load(Relaxed);
+            drop(st);
+            let spin_until = Instant::now() + spin.min(wait);
+            // Yield rather than pause: on 2 cores the client and the I/O thread need the time.
+            while self.generation.load(Acquire) == seen && Instant::now() < spin_until {
+                std::thread::yield_now();
+            }
+            st = self.state.lock();
+        }
         loop {
             if let Some(reason) = st.stop.take() {
                 return Next::Stop(reason);
@@ -162,6 +184,7 @@ impl Bridge {
     /// Ask the (current or next) pump to return `reason`.
     pub fn request_stop(&self, reason: &str) {
         self.state.lock().stop = Some(reason.to_string());
+        self.generation.fetch_add(1, Release);
         self.wake.notify_all();
     }
 
@@ -294,8 +317,8 @@ mod tests {
         let b = Arc::new(Bridge::new(8));
         let b2 = b.clone();
         let t = std::thread::spawn(move || {
-            let first = b2.next_job(Duration::from_secs(30));
-            let second = b2.next_job(Duration::from_secs(30));
+            let first = b2.next_job(Duration::from_secs(30), SPIN);
+            let second = b2.next_job(Duration::from_secs(30), SPIN);
             (matches!(first, Next::Job(_)), matches!(second, Next::Stop(ref r) if r == "done"))
         });
         let _rx = b.submit(cmd("a"), later()).unwrap();
@@ -305,6 +328,6 @@ mod tests {
         }
         b.request_stop("done");
         assert_eq!(t.join().unwrap(), (true, true));
-        assert!(matches!(b.next_job(Duration::from_millis(1)), Next::Idle));
+        assert!(matches!(b.next_job(Duration::from_millis(1), SPIN), Next::Idle));
     }
 }

@@ -1,10 +1,11 @@
 //! The BLD-Remote-compatible TCP command service.
 //!
-//! One tokio task per connection. Requests of one connection are handled one at a time, so the
-//! responses come back in request order; while a request waits for the main thread the task keeps
-//! reading, so a client that resets is noticed (its queued job is then skipped) and pipelined
-//! requests are buffered (up to the size limit). Each response is serialised first and written
-//! with one write call.
+//! One tokio task per connection. Requests of one connection are queued for the main thread up to
+//! `PIPELINE_DEPTH` at a time (a client that pipelines keeps the main thread busy instead of
+//! waiting a round trip per call) and answered strictly in request order; answers that are ready
+//! together go out in one write. While a request waits for the main thread the task keeps
+//! reading, so a client that resets is noticed (its queued jobs are then skipped) and further
+//! pipelined requests are buffered (up to the size limit).
 
 use crate::error::{JobError, RequestError, ServiceError};
 use crate::framing::{Decoder, Limits};
@@ -12,7 +13,7 @@ use crate::metrics::ServiceMetrics;
 use crate::protocol::{self, parse_request, Request, SERVER_SHUTDOWN};
 use crate::queue::{Bridge, JobResult, Payload};
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +65,7 @@ pub struct Service {
     shutdown: watch::Sender<bool>,
     pub metrics: Arc<ServiceMetrics>,
     started: Instant,
+    bridge: Arc<Bridge>,
 }
 
 struct Ctx {
@@ -116,7 +118,7 @@ impl Service {
         known.sort();
         known.dedup();
         let ctx = Arc::new(Ctx {
-            bridge,
+            bridge: bridge.clone(),
             commands: config.commands.iter().cloned().collect(),
             known,
             default_timeout: config.default_timeout,
@@ -130,7 +132,25 @@ impl Service {
         });
         runtime.spawn(accept_loop(listener, ctx, shutdown_rx));
         log::info!("command service listening on {addr}");
-        Ok(Service { runtime: Some(runtime), addr, shutdown, metrics, started: Instant::now() })
+        Ok(Service { runtime: Some(runtime), addr, shutdown, metrics, started: Instant::now(), bridge })
+    }
+
+    /// Ask the main thread to stop (reason "parent exited") when process `pid` exits. The wait
+    /// runs on the service's I/O thread; it ends with the service.
+    pub fn stop_when_process_exits(&self, pid: u32) -> std::io::Result<()> {
+        let Some(rt) = &self.runtime else { return Ok(()) };
+        let fd = crate::parentwatch::open(pid)?;
+        let bridge = self.bridge.clone();
+        let _guard = rt.enter(); // AsyncFd registers with this runtime's reactor
+        rt.spawn(async move {
+            if let Err(e) = crate::parentwatch::exited(fd).await {
+                log::warn!("cannot watch process {pid}: {e}");
+                return;
+            }
+            log::info!("process {pid} exited: stopping");
+            bridge.request_stop("parent exited");
+        });
+        Ok(())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -207,8 +227,10 @@ async fn refuse(mut stream: TcpStream, ctx: Arc<Ctx>) {
     let _ = stream.shutdown().await;
 }
 
+const INTERNAL_ERROR: &[u8] = br#"{"status":"error","message":"internal error"}"#;
+
 fn to_bytes(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_else(|_| br#"{"status":"error","message":"internal error"}"#.to_vec())
+    serde_json::to_vec(v).unwrap_or_else(|_| INTERNAL_ERROR.to_vec())
 }
 
 /// What to do after handling one request.
@@ -216,8 +238,35 @@ enum Step {
     Reply(Value),
     /// `server_shutdown`: answer, then stop the service and the pump.
     ReplyThenShutdown(Value),
+    /// Answer a request that leaves the stream unusable (too large, ...), then close.
+    ReplyThenClose(Value),
     /// The client is gone or the service stops: just close.
     Close,
+}
+
+/// A request of this connection that has not been answered yet.
+enum Pending {
+    Ready(Step),
+    /// Queued for the main thread.
+    Waiting(Job),
+}
+
+struct Job {
+    rx: oneshot::Receiver<JobResult>,
+    deadline: Instant,
+    command: String,
+    legacy: bool,
+    wait: Duration,
+}
+
+impl Job {
+    fn answer(self, result: JobResult) -> Step {
+        match result {
+            Ok(result) if self.legacy => Step::Reply(result),
+            Ok(result) => Step::Reply(protocol::success(result)),
+            Err(e) => Step::Reply(protocol::job_error(&e)),
+        }
+    }
 }
 
 /// How waiting for a main-thread job ended.
@@ -228,11 +277,17 @@ enum Waited {
     Shutdown,
 }
 
+/// Requests of one connection queued for the main thread at once (pipelining clients); their
+/// answers still go out in request order.
+pub const PIPELINE_DEPTH: usize = 32;
+
 struct Connection {
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
     decoder: Decoder,
     chunk: Box<[u8]>,
+    /// Answers serialised and not yet written (several, when pipelined answers are ready together).
+    out: Vec<u8>,
     /// The client will send no more (it may still wait for answers).
     eof: bool,
     /// When the request now being received started to arrive.
@@ -253,6 +308,7 @@ impl Connection {
             wr,
             decoder: Decoder::new(ctx.limits),
             chunk: vec![0u8; 64 * 1024].into_boxed_slice(),
+            out: Vec::new(),
             eof: false,
             partial_since: None,
             ctx,
@@ -265,101 +321,176 @@ impl Connection {
         if *self.shutdown.borrow() {
             return;
         }
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        // After server_shutdown or a fatal framing error no further request is taken.
+        let mut last_taken = false;
         loop {
-            while let Some(frame) = self.decoder.next_frame() {
-                let fatal = matches!(&frame, Err(e) if e.is_fatal());
-                let step = match frame {
-                    Ok(value) => self.handle(value).await,
-                    Err(e) => Step::Reply(protocol::request_error(&e)),
-                };
+            self.take_requests(&mut pending, &mut last_taken);
+            let Some(front) = pending.pop_front() else {
+                if self.eof || last_taken || !self.read_more().await {
+                    return;
+                }
+                continue;
+            };
+            let step = match front {
+                Pending::Ready(step) => step,
+                Pending::Waiting(job) => self.finish(job).await,
+            };
+            // Answers already computed behind this one go out in the same write.
+            let mut step = step;
+            let last = loop {
                 match step {
                     Step::Reply(v) => {
-                        if !self.write(&v).await {
-                            return;
+                        self.encode(&v);
+                        match next_ready(&mut pending) {
+                            Some(next) => step = next,
+                            None => break None,
                         }
                     }
-                    Step::ReplyThenShutdown(v) => {
-                        self.write(&v).await;
-                        log::info!("server_shutdown received: stopping the service");
-                        self.ctx.bridge.request_stop("shutdown");
-                        self.ctx.shutdown.send_replace(true);
-                        return;
-                    }
-                    Step::Close => return,
+                    other => break Some(other),
                 }
-                if fatal {
-                    let _ = self.wr.shutdown().await;
-                    return;
-                }
-            }
-            if self.eof {
+            };
+            if !self.flush().await {
                 return;
             }
-            self.partial_since = match (self.decoder.mid_frame(), self.partial_since) {
-                (true, None) => Some(Instant::now()),
-                (true, since) => since,
-                (false, _) => None,
-            };
-            let stalled_at = self.partial_since.map(|t| t + self.ctx.read_timeout);
-            tokio::select! {
-                biased;
-                _ = self.shutdown.changed() => return,
-                read = self.rd.read(&mut self.chunk) => match read {
-                    Ok(0) => self.eof = true,
-                    Ok(n) => self.decoder.extend(&self.chunk[..n]),
-                    Err(_) => return,
-                },
-                _ = sleep_until_opt(stalled_at) => {
-                    let e = RequestError::Incomplete { after: self.ctx.read_timeout };
-                    self.write(&protocol::request_error(&e)).await;
+            match last {
+                None | Some(Step::Reply(_)) => {}
+                Some(Step::ReplyThenShutdown(v)) => {
+                    self.encode(&v);
+                    self.flush().await;
+                    log::info!("server_shutdown received: stopping the service");
+                    self.ctx.bridge.request_stop("shutdown");
+                    self.ctx.shutdown.send_replace(true);
                     return;
                 }
+                Some(Step::ReplyThenClose(v)) => {
+                    self.encode(&v);
+                    if self.flush().await {
+                        let _ = self.wr.shutdown().await;
+                    }
+                    return;
+                }
+                Some(Step::Close) => return,
             }
         }
     }
 
-    async fn write(&mut self, response: &Value) -> bool {
+    /// Decode the requests that have arrived and queue them, up to the pipeline depth. Only the
+    /// first one when the main-thread queue is filling up: pipelining must not turn into `busy`
+    /// answers that one-at-a-time handling would not have caused.
+    fn take_requests(&mut self, pending: &mut VecDeque<Pending>, last_taken: &mut bool) {
+        while !*last_taken && pending.len() < PIPELINE_DEPTH {
+            if !pending.is_empty() && self.ctx.bridge.len() >= self.ctx.bridge.capacity() / 4 {
+                return;
+            }
+            let Some(frame) = self.decoder.next_frame() else { return };
+            let p = match frame {
+                Ok(value) => self.prepare(value),
+                Err(e) if e.is_fatal() => Pending::Ready(Step::ReplyThenClose(protocol::request_error(&e))),
+                Err(e) => Pending::Ready(Step::Reply(protocol::request_error(&e))),
+            };
+            *last_taken = matches!(p, Pending::Ready(Step::ReplyThenShutdown(_) | Step::ReplyThenClose(_)));
+            pending.push_back(p);
+        }
+    }
+
+    /// Read more of the client's bytes (nothing is pending). False: close the connection.
+    async fn read_more(&mut self) -> bool {
+        self.partial_since = match (self.decoder.mid_frame(), self.partial_since) {
+            (true, None) => Some(Instant::now()),
+            (true, since) => since,
+            (false, _) => None,
+        };
+        let stalled_at = self.partial_since.map(|t| t + self.ctx.read_timeout);
+        tokio::select! {
+            biased;
+            _ = self.shutdown.changed() => false,
+            read = self.rd.read(&mut self.chunk) => match read {
+                Ok(0) => {
+                    self.eof = true;
+                    true
+                }
+                Ok(n) => {
+                    self.decoder.extend(&self.chunk[..n]);
+                    true
+                }
+                Err(_) => false,
+            },
+            _ = sleep_until_opt(stalled_at) => {
+                let e = RequestError::Incomplete { after: self.ctx.read_timeout };
+                self.encode(&protocol::request_error(&e));
+                self.flush().await;
+                false
+            }
+        }
+    }
+
+    /// Serialise one answer into the output buffer (counting errors by code).
+    fn encode(&mut self, response: &Value) {
         if response.get("status").and_then(Value::as_str) == Some("error") {
             let code = response.get("error_code").and_then(Value::as_str).unwrap_or("error");
             self.ctx.metrics.errors.inc(code);
         }
-        // A client that never reads fills its socket buffer; it gets write_timeout, then is cut.
-        matches!(tokio::time::timeout(self.ctx.write_timeout, self.wr.write_all(&to_bytes(response))).await, Ok(Ok(())))
+        if serde_json::to_writer(&mut self.out, response).is_err() {
+            self.out.extend_from_slice(INTERNAL_ERROR);
+        }
     }
 
-    async fn handle(&mut self, value: Value) -> Step {
+    /// Write the buffered answers. False if the client cannot take them (then close).
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        // A client that never reads fills its socket buffer; it gets write_timeout, then is cut.
+        let written = tokio::time::timeout(self.ctx.write_timeout, self.wr.write_all(&self.out)).await;
+        // Keep a small buffer for the next answers; give back a large one.
+        if self.out.capacity() > 1 << 20 {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
+        matches!(written, Ok(Ok(())))
+    }
+
+    /// Validate a request; answer it at once or queue it for the main thread.
+    fn prepare(&mut self, value: Value) -> Pending {
         self.ctx.metrics.requests.inc();
         if let Some(token) = &self.ctx.token {
             let given = value.get("token").and_then(Value::as_str).unwrap_or("");
             if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                return Step::Reply(protocol::request_error(&RequestError::Unauthorized));
+                return Pending::Ready(Step::Reply(protocol::request_error(&RequestError::Unauthorized)));
             }
         }
         let request = match parse_request(value) {
             Ok(r) => r,
-            Err(RequestError::UnknownCommand { name, .. }) => return self.unknown(name),
-            Err(e) => return Step::Reply(protocol::request_error(&e)),
+            Err(RequestError::UnknownCommand { name, .. }) => return Pending::Ready(self.unknown(name)),
+            Err(e) => return Pending::Ready(Step::Reply(protocol::request_error(&e))),
         };
         if request.command == SERVER_SHUTDOWN {
-            return Step::ReplyThenShutdown(protocol::success(json!({"message": "Server shutdown initiated"})));
+            return Pending::Ready(Step::ReplyThenShutdown(protocol::success(
+                json!({"message": "Server shutdown initiated"}),
+            )));
         }
         if !request.is_legacy() && !self.ctx.commands.contains(&request.command) {
-            return self.unknown(request.command);
+            return Pending::Ready(self.unknown(request.command));
         }
         let Request { command, params, timeout } = request;
         let legacy = command == protocol::LEGACY;
         let wait = timeout.unwrap_or(self.ctx.default_timeout);
         let deadline = Instant::now() + wait;
         let payload = Payload::Command { name: command.clone(), params };
-        let rx = match self.ctx.bridge.submit(payload, deadline) {
-            Ok(rx) => rx,
-            Err(e) => return Step::Reply(protocol::job_error(&e)),
-        };
-        match self.await_reply(rx, deadline).await {
-            Waited::Done(Ok(result)) if legacy => Step::Reply(result),
-            Waited::Done(Ok(result)) => Step::Reply(protocol::success(result)),
-            Waited::Done(Err(e)) => Step::Reply(protocol::job_error(&e)),
-            Waited::TimedOut => Step::Reply(protocol::job_error(&JobError::Timeout { command, after: wait })),
+        match self.ctx.bridge.submit(payload, deadline) {
+            Ok(rx) => Pending::Waiting(Job { rx, deadline, command, legacy, wait }),
+            Err(e) => Pending::Ready(Step::Reply(protocol::job_error(&e))),
+        }
+    }
+
+    async fn finish(&mut self, mut job: Job) -> Step {
+        match self.await_reply(&mut job.rx, job.deadline).await {
+            Waited::Done(result) => job.answer(result),
+            Waited::TimedOut => {
+                Step::Reply(protocol::job_error(&JobError::Timeout { command: job.command, after: job.wait }))
+            }
             Waited::ClientGone | Waited::Shutdown => Step::Close,
         }
     }
@@ -370,14 +501,14 @@ impl Connection {
     }
 
     /// Wait for the main thread's answer, reading ahead meanwhile so that a reset is noticed.
-    async fn await_reply(&mut self, mut rx: oneshot::Receiver<JobResult>, deadline: Instant) -> Waited {
+    async fn await_reply(&mut self, rx: &mut oneshot::Receiver<JobResult>, deadline: Instant) -> Waited {
         let timer = tokio::time::sleep_until(deadline.into());
         tokio::pin!(timer);
         loop {
             let can_read = self.decoder.buffered() <= self.ctx.limits.max_frame_bytes;
             tokio::select! {
                 biased;
-                reply = &mut rx => return Waited::Done(reply.unwrap_or(Err(JobError::Cancelled))),
+                reply = &mut *rx => return Waited::Done(reply.unwrap_or(Err(JobError::Cancelled))),
                 _ = &mut timer => return Waited::TimedOut,
                 _ = self.shutdown.changed() => return Waited::Shutdown,
                 // A client that closes while its request waits has given up on it (BLD Remote
@@ -388,6 +519,23 @@ impl Connection {
                 },
             }
         }
+    }
+}
+
+/// The next pending answer if it is there already (answered at once, or the main thread is done).
+fn next_ready(pending: &mut VecDeque<Pending>) -> Option<Step> {
+    let result = match pending.front_mut()? {
+        Pending::Ready(_) => None,
+        Pending::Waiting(job) => match job.rx.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(JobError::Cancelled)),
+        },
+    };
+    match (pending.pop_front()?, result) {
+        (Pending::Ready(step), _) => Some(step),
+        (Pending::Waiting(job), Some(result)) => Some(job.answer(result)),
+        (Pending::Waiting(_), None) => None, // not reached: a waiting job always has a result here
     }
 }
 

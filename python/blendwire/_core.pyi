@@ -5,7 +5,7 @@ thread-safe. No function holds the GIL while it waits.
 Errors are the classes of `blendwire.errors`.
 """
 
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 __version__: str
 
@@ -92,6 +92,11 @@ def stop_service(timeout: float = 2.0) -> bool:
 
 def service_address() -> Optional[Tuple[str, int]]:
     """(host, port) while the service runs, else None."""
+
+def stop_when_process_exits(pid: int) -> None:
+    """Stop the pump (reason "parent exited") when process `pid` exits, watched on the service's
+    I/O thread. RuntimeError if the service is not running; OSError if the process is already
+    gone or pidfds are not supported."""
 
 def status() -> dict:
     """Counters and state, e.g.
@@ -182,6 +187,11 @@ class Client:
         """Send `{"type": type, "params": params}`; return the response's `result`.
         Raises CommandError (status error; `.error_code`), Timeout, ConnectionFailed, ConnectionLost,
         ProtocolError."""
+    def call_many(self, calls: Iterable[Union[str, Tuple[str], Tuple[str, Optional[Mapping[str, Any]]]]],
+                  return_errors: bool = False) -> List[Any]:
+        """Pipelined calls on the one connection (needs a blendwire service): the results in
+        order. A failed call raises its CommandError once every answer is read, or with
+        `return_errors` stands in the list as the CommandError instance."""
     def request(self, message: Mapping[str, Any]) -> dict:
         """Send any JSON object; return the whole response object (no status check)."""
     def close(self) -> None: ...

@@ -6,9 +6,7 @@ on stdout: `BLENDWIRE-READY {json}` once commands can be served, `BLENDWIRE-ERRO
 
 import json
 import os
-import select
 import sys
-import threading
 import time
 
 ENV = "BLENDWIRE_SERVE"
@@ -43,25 +41,16 @@ def _announce_when_responsive(info):
 
 def _stop_when_parent_exits(parent_pid):
     """`blendwire serve` may be SIGKILLed (a CI timeout, a supervisor): then nobody would ever stop
-    this Blender, which runs in its own session. Wait on a pidfd (no polling) and stop the service
-    loop when the parent is gone; in the GUI the timer then quits Blender."""
-    from . import blender
+    this Blender, which runs in its own session. The core waits on a pidfd on the service's I/O
+    thread (no polling, no thread of its own) and stops the service loop when the parent is gone;
+    in the GUI the timer then quits Blender."""
+    from . import _core, blender
 
     try:
-        fd = os.pidfd_open(parent_pid)
-    except (AttributeError, OSError):  # no pidfd (old kernel) or the parent is already gone
+        _core.stop_when_process_exits(parent_pid)
+    except OSError:  # no pidfd (old kernel) or the parent is already gone
         if not _alive(parent_pid):
             blender.request_stop("parent exited")
-        return
-
-    def watch():
-        try:
-            select.select([fd], [], [])  # readable when the process exits
-        finally:
-            os.close(fd)
-        blender.request_stop("parent exited")
-
-    threading.Thread(target=watch, name="blendwire-parent-watch", daemon=True).start()
 
 
 def _alive(pid):

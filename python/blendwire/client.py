@@ -25,6 +25,17 @@ class Client:
         """Send a command; return its `result`. Raises CommandError on `status: error`."""
         return self._client.call(type, params)
 
+    def call_many(self, calls, *, return_errors=False):
+        """Send many commands without waiting for each answer (pipelined on the one connection;
+        needs a blendwire service, the BLD Remote add-on takes one request at a time). `calls`:
+        `(type, params)` pairs or bare types. Returns the results in order; the first failure
+        raises its CommandError after all answers are read, unless `return_errors`, which puts
+        the CommandError in that place of the list instead.
+
+            infos = c.call_many(("get_object_info", {"name": n}) for n in names)
+        """
+        return self._client.call_many(calls, return_errors)
+
     def request(self, message):
         """Send any JSON object; return the whole response object."""
         return self._client.request(message)

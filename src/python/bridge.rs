@@ -6,8 +6,6 @@ use crate::logbuffer;
 use crate::queue::{self, JobResult, Next, Payload};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pythonize::{depythonize, pythonize};
-use serde_json::Value;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
@@ -68,17 +66,20 @@ fn tick(py: Python<'_>, budget_ms: f64) -> PyResult<usize> {
 #[pyfunction]
 fn pump(py: Python<'_>) -> PyResult<String> {
     let bridge = queue::global();
+    // Spin only right after a job: an idle pump sleeps at once.
+    let mut spin = Duration::ZERO;
     loop {
-        match py.detach(|| bridge.next_job(SIGNAL_CHECK)) {
+        match py.detach(|| bridge.next_job(SIGNAL_CHECK, spin)) {
             Next::Job(job) => {
                 bridge.run(job, |p| execute(py, p));
                 reraise_process_exit()?;
+                spin = queue::SPIN;
             }
             Next::Stop(reason) => {
                 emit_logs(py);
                 return Ok(reason);
             }
-            Next::Idle => {}
+            Next::Idle => spin = Duration::ZERO,
         }
         emit_logs(py);
         py.check_signals()?;
@@ -154,9 +155,9 @@ fn execute(py: Python<'_>, payload: &Payload) -> JobResult {
         Payload::Router { op, params } => (&ROUTER_DISPATCHER, op.name(), params),
     };
     let dispatcher = slot.lock().as_ref().map(|d| d.clone_ref(py)).ok_or(JobError::NoDispatcher)?;
-    let params = pythonize(py, params).map_err(|e| JobError::Unserializable(e.to_string()))?;
+    let params = super::json::map_to_py(py, params).map_err(|e| JobError::Unserializable(e.to_string()))?;
     match dispatcher.call1(py, (name, params)) {
-        Ok(result) => depythonize::<Value>(result.bind(py)).map_err(|e| {
+        Ok(result) => super::json::to_value(result.bind(py)).map_err(|e| {
             JobError::Unserializable(format!(
                 "{e}; handlers must return JSON data (dict with str keys, list, str, int, float, bool, None)"
             ))

@@ -4,8 +4,8 @@ use super::errors;
 use crate::client::Client;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pythonize::{depythonize, pythonize};
-use serde_json::{json, Value};
+use pyo3::types::{PyList, PyString};
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -20,19 +20,35 @@ struct PyClient {
 }
 
 fn to_json(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
-    depythonize::<Value>(obj).map_err(|e| PyTypeError::new_err(format!("{what} must be JSON data: {e}")))
+    super::json::to_value(obj).map_err(|e| PyTypeError::new_err(format!("{what} must be JSON data: {e}")))
 }
 
 fn to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
-    Ok(pythonize(py, v).map_err(|e| PyValueError::new_err(e.to_string()))?.unbind())
+    Ok(super::json::to_py(py, v)?.unbind())
 }
 
 impl PyClient {
-    fn send(&self, py: Python<'_>, request: &mut Value) -> PyResult<Value> {
+    fn request_value(&self, r#type: &str, params: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
+        let params = match params {
+            Some(p) if !p.is_none() => to_json(p, "params")?,
+            _ => Value::Object(Map::new()),
+        };
+        if !params.is_object() {
+            return Err(PyTypeError::new_err("params must be a dict"));
+        }
+        Ok(Value::Object(Map::from_iter([("type".to_string(), Value::String(r#type.to_string())), ("params".to_string(), params)])))
+    }
+
+    /// The request as bytes, with the client's token.
+    fn encode(&self, request: &mut Value) -> PyResult<Vec<u8>> {
         if let (Some(token), Some(obj)) = (&self.token, request.as_object_mut()) {
             obj.entry("token").or_insert_with(|| Value::String(token.clone()));
         }
-        let bytes = serde_json::to_vec(request).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        serde_json::to_vec(request).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    fn send(&self, py: Python<'_>, request: &mut Value) -> PyResult<Value> {
+        let bytes = self.encode(request)?;
         py.detach(|| self.inner.request_bytes(&bytes)).map_err(errors::client_error)
     }
 }
@@ -63,25 +79,48 @@ impl PyClient {
     /// Send `{"type": type, "params": params}`; return `result`, or raise CommandError.
     #[pyo3(signature = (r#type, params = None))]
     fn call(&self, py: Python<'_>, r#type: &str, params: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        let params = match params {
-            Some(p) if !p.is_none() => to_json(p, "params")?,
-            _ => json!({}),
-        };
-        if !params.is_object() {
-            return Err(PyTypeError::new_err("params must be a dict"));
+        let mut request = self.request_value(r#type, params)?;
+        let response = self.send(py, &mut request)?;
+        result_of(py, &response)
+    }
+
+    /// Pipelined calls: `calls` is a sequence of `(type, params)` (or `type` alone); returns the
+    /// results in order. A failed call raises its CommandError after every answer has been read,
+    /// or with `return_errors` stands in the list as the CommandError instance.
+    #[pyo3(signature = (calls, return_errors = false))]
+    fn call_many(&self, py: Python<'_>, calls: &Bound<'_, PyAny>, return_errors: bool) -> PyResult<Py<PyList>> {
+        let mut requests = Vec::new();
+        for (i, call) in calls.try_iter()?.enumerate() {
+            let call = call?;
+            let (r#type, params) = if let Ok(t) = call.cast::<PyString>() {
+                (t.to_str()?.to_string(), None)
+            } else {
+                let parts: Vec<Bound<'_, PyAny>> = call.extract().map_err(|_| bad_call(i))?;
+                match parts.as_slice() {
+                    [t] => (t.extract::<String>().map_err(|_| bad_call(i))?, None),
+                    [t, p] => (t.extract::<String>().map_err(|_| bad_call(i))?, Some(p.clone())),
+                    _ => return Err(bad_call(i)),
+                }
+            };
+            let mut request = self.request_value(&r#type, params.as_ref())?;
+            requests.push(self.encode(&mut request)?);
         }
-        let response = self.send(py, &mut json!({"type": r#type, "params": params}))?;
-        match response.get("status").and_then(Value::as_str) {
-            Some("success") => to_py(py, response.get("result").unwrap_or(&Value::Null)),
-            Some("error") => {
-                let message = response.get("message").and_then(Value::as_str).unwrap_or("command failed").to_string();
-                let code = response.get("error_code").and_then(Value::as_str).unwrap_or("command_error").to_string();
-                Err(errors::command_error(message, code, to_py(py, &response)?))
+        let responses = py.detach(|| self.inner.request_many(&requests)).map_err(errors::client_error)?;
+        let out = PyList::empty(py);
+        let mut first_error = None;
+        for response in &responses {
+            match result_of(py, response) {
+                Ok(v) => out.append(v)?,
+                Err(e) if return_errors => out.append(e.into_value(py))?,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    out.append(py.None())?;
+                }
             }
-            _ => Err(errors::ProtocolError::new_err(format!(
-                "response has no \"status\": {}",
-                truncate(&response.to_string(), 200)
-            ))),
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out.unbind()),
         }
     }
 
@@ -122,6 +161,28 @@ impl PyClient {
     fn __repr__(&self) -> String {
         format!("Client(host={:?}, port={}, timeout={})", self.inner.host(), self.inner.port(), self.inner.timeout().as_secs_f64())
     }
+}
+
+/// A response's `result`, or the CommandError / ProtocolError it stands for.
+fn result_of(py: Python<'_>, response: &Value) -> PyResult<Py<PyAny>> {
+    match response.get("status").and_then(Value::as_str) {
+        Some("success") => to_py(py, response.get("result").unwrap_or(&Value::Null)),
+        Some("error") => {
+            let message = response.get("message").and_then(Value::as_str).unwrap_or("command failed").to_string();
+            let code = response.get("error_code").and_then(Value::as_str).unwrap_or("command_error").to_string();
+            Err(errors::command_error(message, code, to_py(py, response)?))
+        }
+        _ => Err(errors::ProtocolError::new_err(format!(
+            "response has no \"status\": {}",
+            truncate(&response.to_string(), 200)
+        ))),
+    }
+}
+
+fn bad_call(index: usize) -> PyErr {
+    PyTypeError::new_err(format!(
+        "call_many: item {index} must be a command type or a (type, params) pair, e.g. (\"get_object_info\", {{\"name\": \"Cube\"}})"
+    ))
 }
 
 fn truncate(s: &str, n: usize) -> &str {

@@ -3,6 +3,7 @@
 mod bridge;
 mod client;
 mod errors;
+mod json;
 mod mcp;
 mod router;
 mod service;

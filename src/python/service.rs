@@ -24,6 +24,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(start_service, m)?)?;
     m.add_function(wrap_pyfunction!(stop_service, m)?)?;
     m.add_function(wrap_pyfunction!(service_address, m)?)?;
+    m.add_function(wrap_pyfunction!(stop_when_process_exits, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     Ok(())
@@ -102,6 +103,17 @@ fn stop_service(py: Python<'_>, timeout: f64) -> PyResult<bool> {
     });
     emit_logs(py);
     Ok(was_serving.unwrap_or(false))
+}
+
+/// Stop the pump (reason "parent exited") when process `pid` exits; watched on the service's I/O
+/// thread. OSError when the process is already gone or pidfds are unsupported.
+#[pyfunction]
+fn stop_when_process_exits(pid: u32) -> PyResult<()> {
+    let slot = SERVICE.lock();
+    let service = slot.as_ref().filter(|s| s.is_serving()).ok_or_else(|| {
+        pyo3::exceptions::PyRuntimeError::new_err("the service is not running: start it before watching a process")
+    })?;
+    service.stop_when_process_exits(pid).map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot watch process {pid}: {e}")))
 }
 
 #[pyfunction]

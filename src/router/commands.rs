@@ -67,17 +67,20 @@ pub struct Reply {
 
 impl Reply {
     pub fn completed(message_id: &str, route: &Value, data: Value) -> Reply {
-        let data = if data.is_object() { data } else { json!({"result": data}) };
-        Reply {
-            event: "command_completed",
-            message_id: message_id.to_string(),
-            body: json!({
-                "message_id": message_id,
-                "type": "command_completed",
-                "payload": {"status": "success", "data": data},
-                "metadata": metadata(route),
-            }),
-        }
+        let data = if data.is_object() {
+            data
+        } else {
+            Value::Object(Map::from_iter([("result".to_string(), data)]))
+        };
+        // `data` is moved in, not written inside json!() (which deep-copies a variable).
+        let mut body = json!({
+            "message_id": message_id,
+            "type": "command_completed",
+            "payload": {"status": "success"},
+            "metadata": metadata(route),
+        });
+        body["payload"]["data"] = data;
+        Reply { event: "command_completed", message_id: message_id.to_string(), body }
     }
 
     /// `code` is one of the original's codes (`COMMAND_NOT_FOUND`, `EXECUTION_FAILED`, ...).
