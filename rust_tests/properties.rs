@@ -1,7 +1,7 @@
 //! The fuzz targets' properties on generated inputs (seeded, so every run is the same), plus
 //! inputs the fuzzer once found (add them to `REGRESSIONS`).
 
-use blendwire::fuzzing::{decoder_is_chunking_independent, engine_text_round_trips};
+use blendwire::fuzzing::{decoder_is_chunking_independent, encoder_matches_serde_json, engine_text_round_trips};
 
 const REGRESSIONS: &[&[u8]] = &[b"{\"a\":\"\\\\\"}", b"[[[[", b"}{", b"\"{\"}", b"{\"\xe2\x82\"}"];
 
@@ -26,6 +26,13 @@ fn decoding_does_not_depend_on_chunking() {
         let chunks: Vec<usize> = (0..4).map(|_| rng.usize(1..9)).collect();
         decoder_is_chunking_independent(input, &chunks);
         decoder_is_chunking_independent(input, &[1]);
+    }
+}
+
+#[test]
+fn responses_encode_exactly_as_serde_json() {
+    for input in generated(2, 3000).iter().map(Vec::as_slice).chain(REGRESSIONS.iter().copied()) {
+        encoder_matches_serde_json(input);
     }
 }
 

@@ -30,6 +30,21 @@ pub fn decoder_is_chunking_independent(input: &[u8], chunks: &[usize]) {
     assert_eq!(whole, chunked, "chunking changed the decoded frames");
 }
 
+/// Every value decoded from the stream encodes to exactly serde_json's bytes, of the announced
+/// length (the service's response encoder, `encode.rs`).
+pub fn encoder_matches_serde_json(input: &[u8]) {
+    let mut d = Decoder::new(Limits { max_frame_bytes: 1 << 20, max_depth: 64 });
+    d.extend(input);
+    while let Some(frame) = d.next_frame() {
+        let Ok(value) = frame else { continue };
+        let mut ours = Vec::new();
+        crate::encode::write_value(&mut ours, &value);
+        let theirs = serde_json::to_vec(&value).unwrap_or_default();
+        assert_eq!(ours, theirs, "encoding differs from serde_json for {value:?}");
+        assert_eq!(ours.len(), crate::encode::encoded_len(&value));
+    }
+}
+
 /// Any text from the engine either fails to decode or, for a command, yields a reply that
 /// encodes and decodes back to itself.
 pub fn engine_text_round_trips(text: &str) {

@@ -227,10 +227,10 @@ async fn refuse(mut stream: TcpStream, ctx: Arc<Ctx>) {
     let _ = stream.shutdown().await;
 }
 
-const INTERNAL_ERROR: &[u8] = br#"{"status":"error","message":"internal error"}"#;
-
 fn to_bytes(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_else(|_| INTERNAL_ERROR.to_vec())
+    let mut out = Vec::new();
+    crate::encode::write_value(&mut out, v);
+    out
 }
 
 /// What to do after handling one request.
@@ -431,9 +431,7 @@ impl Connection {
             let code = response.get("error_code").and_then(Value::as_str).unwrap_or("error");
             self.ctx.metrics.errors.inc(code);
         }
-        if serde_json::to_writer(&mut self.out, response).is_err() {
-            self.out.extend_from_slice(INTERNAL_ERROR);
-        }
+        crate::encode::write_value(&mut self.out, response);
     }
 
     /// Write the buffered answers. False if the client cannot take them (then close).
