@@ -415,6 +415,17 @@ def _comm(pid):
         return ""
 
 
+def _alive(pid, comm):
+    """`pid` still runs as `comm` (a zombie counts as gone)."""
+    if _comm(pid) != comm:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _cpu_seconds(pids):
     """utime+stime of these processes (all their threads), in seconds."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -525,6 +536,11 @@ class Server:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        # Killed processes whose parent went first are reaped by init a moment later: wait for
+        # that, so the next workload (and the "other Blender processes" count) starts clean.
+        until = time.monotonic() + 10.0
+        while time.monotonic() < until and any(_alive(p, c) for p, c in self.known.items()):
+            time.sleep(0.02)
         if self.log is not subprocess.DEVNULL:
             self.log.close()
         if self in LIVE_SERVERS:
@@ -785,8 +801,18 @@ def machine_info():
 def foreign_load():
     """Load average and Blender processes not started by this run (they skew the numbers)."""
     mine = {os.getpid()} | set(_descendants(os.getpid()))
+    # Zombies do not count: this VM's init reaps exited orphans only now and then.
     others = [p for p in (int(d) for d in os.listdir("/proc") if d.isdigit())
-              if p not in mine and _comm(p).startswith("blender")]
+              if p not in mine and _comm(p).startswith("blender") and _alive(p, _comm(p))]
+    for p in others:  # say which, so a skewed run can be explained
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")[:160]
+        except (OSError, ValueError):
+            continue
+        print(f"  other Blender process: pid {p} ppid {ppid} state {state}: {cmd}", file=sys.stderr)
     return {"loadavg": os.getloadavg(), "other_blender_processes": len(others)}
 
 

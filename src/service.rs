@@ -332,12 +332,11 @@ impl Connection {
                 }
                 continue;
             };
-            let step = match front {
+            let mut step = match front {
                 Pending::Ready(step) => step,
                 Pending::Waiting(job) => self.finish(job).await,
             };
             // Answers already computed behind this one go out in the same write.
-            let mut step = step;
             let last = loop {
                 match step {
                     Step::Reply(v) => {

@@ -51,7 +51,7 @@ def recorder():
     return Recorder()
 
 
-COMMANDS = ["echo", "boom", "fail", "slow", "mark", "bad_result"]
+COMMANDS = ["echo", "boom", "fail", "slow", "mark", "bad_result", "convert"]
 
 
 @pytest.fixture

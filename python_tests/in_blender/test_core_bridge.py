@@ -160,6 +160,41 @@ def test_dispatcher_errors(service, recorder):
     assert _core.status()["bridge"]["failed"] >= 2
 
 
+def test_handler_results_convert_to_json(service, recorder):
+    import collections
+    import math
+
+    loop = []
+    loop.append(loop)
+    cases = {
+        "plain": {"t": (1, "a"), "b": True, "f": False, "big": 2**64 - 1, "neg": -2**63, "x": 1.5,
+                  "s": "é😀", "n": None, "l": [[], {}], "nested": {"k": [{"v": 0.1}]}},
+        "subclass": collections.OrderedDict([("b", 1), ("a", [2])]),
+        "self_containing": loop,
+        "too_big_int": 2**80,
+        "nan": math.nan,
+    }
+    recorder.handlers["convert"] = lambda p: cases[p["case"]]
+
+    def client():
+        with Conn(service) as c:
+            return {name: c.request({"type": "convert", "params": {"case": name}}) for name in cases}
+
+    _, got = pump_while(client)
+    assert assert_success(got["plain"]) == {
+        "t": [1, "a"], "b": True, "f": False, "big": 2**64 - 1, "neg": -2**63, "x": 1.5, "s": "é😀",
+        "n": None, "l": [[], {}], "nested": {"k": [{"v": 0.1}]}}
+    assert list(assert_success(got["subclass"]).items()) == [("b", 1), ("a", [2])]
+    # A list that contains itself is an error answer, not a crashed Blender.
+    assert_error(got["self_containing"], "unserializable_result")
+    assert "nested more than" in got["self_containing"]["message"], got["self_containing"]
+    # Outside the fast path pythonize decides, as before: an int JSON cannot hold is an error that
+    # says what handlers may return; NaN becomes null (as serde_json does).
+    assert_error(got["too_big_int"], "unserializable_result")
+    assert "handlers must return JSON data" in got["too_big_int"]["message"]
+    assert assert_success(got["nan"]) is None
+
+
 def test_no_dispatcher(core):
     host, port = core.start_service("127.0.0.1", 0, ["echo"])
 
