@@ -1088,18 +1088,14 @@ def targets5(R):
         out.append({"name": "issue 5: 10 MB result within 3× the plain loopback copy",
                     "value": f"{rt:.2f}× ({x['median_ms']:.1f} vs {y['median_ms']:.1f} ms)",
                     "verdict": "pass" if rt <= 3 else "MISS"})
-    x, y = R.get(("blendwire-gui", "idle")), R.get(("plain-gui", "idle"))
-    if x and y:
+    for ours, plain, what in (("blendwire-gui", "plain-gui", "GUI idle < 1 % CPU and < 10 MB RSS over plain Blender"),
+                              ("blendwire-b", "plain-b", "-b idle (`blendwire serve`) < 1 % CPU and < 10 MB "
+                                                         "RSS over plain `blender -b`")):
+        x, y = R.get((ours, "idle")), R.get((plain, "idle"))
+        if not (x and y):
+            continue
         dc, dr, dt = x["cpu_pct"] - y["cpu_pct"], x["rss_mb"] - y["rss_mb"], x["threads"] - y["threads"]
-        out.append({"name": "issue 5: GUI idle < 1 % CPU and < 10 MB RSS over plain Blender, ≤ 3 "
-                            "extra threads",
-                    "value": f"{dc:+.2f} % CPU, {dr:+.1f} MB, {dt:+d} threads",
-                    "verdict": "pass" if dc < 1 and dr < 10 and dt <= 3 else "MISS"})
-    x, y = R.get(("blendwire-b", "idle")), R.get(("plain-b", "idle"))
-    if x and y:
-        dc, dr, dt = x["cpu_pct"] - y["cpu_pct"], x["rss_mb"] - y["rss_mb"], x["threads"] - y["threads"]
-        out.append({"name": "issue 5: -b idle (`blendwire serve`) < 1 % CPU and < 10 MB RSS over plain "
-                            "`blender -b`, ≤ 3 extra threads",
+        out.append({"name": f"issue 5: {what}, ≤ 3 extra threads",
                     "value": f"{dc:+.2f} % CPU, {dr:+.1f} MB, {dt:+d} threads",
                     "verdict": "pass" if dc < 1 and dr < 10 and dt <= 3 else "MISS"})
     return out

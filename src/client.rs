@@ -120,7 +120,7 @@ impl Client {
                 sent += 1;
             }
             if !batch.is_empty() {
-                conn.bound_writes(deadline).ok_or_else(|| self.timed_out())?;
+                conn.bound(Io::Write, deadline).ok_or_else(|| self.timed_out())?;
                 conn.stream.write_all(&batch).map_err(|e| match e.kind() {
                     ErrorKind::WouldBlock | ErrorKind::TimedOut => self.timed_out(),
                     _ => self.lost_after(&e.to_string(), answers.len(), requests.len()),
@@ -143,7 +143,7 @@ impl Client {
     }
 
     fn exchange(&self, conn: &mut Conn, request: &[u8], deadline: Instant) -> Result<Value, ClientError> {
-        conn.bound_writes(deadline).ok_or_else(|| self.timed_out())?;
+        conn.bound(Io::Write, deadline).ok_or_else(|| self.timed_out())?;
         conn.stream.write_all(request).map_err(|e| match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => self.timed_out(),
             _ => self.lost(&e.to_string()),
@@ -157,12 +157,12 @@ impl Client {
             if let Some(frame) = conn.decoder.next_frame() {
                 return frame.map_err(|e| ClientError::Protocol { addr: self.addr_text(), detail: e.to_string() });
             }
-            conn.bound_reads(deadline).ok_or_else(|| self.timed_out())?;
+            conn.bound(Io::Read, deadline).ok_or_else(|| self.timed_out())?;
             match conn.stream.read(&mut conn.chunk) {
                 Ok(0) => return Err(self.lost("the server closed the connection before answering")),
                 Ok(n) => conn.decoder.extend(&conn.chunk[..n]),
                 // The socket timeout may be a little longer or shorter than what is left of the
-                // call (see bound_reads): only the deadline decides.
+                // call (see Conn::bound): only the deadline decides.
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     if Instant::now() >= deadline {
                         return Err(self.timed_out());
@@ -243,24 +243,25 @@ impl Conn {
         n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::WouldBlock
     }
 
-    /// Make sure a blocking read ends by `deadline` (+ slack). None once the deadline has passed.
-    fn bound_reads(&mut self, deadline: Instant) -> Option<()> {
+    /// Make sure a blocking read or write ends by `deadline` (± slack). None once it has passed.
+    fn bound(&mut self, io: Io, deadline: Instant) -> Option<()> {
         let left = remaining(deadline)?;
-        if needs_setting(self.read_timeout, left) {
-            self.stream.set_read_timeout(Some(left)).ok()?;
-            self.read_timeout = Some(left);
+        let (current, set): (_, fn(&TcpStream, Option<Duration>) -> std::io::Result<()>) = match io {
+            Io::Read => (&mut self.read_timeout, TcpStream::set_read_timeout),
+            Io::Write => (&mut self.write_timeout, TcpStream::set_write_timeout),
+        };
+        if needs_setting(*current, left) {
+            set(&self.stream, Some(left)).ok()?;
+            *current = Some(left);
         }
         Some(())
     }
+}
 
-    fn bound_writes(&mut self, deadline: Instant) -> Option<()> {
-        let left = remaining(deadline)?;
-        if needs_setting(self.write_timeout, left) {
-            self.stream.set_write_timeout(Some(left)).ok()?;
-            self.write_timeout = Some(left);
-        }
-        Some(())
-    }
+#[derive(Clone, Copy)]
+enum Io {
+    Read,
+    Write,
 }
 
 fn remaining(deadline: Instant) -> Option<Duration> {
