@@ -1,6 +1,6 @@
 """Packaging (issue 6): the versions agree, the wheel works in a plain Python without bpy, the
-Blender extension passes Blender's own validation (bl_pkg from the bpy 5.0.1 wheel) and installs
-into bpy 5.0.1, and the legacy zip installs into Debian's Blender 3.4, where a fresh Blender with
+Blender extension passes Blender's own validation (bl_pkg from the bpy wheels) and installs into
+bpy 5.0.1 and into bpy 4.2 LTS (the first Blender with extensions), and the legacy zip installs into Debian's Blender 3.4, where a fresh Blender with
 that config serves commands with no other set-up.
 
 These run once (no `server` fixture), in the `serve` phase; scripts/package builds the zips from
@@ -25,6 +25,8 @@ import bwtest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "python_tests", "packaging")
 VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
+# Blender as a module, by version: the test venv's bpy 5.0.1, and bpy 4.2 LTS alone in its own venv.
+BPY_VENVS = {"bpy-5.0": os.path.join(ROOT, ".venv"), "bpy-4.2": os.path.join(ROOT, ".venv-bpy42")}
 
 
 def cargo_version():
@@ -118,17 +120,26 @@ def test_pip_install_in_plain_python(packages, tmp_path):
 
 # ---- the extension (Blender 4.2+) ---------------------------------------------------------------
 
-def _bl_pkg_cli():
-    found = glob.glob(os.path.join(ROOT, ".venv", "lib", "python3*", "site-packages", "bpy", "*", "scripts",
+def _bpy_python(which):
+    py = os.path.join(BPY_VENVS[which], "bin", "python")
+    if not os.path.exists(py):
+        pytest.fail(f"{BPY_VENVS[which]} is missing: run scripts/setup")
+    return py
+
+
+def _bl_pkg_cli(which="bpy-5.0"):
+    found = glob.glob(os.path.join(BPY_VENVS[which], "lib", "python3*", "site-packages", "bpy", "*", "scripts",
                                    "addons_core", "bl_pkg", "cli", "blender_ext.py"))
     if not found:
-        pytest.fail("bl_pkg's blender_ext.py not found in the bpy wheel (.venv): run scripts/setup")
+        pytest.fail(f"bl_pkg's blender_ext.py not found in the bpy wheel ({BPY_VENVS[which]}): run scripts/setup")
     return found[0]
 
 
-def test_extension_passes_bl_pkg_validation(packages):
+@pytest.mark.parametrize("which", list(BPY_VENVS))
+def test_extension_passes_bl_pkg_validation(packages, which):
     _, _, ext, _ = packages
-    out = subprocess.run([VENV_PY, _bl_pkg_cli(), "validate", ext], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([_bpy_python(which), _bl_pkg_cli(which), "validate", ext], capture_output=True, text=True,
+                         timeout=120)
     text = out.stdout + out.stderr
     assert out.returncode == 0 and "Success" in text and "ERROR" not in text.upper().replace("SUCCESS", ""), text
 
@@ -148,17 +159,19 @@ def test_bl_pkg_rejects_a_broken_manifest(packages, tmp_path):
     assert "64" in out.stdout + out.stderr and "network" in out.stdout + out.stderr, out
 
 
-def test_extension_installs_into_bpy_and_serves(packages, tmp_path):
+@pytest.mark.parametrize("which", list(BPY_VENVS))
+def test_extension_installs_into_bpy_and_serves(packages, tmp_path, which):
     _, wheel, ext, _ = packages
     port = bwtest.free_port()
     report = tmp_path / "report.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BLD_REMOTE", "BLENDWIRE"))}
     env.update(BLENDER_USER_RESOURCES=str(tmp_path / "user"), BLD_REMOTE_MCP_START_NOW="1",
                BLD_REMOTE_MCP_PORT=str(port))
-    out = subprocess.run([VENV_PY, os.path.join(HERE, "ext_in_bpy.py"), ext, str(report)], env=env,
+    out = subprocess.run([_bpy_python(which), os.path.join(HERE, "ext_in_bpy.py"), ext, str(report)], env=env,
                          capture_output=True, text=True, timeout=240, cwd=str(tmp_path))
     assert out.returncode == 0 and report.exists(), f"exit {out.returncode}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     r = json.loads(report.read_text())
+    assert r["blender"].startswith(which[len("bpy-"):] + "."), r
     assert r["install"] == ["FINISHED"], r
     assert r["enabled"] == ["bl_ext.user_default.blendwire"], r
     # The extension's wheel, unpacked by Blender, is what runs (not the venv's blendwire).

@@ -286,6 +286,22 @@ fn server_shutdown_answers_then_closes_listener_and_stops_the_pump() {
 }
 
 #[test]
+fn a_pipeline_ends_at_server_shutdown() {
+    let bridge = Arc::new(Bridge::new(64));
+    let main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, |_| {});
+    let mut s = connect(svc.addr());
+    s.write_all(br#"{"type":"echo","params":{"i":1}}{"type":"server_shutdown"}{"type":"echo","params":{"i":2}}"#)
+        .unwrap();
+    let got = read_values(&mut s, 2);
+    assert_eq!(got[0]["result"]["params"]["i"], 1);
+    assert_eq!(got[1]["result"]["message"], "Server shutdown initiated");
+    assert!(at_eof(&mut s), "nothing after the shutdown answer");
+    assert_eq!(main.ran(), 1, "a request after server_shutdown was run");
+    assert!(!svc.is_serving());
+}
+
+#[test]
 fn stop_frees_the_port_and_closes_connections() {
     let bridge = Arc::new(Bridge::new(8));
     let main = MainThread::start(bridge.clone());

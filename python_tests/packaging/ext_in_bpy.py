@@ -1,4 +1,4 @@
-"""Run by test_packaging.py in a FRESH venv Python with the bpy 5.0.1 module, with
+"""Run by test_packaging.py in a venv Python with a bpy module (5.0.1, or 4.2 LTS), with
 BLENDER_USER_RESOURCES pointing at a throwaway directory:
 
     python ext_in_bpy.py EXTENSION_ZIP REPORT_JSON
