@@ -836,16 +836,21 @@ def ratio(a, b):
     return a / b
 
 
+def _cols(R, key):
+    """calls/s, p50, p99 and failures of workload `key` as table cells (— when it did not run)."""
+    r = R.get(key)
+    if not r:
+        return ["—"] * 4
+    m = r["median"]
+    return [fmt(m["calls_per_s"], 0 if m["calls_per_s"] >= 100 else 1),
+            fmt(m["p50_ms"], 3), fmt(m["p99_ms"], 3), str(m["failures"])]
+
+
 def render(meta, bench):
     R = bench.results
 
     def cols(key):
-        r = R.get(key)
-        if not r:
-            return ["—"] * 4
-        m = r["median"]
-        return [fmt(m["calls_per_s"], 0 if m["calls_per_s"] >= 100 else 1),
-                fmt(m["p50_ms"], 3), fmt(m["p99_ms"], 3), str(m["failures"])]
+        return _cols(R, key)
 
     lines = [
         f"Date: {meta['date']} · machine: {meta['machine']['nproc']} CPUs, {meta['machine']['cpu']}, "
@@ -931,12 +936,7 @@ def render(meta, bench):
 def render_extra(R):
     """The issue-5 sections: GUI vs the blender-mcp stand-in, main-loop stall, 10 MB, idle."""
     def cols(key):
-        r = R.get(key)
-        if not r:
-            return ["—"] * 4
-        m = r["median"]
-        return [fmt(m["calls_per_s"], 0 if m["calls_per_s"] >= 100 else 1),
-                fmt(m["p50_ms"], 3), fmt(m["p99_ms"], 3), str(m["failures"])]
+        return _cols(R, key)
     L = []
     gui_rows = (("persistent_scene", "1 persistent conn., get_scene_info"),
                 ("persistent_exec", "1 persistent conn., execute_code print(1)"),

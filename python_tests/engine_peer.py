@@ -27,7 +27,9 @@ import threading
 import time
 from typing import Any, Callable, List, Optional
 
-HOST = "127.0.0.1"
+import bwtest  # standard library only, beside this file (also when run as a script)
+
+HOST = bwtest.HOST
 SOCKETIO_PATH = "/ws/socket.io/"
 NAMESPACE = "/blender"
 START_TIMEOUT = 30.0
@@ -117,30 +119,13 @@ def _peer_main(argv):
 
 # ---- the test side ----------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
 class EnginePeer:
     """The engine on 127.0.0.1:`port` (a fresh free port by default). `start()` / `kill()` may be
     called again and again on the same port; `records` keeps everything every run reported."""
 
     def __init__(self, port: Optional[int] = None, token: Optional[str] = None,
                  python: Optional[str] = None):
-        self.port = port or free_port()
+        self.port = port or bwtest.free_port()
         self.token = token
         self.python = python or sys.executable
         self.url = f"http://{HOST}:{self.port}"
@@ -260,7 +245,7 @@ class EnginePeer:
             hits = self.find(pred, start)
             return hits[0] if hits else None
         try:
-            return _wait(found, timeout, what)
+            return bwtest.wait_for(found, timeout, what, interval=0.01)
         except AssertionError as e:
             tail = "\n".join(json.dumps(r)[:300] for r in self.snapshot()[-15:])
             raise AssertionError(f"{e}\n--- last peer records:\n{tail}") from None

@@ -119,17 +119,11 @@ impl Client {
                 in_flight_bytes += next.len();
                 sent += 1;
             }
+            let midway = |e| self.midway(e, answers.len(), requests.len());
             if !batch.is_empty() {
-                conn.bound(Io::Write, deadline).ok_or_else(|| self.timed_out())?;
-                conn.stream.write_all(&batch).map_err(|e| match e.kind() {
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut => self.timed_out(),
-                    _ => self.lost_after(&e.to_string(), answers.len(), requests.len()),
-                })?;
+                self.send(conn, &batch, deadline).map_err(midway)?;
             }
-            let answer = self.read_answer(conn, deadline).map_err(|e| match e {
-                ClientError::ConnectionLost { detail, .. } => self.lost_after(&detail, answers.len(), requests.len()),
-                other => other,
-            })?;
+            let answer = self.read_answer(conn, deadline).map_err(midway)?;
             in_flight_bytes -= requests[answers.len()].len();
             answers.push(answer);
         }
@@ -143,12 +137,17 @@ impl Client {
     }
 
     fn exchange(&self, conn: &mut Conn, request: &[u8], deadline: Instant) -> Result<Value, ClientError> {
+        self.send(conn, request, deadline)?;
+        self.read_answer(conn, deadline)
+    }
+
+    /// Write request bytes, within the deadline.
+    fn send(&self, conn: &mut Conn, bytes: &[u8], deadline: Instant) -> Result<(), ClientError> {
         conn.bound(Io::Write, deadline).ok_or_else(|| self.timed_out())?;
-        conn.stream.write_all(request).map_err(|e| match e.kind() {
+        conn.stream.write_all(bytes).map_err(|e| match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => self.timed_out(),
             _ => self.lost(&e.to_string()),
-        })?;
-        self.read_answer(conn, deadline)
+        })
     }
 
     /// Read the next complete answer.
@@ -213,8 +212,14 @@ impl Client {
         ClientError::Timeout { addr: self.addr_text(), after: self.timeout }
     }
 
-    fn lost_after(&self, detail: &str, answered: usize, total: usize) -> ClientError {
-        self.lost(&format!("{detail}; {answered} of {total} requests were answered"))
+    /// A batch's lost connection says how far it got.
+    fn midway(&self, e: ClientError, answered: usize, total: usize) -> ClientError {
+        match e {
+            ClientError::ConnectionLost { detail, .. } => {
+                self.lost(&format!("{detail}; {answered} of {total} requests were answered"))
+            }
+            other => other,
+        }
     }
 
     fn lost(&self, detail: &str) -> ClientError {
@@ -246,7 +251,7 @@ impl Conn {
     /// Make sure a blocking read or write ends by `deadline` (± slack). None once it has passed.
     fn bound(&mut self, io: Io, deadline: Instant) -> Option<()> {
         let left = remaining(deadline)?;
-        let (current, set): (_, fn(&TcpStream, Option<Duration>) -> std::io::Result<()>) = match io {
+        let (current, set): (_, SetTimeout) = match io {
             Io::Read => (&mut self.read_timeout, TcpStream::set_read_timeout),
             Io::Write => (&mut self.write_timeout, TcpStream::set_write_timeout),
         };
@@ -257,6 +262,8 @@ impl Conn {
         Some(())
     }
 }
+
+type SetTimeout = fn(&TcpStream, Option<Duration>) -> std::io::Result<()>;
 
 #[derive(Clone, Copy)]
 enum Io {

@@ -349,27 +349,26 @@ impl Connection {
                     other => break Some(other),
                 }
             };
-            if !self.flush().await {
-                return;
+            // A last answer (shutdown, or an error that ends the stream) goes in the same write.
+            if let Some(Step::ReplyThenShutdown(v) | Step::ReplyThenClose(v)) = &last {
+                self.encode(v);
             }
+            let written = self.flush().await;
             match last {
-                None | Some(Step::Reply(_)) => {}
-                Some(Step::ReplyThenShutdown(v)) => {
-                    self.encode(&v);
-                    self.flush().await;
+                None | Some(Step::Reply(_)) if written => {}
+                None | Some(Step::Reply(_)) | Some(Step::Close) => return,
+                Some(Step::ReplyThenShutdown(_)) => {
                     log::info!("server_shutdown received: stopping the service");
                     self.ctx.bridge.request_stop("shutdown");
                     self.ctx.shutdown.send_replace(true);
                     return;
                 }
-                Some(Step::ReplyThenClose(v)) => {
-                    self.encode(&v);
-                    if self.flush().await {
+                Some(Step::ReplyThenClose(_)) => {
+                    if written {
                         let _ = self.wr.shutdown().await;
                     }
                     return;
                 }
-                Some(Step::Close) => return,
             }
         }
     }

@@ -208,18 +208,20 @@ def capture(core, monkeypatch):
     bw.stop()
 
 
+def _one_request_then_closed(port):
+    """One request on its own connection, then wait until the service has seen the close (it is
+    logged by the service thread: the count shows when)."""
+    with bwtest.Conn(port) as c:
+        bwtest.assert_success(c.request({"type": "get_scene_info", "params": {}}))
+    bwtest.wait_for(lambda: _core.status()["service"]["connections_open"] == 0, 10, "the close")
+
+
 def test_debug_level_from_env_logs_connection_open_and_close(capture, monkeypatch):
     monkeypatch.setenv("BLD_REMOTE_LOG_LEVEL", "debug")
     host, port = bw.start("127.0.0.1", 0)
     assert logging.getLogger("blendwire").getEffectiveLevel() == logging.DEBUG
 
-    def client():
-        with bwtest.Conn(port) as c:
-            bwtest.assert_success(c.request({"type": "get_scene_info", "params": {}}))
-        # the close is logged by the service thread: wait until the count shows it
-        bwtest.wait_for(lambda: _core.status()["service"]["connections_open"] == 0, 10, "the close")
-
-    pump_while(client)
+    pump_while(lambda: _one_request_then_closed(port))
     _core.flush_logs()
     lines = [m for name, level, m in capture.records if name.startswith("blendwire") and level == "DEBUG"]
     assert any(m.startswith("connection from 127.0.0.1:") and m.endswith(" opened") for m in lines), capture.records
@@ -229,12 +231,7 @@ def test_debug_level_from_env_logs_connection_open_and_close(capture, monkeypatc
 def test_info_level_hides_connection_lines_but_not_errors(capture, monkeypatch):
     host, port = bw.start("127.0.0.1", 0, log_level="INFO")
 
-    def client():
-        with bwtest.Conn(port) as c:
-            bwtest.assert_success(c.request({"type": "get_scene_info", "params": {}}))
-        bwtest.wait_for(lambda: _core.status()["service"]["connections_open"] == 0, 10, "the close")
-
-    pump_while(client)
+    pump_while(lambda: _one_request_then_closed(port))
     _core.flush_logs()
     assert not [m for _, _, m in capture.records if m.startswith("connection from")], capture.records
     assert any("listening" in m for _, level, m in capture.records if level == "INFO"), capture.records

@@ -114,7 +114,6 @@ impl PyClient {
                 Err(e) if return_errors => out.append(e.into_value(py))?,
                 Err(e) => {
                     first_error.get_or_insert(e);
-                    out.append(py.None())?;
                 }
             }
         }
