@@ -53,8 +53,7 @@ N_CONCURRENT = 8
 
 SCENE = {"type": "get_scene_info", "params": {}}
 BIG_BYTES = 10_000_000
-BIG_EXEC = json.dumps({"type": "execute_code",
-                       "params": {"code": f"print('x' * {BIG_BYTES}, end='')"}}).encode()
+BIG_EXEC = json.dumps({"type": "execute_code", "params": {"code": f"print('x' * {BIG_BYTES}, end='')"}}).encode()
 MULTI_PROCS, MULTI_PER_PROC = 8, 8  # 64 concurrent persistent connections
 TICK_BUDGET_MS = 8.0
 STANDIN = os.path.join(ROOT, "benches", "blender_mcp_standin.py")
@@ -64,6 +63,7 @@ EXEC = {"type": "execute_code", "params": {"code": "print(1)"}}
 # --------------------------------------------------------------------------------------------
 # The one raw-protocol client used for every server
 # --------------------------------------------------------------------------------------------
+
 
 def _connect(port):
     s = socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT)
@@ -137,15 +137,18 @@ def _make_caller(kind, port):
         return (lambda: _ok(conn.call(p))), conn.close
     if kind == "client_blendwire":
         import blendwire
+
         c = blendwire.Client(HOST, port, timeout=CLIENT_TIMEOUT)
         return (lambda: bool(c.scene_info().get("name"))), c.close
     if kind == "client_blendwire_many":
         import blendwire
+
         c = blendwire.Client(HOST, port, timeout=CLIENT_TIMEOUT)
         calls = ["get_scene_info"] * BATCH[kind]
         return (lambda: all(r.get("name") for r in c.call_many(calls))), c.close
     if kind == "client_blender_remote":
         import blender_remote
+
         c = blender_remote.connect_to_blender(host=HOST, port=port, timeout=CLIENT_TIMEOUT)
         return (lambda: bool(c.get_scene_info().get("name"))), (lambda: None)
     raise ValueError(kind)
@@ -164,7 +167,7 @@ def _run_loop(call, max_calls, t_end):
         a = perf()
         try:
             ok = call()
-        except Exception as e:  # noqa: BLE001 - every failure is counted, by type
+        except Exception as e:
             ok = False
             key = type(e).__name__
             errors[key] = errors.get(key, 0) + 1
@@ -175,15 +178,21 @@ def _run_loop(call, max_calls, t_end):
         else:
             fails += 1
     t1 = time.monotonic()
-    return {"lat_ns": lat, "fails": fails, "errors": errors, "t0": t0, "t1": t1,
-            "client_cpu_s": time.process_time() - cpu0}
+    return {
+        "lat_ns": lat,
+        "fails": fails,
+        "errors": errors,
+        "t0": t0,
+        "t1": t1,
+        "client_cpu_s": time.process_time() - cpu0,
+    }
 
 
 def _warm(call, n):
     for _ in range(n):
         try:
             call()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
@@ -211,6 +220,7 @@ def _worker_multi(args):
     has at most one request in flight; the next request goes out as soon as its answer is whole).
     Same request bytes and completion rule (the bytes parse as one JSON object) as _roundtrip."""
     import selectors
+
     kind, port, n_conn, warmup, start_at, window_s, max_calls = args
     payload = json.dumps(SCENE if kind == "persistent_scene" else EXEC).encode()
     socks, errors = [], {}
@@ -220,7 +230,7 @@ def _worker_multi(args):
             for _w in range(warmup):
                 _roundtrip(s, payload)
             socks.append(s)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
     fails = n_conn - len(socks)
     lat = []
@@ -284,8 +294,14 @@ def _worker_multi(args):
         errors["timeout"] = errors.get("timeout", 0) + 1
         fails += 1
         s.close()
-    return {"lat_ns": lat, "fails": fails, "errors": errors, "t0": t0, "t1": time.monotonic(),
-            "client_cpu_s": time.process_time() - cpu0}
+    return {
+        "lat_ns": lat,
+        "fails": fails,
+        "errors": errors,
+        "t0": t0,
+        "t1": time.monotonic(),
+        "client_cpu_s": time.process_time() - cpu0,
+    }
 
 
 def _read_json_big(sock):
@@ -325,6 +341,7 @@ while True:
 # Statistics
 # --------------------------------------------------------------------------------------------
 
+
 def _pct(sorted_vals, q):
     if not sorted_vals:
         return None
@@ -360,8 +377,7 @@ def _round_stats(records, server_cpu_s=None, machine_busy_s=None, batch=1):
         out["server_cpu_pct"] = 100.0 * server_cpu_s / wall
     if machine_busy_s is not None and server_cpu_s is not None:
         # What the rest of the machine used meanwhile (other sessions' builds/tests skew the run).
-        out["other_cpu_pct"] = max(0.0, 100.0 * machine_busy_s / wall - out["server_cpu_pct"]
-                                   - out["client_cpu_pct"])
+        out["other_cpu_pct"] = max(0.0, 100.0 * machine_busy_s / wall - out["server_cpu_pct"] - out["client_cpu_pct"])
     return out
 
 
@@ -369,6 +385,7 @@ def _median_of(rounds):
     def med(key):
         vals = [r[key] for r in rounds if r.get(key) is not None]
         return statistics.median(vals) if vals else None
+
     return {
         "calls_per_s": med("calls_per_s"),
         "p50_ms": med("p50_ms"),
@@ -384,6 +401,7 @@ def _median_of(rounds):
 # --------------------------------------------------------------------------------------------
 # Processes: start, find, stop (every one of them, always)
 # --------------------------------------------------------------------------------------------
+
 
 def _children(pid):
     out = []
@@ -460,8 +478,9 @@ class Server:
         self.stopped = False
         self.cmd = cmd
         self.log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self.log, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, env=env, start_new_session=True
+        )
         LIVE_SERVERS.append(self)
         self.known = {self.proc.pid: _comm(self.proc.pid)}
         self.lines = []
@@ -500,7 +519,7 @@ class Server:
         if self.proc.poll() is None and shutdown_port:
             try:
                 _oneshot(shutdown_port, b'{"type": "server_shutdown", "params": {}}')
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             try:
                 self.proc.wait(grace)
@@ -561,7 +580,7 @@ def start_blendwire(gui, log_path, timeout=90.0):
     if not srv._ready.wait(timeout):
         srv.stop()
         raise RuntimeError(f"{cmd} did not print its serving line within {timeout:.0f} s (log: {log_path})")
-    line = next(l for l in srv.lines if l.startswith("blendwire: serving on"))
+    line = next(ln for ln in srv.lines if ln.startswith("blendwire: serving on"))
     # blendwire: serving on HOST:PORT (Blender X.Y.Z, mode)
     addr = line.split("serving on", 1)[1].split()[0]
     srv.port = int(addr.rsplit(":", 1)[1])
@@ -591,7 +610,7 @@ def _bridge_status(port):
         resp = _oneshot(port, b'{"type": "get_status", "params": {}}')
         b = resp["result"]["bridge"]
         return {k: b.get(k) for k in ("max_tick_ms", "max_job_ms", "completed")}
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return {"error": repr(e)}
 
 
@@ -613,6 +632,7 @@ def peer_script():
     load the add-on from the wheel instead of from an installed user config."""
     import blender_remote
     from blender_remote.cli.scripts import KEEPALIVE_SCRIPT
+
     addon_parent = os.path.join(os.path.dirname(blender_remote.__file__), "addon")
     load = (
         "import sys, addon_utils\n"
@@ -666,6 +686,7 @@ def start_peer(blender, log_path, script_path, timeout=90.0):
 # Workloads
 # --------------------------------------------------------------------------------------------
 
+
 class Bench:
     def __init__(self, args, pool):
         self.args = args
@@ -681,12 +702,11 @@ class Bench:
         rounds = []
         try:
             _warm(call, warmup)
-            for i in range(self.args.rounds):
+            for _ in range(self.args.rounds):
                 bpids = srv.blender_pids()
                 c0, m0 = _cpu_seconds(bpids), _machine_busy_s()
                 rec = _run_loop(call, max_calls, time.monotonic() + window)
-                st = _round_stats([rec], _cpu_seconds(bpids) - c0, _machine_busy_s() - m0,
-                                  BATCH.get(kind, 1))
+                st = _round_stats([rec], _cpu_seconds(bpids) - c0, _machine_busy_s() - m0, BATCH.get(kind, 1))
                 rounds.append(st)
         finally:
             close()
@@ -694,19 +714,33 @@ class Bench:
 
     def concurrent(self, server, srv, workload, kind, limits):
         max_calls, window, warmup = limits
-        self._pooled_rounds(server, srv, workload, _worker, self.args.sync_s, N_CONCURRENT,
-                            lambda start_at: (kind, srv.port, warmup, start_at, window, max_calls))
+        self._pooled_rounds(
+            server,
+            srv,
+            workload,
+            _worker,
+            self.args.sync_s,
+            N_CONCURRENT,
+            lambda start_at: (kind, srv.port, warmup, start_at, window, max_calls),
+        )
 
     def concurrent_multi(self, server, srv, workload, kind, limits, procs, per_proc):
         """procs processes x per_proc persistent connections each (selectors), all at once."""
         max_calls, window, warmup = limits
-        self._pooled_rounds(server, srv, workload, _worker_multi, self.args.sync_s + 0.02 * procs * per_proc,
-                            procs, lambda start_at: (kind, srv.port, per_proc, warmup, start_at, window, max_calls))
+        self._pooled_rounds(
+            server,
+            srv,
+            workload,
+            _worker_multi,
+            self.args.sync_s + 0.02 * procs * per_proc,
+            procs,
+            lambda start_at: (kind, srv.port, per_proc, warmup, start_at, window, max_calls),
+        )
 
     def _pooled_rounds(self, server, srv, workload, worker, delay, n_jobs, job):
         """Rounds of `n_jobs` pool processes running `worker(job(start_at))`, all starting together."""
         rounds = []
-        for i in range(self.args.rounds):
+        for _ in range(self.args.rounds):
             start_at = time.monotonic() + delay
             bpids = srv.blender_pids()
             res = self.pool.map_async(worker, [job(start_at)] * n_jobs)
@@ -741,12 +775,20 @@ class Bench:
         finally:
             s.close()
         med = statistics.median(times) if times else None
-        r = {"transfers": len(times), "failures": fails, "bytes": size,
-             "median_ms": med and med * 1e3, "min_ms": times and min(times) * 1e3,
-             "max_ms": times and max(times) * 1e3, "mb_per_s": med and size / med / 1e6}
+        r = {
+            "transfers": len(times),
+            "failures": fails,
+            "bytes": size,
+            "median_ms": med and med * 1e3,
+            "min_ms": times and min(times) * 1e3,
+            "max_ms": times and max(times) * 1e3,
+            "mb_per_s": med and size / med / 1e6,
+        }
         self.results[(server, "big_result")] = r
-        self._say(f"  {server:14s} {'10 MB response':32s} {fmt(r['median_ms'], 1)} ms per transfer "
-                  f"({len(times)} transfers, {size:,} bytes)")
+        self._say(
+            f"  {server:14s} {'10 MB response':32s} {fmt(r['median_ms'], 1)} ms per transfer "
+            f"({len(times)} transfers, {size:,} bytes)"
+        )
         return r
 
     def idle(self, server, srv, seconds, settle=3.0):
@@ -759,19 +801,28 @@ class Bench:
         wall = time.monotonic() - t0
         rss = sum(_proc_status(p).get("VmRSS", 0) for p in pids)
         thr = sum(_proc_status(p).get("Threads", 0) for p in pids)
-        r = {"seconds": round(wall, 2), "cpu_pct": 100.0 * cpu / wall, "rss_mb": rss / 1024.0,
-             "threads": thr, "pids": len(pids)}
+        r = {
+            "seconds": round(wall, 2),
+            "cpu_pct": 100.0 * cpu / wall,
+            "rss_mb": rss / 1024.0,
+            "threads": thr,
+            "pids": len(pids),
+        }
         self.results[(server, "idle")] = r
-        self._say(f"  {server:14s} {'idle':32s} CPU {r['cpu_pct']:.2f} %  RSS {r['rss_mb']:.1f} MB"
-                  f"  threads {thr}  (over {wall:.1f} s)")
+        self._say(
+            f"  {server:14s} {'idle':32s} CPU {r['cpu_pct']:.2f} %  RSS {r['rss_mb']:.1f} MB"
+            f"  threads {thr}  (over {wall:.1f} s)"
+        )
         return r
 
     def _store(self, server, workload, rounds):
         med = _median_of(rounds)
         self.results[(server, workload)] = {"rounds": rounds, "median": med}
         p99 = f"{med['p99_ms']:.3f}" if med["p99_ms"] is not None else "-"
-        self._say(f"  {server:14s} {workload:32s} {med['calls_per_s']:10.1f} calls/s  "
-                  f"p99 {p99} ms  failures {med['failures']}")
+        self._say(
+            f"  {server:14s} {workload:32s} {med['calls_per_s']:10.1f} calls/s  "
+            f"p99 {p99} ms  failures {med['failures']}"
+        )
 
 
 WORKLOADS = [
@@ -779,8 +830,7 @@ WORKLOADS = [
     ("oneshot_scene", "one-shot connections, get_scene_info", "oneshot_scene", False),
     ("persistent_scene", "1 persistent conn., get_scene_info", "persistent_scene", False),
     ("persistent_exec", "1 persistent conn., execute_code print(1)", "persistent_exec", False),
-    ("concurrent8_scene", f"{N_CONCURRENT} clients (processes), persistent, get_scene_info",
-     "persistent_scene", True),
+    ("concurrent8_scene", f"{N_CONCURRENT} clients (processes), persistent, get_scene_info", "persistent_scene", True),
 ]
 
 
@@ -794,16 +844,23 @@ def machine_info():
                     break
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu": cpu or platform.processor(),
-            "kernel": platform.release(), "python": platform.python_version()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu or platform.processor(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
 
 
 def foreign_load():
     """Load average and Blender processes not started by this run (they skew the numbers)."""
     mine = {os.getpid()} | set(_descendants(os.getpid()))
     # Zombies do not count: this VM's init reaps exited orphans only now and then.
-    others = [p for p in (int(d) for d in os.listdir("/proc") if d.isdigit())
-              if p not in mine and _comm(p).startswith("blender") and _alive(p, _comm(p))]
+    others = [
+        p
+        for p in (int(d) for d in os.listdir("/proc") if d.isdigit())
+        if p not in mine and _comm(p).startswith("blender") and _alive(p, _comm(p))
+    ]
     for p in others:  # say which, so a skewed run can be explained
         try:
             with open(f"/proc/{p}/stat") as f:
@@ -820,7 +877,7 @@ def blender_version(blender):
     try:
         out = subprocess.run([blender, "--version"], capture_output=True, text=True, timeout=60).stdout
         return out.splitlines()[0].strip()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "?"
 
 
@@ -842,8 +899,12 @@ def _cols(R, key):
     if not r:
         return ["—"] * 4
     m = r["median"]
-    return [fmt(m["calls_per_s"], 0 if m["calls_per_s"] >= 100 else 1),
-            fmt(m["p50_ms"], 3), fmt(m["p99_ms"], 3), str(m["failures"])]
+    return [
+        fmt(m["calls_per_s"], 0 if m["calls_per_s"] >= 100 else 1),
+        fmt(m["p50_ms"], 3),
+        fmt(m["p99_ms"], 3),
+        str(m["failures"]),
+    ]
 
 
 def render(meta, bench):
@@ -870,62 +931,79 @@ def render(meta, bench):
     for key, label, _kind, _conc in WORKLOADS:
         bw, pe = R.get(("blendwire", key)), R.get(("peer", key))
         rt = ratio(bw and bw["median"]["calls_per_s"], pe and pe["median"]["calls_per_s"])
-        lines.append(f"| {label} | " + " | ".join(cols(("blendwire", key))) + " | "
-                     + " | ".join(cols(("peer", key))) + f" | {fmt(rt, 0) + '×' if rt else '—'} |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(cols(("blendwire", key)))
+            + " | "
+            + " | ".join(cols(("peer", key)))
+            + f" | {fmt(rt, 0) + '×' if rt else '—'} |"
+        )
     bw, pe = R.get(("blendwire", "concurrent64_scene")), R.get(("peer", "concurrent64_scene"))
     if bw or pe:
         rt = ratio(bw and bw["median"]["calls_per_s"], pe and pe["median"]["calls_per_s"])
-        lines.append(f"| {MULTI_PROCS * MULTI_PER_PROC} clients ({MULTI_PROCS} processes × "
-                     f"{MULTI_PER_PROC} connections, selectors), persistent, get_scene_info | "
-                     + " | ".join(cols(("blendwire", "concurrent64_scene"))) + " | "
-                     + " | ".join(cols(("peer", "concurrent64_scene")))
-                     + f" | {fmt(rt, 0) + '×' if rt else '—'} |")
+        lines.append(
+            f"| {MULTI_PROCS * MULTI_PER_PROC} clients ({MULTI_PROCS} processes × "
+            f"{MULTI_PER_PROC} connections, selectors), persistent, get_scene_info | "
+            + " | ".join(cols(("blendwire", "concurrent64_scene")))
+            + " | "
+            + " | ".join(cols(("peer", "concurrent64_scene")))
+            + f" | {fmt(rt, 0) + '×' if rt else '—'} |"
+        )
     bc, rc = R.get(("clients", "client_blendwire")), R.get(("clients", "client_blender_remote"))
     if bc or rc:
         rt = ratio(bc and bc["median"]["calls_per_s"], rc and rc["median"]["calls_per_s"])
-        lines.append("| Python client libraries on the blendwire server (-b), get_scene_info: "
-                     "`blendwire.Client` (left) vs `blender_remote.connect_to_blender()` (right) | "
-                     + " | ".join(cols(("clients", "client_blendwire"))) + " | "
-                     + " | ".join(cols(("clients", "client_blender_remote")))
-                     + f" | {fmt(rt, 1) + '×' if rt else '—'} |")
+        lines.append(
+            "| Python client libraries on the blendwire server (-b), get_scene_info: "
+            "`blendwire.Client` (left) vs `blender_remote.connect_to_blender()` (right) | "
+            + " | ".join(cols(("clients", "client_blendwire")))
+            + " | "
+            + " | ".join(cols(("clients", "client_blender_remote")))
+            + f" | {fmt(rt, 1) + '×' if rt else '—'} |"
+        )
     bm = R.get(("clients", "client_blendwire_many"))
     if bm or rc:
         rt = ratio(bm and bm["median"]["calls_per_s"], rc and rc["median"]["calls_per_s"])
-        lines.append(f"| same, pipelined: `blendwire.Client.call_many()` in batches of "
-                     f"{BATCH['client_blendwire_many']} (left; p50/p99 per batch) vs "
-                     "`blender_remote.connect_to_blender()` (right) | "
-                     + " | ".join(cols(("clients", "client_blendwire_many"))) + " | "
-                     + " | ".join(cols(("clients", "client_blender_remote")))
-                     + f" | {fmt(rt, 1) + '×' if rt else '—'} |")
+        lines.append(
+            f"| same, pipelined: `blendwire.Client.call_many()` in batches of "
+            f"{BATCH['client_blendwire_many']} (left; p50/p99 per batch) vs "
+            "`blender_remote.connect_to_blender()` (right) | "
+            + " | ".join(cols(("clients", "client_blendwire_many")))
+            + " | "
+            + " | ".join(cols(("clients", "client_blender_remote")))
+            + f" | {fmt(rt, 1) + '×' if rt else '—'} |"
+        )
     lines += render_extra(R)
     lines.append("")
-    lines.append("Targets (issue 2: background, one persistent connection, get_scene_info; then "
-                 "issue 5):")
+    lines.append("Targets (issue 2: background, one persistent connection, get_scene_info; then issue 5):")
     for t in meta["targets"]:
         lines.append(f"- {t['name']}: {t['value']} → **{t['verdict']}**")
     lines.append("")
-    lines.append("CPU during the rounds (median, % of one core, 200 = both cores; server = the "
-                 "Blender process, all threads; other = everything else on the machine, e.g. "
-                 "other sessions' builds — it competes for the same 2 cores):")
+    lines.append(
+        "CPU during the rounds (median, % of one core, 200 = both cores; server = the "
+        "Blender process, all threads; other = everything else on the machine, e.g. "
+        "other sessions' builds — it competes for the same 2 cores):"
+    )
     lines.append("")
-    lines.append("| workload | blendwire: server % | client % | other processes % "
-                 "| peer: server % | client % | other % |")
+    lines.append(
+        "| workload | blendwire: server % | client % | other processes % | peer: server % | client % | other % |"
+    )
     lines.append("|---|--:|--:|--:|--:|--:|--:|")
 
     def cpu(r):
         m = r and r["median"]
-        return " | ".join(fmt(m and m[k], 0) for k in ("server_cpu_pct", "client_cpu_pct",
-                                                         "other_cpu_pct"))
+        return " | ".join(fmt(m and m[k], 0) for k in ("server_cpu_pct", "client_cpu_pct", "other_cpu_pct"))
+
     for key, label, _k, _c in WORKLOADS + [("concurrent64_scene", "64 clients", "", True)]:
         lines.append(f"| {label} | {cpu(R.get(('blendwire', key)))} | {cpu(R.get(('peer', key)))} |")
     for key in ("persistent_scene", "persistent_exec", "concurrent8_scene"):
         if ("gui", key) in R or ("standin", key) in R:
-            lines.append(f"| GUI: {key} (blendwire left, STAND-IN right) | {cpu(R.get(('gui', key)))}"
-                         f" | {cpu(R.get(('standin', key)))} |")
+            lines.append(
+                f"| GUI: {key} (blendwire left, STAND-IN right) | {cpu(R.get(('gui', key)))}"
+                f" | {cpu(R.get(('standin', key)))} |"
+            )
     for key in ("client_blendwire", "client_blendwire_many", "client_blender_remote"):
         if ("clients", key) in R:
-            lines.append(f"| client library: {key[7:]} | {cpu(R.get(('clients', key)))} "
-                         "| — | — | — |")
+            lines.append(f"| client library: {key[7:]} | {cpu(R.get(('clients', key)))} | — | — | — |")
     lines.append("")
     lines.append("How the peer ran: " + meta["peer_how"])
     lines.append("")
@@ -935,72 +1013,106 @@ def render(meta, bench):
 
 def render_extra(R):
     """The issue-5 sections: GUI vs the blender-mcp stand-in, main-loop stall, 10 MB, idle."""
+
     def cols(key):
         return _cols(R, key)
+
     L = []
-    gui_rows = (("persistent_scene", "1 persistent conn., get_scene_info"),
-                ("persistent_exec", "1 persistent conn., execute_code print(1)"),
-                ("concurrent8_scene", f"{N_CONCURRENT} clients (processes), persistent, get_scene_info"))
+    gui_rows = (
+        ("persistent_scene", "1 persistent conn., get_scene_info"),
+        ("persistent_exec", "1 persistent conn., execute_code print(1)"),
+        ("concurrent8_scene", f"{N_CONCURRENT} clients (processes), persistent, get_scene_info"),
+    )
     if any(("gui", k) in R or ("standin", k) in R for k, _ in gui_rows):
-        L += ["", "GUI under Xvfb: blendwire vs a **STAND-IN** for the blender-mcp add-on "
-              "(benches/blender_mcp_standin.py, not the real add-on, which is not on PyPI: it "
-              "reproduces its documented dispatch — a socket server thread, one "
-              "`bpy.app.timers.register` per command from the client thread, the result sent from "
-              "the main thread; protocols.md §2).", "",
-              "| workload (GUI, Xvfb) | blendwire calls/s | p50 ms | p99 ms | fail "
-              "| STAND-IN calls/s | p50 ms | p99 ms | fail | ratio |",
-              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        L += [
+            "",
+            "GUI under Xvfb: blendwire vs a **STAND-IN** for the blender-mcp add-on "
+            "(benches/blender_mcp_standin.py, not the real add-on, which is not on PyPI: it "
+            "reproduces its documented dispatch — a socket server thread, one "
+            "`bpy.app.timers.register` per command from the client thread, the result sent from "
+            "the main thread; protocols.md §2).",
+            "",
+            "| workload (GUI, Xvfb) | blendwire calls/s | p50 ms | p99 ms | fail "
+            "| STAND-IN calls/s | p50 ms | p99 ms | fail | ratio |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
         for key, label in gui_rows:
             a, b = R.get(("gui", key)), R.get(("standin", key))
             rt = ratio(a and a["median"]["calls_per_s"], b and b["median"]["calls_per_s"])
-            L.append(f"| {label} | " + " | ".join(cols(("gui", key))) + " | "
-                     + " | ".join(cols(("standin", key))) + f" | {fmt(rt, 1) + '×' if rt else '—'} |")
+            L.append(
+                f"| {label} | "
+                + " | ".join(cols(("gui", key)))
+                + " | "
+                + " | ".join(cols(("standin", key)))
+                + f" | {fmt(rt, 1) + '×' if rt else '—'} |"
+            )
     st = R.get(("gui", "stall"))
     if st:
         b0, b1 = st["before_flood"], st["after_flood"]
-        L += ["", f"Longest main-loop stall (blendwire GUI, `get_status` bridge counters, maxima since "
-              f"start-up; read before and after the {N_CONCURRENT}-client flood): max_tick_ms "
-              f"{fmt(b0.get('max_tick_ms'), 3)} → {fmt(b1.get('max_tick_ms'), 3)}, max_job_ms "
-              f"{fmt(b0.get('max_job_ms'), 3)} → {fmt(b1.get('max_job_ms'), 3)}; tick budget "
-              f"{st['tick_budget_ms']:.0f} ms (limit: budget + one job = "
-              f"{fmt(st['tick_budget_ms'] + (b1.get('max_job_ms') or 0), 3)} ms)."]
+        L += [
+            "",
+            f"Longest main-loop stall (blendwire GUI, `get_status` bridge counters, maxima since "
+            f"start-up; read before and after the {N_CONCURRENT}-client flood): max_tick_ms "
+            f"{fmt(b0.get('max_tick_ms'), 3)} → {fmt(b1.get('max_tick_ms'), 3)}, max_job_ms "
+            f"{fmt(b0.get('max_job_ms'), 3)} → {fmt(b1.get('max_job_ms'), 3)}; tick budget "
+            f"{st['tick_budget_ms']:.0f} ms (limit: budget + one job = "
+            f"{fmt(st['tick_budget_ms'] + (b1.get('max_job_ms') or 0), 3)} ms).",
+        ]
     a, b = R.get(("blendwire", "big_result")), R.get(("loopback", "big_result"))
     if a or b:
-        L += ["", "10 MB result on one persistent connection (same read loop for both; median "
-              "time per transfer, request sent → whole JSON parsed). blendwire's `execute_code` "
-              "response carries stdout twice (`result` and `output.stdout`), so about 20 MB go over "
-              "the wire; the loopback copy sends the same number of bytes:", "",
-              "| transfer | bytes | ms per transfer (median) | min ms | max ms | MB/s | transfers "
-              "| × loopback |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
-        for name, r, label in (("blendwire", a, "blendwire -b, `execute_code` printing 10 MB"),
-                               ("loopback", b, "plain loopback copy (Python server process sends "
-                                               "the same number of bytes)")):
+        L += [
+            "",
+            "10 MB result on one persistent connection (same read loop for both; median "
+            "time per transfer, request sent → whole JSON parsed). blendwire's `execute_code` "
+            "response carries stdout twice (`result` and `output.stdout`), so about 20 MB go over "
+            "the wire; the loopback copy sends the same number of bytes:",
+            "",
+            "| transfer | bytes | ms per transfer (median) | min ms | max ms | MB/s | transfers | × loopback |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for _name, r, label in (
+            ("blendwire", a, "blendwire -b, `execute_code` printing 10 MB"),
+            ("loopback", b, "plain loopback copy (Python server process sends the same number of bytes)"),
+        ):
             if r:
                 rt = ratio(r["median_ms"], b and b["median_ms"])
-                L.append(f"| {label} | {r['bytes']:,} | {fmt(r['median_ms'], 1)} | "
-                         f"{fmt(r['min_ms'] or None, 1)} | {fmt(r['max_ms'] or None, 1)} | "
-                         f"{fmt(r['mb_per_s'], 0)} | {r['transfers']} | "
-                         f"{fmt(rt, 2) + '×' if rt else '—'} |")
-    idle_rows = (("blendwire-gui", "plain-gui", "Blender GUI (Xvfb)"),
-                 ("blendwire-b", "plain-b", "Blender -b"))
+                L.append(
+                    f"| {label} | {r['bytes']:,} | {fmt(r['median_ms'], 1)} | "
+                    f"{fmt(r['min_ms'] or None, 1)} | {fmt(r['max_ms'] or None, 1)} | "
+                    f"{fmt(r['mb_per_s'], 0)} | {r['transfers']} | "
+                    f"{fmt(rt, 2) + '×' if rt else '—'} |"
+                )
+    idle_rows = (("blendwire-gui", "plain-gui", "Blender GUI (Xvfb)"), ("blendwire-b", "plain-b", "Blender -b"))
     if any(R.get((k, "idle")) for row in idle_rows for k in row[:2]):
-        L += ["", "Idle cost (Blender process, all threads; CPU % of one core over the window, "
-              "RSS and thread count at its end):", "",
-              "| mode | blendwire idle: CPU % | RSS MB | threads | without: CPU % | RSS MB | threads "
-              "| Δ CPU % | Δ RSS MB | Δ threads | window s |",
-              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        L += [
+            "",
+            "Idle cost (Blender process, all threads; CPU % of one core over the window, "
+            "RSS and thread count at its end):",
+            "",
+            "| mode | blendwire idle: CPU % | RSS MB | threads | without: CPU % | RSS MB | threads "
+            "| Δ CPU % | Δ RSS MB | Δ threads | window s |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
         for bk, pk, label in idle_rows:
             x, y = R.get((bk, "idle")), R.get((pk, "idle"))
             if not (x or y):
                 continue
+
             def c(r):
-                return (f"{fmt(r['cpu_pct'], 2)} | {fmt(r['rss_mb'], 1)} | {r['threads']}"
-                        if r else "— | — | —")
-            d = (f"{x['cpu_pct'] - y['cpu_pct']:+.2f} | {x['rss_mb'] - y['rss_mb']:+.1f} | "
-                 f"{x['threads'] - y['threads']:+d}" if x and y else "— | — | —")
+                return f"{fmt(r['cpu_pct'], 2)} | {fmt(r['rss_mb'], 1)} | {r['threads']}" if r else "— | — | —"
+
+            d = (
+                f"{x['cpu_pct'] - y['cpu_pct']:+.2f} | {x['rss_mb'] - y['rss_mb']:+.1f} | "
+                f"{x['threads'] - y['threads']:+d}"
+                if x and y
+                else "— | — | —"
+            )
             win = (x or y)["seconds"]
-            extra = " (blendwire: service pumping idle; without: `time.sleep(1)` loop in Python)" \
-                if bk == "blendwire-b" else " (without: plain Blender, no add-on)"
+            extra = (
+                " (blendwire: service pumping idle; without: `time.sleep(1)` loop in Python)"
+                if bk == "blendwire-b"
+                else " (without: plain Blender, no add-on)"
+            )
             L.append(f"| {label}{extra} | {c(x)} | {c(y)} | {d} | {win:.0f} |")
     return L
 
@@ -1012,16 +1124,24 @@ def targets(bench):
     pe = R.get(("peer", "persistent_scene"))
     if bw and pe:
         rt = ratio(bw["median"]["calls_per_s"], pe["median"]["calls_per_s"])
-        out.append({"name": "calls/s ≥ 50× the peer's (same workload)",
-                    "value": f"{rt:,.0f}× ({bw['median']['calls_per_s']:,.0f} vs "
-                             f"{pe['median']['calls_per_s']:,.1f} calls/s)",
-                    "verdict": "pass" if rt and rt >= 50 else "MISS"})
+        out.append(
+            {
+                "name": "calls/s ≥ 50× the peer's (same workload)",
+                "value": f"{rt:,.0f}× ({bw['median']['calls_per_s']:,.0f} vs "
+                f"{pe['median']['calls_per_s']:,.1f} calls/s)",
+                "verdict": "pass" if rt and rt >= 50 else "MISS",
+            }
+        )
     if bw:
         p99 = bw["median"]["p99_ms"]
         worst = max(r["p99_ms"] for r in bw["rounds"])
-        out.append({"name": "p99 < 1 ms",
-                    "value": f"{p99:.3f} ms (worst round {worst:.3f} ms)",
-                    "verdict": "pass" if p99 < 1.0 else "MISS"})
+        out.append(
+            {
+                "name": "p99 < 1 ms",
+                "value": f"{p99:.3f} ms (worst round {worst:.3f} ms)",
+                "verdict": "pass" if p99 < 1.0 else "MISS",
+            }
+        )
     out += targets5(R)
     return out
 
@@ -1033,14 +1153,19 @@ def targets5(R):
     def med(k, f):
         r = R.get(k)
         return r and r["median"][f]
+
     bw, pe = R.get(("blendwire", "persistent_scene")), R.get(("peer", "persistent_scene"))
     if bw and pe:
         rt = ratio(bw["median"]["calls_per_s"], pe["median"]["calls_per_s"])
         p99 = bw["median"]["p99_ms"]
-        out.append({"name": "issue 5: background, 1 persistent connection ≥ 500× the peer, p99 < 0.5 ms",
-                    "value": f"{fmt(rt, 0)}× ({bw['median']['calls_per_s']:,.0f} vs "
-                             f"{pe['median']['calls_per_s']:,.1f} calls/s), p99 {p99:.3f} ms",
-                    "verdict": "pass" if rt and rt >= 500 and p99 < 0.5 else "MISS"})
+        out.append(
+            {
+                "name": "issue 5: background, 1 persistent connection ≥ 500× the peer, p99 < 0.5 ms",
+                "value": f"{fmt(rt, 0)}× ({bw['median']['calls_per_s']:,.0f} vs "
+                f"{pe['median']['calls_per_s']:,.1f} calls/s), p99 {p99:.3f} ms",
+                "verdict": "pass" if rt and rt >= 500 and p99 < 0.5 else "MISS",
+            }
+        )
     bw, pe = R.get(("blendwire", "concurrent64_scene")), R.get(("peer", "concurrent64_scene"))
     if bw and pe:
         m = bw["median"]
@@ -1050,67 +1175,102 @@ def targets5(R):
         if m["client_cpu_pct"] and m["calls_per_s"]:
             client_us = 1e6 * m["client_cpu_pct"] / 100.0 / m["calls_per_s"]
             top = (os.cpu_count() or 1) * 1e6 / client_us
-            ceiling = (f"; the clients alone spend {client_us:.0f} µs CPU per call, so even a server "
-                       f"costing nothing would get at most {top:,.0f} calls/s on "
-                       f"{os.cpu_count()} cores = {top / pe['median']['calls_per_s']:,.0f}× the peer")
-        out.append({"name": "issue 5: 64 clients (-b) ≥ 100× the peer, zero failures",
-                    "value": f"{fmt(rt, 0)}× ({m['calls_per_s']:,.0f} vs "
-                             f"{pe['median']['calls_per_s']:,.0f} calls/s), failures {m['failures']}"
-                             + ceiling,
-                    "verdict": "pass" if rt and rt >= 100 and m["failures"] == 0 else "MISS"})
+            ceiling = (
+                f"; the clients alone spend {client_us:.0f} µs CPU per call, so even a server "
+                f"costing nothing would get at most {top:,.0f} calls/s on "
+                f"{os.cpu_count()} cores = {top / pe['median']['calls_per_s']:,.0f}× the peer"
+            )
+        out.append(
+            {
+                "name": "issue 5: 64 clients (-b) ≥ 100× the peer, zero failures",
+                "value": f"{fmt(rt, 0)}× ({m['calls_per_s']:,.0f} vs "
+                f"{pe['median']['calls_per_s']:,.0f} calls/s), failures {m['failures']}" + ceiling,
+                "verdict": "pass" if rt and rt >= 100 and m["failures"] == 0 else "MISS",
+            }
+        )
     rc = med(("clients", "client_blender_remote"), "calls_per_s")
-    for key, how in (("client_blendwire", "one call at a time"),
-                     ("client_blendwire_many", f"call_many, batches of {BATCH['client_blendwire_many']}")):
+    for key, how in (
+        ("client_blendwire", "one call at a time"),
+        ("client_blendwire_many", f"call_many, batches of {BATCH['client_blendwire_many']}"),
+    ):
         bc = med(("clients", key), "calls_per_s")
         if bc and rc:
-            out.append({"name": f"issue 5: `blendwire.Client` ≥ 5× the blender-remote client ({how})",
-                        "value": f"{bc / rc:,.1f}× ({bc:,.0f} vs {rc:,.0f} calls/s)",
-                        "verdict": "pass" if bc / rc >= 5 else "MISS"})
+            out.append(
+                {
+                    "name": f"issue 5: `blendwire.Client` ≥ 5× the blender-remote client ({how})",
+                    "value": f"{bc / rc:,.1f}× ({bc:,.0f} vs {rc:,.0f} calls/s)",
+                    "verdict": "pass" if bc / rc >= 5 else "MISS",
+                }
+            )
     a, b = med(("gui", "concurrent8_scene"), "calls_per_s"), med(("standin", "concurrent8_scene"), "calls_per_s")
     if a and b:
-        out.append({"name": "issue 5: GUI, 8 clients ≥ 5× the blender-mcp-style STAND-IN",
-                    "value": f"{a / b:,.1f}× ({a:,.0f} vs {b:,.0f} calls/s)",
-                    "verdict": "pass" if a / b >= 5 else "MISS"})
+        out.append(
+            {
+                "name": "issue 5: GUI, 8 clients ≥ 5× the blender-mcp-style STAND-IN",
+                "value": f"{a / b:,.1f}× ({a:,.0f} vs {b:,.0f} calls/s)",
+                "verdict": "pass" if a / b >= 5 else "MISS",
+            }
+        )
     p50, p99 = med(("gui", "persistent_scene"), "p50_ms"), med(("gui", "persistent_scene"), "p99_ms")
     if p50 is not None:
-        out.append({"name": "issue 5: GUI, 1 client p50 ≤ 3 ms and p99 ≤ 8 ms",
-                    "value": f"p50 {p50:.3f} ms, p99 {p99:.3f} ms",
-                    "verdict": "pass" if p50 <= 3 and p99 <= 8 else "MISS"})
+        out.append(
+            {
+                "name": "issue 5: GUI, 1 client p50 ≤ 3 ms and p99 ≤ 8 ms",
+                "value": f"p50 {p50:.3f} ms, p99 {p99:.3f} ms",
+                "verdict": "pass" if p50 <= 3 and p99 <= 8 else "MISS",
+            }
+        )
     st = R.get(("gui", "stall"))
     if st and st["after_flood"].get("max_tick_ms") is not None:
         t, j = st["after_flood"]["max_tick_ms"], st["after_flood"]["max_job_ms"] or 0
-        out.append({"name": "issue 5: GUI, longest main-loop tick ≤ tick budget (8 ms) + one job",
-                    "value": f"max_tick {t:.3f} ms vs {TICK_BUDGET_MS + j:.3f} ms (max_job {j:.3f} ms)",
-                    "verdict": "pass" if t <= TICK_BUDGET_MS + j else "MISS"})
+        out.append(
+            {
+                "name": "issue 5: GUI, longest main-loop tick ≤ tick budget (8 ms) + one job",
+                "value": f"max_tick {t:.3f} ms vs {TICK_BUDGET_MS + j:.3f} ms (max_job {j:.3f} ms)",
+                "verdict": "pass" if t <= TICK_BUDGET_MS + j else "MISS",
+            }
+        )
     x, y = R.get(("blendwire", "big_result")), R.get(("loopback", "big_result"))
     if x and y and x["median_ms"] and y["median_ms"]:
         rt = x["median_ms"] / y["median_ms"]
-        out.append({"name": "issue 5: 10 MB result within 3× the plain loopback copy",
-                    "value": f"{rt:.2f}× ({x['median_ms']:.1f} vs {y['median_ms']:.1f} ms)",
-                    "verdict": "pass" if rt <= 3 else "MISS"})
-    for ours, plain, what in (("blendwire-gui", "plain-gui", "GUI idle < 1 % CPU and < 10 MB RSS over plain Blender"),
-                              ("blendwire-b", "plain-b", "-b idle (`blendwire serve`) < 1 % CPU and < 10 MB "
-                                                         "RSS over plain `blender -b`")):
+        out.append(
+            {
+                "name": "issue 5: 10 MB result within 3× the plain loopback copy",
+                "value": f"{rt:.2f}× ({x['median_ms']:.1f} vs {y['median_ms']:.1f} ms)",
+                "verdict": "pass" if rt <= 3 else "MISS",
+            }
+        )
+    for ours, plain, what in (
+        ("blendwire-gui", "plain-gui", "GUI idle < 1 % CPU and < 10 MB RSS over plain Blender"),
+        ("blendwire-b", "plain-b", "-b idle (`blendwire serve`) < 1 % CPU and < 10 MB RSS over plain `blender -b`"),
+    ):
         x, y = R.get((ours, "idle")), R.get((plain, "idle"))
         if not (x and y):
             continue
         dc, dr, dt = x["cpu_pct"] - y["cpu_pct"], x["rss_mb"] - y["rss_mb"], x["threads"] - y["threads"]
-        out.append({"name": f"issue 5: {what}, ≤ 3 extra threads",
-                    "value": f"{dc:+.2f} % CPU, {dr:+.1f} MB, {dt:+d} threads",
-                    "verdict": "pass" if dc < 1 and dr < 10 and dt <= 3 else "MISS"})
+        out.append(
+            {
+                "name": f"issue 5: {what}, ≤ 3 extra threads",
+                "value": f"{dc:+.2f} % CPU, {dr:+.1f} MB, {dt:+d} threads",
+                "verdict": "pass" if dc < 1 and dr < 10 and dt <= 3 else "MISS",
+            }
+        )
     return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--window", type=float, default=2.0,
-                    help="seconds per round for blendwire (default 2)")
-    ap.add_argument("--peer-window", type=float, default=8.0,
-                    help="max seconds per round for the peer (default 8; rounds also stop at "
-                         "--peer-calls)")
-    ap.add_argument("--peer-calls", type=int, default=100,
-                    help="max calls per round for the peer (per client when concurrent)")
+    ap.add_argument("--window", type=float, default=2.0, help="seconds per round for blendwire (default 2)")
+    ap.add_argument(
+        "--peer-window",
+        type=float,
+        default=8.0,
+        help="max seconds per round for the peer (default 8; rounds also stop at --peer-calls)",
+    )
+    ap.add_argument(
+        "--peer-calls", type=int, default=100, help="max calls per round for the peer (per client when concurrent)"
+    )
     ap.add_argument("--blender", default=os.environ.get("BLENDER", "/usr/bin/blender"))
     ap.add_argument("--no-gui", action="store_true")
     ap.add_argument("--no-peer", action="store_true")
@@ -1132,12 +1292,13 @@ def main():
     # SIGINT (even if inherited as ignored), SIGTERM and SIGHUP: unwind through the finally blocks.
     def _interrupt(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
+
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
 
-    import blendwire
     import importlib.metadata as md
+
     meta = {
         "date": stamp.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine_info(),
@@ -1155,30 +1316,41 @@ def main():
         "and KEEPALIVE_SCRIPT of `blender-remote-cli start --background` (the keep-alive loop "
         "calling `bld_remote.step()` then sleeping 50 ms), preceded by two lines that put the "
         "wheel's `blender_remote/addon/` on sys.path and `addon_utils.enable('bld_remote_mcp')` "
-        "(instead of `blender-remote-cli install` into the user config; nothing is saved).")
+        "(instead of `blender-remote-cli install` into the user config; nothing is saved)."
+    )
     meta["load_at_start"] = foreign_load()
     if meta["load_at_start"]["other_blender_processes"]:
-        print(f"WARNING: {meta['load_at_start']['other_blender_processes']} Blender process(es) "
-              "not started by this run are running: the numbers will be skewed", file=sys.stderr)
+        print(
+            f"WARNING: {meta['load_at_start']['other_blender_processes']} Blender process(es) "
+            "not started by this run are running: the numbers will be skewed",
+            file=sys.stderr,
+        )
     print(f"# blendwire benchmark — {meta['date']}", file=sys.stderr)
-    print(f"machine: nproc={meta['machine']['nproc']}, CPU: {meta['machine']['cpu']}; "
-          f"{meta['blender']}; logs in {log_dir}", file=sys.stderr, flush=True)
+    print(
+        f"machine: nproc={meta['machine']['nproc']}, CPU: {meta['machine']['cpu']}; "
+        f"{meta['blender']}; logs in {log_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
 
-    bw_seq = (20000, args.window, 200)       # max calls, seconds, warm-up calls
+    bw_seq = (20000, args.window, 200)  # max calls, seconds, warm-up calls
     bw_oneshot = (6000, args.window, 100)
-    bw_conc = (20000, args.window, 50)        # per client
+    bw_conc = (20000, args.window, 50)  # per client
     pe_seq = (args.peer_calls, args.peer_window, 5)
     pe_conc = (args.peer_calls, args.peer_window, 3)  # per client
-    bw_conc64 = (20000, args.window, 20)      # per connection
+    bw_conc64 = (20000, args.window, 20)  # per connection
     pe_conc64 = (max(5, args.peer_calls // 4), args.peer_window, 1)  # per connection
-    meta["limits"] = {"blendwire_sequential": bw_seq, "blendwire_oneshot": bw_oneshot,
-                      "blendwire_concurrent_per_client": bw_conc, "peer_sequential": pe_seq,
-                      "peer_concurrent_per_client": pe_conc,
-                      "blendwire_64_per_connection": bw_conc64,
-                      "peer_64_per_connection": pe_conc64,
-                      "idle_seconds": {"gui": args.idle_gui, "background": args.idle_b},
-                      "limit_fields": ["max calls per round", "max seconds per round",
-                                       "warm-up calls"]}
+    meta["limits"] = {
+        "blendwire_sequential": bw_seq,
+        "blendwire_oneshot": bw_oneshot,
+        "blendwire_concurrent_per_client": bw_conc,
+        "peer_sequential": pe_seq,
+        "peer_concurrent_per_client": pe_conc,
+        "blendwire_64_per_connection": bw_conc64,
+        "peer_64_per_connection": pe_conc64,
+        "idle_seconds": {"gui": args.idle_gui, "background": args.idle_b},
+        "limit_fields": ["max calls per round", "max seconds per round", "warm-up calls"],
+    }
 
     pool = mp.get_context("spawn").Pool(N_CONCURRENT, initializer=_worker_init)
     bench = Bench(args, pool)
@@ -1193,8 +1365,9 @@ def main():
         for key, _label, kind, conc in WORKLOADS:
             lim = bw_conc if conc else (bw_oneshot if kind == "oneshot_scene" else bw_seq)
             (bench.concurrent if conc else bench.sequential)("blendwire", srv, key, kind, lim)
-        bench.concurrent_multi("blendwire", srv, "concurrent64_scene", "persistent_scene",
-                               bw_conc64, MULTI_PROCS, MULTI_PER_PROC)
+        bench.concurrent_multi(
+            "blendwire", srv, "concurrent64_scene", "persistent_scene", bw_conc64, MULTI_PROCS, MULTI_PER_PROC
+        )
         big = bench.big_transfer("blendwire", srv.port, BIG_EXEC, 3, 10.0 if not args.quick else 3.0)
         bench.idle("blendwire-b", srv, args.idle_b)
         print("Python client libraries against the blendwire server:", file=sys.stderr, flush=True)
@@ -1203,14 +1376,18 @@ def main():
         bench.sequential("clients", srv, "client_blender_remote", "client_blender_remote", bw_oneshot)
         srv.stop(shutdown_port=srv.port)
 
-        print("plain loopback copy of the same response bytes (Python server process):",
-              file=sys.stderr, flush=True)
+        print("plain loopback copy of the same response bytes (Python server process):", file=sys.stderr, flush=True)
         blob = os.path.join(log_dir, "big_response.json")
         with open(blob, "wb") as f:
             head, tail = b'{"status": "success", "result": {"executed": true, "result": "', b'"}}'
             f.write(head + b"x" * max(0, (big["bytes"] or BIG_BYTES) - len(head) - len(tail)) + tail)
-        srv = Server("loopback", [sys.executable, "-c", LOOPBACK_SERVER, blob], dict(os.environ),
-                     os.path.join(log_dir, "loopback.log"), ready_prefix="")
+        srv = Server(
+            "loopback",
+            [sys.executable, "-c", LOOPBACK_SERVER, blob],
+            dict(os.environ),
+            os.path.join(log_dir, "loopback.log"),
+            ready_prefix="",
+        )
         if not srv._ready.wait(30):
             raise RuntimeError("loopback server did not start")
         srv.port = int(srv.lines[0])
@@ -1218,56 +1395,81 @@ def main():
         srv.stop()
 
         print("plain blender -b sleeping in Python (time.sleep loop):", file=sys.stderr, flush=True)
-        srv = start_marked("plain-b", [args.blender, "-b", "--python-expr",
-                                       "import time\nprint('bench: plain ready', flush=True)\n"
-                                       "while True:\n    time.sleep(1)"],
-                           "bench: plain ready", os.path.join(log_dir, "plain-b.log"))
+        srv = start_marked(
+            "plain-b",
+            [
+                args.blender,
+                "-b",
+                "--python-expr",
+                "import time\nprint('bench: plain ready', flush=True)\nwhile True:\n    time.sleep(1)",
+            ],
+            "bench: plain ready",
+            os.path.join(log_dir, "plain-b.log"),
+        )
         bench.idle("plain-b", srv, args.idle_b)
         srv.stop()
 
         if not args.no_peer:
-            print("peer (blender-remote 1.3.3 add-on, blender -b, keep-alive loop):",
-                  file=sys.stderr, flush=True)
-            srv = start_peer(args.blender, os.path.join(log_dir, "peer.log"),
-                             os.path.join(log_dir, "peer_start_script.py"))
+            print("peer (blender-remote 1.3.3 add-on, blender -b, keep-alive loop):", file=sys.stderr, flush=True)
+            srv = start_peer(
+                args.blender, os.path.join(log_dir, "peer.log"), os.path.join(log_dir, "peer_start_script.py")
+            )
             for key, _label, kind, conc in WORKLOADS:
-                (bench.concurrent if conc else bench.sequential)(
-                    "peer", srv, key, kind, pe_conc if conc else pe_seq)
-            bench.concurrent_multi("peer", srv, "concurrent64_scene", "persistent_scene",
-                                   pe_conc64, MULTI_PROCS, MULTI_PER_PROC)
+                (bench.concurrent if conc else bench.sequential)("peer", srv, key, kind, pe_conc if conc else pe_seq)
+            bench.concurrent_multi(
+                "peer", srv, "concurrent64_scene", "persistent_scene", pe_conc64, MULTI_PROCS, MULTI_PER_PROC
+            )
             srv.stop()  # its server_shutdown leaves the keep-alive loop running: SIGTERM
 
         if not args.no_gui:
-            print("blendwire (GUI" + ("" if os.environ.get("DISPLAY") else ", xvfb-run") + "):",
-                  file=sys.stderr, flush=True)
+            print(
+                "blendwire (GUI" + ("" if os.environ.get("DISPLAY") else ", xvfb-run") + "):",
+                file=sys.stderr,
+                flush=True,
+            )
             srv = start_blendwire(True, os.path.join(log_dir, "blendwire-gui.log"))
             meta["gui_banner"] = srv.banner
             bench.idle("blendwire-gui", srv, args.idle_gui)
             st0 = _bridge_status(srv.port)
             bench.concurrent("gui", srv, "concurrent8_scene", "persistent_scene", bw_conc)
             st1 = _bridge_status(srv.port)
-            bench.results[("gui", "stall")] = {"before_flood": st0, "after_flood": st1,
-                                               "tick_budget_ms": TICK_BUDGET_MS}
-            bench._say(f"  gui max_tick_ms {st0.get('max_tick_ms')} -> {st1.get('max_tick_ms')}, "
-                       f"max_job_ms {st0.get('max_job_ms')} -> {st1.get('max_job_ms')}")
+            bench.results[("gui", "stall")] = {
+                "before_flood": st0,
+                "after_flood": st1,
+                "tick_budget_ms": TICK_BUDGET_MS,
+            }
+            bench._say(
+                f"  gui max_tick_ms {st0.get('max_tick_ms')} -> {st1.get('max_tick_ms')}, "
+                f"max_job_ms {st0.get('max_job_ms')} -> {st1.get('max_job_ms')}"
+            )
             bench.sequential("gui", srv, "persistent_scene", "persistent_scene", bw_seq)
             bench.sequential("gui", srv, "persistent_exec", "persistent_exec", bw_seq)
             srv.stop(shutdown_port=srv.port)
 
             print("plain Blender GUI (no add-on), idle:", file=sys.stderr, flush=True)
-            srv = start_marked("plain-gui", _xvfb([args.blender, "--python-expr",
-                                                   "print('bench: plain ready', flush=True)"]),
-                               "bench: plain ready", os.path.join(log_dir, "plain-gui.log"))
+            srv = start_marked(
+                "plain-gui",
+                _xvfb([args.blender, "--python-expr", "print('bench: plain ready', flush=True)"]),
+                "bench: plain ready",
+                os.path.join(log_dir, "plain-gui.log"),
+            )
             bench.idle("plain-gui", srv, args.idle_gui)
             srv.stop()
 
-            print("STAND-IN for blender-mcp's dispatch (benches/blender_mcp_standin.py), GUI:",
-                  file=sys.stderr, flush=True)
+            print(
+                "STAND-IN for blender-mcp's dispatch (benches/blender_mcp_standin.py), GUI:",
+                file=sys.stderr,
+                flush=True,
+            )
             env = dict(os.environ)
             env["BENCH_STANDIN_PORT"] = str(_free_port())
-            srv = start_marked("standin", _xvfb([args.blender, "--python", STANDIN]),
-                               "blender-mcp-standin: serving on",
-                               os.path.join(log_dir, "standin.log"), env=env)
+            srv = start_marked(
+                "standin",
+                _xvfb([args.blender, "--python", STANDIN]),
+                "blender-mcp-standin: serving on",
+                os.path.join(log_dir, "standin.log"),
+                env=env,
+            )
             srv.port = int(env["BENCH_STANDIN_PORT"])
             bench.sequential("standin", srv, "persistent_scene", "persistent_scene", bw_seq)
             bench.sequential("standin", srv, "persistent_exec", "persistent_exec", bw_seq)
@@ -1276,7 +1478,7 @@ def main():
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping everything this run started", file=sys.stderr)
-    except Exception:  # noqa: BLE001 - report it, clean up, still print what was measured
+    except Exception:
         failed = True
         traceback.print_exc()
         print("error: stopping everything this run started; the table is partial", file=sys.stderr)
@@ -1295,8 +1497,7 @@ def main():
     table = render(meta, bench)
     print(table)
 
-    doc = {"meta": meta, "results": [
-        {"server": s, "workload": w, **r} for (s, w), r in bench.results.items()]}
+    doc = {"meta": meta, "results": [{"server": s, "workload": w, **r} for (s, w), r in bench.results.items()]}
     path = os.path.join(out_dir, f"bench-{stamp.strftime('%Y%m%d-%H%M%S')}.json")
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)

@@ -23,15 +23,26 @@ import bpy
 
 def get_scene_info():
     scene = bpy.context.scene
-    info = {"name": scene.name, "object_count": len(scene.objects), "objects": [],
-            "materials_count": len(bpy.data.materials)}
+    info = {
+        "name": scene.name,
+        "object_count": len(scene.objects),
+        "objects": [],
+        "materials_count": len(bpy.data.materials),
+    }
     for i, obj in enumerate(scene.objects):
         if i >= 10:
             break
-        info["objects"].append({"name": obj.name, "type": obj.type,
-                                "location": [round(float(obj.location.x), 2),
-                                             round(float(obj.location.y), 2),
-                                             round(float(obj.location.z), 2)]})
+        info["objects"].append(
+            {
+                "name": obj.name,
+                "type": obj.type,
+                "location": [
+                    round(float(obj.location.x), 2),
+                    round(float(obj.location.y), 2),
+                    round(float(obj.location.z), 2),
+                ],
+            }
+        )
     return info
 
 
@@ -43,8 +54,7 @@ def execute_code(code):
     return {"executed": True, "result": buf.getvalue()}
 
 
-HANDLERS = {"get_scene_info": lambda p: get_scene_info(),
-            "execute_code": lambda p: execute_code(p.get("code", ""))}
+HANDLERS = {"get_scene_info": lambda p: get_scene_info(), "execute_code": lambda p: execute_code(p.get("code", ""))}
 
 
 def execute_command(command):
@@ -53,7 +63,7 @@ def execute_command(command):
         if handler is None:
             return {"status": "error", "message": f"Unknown command type: {command.get('type')}"}
         return {"status": "success", "result": handler(command.get("params", {}))}
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         traceback.print_exc()
         return {"status": "error", "message": str(e)}
 
@@ -77,7 +87,7 @@ def handle_client(client):
                 try:
                     response = execute_command(command)
                     client.sendall(json.dumps(response).encode("utf-8"))
-                except Exception:  # noqa: BLE001
+                except Exception:
                     traceback.print_exc()
                 return None  # one-shot timer
 

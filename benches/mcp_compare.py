@@ -75,7 +75,9 @@ async def measure(cmd, starts, calls, warmup):
     with open(os.devnull, "w") as errlog:
         for run in range(starts):
             # Only the last run does the long call series; the others measure start-up.
-            s, li, f, lat = await one_session(cmd, calls if run == starts - 1 else 0, warmup if run == starts - 1 else 0, errlog)
+            s, li, f, lat = await one_session(
+                cmd, calls if run == starts - 1 else 0, warmup if run == starts - 1 else 0, errlog
+            )
             startups.append(s)
             listings.append(li)
             firsts.append(f)
@@ -114,12 +116,24 @@ def main():
     finally:
         sp.shutdown()
 
-    print(f"blendwire serve on blender -b (Blender {sp.version}), port {sp.port}; "
-          f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}")
-    cols = ["startup_ms_median", "list_tools_ms_median", "first_call_ms_median", "call_ms_p50", "call_ms_p90",
-            "call_ms_p99", "call_ms_mean", "calls_per_s"]
-    print("| server | start-up to initialize (ms, median) | tools/list (ms) | first call (ms) | "
-          "get_scene_info p50 | p90 | p99 | mean (ms) | calls/s |")
+    print(
+        f"blendwire serve on blender -b (Blender {sp.version}), port {sp.port}; "
+        f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}"
+    )
+    cols = [
+        "startup_ms_median",
+        "list_tools_ms_median",
+        "first_call_ms_median",
+        "call_ms_p50",
+        "call_ms_p90",
+        "call_ms_p99",
+        "call_ms_mean",
+        "calls_per_s",
+    ]
+    print(
+        "| server | start-up to initialize (ms, median) | tools/list (ms) | first call (ms) | "
+        "get_scene_info p50 | p90 | p99 | mean (ms) | calls/s |"
+    )
     print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for name, r in results.items():
         print(f"| {name} | " + " | ".join(f"{r[c]:,}" for c in cols) + " |")

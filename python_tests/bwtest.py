@@ -17,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 HOST = "127.0.0.1"
 SERVING_RE = re.compile(
@@ -30,6 +31,7 @@ EXIT_TIMEOUT = 30.0
 
 
 # ---- waiting ---------------------------------------------------------------------------------
+
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:
     """Poll `predicate` until it returns a truthy value (returned) or `timeout` passes (AssertionError).
@@ -114,12 +116,12 @@ class Conn:
         """Send `data` in separate writes of the given sizes (the rest in one last write)."""
         pos = 0
         for n in sizes:
-            self.sock.sendall(data[pos:pos + n])
+            self.sock.sendall(data[pos : pos + n])
             pos += n
         if pos < len(data):
             self.sock.sendall(data[pos:])
 
-    def read(self, timeout: Optional[float] = None) -> Any:
+    def read(self, timeout: float | None = None) -> Any:
         """The next JSON value from the server. Raises TimeoutError, or ConnectionError on EOF."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
@@ -134,13 +136,13 @@ class Conn:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 raise TimeoutError(f"no complete JSON response; received so far: {self.buf[:500]!r}") from None
             if not chunk:
                 raise ConnectionError(f"connection closed by the server; received: {self.buf[:500]!r}")
             self.buf += chunk
 
-    def request(self, message, timeout: Optional[float] = None) -> Any:
+    def request(self, message, timeout: float | None = None) -> Any:
         self.send(message)
         return self.read(timeout)
 
@@ -153,7 +155,7 @@ class Conn:
                 if not chunk:
                     return True
                 self.buf += chunk
-        except socket.timeout:
+        except TimeoutError:
             return False
         except (ConnectionResetError, BrokenPipeError):
             return True
@@ -168,7 +170,7 @@ class Conn:
         self.close()
 
 
-def request(port: int, type_: str, params: Optional[dict] = None, host: str = HOST, timeout: float = 60.0) -> Any:
+def request(port: int, type_: str, params: dict | None = None, host: str = HOST, timeout: float = 60.0) -> Any:
     """One-shot: connect, send one request, read one response, close."""
     with Conn(port, host, timeout) as c:
         return c.request({"type": type_, "params": params or {}})
@@ -184,7 +186,7 @@ def assert_success(resp) -> Any:
     return resp["result"]
 
 
-def assert_error(resp, error_code: Optional[str] = None) -> dict:
+def assert_error(resp, error_code: str | None = None) -> dict:
     assert isinstance(resp, dict), resp
     assert resp.get("status") == "error", resp
     assert isinstance(resp.get("message"), str) and resp["message"].strip(), resp
@@ -228,7 +230,8 @@ def touch(path: str) -> None:
 
 # ---- `blendwire serve` processes ---------------------------------------------------------------
 
-def descendants(pid: int) -> List[int]:
+
+def descendants(pid: int) -> list[int]:
     """All processes below `pid` (children, grandchildren, ...), from /proc."""
     children: dict = {}
     for entry in os.listdir("/proc"):
@@ -249,7 +252,7 @@ def descendants(pid: int) -> List[int]:
     return out
 
 
-def blendwire_command() -> List[str]:
+def blendwire_command() -> list[str]:
     """How to run the `blendwire` console script: $BLENDWIRE_BIN, next to this Python, or on PATH."""
     if os.environ.get("BLENDWIRE_BIN"):
         return [os.environ["BLENDWIRE_BIN"]]
@@ -265,7 +268,7 @@ def blendwire_command() -> List[str]:
 class ServeProcess:
     """A `blendwire serve ...` subprocess (own process group) with its output collected by threads."""
 
-    def __init__(self, args: List[str], env: Optional[dict] = None):
+    def __init__(self, args: list[str], env: dict | None = None):
         self.args = list(args)
         self.cmd = blendwire_command() + ["serve"] + self.args
         full_env = dict(os.environ)
@@ -273,16 +276,20 @@ class ServeProcess:
         if env:
             full_env.update(env)
         self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=full_env, start_new_session=True,
+            self.cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            start_new_session=True,
         )
-        self.stdout_lines: List[str] = []
-        self.stderr_lines: List[str] = []
-        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        self.host: Optional[str] = None
-        self.port: Optional[int] = None
-        self.version: Optional[str] = None
-        self.runtime: Optional[str] = None
+        self.stdout_lines: list[str] = []
+        self.stderr_lines: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.host: str | None = None
+        self.port: int | None = None
+        self.version: str | None = None
+        self.runtime: str | None = None
         self._readers = [
             threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines, True), daemon=True),
             threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines, False), daemon=True),
@@ -301,11 +308,16 @@ class ServeProcess:
             self._lines.put(None)
 
     def output(self, limit: int = 60) -> str:
-        return ("--- command: " + " ".join(self.cmd)
-                + "\n--- stdout:\n" + "\n".join(self.stdout_lines[-limit:])
-                + "\n--- stderr:\n" + "\n".join(self.stderr_lines[-limit:]))
+        return (
+            "--- command: "
+            + " ".join(self.cmd)
+            + "\n--- stdout:\n"
+            + "\n".join(self.stdout_lines[-limit:])
+            + "\n--- stderr:\n"
+            + "\n".join(self.stderr_lines[-limit:])
+        )
 
-    def wait_serving(self, timeout: float = START_TIMEOUT) -> "ServeProcess":
+    def wait_serving(self, timeout: float = START_TIMEOUT) -> ServeProcess:
         """Wait for the `blendwire: serving on ...` line; AssertionError on exit or deadline."""
         deadline = time.monotonic() + timeout
         while True:
@@ -325,7 +337,7 @@ class ServeProcess:
                 self.version, self.runtime = m["version"], m["runtime"]
                 return self
 
-    def wait_exit(self, timeout: float = EXIT_TIMEOUT) -> Optional[int]:
+    def wait_exit(self, timeout: float = EXIT_TIMEOUT) -> int | None:
         """The exit code, or None if it is still running after `timeout`."""
         try:
             rc = self.proc.wait(timeout=timeout)
@@ -381,8 +393,7 @@ class ServeProcess:
             pass
 
 
-def start_serve(runtime: str, port: int = 0, extra: Optional[List[str]] = None,
-                env: Optional[dict] = None) -> ServeProcess:
+def start_serve(runtime: str, port: int = 0, extra: list[str] | None = None, env: dict | None = None) -> ServeProcess:
     """Start `blendwire serve --port PORT` for a runtime and wait until it serves."""
     args = ["--port", str(port)] + RUNTIME_ARGS[runtime] + list(extra or [])
     sp = ServeProcess(args, env=env)
@@ -419,7 +430,7 @@ class FakeServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.connections += 1
             self._held.append(conn)

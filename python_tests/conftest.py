@@ -20,18 +20,21 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bwtest  # noqa: E402
+import bwtest
 
 ALL_RUNTIMES = ("background", "bpy", "gui")
 
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--runtimes", default=os.environ.get("BLENDWIRE_RUNTIMES", ",".join(ALL_RUNTIMES)),
+        "--runtimes",
+        default=os.environ.get("BLENDWIRE_RUNTIMES", ",".join(ALL_RUNTIMES)),
         help="comma-separated Blender runtimes for `server` tests: background,bpy,gui",
     )
     parser.addoption(
-        "--slow", action="store_true", default=os.environ.get("BLENDWIRE_SLOW", "0") == "1",
+        "--slow",
+        action="store_true",
+        default=os.environ.get("BLENDWIRE_SLOW", "0") == "1",
         help="also run tests marked slow",
     )
 
@@ -65,8 +68,9 @@ def pytest_generate_tests(metafunc):
         runtimes = [r for r in runtimes if r in marker.args]
     params = [pytest.param(r, id=r, marks=getattr(pytest.mark, r)) for r in runtimes]
     if not params:
-        params = [pytest.param(None, id="no-runtime",
-                               marks=pytest.mark.skip(reason="none of its runtimes is selected"))]
+        params = [
+            pytest.param(None, id="no-runtime", marks=pytest.mark.skip(reason="none of its runtimes is selected"))
+        ]
     metafunc.parametrize("server", params, indirect=True, scope="module")
 
 

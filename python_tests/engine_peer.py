@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 import bwtest  # standard library only, beside this file (also when run as a script)
 
@@ -36,6 +36,7 @@ START_TIMEOUT = 30.0
 
 
 # ---- the peer process -------------------------------------------------------------------------
+
 
 def _peer_main(argv):
     import argparse
@@ -59,8 +60,13 @@ def _peer_main(argv):
 
     state = {"token": args.token}
     # As the engine: long ping interval/timeout (protocols.md §3).
-    sio = socketio.AsyncServer(async_mode="aiohttp", ping_interval=90, ping_timeout=120,
-                               cors_allowed_origins="*", max_http_buffer_size=64 * 1024 * 1024)
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        ping_interval=90,
+        ping_timeout=120,
+        cors_allowed_origins="*",
+        max_http_buffer_size=64 * 1024 * 1024,
+    )
     app = web.Application()
     sio.attach(app, socketio_path=SOCKETIO_PATH)
 
@@ -119,39 +125,43 @@ def _peer_main(argv):
 
 # ---- the test side ----------------------------------------------------------------------------
 
+
 class EnginePeer:
     """The engine on 127.0.0.1:`port` (a fresh free port by default). `start()` / `kill()` may be
     called again and again on the same port; `records` keeps everything every run reported."""
 
-    def __init__(self, port: Optional[int] = None, token: Optional[str] = None,
-                 python: Optional[str] = None):
+    def __init__(self, port: int | None = None, token: str | None = None, python: str | None = None):
         self.port = port or bwtest.free_port()
         self.token = token
         self.python = python or sys.executable
         self.url = f"http://{HOST}:{self.port}"
-        self.records: List[dict] = []
-        self.proc: Optional[subprocess.Popen] = None
-        self.stderr_lines: List[str] = []
+        self.records: list[dict] = []
+        self.proc: subprocess.Popen | None = None
+        self.stderr_lines: list[str] = []
         self.runs = 0
         self._lock = threading.Lock()
 
     # -- lifecycle
 
-    def start(self, timeout: float = START_TIMEOUT) -> "EnginePeer":
+    def start(self, timeout: float = START_TIMEOUT) -> EnginePeer:
         assert self.proc is None or self.proc.poll() is not None, "the peer is already running"
         cmd = [self.python, os.path.abspath(__file__), "--port", str(self.port)]
         if self.token is not None:
             cmd += ["--token", self.token]
         self.runs += 1
         run = self.runs
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
         proc = self.proc
         threading.Thread(target=self._read_stdout, args=(proc, run), daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(proc,), daemon=True).start()
         try:
-            self.wait(lambda r: r["kind"] == "listening" and r["run"] == run, timeout,
-                      f"the engine peer listening on port {self.port}")
+            self.wait(
+                lambda r: r["kind"] == "listening" and r["run"] == run,
+                timeout,
+                f"the engine peer listening on port {self.port}",
+            )
         except AssertionError as e:
             self.kill()
             raise AssertionError(f"{e}\n--- peer stderr:\n" + "\n".join(self.stderr_lines[-30:])) from None
@@ -210,72 +220,107 @@ class EnginePeer:
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode("utf-8"))
         self.proc.stdin.flush()
 
-    def set_token(self, token: Optional[str]) -> None:
+    def set_token(self, token: str | None) -> None:
         """Change the token the peer accepts (None: any); the peer confirms before this returns."""
         self.token = token
         n = len(self.records)
         self._send({"op": "set_token", "token": token})
         self.wait(lambda r: r["kind"] == "token_set", 10, "the peer to take the token", start=n)
 
-    def emit(self, event: str, data: Any, sid: Optional[str] = None) -> None:
+    def emit(self, event: str, data: Any, sid: str | None = None) -> None:
         self._send({"op": "emit", "event": event, "data": data, "sid": sid})
 
-    def send_command(self, addon_id: str, command: str, params: Optional[dict] = None,
-                     message_id: Optional[str] = None, route: str = "direct") -> str:
+    def send_command(
+        self,
+        addon_id: str,
+        command: str,
+        params: dict | None = None,
+        message_id: str | None = None,
+        route: str = "direct",
+    ) -> str:
         """Emit `command_received` as the engine does; returns the message_id."""
         message_id = message_id or f"msg-{time.monotonic_ns()}"
-        self.emit("command_received", {
-            "type": "addon_command", "addon_id": addon_id, "command": command,
-            "params": params or {}, "message_id": message_id, "metadata": {"route": route},
-        })
+        self.emit(
+            "command_received",
+            {
+                "type": "addon_command",
+                "addon_id": addon_id,
+                "command": command,
+                "params": params or {},
+                "message_id": message_id,
+                "metadata": {"route": route},
+            },
+        )
         return message_id
 
     # -- what it saw
 
-    def snapshot(self, start: int = 0) -> List[dict]:
+    def snapshot(self, start: int = 0) -> list[dict]:
         with self._lock:
             return list(self.records[start:])
 
-    def find(self, pred: Callable[[dict], bool], start: int = 0) -> List[dict]:
+    def find(self, pred: Callable[[dict], bool], start: int = 0) -> list[dict]:
         return [r for r in self.snapshot(start) if pred(r)]
 
     def wait(self, pred: Callable[[dict], bool], timeout: float, what: str, start: int = 0) -> dict:
         """The first record (from index `start`) matching `pred`, waiting up to `timeout`."""
+
         def found():
             hits = self.find(pred, start)
             return hits[0] if hits else None
+
         try:
             return bwtest.wait_for(found, timeout, what, interval=0.01)
         except AssertionError as e:
             tail = "\n".join(json.dumps(r)[:300] for r in self.snapshot()[-15:])
             raise AssertionError(f"{e}\n--- last peer records:\n{tail}") from None
 
-    def events(self, name: str, start: int = 0) -> List[dict]:
+    def events(self, name: str, start: int = 0) -> list[dict]:
         return self.find(lambda r: r["kind"] == "event" and r["event"] == name, start)
 
-    def wait_event(self, name: str, timeout: float = 30.0, start: int = 0,
-                   where: Callable[[Any], bool] = lambda data: True) -> dict:
-        return self.wait(lambda r: r["kind"] == "event" and r["event"] == name and where(r["data"]),
-                         timeout, f"event {name!r}", start)
+    def wait_event(
+        self, name: str, timeout: float = 30.0, start: int = 0, where: Callable[[Any], bool] = lambda data: True
+    ) -> dict:
+        return self.wait(
+            lambda r: r["kind"] == "event" and r["event"] == name and where(r["data"]),
+            timeout,
+            f"event {name!r}",
+            start,
+        )
 
     def wait_reply(self, message_id: str, timeout: float = 30.0, start: int = 0) -> dict:
         """The `command_completed`/`command_failed` record for `message_id`."""
         return self.wait(
-            lambda r: (r["kind"] == "event" and r["event"] in ("command_completed", "command_failed")
-                       and isinstance(r["data"], dict) and r["data"].get("message_id") == message_id),
-            timeout, f"the reply to {message_id}", start)
+            lambda r: (
+                r["kind"] == "event"
+                and r["event"] in ("command_completed", "command_failed")
+                and isinstance(r["data"], dict)
+                and r["data"].get("message_id") == message_id
+            ),
+            timeout,
+            f"the reply to {message_id}",
+            start,
+        )
 
-    def replies(self, message_id: str) -> List[dict]:
-        return self.find(lambda r: r["kind"] == "event"
-                         and r["event"] in ("command_completed", "command_failed")
-                         and isinstance(r["data"], dict) and r["data"].get("message_id") == message_id)
+    def replies(self, message_id: str) -> list[dict]:
+        return self.find(
+            lambda r: (
+                r["kind"] == "event"
+                and r["event"] in ("command_completed", "command_failed")
+                and isinstance(r["data"], dict)
+                and r["data"].get("message_id") == message_id
+            )
+        )
 
     def wait_connected(self, timeout: float = 30.0, start: int = 0) -> dict:
         """An accepted connect followed by its registry_update; returns the registry_update record."""
-        conn = self.wait(lambda r: r["kind"] == "connect" and r["accepted"], timeout,
-                         "an accepted connect", start)
-        return self.wait(lambda r: r["kind"] == "event" and r["event"] == "registry_update"
-                         and r["sid"] == conn["sid"], timeout, "registry_update after the connect", start)
+        conn = self.wait(lambda r: r["kind"] == "connect" and r["accepted"], timeout, "an accepted connect", start)
+        return self.wait(
+            lambda r: r["kind"] == "event" and r["event"] == "registry_update" and r["sid"] == conn["sid"],
+            timeout,
+            "registry_update after the connect",
+            start,
+        )
 
 
 class AttemptRecorder:
@@ -284,7 +329,7 @@ class AttemptRecorder:
 
     def __init__(self, port: int):
         self.port = port
-        self.times: List[float] = []
+        self.times: list[float] = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((HOST, port))
@@ -298,14 +343,14 @@ class AttemptRecorder:
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.times.append(time.monotonic())
             conn.close()
 
-    def gaps(self) -> List[float]:
+    def gaps(self) -> list[float]:
         t = list(self.times)
-        return [b - a for a, b in zip(t, t[1:])]
+        return [b - a for a, b in zip(t, t[1:], strict=False)]
 
     def close(self):
         self._stop.set()

@@ -80,6 +80,7 @@ def test_take_screenshot(client, server, tmp_path):
 
 # ---- the seed's acceptance cases --------------------------------------------------------------
 
+
 def test_ten_rapid_sequential_calls_each_from_a_new_client(server):
     for i in range(10):
         c = blender_remote.connect_to_blender(host=server.host, port=server.port, timeout=60)
@@ -108,7 +109,7 @@ def test_eight_clients_at_once(server):
         for i in range(per):
             try:
                 answers[(t, i)] = c.execute_python(f"print('{t}:{i}')")
-            except Exception as e:  # noqa: BLE001 - counted as a failure
+            except Exception as e:
                 failures.append(f"{t}:{i}: {e!r}")
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
@@ -130,7 +131,7 @@ def _one_shot_connections(server, n):
                 assert client.execute_python(f"print({i})") == f"{i}\n"
             else:
                 assert client.get_scene_info()["object_count"] >= 3
-        except Exception as e:  # noqa: BLE001 - counted as a failure
+        except Exception as e:
             failures.append(f"{i}: {e!r}")
     assert failures == [], f"{len(failures)} of {n} failed, first: {failures[:5]}"
 

@@ -5,19 +5,24 @@ import signal
 import socket
 import subprocess
 
-import pytest
-
 import bwtest
+import pytest
 
 pytestmark = pytest.mark.runtimes("background", "bpy")
 
 
 def blendwire(*args, timeout=120):
-    return subprocess.run(bwtest.blendwire_command() + list(args), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        bwtest.blendwire_command() + list(args),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # ---- call --------------------------------------------------------------------------------------
+
 
 def test_call_prints_response_json(server):
     p = blendwire("call", "get_scene_info", "--port", str(server.port))
@@ -40,8 +45,14 @@ def test_call_port_from_env(server):
     import os
 
     env = dict(os.environ, BLD_REMOTE_MCP_PORT=str(server.port))
-    p = subprocess.run(bwtest.blendwire_command() + ["call", "get_polyhaven_status"], env=env,
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        bwtest.blendwire_command() + ["call", "get_polyhaven_status"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["result"]["enabled"] is False
 
@@ -78,9 +89,11 @@ def test_call_nothing_listening_fails_clearly():
 
 # ---- serve -------------------------------------------------------------------------------------
 
-RUNTIMES = [pytest.param("background", marks=pytest.mark.background),
-            pytest.param("bpy", marks=pytest.mark.bpy),
-            pytest.param("gui", marks=pytest.mark.gui)]
+RUNTIMES = [
+    pytest.param("background", marks=pytest.mark.background),
+    pytest.param("bpy", marks=pytest.mark.bpy),
+    pytest.param("gui", marks=pytest.mark.gui),
+]
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -88,8 +101,9 @@ def test_serve_exits_0_on_server_shutdown_and_prints_one_stdout_line(serve_facto
     sp = serve_factory(runtime)
     assert sp.host == "127.0.0.1" and sp.port > 0
     sp.shutdown()
-    assert sp.stdout_lines == [f"blendwire: serving on {sp.host}:{sp.port} (Blender {sp.version}, {runtime})"], \
+    assert sp.stdout_lines == [f"blendwire: serving on {sp.host}:{sp.port} (Blender {sp.version}, {runtime})"], (
         sp.output()
+    )
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -147,8 +161,10 @@ def test_serve_port_taken_fails_clearly(runtime):
 def test_serve_opens_blend_file(serve_factory, tmp_path):
     path = str(tmp_path / "scene.blend")
     maker = serve_factory("background")
-    code = ("import bpy\nbpy.ops.mesh.primitive_uv_sphere_add()\nbpy.context.active_object.name = 'MySphere'\n"
-            f"bpy.ops.wm.save_as_mainfile(filepath={path!r})\nprint('saved')")
+    code = (
+        "import bpy\nbpy.ops.mesh.primitive_uv_sphere_add()\nbpy.context.active_object.name = 'MySphere'\n"
+        f"bpy.ops.wm.save_as_mainfile(filepath={path!r})\nprint('saved')"
+    )
     assert bwtest.stdout_of(bwtest.assert_success(bwtest.execute(maker.port, code))).endswith("saved\n")
     maker.shutdown()
     sp = serve_factory("background", extra=[path])

@@ -4,9 +4,8 @@ import json
 import os
 import threading
 
-import pytest
-
 import bwtest
+import pytest
 
 blendwire = pytest.importorskip("blendwire")
 from blendwire import errors  # noqa: E402
@@ -67,7 +66,7 @@ def test_many_threads_on_one_client(client):
             try:
                 r = client.call("execute_code", {"code": f"print('{t}/{i}')"})
                 answers[(t, i)] = r["result"]
-            except Exception as e:  # noqa: BLE001 - counted as a failure
+            except Exception as e:
                 failures.append(repr(e))
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
@@ -160,13 +159,16 @@ def test_server_shutdown_through_client(serve_factory):
 
 # ---- call_many: pipelined calls on the one connection ------------------------------------------
 
+
 def test_call_many_runs_in_order_and_returns_results_in_order(client):
     key = "bw_call_many_order"
     client.execute(f"import bpy; bpy.app.driver_namespace[{key!r}] = []")
     calls = []
     for i in range(300):
         if i % 3 == 0:
-            calls.append(("execute_code", {"code": f"import bpy; bpy.app.driver_namespace[{key!r}].append({i}); print({i})"}))
+            calls.append(
+                ("execute_code", {"code": f"import bpy; bpy.app.driver_namespace[{key!r}].append({i}); print({i})"})
+            )
         elif i % 3 == 1:
             calls.append(("get_object_info", {"name": "Cube"}))
         else:
@@ -185,8 +187,12 @@ def test_call_many_runs_in_order_and_returns_results_in_order(client):
 
 
 def test_call_many_errors_in_place_or_raised_after_all_answers(client):
-    calls = [("get_object_info", {"name": "Cube"}), ("get_object_info", {"name": "NoSuchObject"}),
-             ("nope", {}), "get_scene_info"]
+    calls = [
+        ("get_object_info", {"name": "Cube"}),
+        ("get_object_info", {"name": "NoSuchObject"}),
+        ("nope", {}),
+        "get_scene_info",
+    ]
     got = client.call_many(calls, return_errors=True)
     assert got[0]["name"] == "Cube" and got[3]["object_count"] >= 3
     assert isinstance(got[1], errors.CommandError) and got[1].error_code == "not_found"
@@ -203,8 +209,9 @@ def test_call_many_with_large_requests_and_answers_does_not_deadlock(client):
     # 300 KB requests (more than the in-flight byte bound) and 2 MB answers, interleaved with
     # small ones: both sides' socket buffers fill, neither side may wait for the other forever.
     big_code = "x = '" + "a" * 300_000 + "'\nprint('b' * 2_000_000)"
-    calls = [("execute_code", {"code": big_code}) if i % 2 else ("execute_code", {"code": f"print({i})"})
-             for i in range(16)]
+    calls = [
+        ("execute_code", {"code": big_code}) if i % 2 else ("execute_code", {"code": f"print({i})"}) for i in range(16)
+    ]
     results = client.call_many(calls)
     for i, r in enumerate(results):
         assert r["result"] == ("b" * 2_000_000 + "\n" if i % 2 else f"{i}\n")
@@ -219,6 +226,7 @@ def test_call_many_rejects_malformed_items(client):
 
 
 # ---- against scripted peers: one exception type per failure kind ------------------------------
+
 
 def test_protocol_error_on_garbage_reply():
     with bwtest.FakeServer(lambda conn, data: conn.sendall(b"this is not json\x00\xff")) as fake:
@@ -277,8 +285,8 @@ def test_reply_split_in_pieces_and_utf8_is_read_whole():
     def behaviour(conn, data):
         cut = reply.index("😀".encode()) + 1  # inside a 4-byte character
         conn.sendall(reply[:cut])
-        conn.sendall(reply[cut:cut + 1])
-        conn.sendall(reply[cut + 1:])
+        conn.sendall(reply[cut : cut + 1])
+        conn.sendall(reply[cut + 1 :])
         conn.recv(1)  # keep the connection open until the client closes
 
     with bwtest.FakeServer(behaviour) as fake:
@@ -297,7 +305,7 @@ def test_connection_lost_when_server_dies_mid_call(serve_factory, tmp_flag_dir):
     def call():
         try:
             box["result"] = c.call("execute_code", {"code": bwtest.blocking_code(started, release)})
-        except Exception as e:  # noqa: BLE001 - inspected below
+        except Exception as e:
             box["error"] = e
 
     t = threading.Thread(target=call, daemon=True)
@@ -327,7 +335,7 @@ def test_call_waits_for_a_restarting_server(serve_factory):
         def call():
             try:
                 box["result"] = c.call("execute_code", {"code": "print('back')"})
-            except Exception as e:  # noqa: BLE001 - inspected below
+            except Exception as e:
                 box["error"] = e
 
         t = threading.Thread(target=call, daemon=True)

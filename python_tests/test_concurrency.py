@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-
 from blendwire import _core
 from blendwire.errors import ServiceError
 from engine_peer import EnginePeer
@@ -74,8 +73,12 @@ def _storm(seconds):
             "print(json.dumps(most))\n"
         )
         here = os.path.dirname(os.path.abspath(__file__))
-        sampler = subprocess.Popen([sys.executable, "-c", sampler_code, str(os.getpid()), str(peer.port), here],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        sampler = subprocess.Popen(
+            [sys.executable, "-c", sampler_code, str(os.getpid()), str(peer.port), here],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
         def worker(seed):
             rng = random.Random(seed)
@@ -84,8 +87,13 @@ def _storm(seconds):
                 try:
                     if action == "start_router":
                         done_ok["start_router"] += 1  # counted before: a refused start raises
-                        _core.start_router(peer.url, backoff_initial=0.05, backoff_max=0.2, handshake_timeout=2.0,
-                                           fallback_auth={"token": "t", "username": "storm"})
+                        _core.start_router(
+                            peer.url,
+                            backoff_initial=0.05,
+                            backoff_max=0.2,
+                            handshake_timeout=2.0,
+                            fallback_auth={"token": "t", "username": "storm"},
+                        )
                     elif action == "stop_router":
                         _core.stop_router(2.0)
                     elif action == "start_service":
@@ -96,7 +104,7 @@ def _storm(seconds):
                         _core.status()
                 except ServiceError:
                     pass  # "already running": the documented answer to an overlapping start
-                except BaseException as e:  # noqa: BLE001 - anything else is a failure
+                except BaseException as e:
                     errors.append(f"{action}: {e!r}")
 
         def main_thread_jobs(op, params):

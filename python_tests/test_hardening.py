@@ -14,9 +14,8 @@ import socket
 import threading
 import time
 
-import pytest
-
 import bwtest
+import pytest
 from bwtest import Conn, assert_error, assert_success, stdout_of, wait_for
 
 pytestmark = pytest.mark.runtimes("background")
@@ -26,6 +25,7 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024  # serve's default
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+
 
 def exec_req(code, **params):
     return {"type": "execute_code", "params": {"code": code, **params}}
@@ -54,9 +54,11 @@ def core_status(server):
 
 def wait_idle(server, timeout=30):
     """Until the service has no connection open but the one asking and an empty queue."""
+
     def idle():
         st = core_status(server)
         return st["service"]["connections_open"] <= 1 and st["bridge"]["queue_depth"] == 0 and st
+
     return wait_for(idle, timeout, "the service to be idle (no other connections, empty queue)", interval=0.05)
 
 
@@ -73,7 +75,7 @@ def run_threads(fn, n, timeout, what):
     def wrap(i):
         try:
             fn(i)
-        except BaseException as e:  # noqa: BLE001 - reported by the caller
+        except BaseException as e:
             errors.append(f"{what} #{i}: {e!r}")
 
     threads = [threading.Thread(target=wrap, args=(i,), daemon=True) for i in range(n)]
@@ -110,6 +112,7 @@ def one_shot_load(port, n):
 def persistent_load(port, clients, calls):
     """`clients` threads, each one persistent connection making `calls` calls (mixed commands,
     each answer checked). Returns the failures."""
+
     def client(i):
         with Conn(port, timeout=120) as c:
             for k in range(calls):
@@ -133,15 +136,21 @@ def assert_rss_settles(pid, baseline_kib, timeout=60.0):
     try:
         wait_for(back, timeout, "RSS back within 10% of its value after warm-up", interval=0.25)
     except AssertionError:
-        raise AssertionError(f"RSS {last[0] / 1024:.1f} MiB, more than 10% above "
-                             f"{baseline_kib / 1024:.1f} MiB after warm-up, {timeout}s after the load") from None
+        raise AssertionError(
+            f"RSS {last[0] / 1024:.1f} MiB, more than 10% above "
+            f"{baseline_kib / 1024:.1f} MiB after warm-up, {timeout}s after the load"
+        ) from None
 
 
 # ---- load ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n", [
-    pytest.param(10_000, id="10k"),
-])
+
+@pytest.mark.parametrize(
+    "n",
+    [
+        pytest.param(10_000, id="10k"),
+    ],
+)
 def test_sequential_one_shot_connections(server, n):
     pid = blender_pid(server)
     one_shot_load(server.port, 500)  # warm-up
@@ -155,9 +164,12 @@ def test_sequential_one_shot_connections(server, n):
     assert_still_serves(server)
 
 
-@pytest.mark.parametrize("clients,calls", [
-    pytest.param(200, 100, id="200x100"),
-])
+@pytest.mark.parametrize(
+    "clients,calls",
+    [
+        pytest.param(200, 100, id="200x100"),
+    ],
+)
 def test_concurrent_persistent_clients(server, clients, calls):
     pid = blender_pid(server)
     assert persistent_load(server.port, clients, 10) == []  # warm-up: as many connections at once
@@ -175,6 +187,7 @@ def test_concurrent_persistent_clients(server, clients, calls):
 
 # ---- hostile input ---------------------------------------------------------------------------------
 
+
 def read_until_eof(sock, timeout):
     """Everything the server sends until it closes (EOF or reset) within `timeout`, else None."""
     sock.settimeout(timeout)
@@ -186,7 +199,7 @@ def read_until_eof(sock, timeout):
             if not chunk:
                 return data
             data += chunk
-    except socket.timeout:
+    except TimeoutError:
         return None
     except (ConnectionResetError, BrokenPipeError):
         return data
@@ -364,15 +377,19 @@ def test_half_request_then_stall_is_closed_after_the_read_timeout(server):
 
 def test_serve_limit_flags_stall_and_connection_limit(serve_factory):
     """`serve --read-timeout/--max-connections/--queue-capacity` reach the service."""
-    sp = serve_factory("background", extra=["--read-timeout", "0.5", "--max-connections", "2",
-                                            "--queue-capacity", "8"])
+    sp = serve_factory("background", extra=["--read-timeout", "0.5", "--max-connections", "2", "--queue-capacity", "8"])
     with Conn(sp.port) as stalled, Conn(sp.port) as second:
         stalled.send(b'{"type": "get_scene_info", "par')
         resp = assert_error(stalled.read(60), "incomplete_request")
         assert "0.5 s" in resp["message"], resp
         assert stalled.at_eof(30)
-        wait_for(lambda: assert_success(second.request({"type": "get_status", "params": {}}))
-                 ["service"]["connections_open"] == 1, 30, "the stalled connection to be gone")
+        wait_for(
+            lambda: (
+                assert_success(second.request({"type": "get_status", "params": {}}))["service"]["connections_open"] == 1
+            ),
+            30,
+            "the stalled connection to be gone",
+        )
         status = assert_success(second.request({"type": "get_status", "params": {}}))
         assert status["bridge"]["capacity"] == 8
         with Conn(sp.port) as third, Conn(sp.port) as fourth:
@@ -391,6 +408,7 @@ def test_serve_limit_flags_stall_and_connection_limit(serve_factory):
 
 
 # ---- a long handler -----------------------------------------------------------------------------------
+
 
 def long_handler_case(server, blocker_code, release):
     """While `blocker_code` holds the main thread: a caller with a small _timeout_seconds gets a
@@ -485,6 +503,7 @@ def test_full_queue_behind_a_long_handler_answers_busy_at_once(server, tmp_flag_
 
 
 # ---- Blender quitting during load -----------------------------------------------------------------------
+
 
 def test_server_shutdown_while_8_clients_hammer(serve_factory):
     sp = serve_factory("background")

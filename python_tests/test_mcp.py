@@ -13,11 +13,10 @@ import struct
 import tempfile
 
 import anyio
+import bwtest
 import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
-
-import bwtest
 
 TOOLS = {
     "get_scene_info": [],
@@ -78,6 +77,7 @@ def failed(result):
 
 # ---- without Blender ----------------------------------------------------------------------------
 
+
 def test_initialize_list_tools_and_fail_fast_without_blender():
     port = bwtest.free_port()  # nothing listens there
 
@@ -106,6 +106,7 @@ def test_initialize_list_tools_and_fail_fast_without_blender():
 
 # ---- every tool against one Blender ---------------------------------------------------------------
 
+
 @pytest.mark.runtimes("background")
 def test_every_tool(server):
     async def body():
@@ -113,12 +114,14 @@ def test_every_tool(server):
             info = ok_json(await s.call_tool("get_scene_info", {}))
             assert {"name", "object_count", "objects", "frame_start"} <= set(info), info
 
-            code = ("m = bpy.data.meshes.new('mcp_mesh')\n"
-                    "o = bpy.data.objects.new('mcp_obj', m)\n"
-                    "bpy.context.scene.collection.objects.link(o)\n"
-                    "o.location = (1, 2, 3)\n"
-                    "print(o.name)\n"
-                    "import sys; print('careful', file=sys.stderr)\n")
+            code = (
+                "m = bpy.data.meshes.new('mcp_mesh')\n"
+                "o = bpy.data.objects.new('mcp_obj', m)\n"
+                "bpy.context.scene.collection.objects.link(o)\n"
+                "o.location = (1, 2, 3)\n"
+                "print(o.name)\n"
+                "import sys; print('careful', file=sys.stderr)\n"
+            )
             out = ok(await s.call_tool("execute_code", {"code": code}))
             assert [c.text for c in out.content] == ["mcp_obj\n", "stderr:\ncareful\n"]
             obj = ok_json(await s.call_tool("get_object_info", {"name": "mcp_obj"}))
@@ -132,7 +135,9 @@ def test_every_tool(server):
             assert ok_json(await s.call_tool("get_persist_data", {"key": "mcp_k"})) == {"data": data, "found": True}
             assert ok_json(await s.call_tool("remove_persist_data", {"key": "mcp_k"})) == {"removed": True}
             assert ok_json(await s.call_tool("get_persist_data", {"key": "mcp_k", "default": 7})) == {
-                "data": 7, "found": False}
+                "data": 7,
+                "found": False,
+            }
 
             status = ok_json(await s.call_tool("check_connection_status", {}))
             assert status["connected"] is True and status["scene"] == info["name"], status
@@ -161,9 +166,12 @@ def test_failing_execute_code_is_a_tool_error_with_the_traceback(server):
 @pytest.mark.runtimes("background")
 def test_large_stdout_comes_through_whole(server):
     size = 4 * 1024 * 1024
-    code = (f"import random\nr = random.Random(7)\n"
-            f"print(''.join(r.choice('abcdefghij\\u00e9\\n') for _ in range({size})), end='')\n")
+    code = (
+        f"import random\nr = random.Random(7)\n"
+        f"print(''.join(r.choice('abcdefghij\\u00e9\\n') for _ in range({size})), end='')\n"
+    )
     import random
+
     r = random.Random(7)
     expected = "".join(r.choice("abcdefghij\u00e9\n") for _ in range(size))
 
@@ -196,6 +204,7 @@ def test_token_from_blendwire_token(serve_factory):
 
 # ---- Blender down at start, then up, then restarted during a call --------------------------------
 
+
 def test_blender_down_then_up_then_restarted_mid_call(serve_factory, tmp_path):
     port = bwtest.free_port()
     started, release = str(tmp_path / "started"), str(tmp_path / "release")
@@ -226,7 +235,8 @@ def test_blender_down_then_up_then_restarted_mid_call(serve_factory, tmp_path):
             assert "lost during the call" in message and "NOT retried" in message, message
 
             await anyio.to_thread.run_sync(
-                lambda: bwtest.wait_for(lambda: bwtest.port_is_bindable(port), 30, f"port {port} free"))
+                lambda: bwtest.wait_for(lambda: bwtest.port_is_bindable(port), 30, f"port {port} free")
+            )
             await anyio.to_thread.run_sync(lambda: serve_factory("background", port=port))
             info = ok_json(await s.call_tool("get_scene_info", {}))
             assert "object_count" in info
@@ -240,6 +250,7 @@ def test_blender_down_then_up_then_restarted_mid_call(serve_factory, tmp_path):
 
 # ---- GUI: the screenshot as MCP image content ----------------------------------------------------
 
+
 def png_size(data):
     assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:16]
     return struct.unpack(">II", data[16:24])
@@ -251,9 +262,17 @@ def test_viewport_screenshot_is_image_content(server):
         async with mcp_session(server.port, server.host) as s:
             # The gui phase's screen (scripts/test) makes the 3D viewport wider than 1920 px, so a
             # 1920 px screenshot (about 2 MB of PNG as base64) must come through whole.
-            area = ok(await s.call_tool("execute_code", {"code": (
-                "import bpy\nw = bpy.context.window_manager.windows[0]\n"
-                "print(max(a.width for a in w.screen.areas if a.type == 'VIEW_3D'))")}))
+            area = ok(
+                await s.call_tool(
+                    "execute_code",
+                    {
+                        "code": (
+                            "import bpy\nw = bpy.context.window_manager.windows[0]\n"
+                            "print(max(a.width for a in w.screen.areas if a.type == 'VIEW_3D'))"
+                        )
+                    },
+                )
+            )
             assert int(area.content[0].text.strip()) > 1920, "the screen is too small for a 1920 px screenshot"
             for max_size in (1920, 200):
                 result = ok(await s.call_tool("get_viewport_screenshot", {"max_size": max_size}))

@@ -17,11 +17,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
-
-import pytest
 
 import bwtest
+import pytest
 
 pytestmark = pytest.mark.gui
 
@@ -98,8 +96,7 @@ def _blender_gui_command(boot):
     blender = shutil.which("blender")
     if blender is None:
         pytest.fail("Debian's blender is not installed (scripts/setup installs it)")
-    cmd = [blender, "--factory-startup", "--enable-event-simulate", "--python-exit-code", "2",
-           "--python-expr", boot]
+    cmd = [blender, "--factory-startup", "--enable-event-simulate", "--python-exit-code", "2", "--python-expr", boot]
     if not os.environ.get("DISPLAY"):
         xvfb = shutil.which("xvfb-run")
         if xvfb is None:
@@ -115,7 +112,7 @@ def _run(conn, code):
 
 def test_status_panel_shows_the_status(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "addon"))
-    from blendwire_addon import model  # noqa: E402 - pure Python, no bpy needed
+    from blendwire_addon import model
 
     os.makedirs(ARTIFACTS, exist_ok=True)
     full, crop = os.path.join(ARTIFACTS, "panel.png"), os.path.join(ARTIFACTS, "panel_crop.png")
@@ -124,23 +121,45 @@ def test_status_panel_shows_the_status(tmp_path):
             os.remove(path)
     port = bwtest.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BLD_REMOTE", "BLENDWIRE"))}
-    env.update(BLD_REMOTE_MCP_START_NOW="1", BLD_REMOTE_MCP_PORT=str(port),
-               BLENDER_USER_CONFIG=str(tmp_path / "config"), BLENDER_USER_SCRIPTS=str(tmp_path / "scripts"))
+    env.update(
+        BLD_REMOTE_MCP_START_NOW="1",
+        BLD_REMOTE_MCP_PORT=str(port),
+        BLENDER_USER_CONFIG=str(tmp_path / "config"),
+        BLENDER_USER_SCRIPTS=str(tmp_path / "scripts"),
+    )
     log = open(tmp_path / "blender.log", "w+")
-    proc = subprocess.Popen(_blender_gui_command(BOOT.format(root=ROOT)), env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True, cwd=str(tmp_path))
+    proc = subprocess.Popen(
+        _blender_gui_command(BOOT.format(root=ROOT)),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=str(tmp_path),
+    )
     try:
-        bwtest.wait_for(lambda: proc.poll() is not None or not bwtest.connection_refused(port), 120,
-                        "the add-on's service in the GUI Blender", interval=0.1)
+        bwtest.wait_for(
+            lambda: proc.poll() is not None or not bwtest.connection_refused(port),
+            120,
+            "the add-on's service in the GUI Blender",
+            interval=0.1,
+        )
         assert proc.poll() is None, "Blender exited:\n" + (tmp_path / "blender.log").read_text()[-3000:]
         with bwtest.Conn(port) as conn:
             _run(conn, OPEN_SIDEBAR + "\nprint('null')")
             bwtest.wait_for(lambda: _run(conn, CYCLE_TAB), 60, "the blendwire tab to draw", interval=0.3)
             cap = _run(conn, CAPTURE.format(full=full, crop=crop))
             # Exit through the UI, one turn later (quit_blender returns a set: wrap it for the timer).
-            conn.request({"type": "execute_code", "params": {"code": (
-                "import bpy; bpy.app.timers.register(lambda: (bpy.ops.wm.quit_blender(), None)[1], "
-                "first_interval=0.2)")}})
+            conn.request(
+                {
+                    "type": "execute_code",
+                    "params": {
+                        "code": (
+                            "import bpy; bpy.app.timers.register(lambda: (bpy.ops.wm.quit_blender(), None)[1], "
+                            "first_interval=0.2)"
+                        )
+                    },
+                }
+            )
         assert proc.wait(60) == 0, (tmp_path / "blender.log").read_text()[-3000:]
     finally:
         if proc.poll() is None:
@@ -162,7 +181,7 @@ def test_status_panel_shows_the_status(tmp_path):
     now = cap["status_now"]
     svc, bridge = now["service"], now["bridge"]
     assert rows["service"] == (f"On: 127.0.0.1:{port}", f"127.0.0.1:{port}")
-    assert rows["clients"] == ("Clients: 1", 1) == ("Clients: %d" % svc["connections_open"], svc["connections_open"])
+    assert rows["clients"] == ("Clients: 1", 1) == (f"Clients: {svc['connections_open']}", svc["connections_open"])
     assert rows["calls"] == (f"Calls served: {svc['requests']}", svc["requests"])
     assert svc["requests"] >= 3  # open sidebar, >= 1 tab step, this capture
     assert rows["errors"] == (f"Errors: {model.error_count(svc)}", model.error_count(svc)) == ("Errors: 0", 0)

@@ -6,16 +6,13 @@ measured). Every wait polls an observable condition (peer records, `get_status`,
 with a deadline.
 """
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
-
-import pytest
 
 import bwtest
+import pytest
 from bwtest import assert_success
 from engine_peer import AttemptRecorder, EnginePeer
 
@@ -29,8 +26,12 @@ WATCHDOG_EXIT_TIMEOUT = 60.0
 
 
 def serve_router(serve_factory, peer, *, runtime="background", watchdog=0, extra=(), env=None, blend=None):
-    args = ["--engine-url", peer.url, "--watchdog-seconds", str(watchdog), "--addon-path", ADDONS,
-            "--username", "tester"] + FAST + list(extra) + ([blend] if blend else [])
+    args = (
+        ["--engine-url", peer.url, "--watchdog-seconds", str(watchdog), "--addon-path", ADDONS, "--username", "tester"]
+        + FAST
+        + list(extra)
+        + ([blend] if blend else [])
+    )
     full_env = {"CR8_AUTH_TOKEN": TOKEN}
     full_env.update(env or {})
     return serve_factory(runtime, extra=args, env=full_env)
@@ -67,14 +68,18 @@ def blend_has_object(path, name, runtime="background"):
     """Open `path` in a fresh Blender of the runtime that wrote it (Blender 3.4 cannot read a
     bpy 5.0 file) and tell whether it holds object `name`."""
     if runtime == "bpy":
-        code = (f"import bpy, sys; bpy.ops.wm.open_mainfile(filepath={path!r}); "
-                f"sys.exit(0 if {name!r} in bpy.data.objects else 7)")
+        code = (
+            f"import bpy, sys; bpy.ops.wm.open_mainfile(filepath={path!r}); "
+            f"sys.exit(0 if {name!r} in bpy.data.objects else 7)"
+        )
         cmd = [sys.executable, "-c", code]
     else:
         code = f"import bpy, sys; sys.exit(0 if {name!r} in bpy.data.objects else 7)"
         cmd = ["blender", "-b", "--factory-startup", path, "--python-exit-code", "9", "--python-expr", code]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert r.returncode in (0, 7), f"could not load {path} (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    assert r.returncode in (0, 7), (
+        f"could not load {path} (exit {r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    )
     return r.returncode == 0
 
 
@@ -87,13 +92,27 @@ def peer():
 
 # ---- commands both ways (one Blender for the module) ---------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def engine():
     """(peer, serve) connected: background Blender with the test capability add-on."""
     p = EnginePeer(token=TOKEN).start()
-    sp = bwtest.ServeProcess(["--port", "0", "--engine-url", p.url, "--watchdog-seconds", "0",
-                              "--addon-path", ADDONS, "--username", "tester"] + FAST,
-                             env={"CR8_AUTH_TOKEN": TOKEN})
+    sp = bwtest.ServeProcess(
+        [
+            "--port",
+            "0",
+            "--engine-url",
+            p.url,
+            "--watchdog-seconds",
+            "0",
+            "--addon-path",
+            ADDONS,
+            "--username",
+            "tester",
+        ]
+        + FAST,
+        env={"CR8_AUTH_TOKEN": TOKEN},
+    )
     try:
         sp.wait_serving()
         p.wait_connected()
@@ -125,8 +144,7 @@ def test_connect_auth_and_registry_update(engine):
 
 def test_addon_handler_changes_the_scene(engine):
     peer, sp = engine
-    mid = peer.send_command(ADDON_ID, "add_marker", {"name": "BW_FromEngine", "location": [1, 2, 3]},
-                            route="agent")
+    mid = peer.send_command(ADDON_ID, "add_marker", {"name": "BW_FromEngine", "location": [1, 2, 3]}, route="agent")
     reply = peer.wait_reply(mid)["data"]
     assert reply["type"] == "command_completed"
     assert reply["payload"]["status"] == "success"
@@ -138,8 +156,12 @@ def test_addon_handler_changes_the_scene(engine):
 
 def test_python_registered_handler(engine):
     peer, sp = engine
-    execute(sp, "from blendwire import router\n"
-                "router.register_handler('py_tools', 'scene_name', lambda suffix='': {'scene': bpy.context.scene.name + suffix})\n")
+    execute(
+        sp,
+        "from blendwire import router\n"
+        "router.register_handler('py_tools', 'scene_name',\n"
+        "                        lambda suffix='': {'scene': bpy.context.scene.name + suffix})\n",
+    )
     mid = peer.send_command("py_tools", "scene_name", {"suffix": "!"})
     reply = peer.wait_reply(mid)["data"]
     assert reply["payload"] == {"status": "success", "data": {"scene": "Scene!"}}
@@ -167,14 +189,17 @@ def test_long_running_handler_is_polled_without_blocking(engine, tmp_path):
     assert data["released"] is True and data["polls"] >= 2
 
 
-@pytest.mark.parametrize("addon_id, command, params, code, words", [
-    (ADDON_ID, "fail", {"message": "deliberate failure"}, "EXECUTION_FAILED", ["deliberate failure", "Traceback"]),
-    ("no_such_addon", "x", {}, "NO_HANDLERS", ["no_such_addon"]),
-    (ADDON_ID, "no_such_command", {}, "COMMAND_NOT_FOUND", ["no_such_command", "add_marker"]),
-    (ADDON_ID, "add_marker", {"nme": "typo"}, "INVALID_PARAMS", ["add_marker", "name"]),
-    (ADDON_ID, "unserializable", {}, "UNSERIALIZABLE_RESULT", ["JSON"]),
-    ("cr8_router", "get_addon_info", {}, "INVALID_PARAMS", ["addon_id"]),
-])
+@pytest.mark.parametrize(
+    "addon_id, command, params, code, words",
+    [
+        (ADDON_ID, "fail", {"message": "deliberate failure"}, "EXECUTION_FAILED", ["deliberate failure", "Traceback"]),
+        ("no_such_addon", "x", {}, "NO_HANDLERS", ["no_such_addon"]),
+        (ADDON_ID, "no_such_command", {}, "COMMAND_NOT_FOUND", ["no_such_command", "add_marker"]),
+        (ADDON_ID, "add_marker", {"nme": "typo"}, "INVALID_PARAMS", ["add_marker", "name"]),
+        (ADDON_ID, "unserializable", {}, "UNSERIALIZABLE_RESULT", ["JSON"]),
+        ("cr8_router", "get_addon_info", {}, "INVALID_PARAMS", ["addon_id"]),
+    ],
+)
 def test_failures_are_command_failed_and_serving_goes_on(engine, addon_id, command, params, code, words):
     peer, sp = engine
     mid = peer.send_command(addon_id, command, params, route="direct")
@@ -215,8 +240,9 @@ def test_router_own_commands(engine):
 
 def test_status_command_shows_the_router(engine):
     peer, sp = engine
-    r = subprocess.run(bwtest.blendwire_command() + ["status", "--port", str(sp.port)],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        bwtest.blendwire_command() + ["status", "--port", str(sp.port)], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 0, r.stderr
     assert f"router: connected ({peer.url})" in r.stdout, r.stdout
     assert "watchdog: not armed" in r.stdout, r.stdout
@@ -224,11 +250,16 @@ def test_status_command_shows_the_router(engine):
 
 # ---- losing the engine ---------------------------------------------------------------------------
 
+
 def test_server_killed_growing_retries_watchdog_saves_and_exits_0(serve_factory, peer, tmp_path):
     blend = str(tmp_path / "scene.blend")
     # Jitter 0 so the growth of the gaps is what the server side measures.
-    sp = serve_router(serve_factory, peer, watchdog=3, extra=[
-        "--backoff-initial", "0.25", "--backoff-max", "2", "--backoff-jitter", "0"])
+    sp = serve_router(
+        serve_factory,
+        peer,
+        watchdog=3,
+        extra=["--backoff-initial", "0.25", "--backoff-max", "2", "--backoff-jitter", "0"],
+    )
     peer.wait_connected()
     execute(sp, f"bpy.ops.wm.save_as_mainfile(filepath={blend!r})")
     # The scene change after the last save, made through the command service: the watchdog must keep it.
@@ -237,10 +268,12 @@ def test_server_killed_growing_retries_watchdog_saves_and_exits_0(serve_factory,
     peer.kill()
     samples = []
     with AttemptRecorder(peer.port) as rec:
+
         def armed():
             st = router_status(sp)
             samples.append(st)
             return st["watchdog_s"] is not None
+
         bwtest.wait_for(armed, 30, "the watchdog to arm", interval=0.02)
         rc = sp.wait_exit(WATCHDOG_EXIT_TIMEOUT)
         times = list(rec.times)
@@ -248,7 +281,7 @@ def test_server_killed_growing_retries_watchdog_saves_and_exits_0(serve_factory,
     # Armed only after the 5th failure in a row, never before.
     assert all(s["watchdog_s"] is None for s in samples if s["consecutive_failures"] < 5), samples
     assert samples[-1]["consecutive_failures"] >= 5
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert len(gaps) >= 3, (times, sp.output())
     # Growing gaps (0.25 -> 0.5 -> 1 -> 2 with jitter 0), measured where the attempts arrive.
     assert gaps[0] < gaps[1] < gaps[2], gaps
@@ -263,8 +296,7 @@ def test_server_killed_growing_retries_watchdog_saves_and_exits_0(serve_factory,
 @pytest.mark.bpy
 def test_unsaved_file_goes_to_the_recovery_folder(serve_factory, peer, tmp_path):
     recovery = tmp_path / "recovery"
-    sp = serve_router(serve_factory, peer, runtime="bpy", watchdog=1,
-                      env={"BLENDWIRE_RECOVERY_DIR": str(recovery)})
+    sp = serve_router(serve_factory, peer, runtime="bpy", watchdog=1, env={"BLENDWIRE_RECOVERY_DIR": str(recovery)})
     peer.wait_connected()
     mid = peer.send_command(ADDON_ID, "add_marker", {"name": "BW_Recovered"})
     assert peer.wait_reply(mid)["data"]["type"] == "command_completed"
@@ -366,6 +398,7 @@ def test_save_failure_still_exits_nonzero_with_the_error_logged(serve_factory, p
 
 
 # ---- the GUI: the timer saves, then quits on the next turn ------------------------------------------
+
 
 @pytest.mark.gui
 def test_gui_watchdog_saves_and_quits(serve_factory, peer, tmp_path):

@@ -4,10 +4,9 @@ of a non-loopback host without a token (real Blender, background runtime)."""
 import os
 import subprocess
 
-import pytest
-
 import blendwire
 import bwtest
+import pytest
 
 pytestmark = pytest.mark.runtimes("background")
 
@@ -24,8 +23,13 @@ def _call(port, *args, token=None):
     env = _env_without_token()
     if token:
         env["BLENDWIRE_TOKEN"] = token
-    return subprocess.run(bwtest.blendwire_command() + ["call", *args, "--port", str(port)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        bwtest.blendwire_command() + ["call", *args, "--port", str(port)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def _shutdown_with_token(sp):
@@ -40,9 +44,11 @@ def test_requests_without_the_token_are_refused_and_nothing_runs(serve_factory, 
     code = f"open({str(marker)!r}, 'w').write('x')"
     try:
         with bwtest.Conn(sp.port) as c:
-            for message in ({"type": "execute_code", "params": {"code": code}},
-                            {"type": "execute_code", "params": {"code": code}, "token": "wrong"},
-                            {"code": code}):
+            for message in (
+                {"type": "execute_code", "params": {"code": code}},
+                {"type": "execute_code", "params": {"code": code}, "token": "wrong"},
+                {"code": code},
+            ):
                 resp = bwtest.assert_error(c.request(message), "unauthorized")
                 assert TOKEN not in resp["message"]
             assert not marker.exists(), "a request without the token ran"

@@ -8,9 +8,8 @@ import json
 import os
 import socket
 
-import pytest
-
 import bwtest
+import pytest
 from bwtest import Conn, assert_error, assert_success, stdout_of
 
 
@@ -19,6 +18,7 @@ def exec_req(code, **params):
 
 
 # ---- framing ---------------------------------------------------------------------------------
+
 
 def test_two_requests_in_one_write(server):
     with Conn(server.port) as c:
@@ -82,6 +82,7 @@ def test_one_shot_connection_gets_whole_response_in_first_read(server):
 
 # ---- legacy forms --------------------------------------------------------------------------
 
+
 def test_legacy_code_form(server):
     with Conn(server.port) as c:
         resp = c.request({"code": "print(1)"})
@@ -106,6 +107,7 @@ def test_legacy_message_form(server):
 
 
 # ---- commands --------------------------------------------------------------------------------
+
 
 def test_get_scene_info(server):
     r = assert_success(bwtest.request(server.port, "get_scene_info"))
@@ -158,8 +160,11 @@ def test_execute_code_result_fields(server):
 
 def test_execute_code_base64_both_ways(server):
     code = "print('héllo ✓')"
-    r = assert_success(bwtest.execute(
-        server.port, base64.b64encode(code.encode()).decode(), code_is_base64=True, return_as_base64=True))
+    r = assert_success(
+        bwtest.execute(
+            server.port, base64.b64encode(code.encode()).decode(), code_is_base64=True, return_as_base64=True
+        )
+    )
     assert r["result_is_base64"] is True
     assert base64.b64decode(r["result"]).decode("utf-8") == "héllo ✓\n"
 
@@ -232,6 +237,7 @@ def test_viewport_screenshot(server, tmp_path):
 
 # ---- bad input -------------------------------------------------------------------------------
 
+
 def test_malformed_json_answers_error_and_service_keeps_serving(server):
     with Conn(server.port) as c:
         c.send(b'{"type": get_scene_info, "params": {}}')
@@ -298,6 +304,7 @@ def test_client_disconnects_while_its_job_runs(server, tmp_flag_dir):
 
 # ---- deadlines -------------------------------------------------------------------------------
 
+
 def test_timeout_seconds_expires_a_waiting_job_which_never_runs(server, tmp_flag_dir):
     started = os.path.join(tmp_flag_dir, "started")
     release = os.path.join(tmp_flag_dir, "release")
@@ -335,7 +342,7 @@ def test_concurrent_connections_all_answered(server):
                 for i in range(per):
                     out = stdout_of(assert_success(c.request(exec_req(f"print('{t}-{i}')"))))
                     results[(t, i)] = out
-        except BaseException as e:  # noqa: BLE001 - collected and reported below
+        except BaseException as e:
             errors.append(repr(e))
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]

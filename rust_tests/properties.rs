@@ -8,13 +8,32 @@ const REGRESSIONS: &[&[u8]] = &[b"{\"a\":\"\\\\\"}", b"[[[[", b"}{", b"\"{\"}", 
 fn generated(seed: u64, n: usize) -> Vec<Vec<u8>> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let pieces: &[&[u8]] = &[
-        b"{", b"}", b"[", b"]", b"\"", b"\\", b":", b",", b" ", b"\n", b"1", b"-2.5e3", b"true", b"null",
-        b"\"type\"", b"\"params\"", b"{\"type\":\"get_scene_info\",\"params\":{}}", "é🦀".as_bytes(), b"\xff",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"\"",
+        b"\\",
+        b":",
+        b",",
+        b" ",
+        b"\n",
+        b"1",
+        b"-2.5e3",
+        b"true",
+        b"null",
+        b"\"type\"",
+        b"\"params\"",
+        b"{\"type\":\"get_scene_info\",\"params\":{}}",
+        "é🦀".as_bytes(),
+        b"\xff",
     ];
     (0..n)
         .map(|_| {
             let len = rng.usize(0..40);
-            (0..len).flat_map(|_| pieces[rng.usize(..pieces.len())].to_vec()).collect()
+            (0..len)
+                .flat_map(|_| pieces[rng.usize(..pieces.len())].to_vec())
+                .collect()
         })
         .collect()
 }
@@ -22,7 +41,11 @@ fn generated(seed: u64, n: usize) -> Vec<Vec<u8>> {
 #[test]
 fn decoding_does_not_depend_on_chunking() {
     let mut rng = fastrand::Rng::with_seed(7);
-    for input in generated(1, 3000).iter().map(Vec::as_slice).chain(REGRESSIONS.iter().copied()) {
+    for input in generated(1, 3000)
+        .iter()
+        .map(Vec::as_slice)
+        .chain(REGRESSIONS.iter().copied())
+    {
         let chunks: Vec<usize> = (0..4).map(|_| rng.usize(1..9)).collect();
         decoder_is_chunking_independent(input, &chunks);
         decoder_is_chunking_independent(input, &[1]);
@@ -31,7 +54,11 @@ fn decoding_does_not_depend_on_chunking() {
 
 #[test]
 fn responses_encode_exactly_as_serde_json() {
-    for input in generated(2, 3000).iter().map(Vec::as_slice).chain(REGRESSIONS.iter().copied()) {
+    for input in generated(2, 3000)
+        .iter()
+        .map(Vec::as_slice)
+        .chain(REGRESSIONS.iter().copied())
+    {
         encoder_matches_serde_json(input);
     }
 }

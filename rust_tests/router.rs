@@ -49,7 +49,13 @@ impl Connector for FakeEngine {
     type Link = FakeLink;
     async fn connect(&self, _auth: Value) -> Result<FakeLink, ConnectError> {
         self.0.attempts.lock().push(Instant::now());
-        let next = self.0.plan.lock().pop_front().or(*self.0.then.lock()).unwrap_or(Attempt::Refuse);
+        let next = self
+            .0
+            .plan
+            .lock()
+            .pop_front()
+            .or(*self.0.then.lock())
+            .unwrap_or(Attempt::Refuse);
         match next {
             Attempt::Refuse => Err(ConnectError::Unreachable("connection refused".into())),
             Attempt::Reject => Err(ConnectError::Rejected("Not authorized".into())),
@@ -72,11 +78,20 @@ fn start(plan: Vec<Attempt>, then: Attempt) -> Harness {
     *script.then.lock() = Some(then);
     let bridge = Arc::new(Bridge::new(64));
     // No main thread here: the auth request times out at once and the env fallback is used.
-    let config = RouterConfig { auth_timeout: Duration::from_millis(1), ..RouterConfig::default() };
+    let config = RouterConfig {
+        auth_timeout: Duration::from_millis(1),
+        ..RouterConfig::default()
+    };
     let shared = Shared::new(config, bridge.clone());
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(run_manager(FakeEngine(script.clone()), shared.clone(), stop_rx));
-    Harness { script, shared, bridge, stop, task }
+    Harness {
+        script,
+        shared,
+        bridge,
+        stop,
+        task,
+    }
 }
 
 async fn advance(secs: u64) {
@@ -106,7 +121,10 @@ async fn retries_with_growing_jittered_gaps_then_the_watchdog_saves_and_quits() 
     let bases = [2.0, 4.0, 8.0, 10.0, 10.0];
     for (i, base) in bases.iter().enumerate() {
         let gap = (at[i + 1] - at[i]).as_secs_f64();
-        assert!(gap >= base * 0.5 && gap <= base * 1.5 + 0.01, "gap {i} = {gap} s, base {base} s");
+        assert!(
+            gap >= base * 0.5 && gap <= base * 1.5 + 0.01,
+            "gap {i} = {gap} s, base {base} s"
+        );
     }
     // Armed at the 5th failure: 300 s from then it fires, not before.
     let armed_at = at[4];
@@ -115,10 +133,16 @@ async fn retries_with_growing_jittered_gaps_then_the_watchdog_saves_and_quits() 
     let fires_at = armed_at + Duration::from_secs(300);
     tokio::time::sleep_until(fires_at - Duration::from_secs(1)).await;
     h.drain_jobs();
-    assert!(matches!(h.shared.state(), ConnState::Backoff { .. } | ConnState::Connecting { .. }));
+    assert!(matches!(
+        h.shared.state(),
+        ConnState::Backoff { .. } | ConnState::Connecting { .. }
+    ));
     assert_eq!(h.bridge.take_stop(), None, "fired early");
     // Retries went on while armed: at least one per 15 s (10 s cap + 50% jitter) for 299 s.
-    assert!(h.attempts().len() >= 5 + 19, "retries stopped while the watchdog was armed");
+    assert!(
+        h.attempts().len() >= 5 + 19,
+        "retries stopped while the watchdog was armed"
+    );
     tokio::time::sleep_until(fires_at + Duration::from_millis(10)).await;
     assert_eq!(h.bridge.take_stop().as_deref(), Some("watchdog"));
     assert_eq!(h.shared.state(), ConnState::GaveUp);
@@ -132,7 +156,11 @@ async fn a_reconnect_disarms_the_watchdog() {
     // 7 refusals take at most 2+4+8+10+10+10+10 s × 1.5.
     advance(100).await;
     h.drain_jobs();
-    assert!(matches!(h.shared.state(), ConnState::Connected { .. }), "{:?}", h.shared.state());
+    assert!(
+        matches!(h.shared.state(), ConnState::Connected { .. }),
+        "{:?}",
+        h.shared.state()
+    );
     assert_eq!(h.shared.watchdog_left(), None, "connected but still armed");
     advance(1000).await;
     assert_eq!(h.bridge.take_stop(), None);
@@ -166,7 +194,11 @@ async fn flapping_server_never_leads_to_a_quit() {
         advance(3).await;
         h.drain_jobs();
         seen_armed += h.shared.watchdog_left().is_some() as u32;
-        assert_eq!(h.bridge.take_stop(), None, "watchdog fired while the server kept coming back");
+        assert_eq!(
+            h.bridge.take_stop(),
+            None,
+            "watchdog fired while the server kept coming back"
+        );
     }
     assert!(seen_armed > 0, "the scenario never armed the watchdog");
     assert_eq!(h.shared.metrics.connects.get(), 21);
@@ -179,7 +211,10 @@ async fn stop_ends_the_manager_from_any_state() {
     advance(5).await;
     h.stop.send_replace(true);
     let task = h.task;
-    tokio::time::timeout(Duration::from_secs(1), task).await.expect("manager stops promptly").unwrap();
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("manager stops promptly")
+        .unwrap();
     assert_eq!(h.shared.state(), ConnState::Stopped);
     assert_eq!(h.bridge.take_stop(), None);
 }
@@ -189,7 +224,10 @@ async fn disabled_watchdog_never_fires() {
     let script = Arc::new(Script::default());
     *script.then.lock() = Some(Attempt::Refuse);
     let bridge = Arc::new(Bridge::new(1024));
-    let mut config = RouterConfig { auth_timeout: Duration::from_millis(1), ..RouterConfig::default() };
+    let mut config = RouterConfig {
+        auth_timeout: Duration::from_millis(1),
+        ..RouterConfig::default()
+    };
     config.watchdog.duration = None;
     let shared = Shared::new(config, bridge.clone());
     let (_stop, rx) = watch::channel(false);

@@ -52,7 +52,11 @@ impl MainThread {
                 }
             }
         });
-        MainThread { stop, ran, handle: Some(handle) }
+        MainThread {
+            stop,
+            ran,
+            handle: Some(handle),
+        }
     }
 
     fn ran(&self) -> usize {
@@ -123,7 +127,8 @@ fn pipelined_and_split_requests_answer_in_order() {
     let _main = MainThread::start(bridge.clone());
     let svc = start(&bridge, |_| {});
     let mut s = connect(svc.addr());
-    s.write_all(br#"{"type":"echo","params":{"i":1}}{"type":"echo","params":{"i":2}}"#).unwrap();
+    s.write_all(br#"{"type":"echo","params":{"i":1}}{"type":"echo","params":{"i":2}}"#)
+        .unwrap();
     let req = r#"{"type":"echo","params":{"s":"é🦀"}}"#.as_bytes();
     for b in req {
         s.write_all(std::slice::from_ref(b)).unwrap();
@@ -136,7 +141,9 @@ fn pipelined_and_split_requests_answer_in_order() {
 }
 
 fn echo_requests(range: std::ops::Range<usize>) -> Vec<u8> {
-    range.flat_map(|i| format!(r#"{{"type":"echo","params":{{"i":{i}}}}}"#).into_bytes()).collect()
+    range
+        .flat_map(|i| format!(r#"{{"type":"echo","params":{{"i":{i}}}}}"#).into_bytes())
+        .collect()
 }
 
 #[test]
@@ -181,7 +188,11 @@ fn pipelining_holds_back_instead_of_answering_busy() {
     wait_until("the first jobs to be queued", || bridge.len() >= 2);
     let _main = MainThread::start(bridge.clone());
     let got = read_values(&mut s, 30);
-    assert!(got.iter().all(|v| v["status"] == "success"), "{:?}", got.iter().find(|v| v["status"] != "success"));
+    assert!(
+        got.iter().all(|v| v["status"] == "success"),
+        "{:?}",
+        got.iter().find(|v| v["status"] != "success")
+    );
     assert_eq!(bridge.metrics.busy_rejections.get(), 0);
 }
 
@@ -197,11 +208,26 @@ fn bad_input_gets_errors_and_the_connection_keeps_serving() {
     let codes: Vec<&str> = got.iter().map(|v| v["error_code"].as_str().unwrap_or("-")).collect();
     assert_eq!(
         codes,
-        ["invalid_json", "invalid_request", "unknown_rpc_command", "invalid_params", "unknown_rpc_command", "-", "-"]
+        [
+            "invalid_json",
+            "invalid_request",
+            "unknown_rpc_command",
+            "invalid_params",
+            "unknown_rpc_command",
+            "-",
+            "-"
+        ]
     );
-    assert_eq!(got[2]["available_commands"], json!(["echo", "fail", "mark", "server_shutdown", "sleep"]));
+    assert_eq!(
+        got[2]["available_commands"],
+        json!(["echo", "fail", "mark", "server_shutdown", "sleep"])
+    );
     assert_eq!(got[3]["message"], "say what");
-    assert_eq!(got[5], json!({"response": "OK", "message": "Task received"}), "legacy reply is sent whole");
+    assert_eq!(
+        got[5],
+        json!({"response": "OK", "message": "Task received"}),
+        "legacy reply is sent whole"
+    );
     assert_eq!(got[6]["status"], "success");
     assert_eq!(svc.metrics.errors.snapshot()["unknown_rpc_command"], 2);
 }
@@ -246,12 +272,15 @@ fn timed_out_job_is_answered_and_never_run() {
     let bridge = Arc::new(Bridge::new(8));
     let svc = start(&bridge, |_| {});
     let mut s = connect(svc.addr());
-    s.write_all(br#"{"type":"mark","params":{"_timeout_seconds":0.2}}"#).unwrap();
+    s.write_all(br#"{"type":"mark","params":{"_timeout_seconds":0.2}}"#)
+        .unwrap();
     let got = read_values(&mut s, 1);
     assert_eq!(got[0]["error_code"], "timeout");
     assert!(got[0]["message"].as_str().unwrap().contains("_timeout_seconds"));
     let main = MainThread::start(bridge.clone());
-    wait_until("the stale job to be dropped", || bridge.is_empty() && bridge.metrics.expired.get() == 1);
+    wait_until("the stale job to be dropped", || {
+        bridge.is_empty() && bridge.metrics.expired.get() == 1
+    });
     assert_eq!(main.ran(), 0);
 }
 
@@ -265,7 +294,9 @@ fn job_of_a_client_that_left_is_not_run() {
     drop(s);
     wait_until("the service to notice", || svc.metrics.connections_open.get() == 0);
     let main = MainThread::start(bridge.clone());
-    wait_until("the job to be skipped", || bridge.is_empty() && bridge.metrics.cancelled.get() == 1);
+    wait_until("the job to be skipped", || {
+        bridge.is_empty() && bridge.metrics.cancelled.get() == 1
+    });
     assert_eq!(main.ran(), 0);
 }
 
@@ -278,7 +309,10 @@ fn server_shutdown_answers_then_closes_listener_and_stops_the_pump() {
     let mut s = connect(addr);
     s.write_all(br#"{"type":"server_shutdown","params":{}}"#).unwrap();
     let got = read_values(&mut s, 1);
-    assert_eq!(got[0], json!({"status": "success", "result": {"message": "Server shutdown initiated"}}));
+    assert_eq!(
+        got[0],
+        json!({"status": "success", "result": {"message": "Server shutdown initiated"}})
+    );
     assert!(matches!(bridge.next_job(WAIT, Duration::ZERO), Next::Stop(r) if r == "shutdown"));
     wait_until("the listener to close", || TcpListener::bind(addr).is_ok());
     assert!(at_eof(&mut idle), "other connections are closed");
@@ -369,10 +403,18 @@ fn client_calls_reconnects_and_reports_failures() {
 fn client_times_out_naming_the_wait() {
     let bridge = Arc::new(Bridge::new(8));
     let svc = start(&bridge, |_| {}); // nothing drains the queue
-    let client = Client::new("127.0.0.1", svc.addr().port(), Duration::from_millis(300), Duration::from_secs(1));
+    let client = Client::new(
+        "127.0.0.1",
+        svc.addr().port(),
+        Duration::from_millis(300),
+        Duration::from_secs(1),
+    );
     let err = client.request(&json!({"type": "echo"})).unwrap_err();
     assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
-    assert!(!client.is_connected(), "a timed-out connection is out of step and must be dropped");
+    assert!(
+        !client.is_connected(),
+        "a timed-out connection is out of step and must be dropped"
+    );
 }
 
 #[test]
@@ -447,12 +489,17 @@ fn with_a_token_every_request_must_carry_it_and_nothing_runs_otherwise() {
     let main = MainThread::start(bridge.clone());
     let svc = start(&bridge, |c| c.token = Some("s3cret".into()));
     let mut s = connect(svc.addr());
-    s.write_all(br#"{"type":"echo"} {"type":"echo","token":"wrong"} {"code":"print(1)"} {"type":"echo","token":"s3cret"}"#)
-        .unwrap();
+    s.write_all(
+        br#"{"type":"echo"} {"type":"echo","token":"wrong"} {"code":"print(1)"} {"type":"echo","token":"s3cret"}"#,
+    )
+    .unwrap();
     let got = read_values(&mut s, 4);
     for v in &got[..3] {
         assert_eq!(v["error_code"], "unauthorized");
-        assert!(!v["message"].as_str().unwrap().contains("s3cret"), "the token leaked into a reply");
+        assert!(
+            !v["message"].as_str().unwrap().contains("s3cret"),
+            "the token leaked into a reply"
+        );
     }
     assert_eq!(got[3]["status"], "success");
     assert_eq!(main.ran(), 1);
@@ -461,9 +508,22 @@ fn with_a_token_every_request_must_carry_it_and_nothing_runs_otherwise() {
 #[test]
 fn a_non_loopback_host_needs_a_token() {
     let bridge = Arc::new(Bridge::new(8));
-    let config = ServiceConfig { host: "0.0.0.0".into(), port: 0, ..ServiceConfig::default() };
-    let err = Service::start(config.clone(), bridge.clone()).err().expect("refused without a token");
+    let config = ServiceConfig {
+        host: "0.0.0.0".into(),
+        port: 0,
+        ..ServiceConfig::default()
+    };
+    let err = Service::start(config.clone(), bridge.clone())
+        .err()
+        .expect("refused without a token");
     assert!(err.to_string().contains("BLENDWIRE_TOKEN"), "{err}");
-    let svc = Service::start(ServiceConfig { token: Some("t".into()), ..config }, bridge).expect("allowed with a token");
+    let svc = Service::start(
+        ServiceConfig {
+            token: Some("t".into()),
+            ..config
+        },
+        bridge,
+    )
+    .expect("allowed with a token");
     assert!(svc.addr().ip().is_unspecified());
 }

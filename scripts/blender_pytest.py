@@ -26,15 +26,18 @@ def main() -> int:
         # there (e.g. an editable `maturin develop` install of blendwire).
         _site.addsitedir(path)
 
-    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+    argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
     os.chdir(ROOT)
     os.environ.setdefault("BLENDWIRE_TEST_HOST", "blender")
 
     import bpy  # Blender's own, already loaded
     import pytest
 
-    print(f"blender_pytest: Blender {bpy.app.version_string} (background={bpy.app.background}), "
-          f"Python {sys.version.split()[0]}, pytest {pytest.__version__}", flush=True)
+    print(
+        f"blender_pytest: Blender {bpy.app.version_string} (background={bpy.app.background}), "
+        f"Python {sys.version.split()[0]}, pytest {pytest.__version__}",
+        flush=True,
+    )
     return int(pytest.main(argv))
 
 

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "python_tests"))
 import bwtest  # noqa: E402
 
 # latency histogram: log buckets from 10 µs to 100 s, 5% wide
-_BOUNDS = [1e-5 * 1.05 ** i for i in range(int(math.log(1e7) / math.log(1.05)) + 2)]
+_BOUNDS = [1e-5 * 1.05**i for i in range(int(math.log(1e7) / math.log(1.05)) + 2)]
 
 
 class Window:
@@ -101,7 +101,7 @@ def timed(stats, kind, fn):
     t = time.monotonic()
     try:
         ok, detail = fn()
-    except Exception as e:  # noqa: BLE001 - every failure is counted, the soak goes on
+    except Exception as e:
         ok, detail = False, repr(e)
     stats.record(kind, time.monotonic() - t, ok, detail)
 
@@ -115,6 +115,7 @@ def is_error(resp):
 
 
 # ---- load kinds --------------------------------------------------------------------------------
+
 
 def one_shot(port, stats, stop):
     while not stop.is_set():
@@ -134,11 +135,12 @@ def persistent(port, stats, stop, i):
         elif choice < 0.7:
             n = rnd.randrange(1000)
             req = {"type": "execute_code", "params": {"code": f"print({n} * 2)"}}
-            check = (lambda r, n=n: (is_success(r)[0] and r["result"]["result"] == f"{n * 2}\n", r))
+
+            def check(r, n=n):
+                return (is_success(r)[0] and r["result"]["result"] == f"{n * 2}\n", r)
         elif choice < 0.85:
             # churn Blender data: create and remove a mesh with some vertices
-            code = ("m = bpy.data.meshes.new('soak')\nm.vertices.add(1000)\n"
-                    "bpy.data.meshes.remove(m)\nprint('ok')")
+            code = "m = bpy.data.meshes.new('soak')\nm.vertices.add(1000)\nbpy.data.meshes.remove(m)\nprint('ok')"
             req = {"type": "execute_code", "params": {"code": code}}
             check = is_success
         else:
@@ -146,7 +148,7 @@ def persistent(port, stats, stop, i):
             req = {"type": "put_persist_data", "params": {"key": key, "data": {"x": "y" * rnd.randrange(2000)}}}
             check = is_success
 
-        def call():
+        def call(check=check, conn=conn, req=req):
             return check(conn.request(req, timeout=60))
 
         before = stats_failures(stats)
@@ -183,7 +185,7 @@ def bad_input(port, stats, stop):
         else:
             name, make, expect = rnd.choice(cases)
 
-        def one():
+        def one(expect=expect, make=make):
             with socket.create_connection((bwtest.HOST, port), timeout=60) as s:
                 if expect == "oversized":
                     s.settimeout(60)
@@ -258,8 +260,10 @@ def socketio_load(peer, stats, stop, restart_every_s, events):
             try:
                 peer.wait_connected(timeout=60, start=mark)
                 stats.record("socketio reconnect", time.monotonic() - t, True)
-                events.append(f"{time.monotonic() - stats.t0:7.1f}s engine peer restarted, "
-                              f"Blender reconnected in {time.monotonic() - t:.2f}s")
+                events.append(
+                    f"{time.monotonic() - stats.t0:7.1f}s engine peer restarted, "
+                    f"Blender reconnected in {time.monotonic() - t:.2f}s"
+                )
             except AssertionError as e:
                 stats.record("socketio reconnect", time.monotonic() - t, False, str(e)[:200])
             scanned = len(peer.records)
@@ -285,6 +289,7 @@ def socketio_load(peer, stats, stop, restart_every_s, events):
 
 # ---- main ----------------------------------------------------------------------------------------
 
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0)
@@ -293,8 +298,9 @@ def main():
     ap.add_argument("--runtime", choices=["background", "bpy"], default="background")
     args = ap.parse_args()
 
-    help_text = subprocess.run(bwtest.blendwire_command() + ["serve", "--help"],
-                               capture_output=True, text=True, timeout=60).stdout
+    help_text = subprocess.run(
+        bwtest.blendwire_command() + ["serve", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
     router = "--engine-url" in help_text
     peer = None
     extra = []
@@ -303,8 +309,7 @@ def main():
         from engine_peer import EnginePeer
 
         peer = EnginePeer(token="soak-token").start()
-        extra = ["--engine-url", peer.url, "--watchdog-seconds", "0",
-                 "--backoff-initial", "0.2", "--backoff-max", "1"]
+        extra = ["--engine-url", peer.url, "--watchdog-seconds", "0", "--backoff-initial", "0.2", "--backoff-max", "1"]
     else:
         notes.append("blendwire serve has no --engine-url: the Socket.IO peer part is skipped")
 
@@ -314,23 +319,27 @@ def main():
     events = []
     try:
         sp = bwtest.start_serve(args.runtime, extra=extra, env={"CR8_AUTH_TOKEN": "soak-token"})
-        pid = int(bwtest.request(sp.port, "execute_code",
-                                 {"code": "import os\nprint(os.getpid())"})["result"]["result"])
+        pid = int(
+            bwtest.request(sp.port, "execute_code", {"code": "import os\nprint(os.getpid())"})["result"]["result"]
+        )
         if peer:
             peer.wait_connected(timeout=60)
         t0 = time.monotonic()
         stats = Stats(t0, args.window * 60)
-        print(f"soak: {args.runtime} Blender {sp.version} pid {pid} on port {sp.port}, "
-              f"{args.minutes:g} min, windows of {args.window:g} min"
-              + (f", engine peer {peer.url} restarted every {args.peer_every:g} min" if peer else ""),
-              flush=True)
+        print(
+            f"soak: {args.runtime} Blender {sp.version} pid {pid} on port {sp.port}, "
+            f"{args.minutes:g} min, windows of {args.window:g} min"
+            + (f", engine peer {peer.url} restarted every {args.peer_every:g} min" if peer else ""),
+            flush=True,
+        )
         threads.append(threading.Thread(target=one_shot, args=(sp.port, stats, stop)))
         for i in range(4):
             threads.append(threading.Thread(target=persistent, args=(sp.port, stats, stop, i)))
         threads.append(threading.Thread(target=bad_input, args=(sp.port, stats, stop)))
         if peer:
-            threads.append(threading.Thread(target=socketio_load,
-                                            args=(peer, stats, stop, args.peer_every * 60, events)))
+            threads.append(
+                threading.Thread(target=socketio_load, args=(peer, stats, stop, args.peer_every * 60, events))
+            )
         for t in threads:
             t.daemon = True
             t.start()
@@ -348,8 +357,9 @@ def main():
                 with stats.lock:
                     calls = sum(sum(w.calls.values()) for w in stats.windows.values())
                     fails = sum(sum(w.failures.values()) for w in stats.windows.values())
-                print(f"  {last_print - t0:6.0f}s: {calls} calls, {fails} failures, RSS {kib / 1024:.1f} MiB",
-                      flush=True)
+                print(
+                    f"  {last_print - t0:6.0f}s: {calls} calls, {fails} failures, RSS {kib / 1024:.1f} MiB", flush=True
+                )
             stop.wait(min(1.0, max(0.0, end - time.monotonic())))
     finally:
         stop.set()
@@ -392,9 +402,12 @@ def print_table(stats, args, events):
         p99 = w.p99_ms()
         rss = f"{w.rss_kib / 1024:.1f} / {w.rss_max_kib / 1024:.1f}" if w.rss_kib else "-"
         per_kind = " | ".join(f"{w.calls.get(k, 0)}/{w.failures.get(k, 0)}" for k in kinds)
-        print(f"| {idx * args.window:g}–{(idx + 1) * args.window:g} | {calls:,} | {fails} | "
-              f"{p99:.3f} | {rss} | {per_kind} |" if p99 is not None else
-              f"| {idx * args.window:g}–{(idx + 1) * args.window:g} | {calls:,} | {fails} | - | {rss} | {per_kind} |")
+        print(
+            f"| {idx * args.window:g}–{(idx + 1) * args.window:g} | {calls:,} | {fails} | "
+            f"{p99:.3f} | {rss} | {per_kind} |"
+            if p99 is not None
+            else f"| {idx * args.window:g}–{(idx + 1) * args.window:g} | {calls:,} | {fails} | - | {rss} | {per_kind} |"
+        )
     print(f"\ntotal: {total_calls:,} calls, {total_fail} failures (per kind: calls/failures)")
     for e in events:
         print(f"  {e}")

@@ -81,9 +81,15 @@ mod tests {
     fn jitter_stays_within_bounds_and_varies() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            let mut b = Backoff::new(BackoffPolicy { jitter: 0.5, ..BackoffPolicy::CLIENT });
+            let mut b = Backoff::new(BackoffPolicy {
+                jitter: 0.5,
+                ..BackoffPolicy::CLIENT
+            });
             let d = b.next_delay();
-            assert!(d >= Duration::from_millis(25) && d <= Duration::from_millis(75), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(25) && d <= Duration::from_millis(75),
+                "{d:?}"
+            );
             seen.insert(d);
         }
         assert!(seen.len() > 10);

@@ -43,7 +43,13 @@ struct Conn {
 impl Client {
     pub fn new(host: &str, port: u16, timeout: Duration, connect_timeout: Duration) -> Self {
         let connect_timeout = connect_timeout.min(timeout);
-        Client { host: host.to_string(), port, timeout, connect_timeout, conn: Mutex::new(None) }
+        Client {
+            host: host.to_string(),
+            port,
+            timeout,
+            connect_timeout,
+            conn: Mutex::new(None),
+        }
     }
 
     pub fn host(&self) -> &str {
@@ -131,8 +137,10 @@ impl Client {
     }
 
     pub fn request(&self, request: &Value) -> Result<Value, ClientError> {
-        let bytes = serde_json::to_vec(request)
-            .map_err(|e| ClientError::Protocol { addr: self.addr_text(), detail: e.to_string() })?;
+        let bytes = serde_json::to_vec(request).map_err(|e| ClientError::Protocol {
+            addr: self.addr_text(),
+            detail: e.to_string(),
+        })?;
         self.request_bytes(&bytes)
     }
 
@@ -154,7 +162,10 @@ impl Client {
     fn read_answer(&self, conn: &mut Conn, deadline: Instant) -> Result<Value, ClientError> {
         loop {
             if let Some(frame) = conn.decoder.next_frame() {
-                return frame.map_err(|e| ClientError::Protocol { addr: self.addr_text(), detail: e.to_string() });
+                return frame.map_err(|e| ClientError::Protocol {
+                    addr: self.addr_text(),
+                    detail: e.to_string(),
+                });
             }
             conn.bound(Io::Read, deadline).ok_or_else(|| self.timed_out())?;
             match conn.stream.read(&mut conn.chunk) {
@@ -209,7 +220,10 @@ impl Client {
     }
 
     fn timed_out(&self) -> ClientError {
-        ClientError::Timeout { addr: self.addr_text(), after: self.timeout }
+        ClientError::Timeout {
+            addr: self.addr_text(),
+            after: self.timeout,
+        }
     }
 
     /// A batch's lost connection says how far it got.
@@ -223,7 +237,10 @@ impl Client {
     }
 
     fn lost(&self, detail: &str) -> ClientError {
-        ClientError::ConnectionLost { addr: self.addr_text(), detail: detail.to_string() }
+        ClientError::ConnectionLost {
+            addr: self.addr_text(),
+            detail: detail.to_string(),
+        }
     }
 }
 
@@ -242,7 +259,12 @@ impl Conn {
         let mut probe = 0u8;
         // SAFETY: a one-byte peek into a local; MSG_DONTWAIT keeps the socket blocking for others.
         let n = unsafe {
-            libc::recv(self.stream.as_raw_fd(), (&mut probe as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            libc::recv(
+                self.stream.as_raw_fd(),
+                (&mut probe as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
         };
         // 0: EOF; > 0: bytes nobody asked for, the stream is out of step; -1 EAGAIN: open, idle.
         n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::WouldBlock

@@ -159,7 +159,9 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 
 fn str_len(s: &str) -> usize {
     let mut n = 2;
-    scan(s.as_bytes(), |run, escaped| n += run.len() + escaped.and_then(escape).map_or(0, <[u8]>::len));
+    scan(s.as_bytes(), |run, escaped| {
+        n += run.len() + escaped.and_then(escape).map_or(0, <[u8]>::len)
+    });
     n
 }
 
@@ -171,18 +173,26 @@ mod tests {
     fn same_as_serde(v: &Value) {
         let mut out = Vec::new();
         write_value(&mut out, v);
-        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&serde_json::to_vec(v).unwrap()));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&serde_json::to_vec(v).unwrap())
+        );
         assert_eq!(out.len(), encoded_len(v));
     }
 
     #[test]
     fn matches_serde_json_on_every_kind_of_value() {
         same_as_serde(&json!(null));
-        same_as_serde(&json!({"status": "success", "result": {"a": [1, -2, 3.5, 1e300, -0.0, 18446744073709551615u64,
-            true, false, null, "", {}, []]}}));
+        same_as_serde(
+            &json!({"status": "success", "result": {"a": [1, -2, 3.5, 1e300, -0.0, 18446744073709551615u64,
+            true, false, null, "", {}, []]}}),
+        );
         let every_byte: String = (0u8..128).map(char::from).collect();
         same_as_serde(&json!({ every_byte.clone(): every_byte.repeat(3) }));
-        same_as_serde(&json!(["é🦀\u{7f}\u{2028}/<>", "x".repeat(1000) + "\"" + &"y".repeat(7)]));
+        same_as_serde(&json!([
+            "é🦀\u{7f}\u{2028}/<>",
+            "x".repeat(1000) + "\"" + &"y".repeat(7)
+        ]));
         for n in 0..20 {
             same_as_serde(&json!("\n".repeat(n) + &"z".repeat(n)));
         }
@@ -193,7 +203,9 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(11);
         let alphabet: Vec<char> = "ab\"\\\n\t\u{1}\u{1f} é🦀\u{7f}".chars().collect();
         for _ in 0..2000 {
-            let s: String = (0..rng.usize(0..40)).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
+            let s: String = (0..rng.usize(0..40))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
             same_as_serde(&json!({ s.clone(): [s, 1.25] }));
         }
     }

@@ -95,7 +95,11 @@ pub enum ServiceError {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {addr}: {detail} (tried for {} s); is Blender running with the service? start one with `blendwire serve --port {port}`", fmt_secs(*.waited), port = addr.rsplit(':').next().unwrap_or(""))]
-    ConnectFailed { addr: String, detail: String, waited: Duration },
+    ConnectFailed {
+        addr: String,
+        detail: String,
+        waited: Duration,
+    },
     #[error("no response from {addr} within {} s", fmt_secs(*.after))]
     Timeout { addr: String, after: Duration },
     #[error("connection to {addr} lost during the call ({detail}); the command may or may not have run")]

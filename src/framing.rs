@@ -20,7 +20,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_frame_bytes: 64 * 1024 * 1024, max_depth: 100 }
+        Limits {
+            max_frame_bytes: 64 * 1024 * 1024,
+            max_depth: 100,
+        }
     }
 }
 
@@ -37,7 +40,11 @@ enum Scan {
     #[default]
     Idle,
     /// Inside a frame that started at `Decoder::start`.
-    InFrame { depth: usize, in_string: bool, escaped: bool },
+    InFrame {
+        depth: usize,
+        in_string: bool,
+        escaped: bool,
+    },
     /// Skipping input that cannot start a request, up to the next `{` (reported once).
     Junk,
 }
@@ -57,7 +64,14 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(limits: Limits) -> Self {
-        Decoder { buf: Vec::new(), start: 0, pos: 0, scan: Scan::Idle, limits, broken: false }
+        Decoder {
+            buf: Vec::new(),
+            start: 0,
+            pos: 0,
+            scan: Scan::Idle,
+            limits,
+            broken: false,
+        }
     }
 
     pub fn extend(&mut self, bytes: &[u8]) {
@@ -99,7 +113,11 @@ impl Decoder {
                     match self.buf.get(self.pos) {
                         None => return None,
                         Some(b'{') | Some(b'[') => {
-                            self.scan = Scan::InFrame { depth: 0, in_string: false, escaped: false };
+                            self.scan = Scan::InFrame {
+                                depth: 0,
+                                in_string: false,
+                                escaped: false,
+                            };
                         }
                         Some(_) => return Some(Err(self.skip_junk())),
                     }
@@ -115,7 +133,11 @@ impl Decoder {
                         return None;
                     }
                 },
-                Scan::InFrame { mut depth, mut in_string, mut escaped } => {
+                Scan::InFrame {
+                    mut depth,
+                    mut in_string,
+                    mut escaped,
+                } => {
                     let bytes = &self.buf[..];
                     let mut i = self.pos;
                     let mut closed = false;
@@ -154,7 +176,11 @@ impl Decoder {
                     }
                     self.pos = i;
                     if !closed {
-                        self.scan = Scan::InFrame { depth, in_string, escaped };
+                        self.scan = Scan::InFrame {
+                            depth,
+                            in_string,
+                            escaped,
+                        };
                         if self.pos - self.start > self.limits.max_frame_bytes {
                             let limit = self.limits.max_frame_bytes;
                             return Some(Err(self.fail(RequestError::TooLarge { limit })));
@@ -163,10 +189,11 @@ impl Decoder {
                     }
                     let frame = &self.buf[self.start..self.pos];
                     let parsed = if frame.len() > self.limits.max_frame_bytes {
-                        Err(self.fail(RequestError::TooLarge { limit: self.limits.max_frame_bytes }))
+                        Err(self.fail(RequestError::TooLarge {
+                            limit: self.limits.max_frame_bytes,
+                        }))
                     } else {
-                        serde_json::from_slice::<Value>(frame)
-                            .map_err(|e| RequestError::InvalidJson(e.to_string()))
+                        serde_json::from_slice::<Value>(frame).map_err(|e| RequestError::InvalidJson(e.to_string()))
                     };
                     self.start = self.pos;
                     self.scan = Scan::Idle;
@@ -218,7 +245,10 @@ mod tests {
         let mut d = Decoder::new(Limits::default());
         d.extend(br#"{"type":"a"}  {"type":"b","params":{"s":"}{"}}"#);
         let got = frames(&mut d);
-        assert_eq!(got, vec![Ok(json!({"type":"a"})), Ok(json!({"type":"b","params":{"s":"}{"}}))]);
+        assert_eq!(
+            got,
+            vec![Ok(json!({"type":"a"})), Ok(json!({"type":"b","params":{"s":"}{"}}))]
+        );
         assert_eq!(d.buffered(), 0);
     }
 
@@ -256,7 +286,10 @@ mod tests {
 
     #[test]
     fn size_limit_cuts_an_unterminated_request() {
-        let mut d = Decoder::new(Limits { max_frame_bytes: 1000, max_depth: 100 });
+        let mut d = Decoder::new(Limits {
+            max_frame_bytes: 1000,
+            max_depth: 100,
+        });
         d.extend(b"{\"code\":\"");
         for _ in 0..20 {
             d.extend(&[b'x'; 100]);
@@ -272,7 +305,10 @@ mod tests {
 
     #[test]
     fn depth_limit() {
-        let mut d = Decoder::new(Limits { max_frame_bytes: 1 << 20, max_depth: 10 });
+        let mut d = Decoder::new(Limits {
+            max_frame_bytes: 1 << 20,
+            max_depth: 10,
+        });
         d.extend(&[b'['; 11]);
         assert_eq!(d.next_frame(), Some(Err(RequestError::TooDeep { limit: 10 })));
         assert!(d.next_frame().is_none());

@@ -24,7 +24,10 @@ fn frames_of(input: &[u8], chunks: &[usize], limits: Limits) -> Vec<String> {
 
 /// Decoding must not depend on how the bytes were cut into reads.
 pub fn decoder_is_chunking_independent(input: &[u8], chunks: &[usize]) {
-    let limits = Limits { max_frame_bytes: 4096, max_depth: 32 };
+    let limits = Limits {
+        max_frame_bytes: 4096,
+        max_depth: 32,
+    };
     let whole = frames_of(input, &[input.len().max(1)], limits);
     let chunked = frames_of(input, if chunks.is_empty() { &[1] } else { chunks }, limits);
     assert_eq!(whole, chunked, "chunking changed the decoded frames");
@@ -33,7 +36,10 @@ pub fn decoder_is_chunking_independent(input: &[u8], chunks: &[usize]) {
 /// Every value decoded from the stream encodes to exactly serde_json's bytes, of the announced
 /// length (the service's response encoder, `encode.rs`).
 pub fn encoder_matches_serde_json(input: &[u8]) {
-    let mut d = Decoder::new(Limits { max_frame_bytes: 1 << 20, max_depth: 64 });
+    let mut d = Decoder::new(Limits {
+        max_frame_bytes: 1 << 20,
+        max_depth: 64,
+    });
     d.extend(input);
     while let Some(frame) = d.next_frame() {
         let Ok(value) = frame else { continue };
@@ -48,7 +54,9 @@ pub fn encoder_matches_serde_json(input: &[u8]) {
 /// Any text from the engine either fails to decode or, for a command, yields a reply that
 /// encodes and decodes back to itself.
 pub fn engine_text_round_trips(text: &str) {
-    let Ok(Packet::Event { args, name, .. }) = socketio::decode(text) else { return };
+    let Ok(Packet::Event { args, name, .. }) = socketio::decode(text) else {
+        return;
+    };
     if name != "command_received" {
         return;
     }

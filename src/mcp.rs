@@ -51,11 +51,17 @@ pub fn run_stdio(config: McpConfig) -> Result<(), String> {
     let outcome = runtime.block_on(async move {
         // stdio_pipes: when the client gave us pipes (the usual case), reads and writes run on the
         // reactor instead of a blocking thread per message.
-        let running = server.serve(rmcp::transport::stdio_pipes()).await.map_err(|e| match e {
-            rmcp::service::ServerInitializeError::ConnectionClosed(_) => None,
-            other => Some(format!("MCP initialization failed: {other}")),
-        })?;
-        running.waiting().await.map_err(|e| Some(format!("the MCP service stopped: {e}")))?;
+        let running = server
+            .serve(rmcp::transport::stdio_pipes())
+            .await
+            .map_err(|e| match e {
+                rmcp::service::ServerInitializeError::ConnectionClosed(_) => None,
+                other => Some(format!("MCP initialization failed: {other}")),
+            })?;
+        running
+            .waiting()
+            .await
+            .map_err(|e| Some(format!("the MCP service stopped: {e}")))?;
         Ok::<(), Option<String>>(())
     });
     // A call still blocked on Blender (e.g. a long execute_code) must not keep the process alive
@@ -99,7 +105,12 @@ impl BlenderTools {
     pub fn new(config: McpConfig) -> Self {
         let loopback = config.host == "localhost" || config.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         BlenderTools {
-            client: Arc::new(Client::new(&config.host, config.port, config.timeout, config.connect_timeout)),
+            client: Arc::new(Client::new(
+                &config.host,
+                config.port,
+                config.timeout,
+                config.connect_timeout,
+            )),
             token: config.token.filter(|t| !t.is_empty()),
             addr: format!("{}:{}", config.host, config.port),
             loopback,
@@ -115,7 +126,10 @@ impl BlenderTools {
         match tokio::task::spawn_blocking(move || client.request_bytes(&bytes)).await {
             Ok(result) => result,
             // Only on a panic in the client, or runtime shutdown: the stream state is unknown.
-            Err(e) => Err(ClientError::ConnectionLost { addr: self.addr.clone(), detail: e.to_string() }),
+            Err(e) => Err(ClientError::ConnectionLost {
+                addr: self.addr.clone(),
+                detail: e.to_string(),
+            }),
         }
     }
 
@@ -125,14 +139,16 @@ impl BlenderTools {
         if let (Some(token), Some(obj)) = (&self.token, request.as_object_mut()) {
             obj.insert("token".into(), Value::String(token.clone()));
         }
-        let bytes = Arc::new(
-            serde_json::to_vec(&request).map_err(|e| Failure(format!("cannot encode the request: {e}")))?,
-        );
+        let bytes =
+            Arc::new(serde_json::to_vec(&request).map_err(|e| Failure(format!("cannot encode the request: {e}")))?);
         let mut outcome = self.exchange(Arc::clone(&bytes)).await;
         let mut retried = false;
         if retry == Retry::Once && matches!(outcome, Err(ClientError::ConnectionLost { .. })) {
             // The Client reconnects (with backoff, up to the connect timeout) on the next request.
-            eprintln!("blendwire mcp: connection to {} lost during {command}; retrying once (read-only)", self.addr);
+            eprintln!(
+                "blendwire mcp: connection to {} lost during {command}; retrying once (read-only)",
+                self.addr
+            );
             retried = true;
             outcome = self.exchange(bytes).await;
         }
@@ -141,7 +157,10 @@ impl BlenderTools {
         match response.get("status").and_then(Value::as_str) {
             Some("success") => Ok(response.get("result").cloned().unwrap_or(Value::Null)),
             Some("error") => {
-                let message = response.get("message").and_then(Value::as_str).unwrap_or("command failed");
+                let message = response
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("command failed");
                 Err(Failure(match response.get("error_code").and_then(Value::as_str) {
                     Some(code) => format!("{message} [{code}]"),
                     None => message.to_string(),
@@ -209,7 +228,12 @@ impl BlenderTools {
         }
         let result = self.command("execute_code", params, Retry::Never).await?;
         let output = result.get("output");
-        let text = |key: &str| output.and_then(|o| o.get(key)).and_then(Value::as_str).map(str::to_string);
+        let text = |key: &str| {
+            output
+                .and_then(|o| o.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         // The peer's 1.3.3 add-on has `result` only; `output` is newer.
         let stdout = text("stdout")
             .or_else(|| result.get("result").and_then(Value::as_str).map(str::to_string))
@@ -232,12 +256,16 @@ impl BlenderTools {
     async fn screenshot(&self, args: &Map<String, Value>) -> ToolOutcome {
         let max_size = match args.get("max_size").filter(|v| !v.is_null()) {
             None => 800,
-            Some(v) => v
-                .as_u64()
-                .filter(|n| (1..=16384).contains(n))
-                .ok_or_else(|| Failure("max_size must be an integer from 1 to 16384 (pixels of the longest side)".into()))?,
+            Some(v) => v.as_u64().filter(|n| (1..=16384).contains(n)).ok_or_else(|| {
+                Failure("max_size must be an integer from 1 to 16384 (pixels of the longest side)".into())
+            })?,
         };
-        let format = match args.get("format").and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() {
+        let format = match args
+            .get("format")
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("png") => "png",
             Some("jpeg") | Some("jpg") => "jpeg",
             Some(other) => return Err(Failure(format!("format must be \"png\" or \"jpeg\", got {other:?}"))),
@@ -259,15 +287,28 @@ impl BlenderTools {
                 return Err(f);
             }
         };
-        let written = result.get("filepath").and_then(Value::as_str).unwrap_or(&path_text).to_string();
+        let written = result
+            .get("filepath")
+            .and_then(Value::as_str)
+            .unwrap_or(&path_text)
+            .to_string();
         let bytes = self.fetch_file(&written).await?;
-        let size = match (result.get("width").and_then(Value::as_u64), result.get("height").and_then(Value::as_u64)) {
+        let size = match (
+            result.get("width").and_then(Value::as_u64),
+            result.get("height").and_then(Value::as_u64),
+        ) {
             (Some(w), Some(h)) => format!("{w}x{h} "),
             _ => String::new(),
         };
         Ok(vec![
-            ContentBlock::image(base64::engine::general_purpose::STANDARD.encode(&bytes), format!("image/{format}")),
-            ContentBlock::text(format!("{size}{format} screenshot of Blender's 3D viewport ({} bytes)", bytes.len())),
+            ContentBlock::image(
+                base64::engine::general_purpose::STANDARD.encode(&bytes),
+                format!("image/{format}"),
+            ),
+            ContentBlock::text(format!(
+                "{size}{format} screenshot of Blender's 3D viewport ({} bytes)",
+                bytes.len()
+            )),
         ])
     }
 
@@ -291,7 +332,9 @@ impl BlenderTools {
             "import base64, os\np = {}\ntry:\n    print(base64.b64encode(open(p, 'rb').read()).decode('ascii'), end='')\nfinally:\n    os.remove(p)\n",
             Value::String(path.to_string())
         );
-        let result = self.command("execute_code", json!({"code": code}), Retry::Never).await?;
+        let result = self
+            .command("execute_code", json!({"code": code}), Retry::Never)
+            .await?;
         let encoded = result
             .get("output")
             .and_then(|o| o.get("stdout"))
@@ -329,7 +372,8 @@ impl BlenderTools {
             "get_viewport_screenshot" => self.screenshot(args).await,
             "put_persist_data" => match (required_str(args, "key"), args.get("data").filter(|v| !v.is_null())) {
                 (Ok(key), Some(data)) => {
-                    self.json_tool("put_persist_data", json!({"key": key, "data": data}), Retry::Never).await
+                    self.json_tool("put_persist_data", json!({"key": key, "data": data}), Retry::Never)
+                        .await
                 }
                 (Err(f), _) => Err(f),
                 (_, None) => Err(Failure("data is required: any JSON value except null".into())),
@@ -345,7 +389,10 @@ impl BlenderTools {
                 Err(f) => Err(f),
             },
             "remove_persist_data" => match required_str(args, "key") {
-                Ok(key) => self.json_tool("remove_persist_data", json!({"key": key}), Retry::Never).await,
+                Ok(key) => {
+                    self.json_tool("remove_persist_data", json!({"key": key}), Retry::Never)
+                        .await
+                }
                 Err(f) => Err(f),
             },
             "check_connection_status" => self.connection_status().await,
@@ -357,7 +404,9 @@ impl BlenderTools {
 fn required_str<'a>(args: &'a Map<String, Value>, key: &str) -> Result<&'a str, Failure> {
     match args.get(key) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) | None | Some(Value::Null) => Err(Failure(format!("{key} is required (a non-empty string)"))),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            Err(Failure(format!("{key} is required (a non-empty string)")))
+        }
         Some(other) => Err(Failure(format!("{key} must be a string, got {other}"))),
     }
 }
@@ -377,7 +426,10 @@ fn schema(value: Value) -> Map<String, Value> {
 }
 
 fn tool(name: &'static str, description: &'static str, input: Value, read_only: bool) -> Tool {
-    let annotations = ToolAnnotations::new().read_only(read_only).destructive(!read_only).open_world(false);
+    let annotations = ToolAnnotations::new()
+        .read_only(read_only)
+        .destructive(!read_only)
+        .open_world(false);
     Tool::new(name, description, schema(input)).annotate(annotations)
 }
 
@@ -501,10 +553,16 @@ mod tests {
             connect_timeout: Duration::from_millis(50),
             token: None,
         });
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         let Err(Failure(message)) = rt.block_on(tools.command("get_scene_info", json!({}), Retry::Once)) else {
             panic!("port 1 answered");
         };
-        assert!(message.contains("127.0.0.1:1") && message.contains("blendwire serve --port 1"), "{message}");
+        assert!(
+            message.contains("127.0.0.1:1") && message.contains("blendwire serve --port 1"),
+            "{message}"
+        );
     }
 }

@@ -51,7 +51,13 @@ impl ErrorCounts {
         *self.0.lock().entry(code.to_string()).or_default() += 1;
     }
     pub fn snapshot(&self) -> Value {
-        Value::Object(self.0.lock().iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>())
+        Value::Object(
+            self.0
+                .lock()
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect::<Map<_, _>>(),
+        )
     }
 }
 

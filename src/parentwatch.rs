@@ -9,7 +9,8 @@ use tokio::io::Interest;
 
 /// A pidfd for `pid` (Linux ≥ 5.3); fails if the process is already gone.
 pub fn open(pid: u32) -> io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -34,11 +35,17 @@ mod tests {
 
     #[test]
     fn resolves_when_the_child_exits() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let mut child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
         let fd = open(child.id()).unwrap();
         rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), exited(fd)).await.expect("pidfd never became readable").unwrap()
+            tokio::time::timeout(Duration::from_secs(10), exited(fd))
+                .await
+                .expect("pidfd never became readable")
+                .unwrap()
         });
         child.wait().unwrap();
     }

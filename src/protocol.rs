@@ -40,18 +40,23 @@ pub fn parse_request(value: Value) -> Result<Request, RequestError> {
     let params = match obj.remove("params") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(p)) => p,
-        Some(_) => {
-            return Err(RequestError::Invalid(
-                "\"params\" must be a JSON object, e.g. {\"type\": \"get_object_info\", \"params\": {\"name\": \"Cube\"}}".into(),
-            ))
-        }
+        Some(_) => return Err(RequestError::Invalid(
+            "\"params\" must be a JSON object, e.g. {\"type\": \"get_object_info\", \"params\": {\"name\": \"Cube\"}}"
+                .into(),
+        )),
     };
     match obj.remove("type") {
         Some(Value::String(command)) => {
             let timeout = timeout_param(&params);
-            Ok(Request { command, params, timeout })
+            Ok(Request {
+                command,
+                params,
+                timeout,
+            })
         }
-        Some(_) => Err(RequestError::Invalid("\"type\" must be a string naming a command".into())),
+        Some(_) => Err(RequestError::Invalid(
+            "\"type\" must be a string naming a command".into(),
+        )),
         None => {
             let mut legacy = Map::new();
             for key in ["code", "message"] {
@@ -60,9 +65,16 @@ pub fn parse_request(value: Value) -> Result<Request, RequestError> {
                 }
             }
             if legacy.is_empty() {
-                return Err(RequestError::UnknownCommand { name: String::new(), known: vec![] });
+                return Err(RequestError::UnknownCommand {
+                    name: String::new(),
+                    known: vec![],
+                });
             }
-            Ok(Request { command: LEGACY.into(), params: legacy, timeout: None })
+            Ok(Request {
+                command: LEGACY.into(),
+                params: legacy,
+                timeout: None,
+            })
         }
     }
 }
@@ -114,7 +126,11 @@ mod tests {
 
     #[test]
     fn timeout_rules_follow_the_peer() {
-        let t = |v: Value| parse_request(json!({"type": "x", "params": {"_timeout_seconds": v}})).unwrap().timeout;
+        let t = |v: Value| {
+            parse_request(json!({"type": "x", "params": {"_timeout_seconds": v}}))
+                .unwrap()
+                .timeout
+        };
         assert_eq!(t(json!(99999)), Some(MAX_TIMEOUT));
         assert_eq!(t(json!("2.5")), Some(Duration::from_millis(2500)));
         assert_eq!(t(json!(0)), None);
@@ -134,8 +150,17 @@ mod tests {
     #[test]
     fn bad_shapes() {
         assert_eq!(parse_request(json!([1])), Err(RequestError::NotAnObject("an array")));
-        assert!(matches!(parse_request(json!({"type": 3})), Err(RequestError::Invalid(_))));
-        assert!(matches!(parse_request(json!({"type": "a", "params": [1]})), Err(RequestError::Invalid(_))));
-        assert!(matches!(parse_request(json!({})), Err(RequestError::UnknownCommand { .. })));
+        assert!(matches!(
+            parse_request(json!({"type": 3})),
+            Err(RequestError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_request(json!({"type": "a", "params": [1]})),
+            Err(RequestError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_request(json!({})),
+            Err(RequestError::UnknownCommand { .. })
+        ));
     }
 }

@@ -136,7 +136,12 @@ impl Bridge {
                 self.metrics.busy_rejections.inc();
                 return Err(JobError::Busy { capacity });
             }
-            st.jobs.push_back(Job { payload, deadline, enqueued: Instant::now(), reply });
+            st.jobs.push_back(Job {
+                payload,
+                deadline,
+                enqueued: Instant::now(),
+                reply,
+            });
             self.generation.fetch_add(1, Release);
         }
         self.metrics.submitted.inc();
@@ -250,7 +255,10 @@ mod tests {
     use serde_json::json;
 
     fn cmd(name: &str) -> Payload {
-        Payload::Command { name: name.into(), params: Map::new() }
+        Payload::Command {
+            name: name.into(),
+            params: Map::new(),
+        }
     }
 
     fn later() -> Instant {
@@ -319,7 +327,10 @@ mod tests {
         let t = std::thread::spawn(move || {
             let first = b2.next_job(Duration::from_secs(30), SPIN);
             let second = b2.next_job(Duration::from_secs(30), SPIN);
-            (matches!(first, Next::Job(_)), matches!(second, Next::Stop(ref r) if r == "done"))
+            (
+                matches!(first, Next::Job(_)),
+                matches!(second, Next::Stop(ref r) if r == "done"),
+            )
         });
         let _rx = b.submit(cmd("a"), later()).unwrap();
         // The pump may or may not have taken the job yet; either way a stop must end it.

@@ -85,17 +85,25 @@ struct Ctx {
 
 impl Service {
     pub fn start(config: ServiceConfig, bridge: Arc<Bridge>) -> Result<Service, ServiceError> {
-        let addr = crate::addr::resolve(&config.host, config.port)
-            .map_err(|detail| ServiceError::BadAddress { host: config.host.clone(), detail })?;
+        let addr = crate::addr::resolve(&config.host, config.port).map_err(|detail| ServiceError::BadAddress {
+            host: config.host.clone(),
+            detail,
+        })?;
         // execute_code is arbitrary code execution: off loopback, only with a token.
         if !addr.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
-            return Err(ServiceError::InsecureHost { host: config.host.clone() });
+            return Err(ServiceError::InsecureHost {
+                host: config.host.clone(),
+            });
         }
         let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => ServiceError::PortInUse { host: config.host.clone(), port: config.port },
-            std::io::ErrorKind::AddrNotAvailable => {
-                ServiceError::BadAddress { host: config.host.clone(), detail: e.to_string() }
-            }
+            std::io::ErrorKind::AddrInUse => ServiceError::PortInUse {
+                host: config.host.clone(),
+                port: config.port,
+            },
+            std::io::ErrorKind::AddrNotAvailable => ServiceError::BadAddress {
+                host: config.host.clone(),
+                detail: e.to_string(),
+            },
             _ => ServiceError::Io(e),
         })?;
         listener.set_nonblocking(true)?;
@@ -114,7 +122,12 @@ impl Service {
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let metrics = Arc::new(ServiceMetrics::default());
-        let mut known: Vec<String> = config.commands.iter().cloned().chain([SERVER_SHUTDOWN.to_string()]).collect();
+        let mut known: Vec<String> = config
+            .commands
+            .iter()
+            .cloned()
+            .chain([SERVER_SHUTDOWN.to_string()])
+            .collect();
         known.sort();
         known.dedup();
         let ctx = Arc::new(Ctx {
@@ -132,7 +145,14 @@ impl Service {
         });
         runtime.spawn(accept_loop(listener, ctx, shutdown_rx));
         log::info!("command service listening on {addr}");
-        Ok(Service { runtime: Some(runtime), addr, shutdown, metrics, started: Instant::now(), bridge })
+        Ok(Service {
+            runtime: Some(runtime),
+            addr,
+            shutdown,
+            metrics,
+            started: Instant::now(),
+            bridge,
+        })
     }
 
     /// Ask the main thread to stop (reason "parent exited") when process `pid` exits. The wait
@@ -221,7 +241,9 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::
 }
 
 async fn refuse(mut stream: TcpStream, ctx: Arc<Ctx>) {
-    let e = RequestError::TooManyConnections { limit: ctx.max_connections };
+    let e = RequestError::TooManyConnections {
+        limit: ctx.max_connections,
+    };
     ctx.metrics.errors.inc(e.wire_code());
     let _ = stream.write_all(&to_bytes(&protocol::request_error(&e))).await;
     let _ = stream.shutdown().await;
@@ -470,13 +492,26 @@ impl Connection {
         if !request.is_legacy() && !self.ctx.commands.contains(&request.command) {
             return Pending::Ready(self.unknown(request.command));
         }
-        let Request { command, params, timeout } = request;
+        let Request {
+            command,
+            params,
+            timeout,
+        } = request;
         let legacy = command == protocol::LEGACY;
         let wait = timeout.unwrap_or(self.ctx.default_timeout);
         let deadline = Instant::now() + wait;
-        let payload = Payload::Command { name: command.clone(), params };
+        let payload = Payload::Command {
+            name: command.clone(),
+            params,
+        };
         match self.ctx.bridge.submit(payload, deadline) {
-            Ok(rx) => Pending::Waiting(Job { rx, deadline, command, legacy, wait }),
+            Ok(rx) => Pending::Waiting(Job {
+                rx,
+                deadline,
+                command,
+                legacy,
+                wait,
+            }),
             Err(e) => Pending::Ready(Step::Reply(protocol::job_error(&e))),
         }
     }
@@ -484,15 +519,19 @@ impl Connection {
     async fn finish(&mut self, mut job: Job) -> Step {
         match self.await_reply(&mut job.rx, job.deadline).await {
             Waited::Done(result) => job.answer(result),
-            Waited::TimedOut => {
-                Step::Reply(protocol::job_error(&JobError::Timeout { command: job.command, after: job.wait }))
-            }
+            Waited::TimedOut => Step::Reply(protocol::job_error(&JobError::Timeout {
+                command: job.command,
+                after: job.wait,
+            })),
             Waited::ClientGone | Waited::Shutdown => Step::Close,
         }
     }
 
     fn unknown(&self, name: String) -> Step {
-        let e = RequestError::UnknownCommand { name, known: self.ctx.known.clone() };
+        let e = RequestError::UnknownCommand {
+            name,
+            known: self.ctx.known.clone(),
+        };
         Step::Reply(protocol::request_error(&e))
     }
 

@@ -10,16 +10,37 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Packet {
     /// Engine.IO handshake: `0{"sid":..,"pingInterval":..,"pingTimeout":..}`.
-    Open { sid: String, ping_interval: Duration, ping_timeout: Duration },
+    Open {
+        sid: String,
+        ping_interval: Duration,
+        ping_timeout: Duration,
+    },
     Close,
     Ping,
     Pong,
     Noop,
-    Connect { ns: String, data: Option<Value> },
-    ConnectError { ns: String, message: String },
-    Disconnect { ns: String },
-    Event { ns: String, ack: Option<u64>, name: String, args: Vec<Value> },
-    Ack { ns: String, ack: u64, args: Vec<Value> },
+    Connect {
+        ns: String,
+        data: Option<Value>,
+    },
+    ConnectError {
+        ns: String,
+        message: String,
+    },
+    Disconnect {
+        ns: String,
+    },
+    Event {
+        ns: String,
+        ack: Option<u64>,
+        name: String,
+        args: Vec<Value>,
+    },
+    Ack {
+        ns: String,
+        ack: u64,
+        args: Vec<Value>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -78,7 +99,9 @@ fn decode_socket(text: &str) -> Result<Packet, CodecError> {
     };
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     let ack = if digits > 0 {
-        let id = rest[..digits].parse::<u64>().map_err(|e| CodecError::BadData(e.to_string()))?;
+        let id = rest[..digits]
+            .parse::<u64>()
+            .map_err(|e| CodecError::BadData(e.to_string()))?;
         rest = &rest[digits..];
         Some(id)
     } else {
@@ -169,11 +192,17 @@ mod tests {
     fn namespace_connect_and_errors() {
         assert_eq!(
             decode(r#"40/blender,{"sid":"x"}"#),
-            Ok(Packet::Connect { ns: "/blender".into(), data: Some(json!({"sid": "x"})) })
+            Ok(Packet::Connect {
+                ns: "/blender".into(),
+                data: Some(json!({"sid": "x"}))
+            })
         );
         assert_eq!(
             decode(r#"44/blender,{"message":"Not authorized"}"#),
-            Ok(Packet::ConnectError { ns: "/blender".into(), message: "Not authorized".into() })
+            Ok(Packet::ConnectError {
+                ns: "/blender".into(),
+                message: "Not authorized".into()
+            })
         );
         assert_eq!(decode("41/blender,"), Ok(Packet::Disconnect { ns: "/blender".into() }));
     }
@@ -191,21 +220,43 @@ mod tests {
         );
         assert_eq!(
             decode(r#"4217["ping"]"#),
-            Ok(Packet::Event { ns: "/".into(), ack: Some(17), name: "ping".into(), args: vec![] })
+            Ok(Packet::Event {
+                ns: "/".into(),
+                ack: Some(17),
+                name: "ping".into(),
+                args: vec![]
+            })
         );
-        assert!(matches!(decode(r#"42/blender,{"not":"array"}"#), Err(CodecError::BadData(_))));
+        assert!(matches!(
+            decode(r#"42/blender,{"not":"array"}"#),
+            Err(CodecError::BadData(_))
+        ));
         assert!(matches!(decode(r#"42/blender,[1]"#), Err(CodecError::BadData(_))));
-        assert_eq!(decode(r#"451-/blender,["x",{"_placeholder":true,"num":0}]"#), Err(CodecError::Binary));
+        assert_eq!(
+            decode(r#"451-/blender,["x",{"_placeholder":true,"num":0}]"#),
+            Err(CodecError::Binary)
+        );
     }
 
     #[test]
     fn round_trip_of_what_we_send() {
         let auth = json!({"token": "t", "username": "u", "blend_file_path": ""});
-        assert_eq!(decode(&encode_connect("/blender", &auth)), Ok(Packet::Connect { ns: "/blender".into(), data: Some(auth) }));
+        assert_eq!(
+            decode(&encode_connect("/blender", &auth)),
+            Ok(Packet::Connect {
+                ns: "/blender".into(),
+                data: Some(auth)
+            })
+        );
         let data = json!({"message_id": "m", "payload": {"status": "success"}});
         assert_eq!(
             decode(&encode_event("/blender", "command_completed", &data)),
-            Ok(Packet::Event { ns: "/blender".into(), ack: None, name: "command_completed".into(), args: vec![data] })
+            Ok(Packet::Event {
+                ns: "/blender".into(),
+                ack: None,
+                name: "command_completed".into(),
+                args: vec![data]
+            })
         );
         assert_eq!(encode_disconnect("/blender"), "41/blender,");
     }

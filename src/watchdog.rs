@@ -15,7 +15,10 @@ pub struct WatchdogPolicy {
 
 impl Default for WatchdogPolicy {
     fn default() -> Self {
-        WatchdogPolicy { arm_after_failures: 5, duration: Some(Duration::from_secs(300)) }
+        WatchdogPolicy {
+            arm_after_failures: 5,
+            duration: Some(Duration::from_secs(300)),
+        }
     }
 }
 
@@ -42,7 +45,11 @@ pub struct Watchdog {
 
 impl Watchdog {
     pub fn new(policy: WatchdogPolicy) -> Self {
-        Watchdog { policy, state: WatchdogState::Idle, failures: 0 }
+        Watchdog {
+            policy,
+            state: WatchdogState::Idle,
+            failures: 0,
+        }
     }
 
     pub fn state(&self) -> WatchdogState {
@@ -117,9 +124,17 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(w.on_failure(t0), None);
         }
-        assert_eq!(w.on_failure(t0), Some(WatchdogEvent::Armed { left: Duration::from_secs(300) }));
+        assert_eq!(
+            w.on_failure(t0),
+            Some(WatchdogEvent::Armed {
+                left: Duration::from_secs(300)
+            })
+        );
         assert_eq!(w.on_failure(t0), None, "arming happens once");
-        assert_eq!(w.time_left(t0 + Duration::from_secs(100)), Some(Duration::from_secs(200)));
+        assert_eq!(
+            w.time_left(t0 + Duration::from_secs(100)),
+            Some(Duration::from_secs(200))
+        );
         assert!(!w.check_fire(t0 + Duration::from_secs(299)));
         assert_eq!(w.on_connected(), Some(WatchdogEvent::Disarmed));
         assert!(!w.check_fire(t0 + Duration::from_secs(1000)));
@@ -129,7 +144,10 @@ mod tests {
     #[test]
     fn fires_once_at_the_deadline() {
         let t0 = Instant::now();
-        let mut w = Watchdog::new(WatchdogPolicy { arm_after_failures: 1, duration: Some(Duration::from_secs(10)) });
+        let mut w = Watchdog::new(WatchdogPolicy {
+            arm_after_failures: 1,
+            duration: Some(Duration::from_secs(10)),
+        });
         w.on_failure(t0);
         assert!(w.check_fire(t0 + Duration::from_secs(10)));
         assert!(!w.check_fire(t0 + Duration::from_secs(11)));
@@ -139,7 +157,10 @@ mod tests {
     #[test]
     fn disabled_never_arms() {
         let t0 = Instant::now();
-        let mut w = Watchdog::new(WatchdogPolicy { arm_after_failures: 1, duration: None });
+        let mut w = Watchdog::new(WatchdogPolicy {
+            arm_after_failures: 1,
+            duration: None,
+        });
         for _ in 0..100 {
             assert_eq!(w.on_failure(t0), None);
         }
@@ -149,7 +170,10 @@ mod tests {
     #[test]
     fn wakes_at_each_whole_minute_left() {
         let t0 = Instant::now();
-        let mut w = Watchdog::new(WatchdogPolicy { arm_after_failures: 1, duration: Some(Duration::from_secs(300)) });
+        let mut w = Watchdog::new(WatchdogPolicy {
+            arm_after_failures: 1,
+            duration: Some(Duration::from_secs(300)),
+        });
         w.on_failure(t0);
         let s = |secs| t0 + Duration::from_secs(secs);
         assert_eq!(w.next_wake(t0), Some(s(60)));

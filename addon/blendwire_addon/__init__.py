@@ -39,7 +39,7 @@ except ImportError as e:
         f"Python (`{sys.executable} -m pip install blendwire-*.whl`), then enable the add-on again."
     ) from e
 
-from . import model, ui  # noqa: E402,F401
+from . import model, ui  # noqa: F401
 
 
 def register():

@@ -35,8 +35,9 @@ def validate(s):
     elif any(c.isspace() for c in host):
         problems.append(f"Host {host!r} contains spaces.")
     elif not is_loopback(host) and not (s.token or "").strip():
-        problems.append(f"Host {host} is reachable from other machines: set a token first "
-                        "(execute_code runs any Python).")
+        problems.append(
+            f"Host {host} is reachable from other machines: set a token first (execute_code runs any Python)."
+        )
     lo, hi = PORT_RANGE
     if not lo <= int(s.port) <= hi:
         problems.append(f"Port {s.port} is out of range: use {lo}-{hi}.")
@@ -105,6 +106,7 @@ def log_level(setting, env_value):
 
 # ---- the status panel ------------------------------------------------------------------------
 
+
 class Row(tuple):
     """One label of the panel: key (stable, for tests), text, icon, alert, value (the number or
     string from the status the text shows)."""
@@ -138,8 +140,11 @@ def service_rows(st):
         Row("clients", f"Clients: {svc.get('connections_open', 0)}", value=svc.get("connections_open", 0)),
         Row("calls", f"Calls served: {svc.get('requests', 0)}", value=svc.get("requests", 0)),
         Row("errors", f"Errors: {error_count(svc)}", alert=error_count(svc) > 0, value=error_count(svc)),
-        Row("queue", f"Queue: {bridge.get('queue_depth', 0)} / {bridge.get('capacity', '?')}",
-            value=bridge.get("queue_depth", 0)),
+        Row(
+            "queue",
+            f"Queue: {bridge.get('queue_depth', 0)} / {bridge.get('capacity', '?')}",
+            value=bridge.get("queue_depth", 0),
+        ),
         Row("latency", "Last latency: -" if not latency else f"Last latency: {latency:.2f} ms", value=latency),
     ]
     return rows
@@ -150,16 +155,26 @@ def router_rows(st):
     state = rt.get("state", "stopped")
     if state == "stopped":
         return [Row("router", "Engine: off", "UNLINKED", value=state)]
-    rows = [Row("router", f"Engine: {state}", "LINKED" if state == "connected" else "TIME", value=state),
-            Row("attempts", f"Attempts: {rt.get('attempts', 0)} (failed in a row: "
-                            f"{rt.get('consecutive_failures', 0)})", value=rt.get("attempts", 0))]
+    rows = [
+        Row("router", f"Engine: {state}", "LINKED" if state == "connected" else "TIME", value=state),
+        Row(
+            "attempts",
+            f"Attempts: {rt.get('attempts', 0)} (failed in a row: {rt.get('consecutive_failures', 0)})",
+            value=rt.get("attempts", 0),
+        ),
+    ]
     watchdog = rt.get("watchdog_s")
     if watchdog is not None:
         rows.append(Row("watchdog", f"Saving and quitting in {watchdog:.0f} s", "ERROR", alert=True, value=watchdog))
     else:
         rows.append(Row("watchdog", "Watchdog: not armed", value=None))
-    rows.append(Row("router_commands", f"Commands: {rt.get('commands_completed', 0)} ok, "
-                                       f"{rt.get('commands_failed', 0)} failed", value=rt.get("commands_completed", 0)))
+    rows.append(
+        Row(
+            "router_commands",
+            f"Commands: {rt.get('commands_completed', 0)} ok, {rt.get('commands_failed', 0)} failed",
+            value=rt.get("commands_completed", 0),
+        )
+    )
     if rt.get("queued_replies"):
         rows.append(Row("replies", f"Replies waiting: {rt['queued_replies']}", value=rt["queued_replies"]))
     return rows

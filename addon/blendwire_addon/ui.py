@@ -7,24 +7,25 @@ import os
 import sys
 import time
 
-import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
-
 import blendwire
+import bpy
 from blendwire import blender as bw
 from blendwire import router
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import model
 
 ADDON_ID = __package__
 
 _LOG_ITEMS = [("ENV", "From environment", "BLD_REMOTE_LOG_LEVEL, INFO when unset")] + [
-    (name, name.title(), f"{name} and more severe") for name in model.LOG_LEVELS]
+    (name, name.title(), f"{name} and more severe") for name in model.LOG_LEVELS
+]
 
 
 class Defaults:
     """The preference defaults, also what the add-on uses where preferences do not exist yet
     (the very first registration, or scripts that never enabled it through the UI)."""
+
     host = "127.0.0.1"
     port = 6688
     start_with_blender = False
@@ -40,35 +41,69 @@ class Defaults:
 class BlendwirePreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
-    host: StringProperty(name="Host", default=Defaults.host,
-                         description="Address to listen on (127.0.0.1: this machine only; anything else "
-                                     "needs a token)")
-    port: IntProperty(name="Port", default=Defaults.port, min=model.PORT_RANGE[0], max=model.PORT_RANGE[1],
-                      description="TCP port; env BLD_REMOTE_MCP_PORT wins when the service auto-starts from it")
-    start_with_blender: BoolProperty(name="Start with Blender", default=Defaults.start_with_blender,
-                                     description="Start the service when the add-on loads (also in blender -b, "
-                                                 "where a script must then run blendwire.blender.run_until_shutdown())")
-    token: StringProperty(name="Token", default=Defaults.token, subtype="PASSWORD",
-                          description="Every request must carry this token (empty: env BLENDWIRE_TOKEN, "
-                                      "or none on loopback)")
-    queue_size: IntProperty(name="Queue size", default=Defaults.queue_size,
-                            min=model.QUEUE_RANGE[0], max=model.QUEUE_RANGE[1],
-                            description="Commands waiting for the main thread; more are answered 'busy'")
-    tick_budget_ms: FloatProperty(name="Tick budget (ms)", default=Defaults.tick_budget_ms,
-                                  min=model.TICK_BUDGET_RANGE[0], max=model.TICK_BUDGET_RANGE[1],
-                                  description="Main-thread time per UI turn spent on commands")
-    log_level: EnumProperty(name="Log level", items=_LOG_ITEMS, default=Defaults.log_level,
-                            description="Level of the 'blendwire' logger (connections open/close at Debug)")
+    host: StringProperty(
+        name="Host",
+        default=Defaults.host,
+        description="Address to listen on (127.0.0.1: this machine only; anything else needs a token)",
+    )
+    port: IntProperty(
+        name="Port",
+        default=Defaults.port,
+        min=model.PORT_RANGE[0],
+        max=model.PORT_RANGE[1],
+        description="TCP port; env BLD_REMOTE_MCP_PORT wins when the service auto-starts from it",
+    )
+    start_with_blender: BoolProperty(
+        name="Start with Blender",
+        default=Defaults.start_with_blender,
+        description="Start the service when the add-on loads (also in blender -b, "
+        "where a script must then run blendwire.blender.run_until_shutdown())",
+    )
+    token: StringProperty(
+        name="Token",
+        default=Defaults.token,
+        subtype="PASSWORD",
+        description="Every request must carry this token (empty: env BLENDWIRE_TOKEN, or none on loopback)",
+    )
+    queue_size: IntProperty(
+        name="Queue size",
+        default=Defaults.queue_size,
+        min=model.QUEUE_RANGE[0],
+        max=model.QUEUE_RANGE[1],
+        description="Commands waiting for the main thread; more are answered 'busy'",
+    )
+    tick_budget_ms: FloatProperty(
+        name="Tick budget (ms)",
+        default=Defaults.tick_budget_ms,
+        min=model.TICK_BUDGET_RANGE[0],
+        max=model.TICK_BUDGET_RANGE[1],
+        description="Main-thread time per UI turn spent on commands",
+    )
+    log_level: EnumProperty(
+        name="Log level",
+        items=_LOG_ITEMS,
+        default=Defaults.log_level,
+        description="Level of the 'blendwire' logger (connections open/close at Debug)",
+    )
 
-    engine_url: StringProperty(name="Engine URL", default=Defaults.engine_url,
-                               description="cr8_engine base URL for the router, e.g. http://127.0.0.1:8000 "
-                                           "(empty: env WS_URL)")
-    username: StringProperty(name="Username", default=Defaults.username, maxlen=model.USERNAME_MAX,
-                             description="Username sent when connecting (empty: env CR8_USERNAME or the login name)")
-    watchdog_seconds: FloatProperty(name="Watchdog (s)", default=Defaults.watchdog_seconds,
-                                    min=model.WATCHDOG_RANGE[0], max=model.WATCHDOG_RANGE[1],
-                                    description="Save the file and quit this long after the engine is lost "
-                                                "for good (0: never)")
+    engine_url: StringProperty(
+        name="Engine URL",
+        default=Defaults.engine_url,
+        description="cr8_engine base URL for the router, e.g. http://127.0.0.1:8000 (empty: env WS_URL)",
+    )
+    username: StringProperty(
+        name="Username",
+        default=Defaults.username,
+        maxlen=model.USERNAME_MAX,
+        description="Username sent when connecting (empty: env CR8_USERNAME or the login name)",
+    )
+    watchdog_seconds: FloatProperty(
+        name="Watchdog (s)",
+        default=Defaults.watchdog_seconds,
+        min=model.WATCHDOG_RANGE[0],
+        max=model.WATCHDOG_RANGE[1],
+        description="Save the file and quit this long after the engine is lost for good (0: never)",
+    )
 
     def draw(self, context):
         col = self.layout.column()
@@ -117,8 +152,14 @@ def start_service(s, port=None):
     level = effective_log_level(s)
     router.setup_logging(level)
     try:
-        return bw.start(host, port, queue_capacity=s.queue_size, tick_budget_ms=s.tick_budget_ms,
-                        token=s.token or None, log_level=level)
+        return bw.start(
+            host,
+            port,
+            queue_capacity=s.queue_size,
+            tick_budget_ms=s.tick_budget_ms,
+            token=s.token or None,
+            log_level=level,
+        )
     except blendwire.BlendwireError as e:
         raise ValueError(str(e)) from e
 
@@ -167,14 +208,12 @@ class BLENDWIRE_OT_router_start(bpy.types.Operator):
 
     def execute(self, context):
         s = settings()
-        problems = [p for p in model.validate(s)
-                    if p.startswith(("Engine URL", "Username", "Watchdog"))]
+        problems = [p for p in model.validate(s) if p.startswith(("Engine URL", "Username", "Watchdog"))]
         if problems:
             self.report({"ERROR"}, "blendwire: " + " ".join(problems))
             return {"CANCELLED"}
         try:
-            router.start(s.engine_url.strip() or None, watchdog_seconds=s.watchdog_seconds,
-                         username=s.username or None)
+            router.start(s.engine_url.strip() or None, watchdog_seconds=s.watchdog_seconds, username=s.username or None)
         except (ValueError, blendwire.BlendwireError) as e:
             self.report({"ERROR"}, f"blendwire: {e}")
             return {"CANCELLED"}
@@ -256,8 +295,14 @@ def _refresh_tick():
     return _REFRESH_S
 
 
-classes = (BlendwirePreferences, BLENDWIRE_OT_start, BLENDWIRE_OT_stop, BLENDWIRE_OT_router_start,
-           BLENDWIRE_OT_router_stop, BLENDWIRE_PT_status)
+classes = (
+    BlendwirePreferences,
+    BLENDWIRE_OT_start,
+    BLENDWIRE_OT_stop,
+    BLENDWIRE_OT_router_start,
+    BLENDWIRE_OT_router_stop,
+    BLENDWIRE_PT_status,
+)
 
 
 def register():
@@ -276,8 +321,11 @@ def register():
         return
     print(f"blendwire: serving on {host}:{port}", flush=True)
     if bw.mode() != "gui":
-        print("blendwire: no UI here, so nothing runs the commands until a script calls "
-              "blendwire.blender.run_until_shutdown() (or use `blendwire serve`)", file=sys.stderr)
+        print(
+            "blendwire: no UI here, so nothing runs the commands until a script calls "
+            "blendwire.blender.run_until_shutdown() (or use `blendwire serve`)",
+            file=sys.stderr,
+        )
 
 
 def unregister():

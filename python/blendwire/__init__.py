@@ -20,8 +20,17 @@ from .errors import (
 __version__ = _core.__version__
 
 __all__ = [
-    "__version__", "Client", "status", "BlendwireError", "CommandError", "ConnectionFailed",
-    "ConnectionLost", "PortInUse", "ProtocolError", "ServiceError", "Timeout",
+    "__version__",
+    "Client",
+    "status",
+    "BlendwireError",
+    "CommandError",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "PortInUse",
+    "ProtocolError",
+    "ServiceError",
+    "Timeout",
 ]
 
 

@@ -5,13 +5,14 @@ thread-safe. No function holds the GIL while it waits.
 Errors are the classes of `blendwire.errors`.
 """
 
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 __version__: str
 
 # ---- main-thread bridge --------------------------------------------------------------------
 
-def set_dispatcher(fn: Optional[Callable[[str, dict], Any]]) -> None:
+def set_dispatcher(fn: Callable[[str, dict], Any] | None) -> None:
     """Set the function the main thread calls for each command job: `fn(type, params) -> result`.
 
     The return value must be JSON-serialisable; it becomes the response's `result`.
@@ -20,7 +21,7 @@ def set_dispatcher(fn: Optional[Callable[[str, dict], Any]]) -> None:
     `None` unsets it (queued jobs then fail with `error_code: no_dispatcher`).
     """
 
-def set_router_dispatcher(fn: Optional[Callable[[str, dict], Any]]) -> None:
+def set_router_dispatcher(fn: Callable[[str, dict], Any] | None) -> None:
     """Set the function the main thread calls for the router's jobs: `fn(op, params)`, with op
     "auth" -> {"token", "username", "blend_file_path"} (asked before every connect attempt),
     "registry" -> the registry_update payload {"type": "registry_updated", "total_addons",
@@ -45,7 +46,7 @@ def pump() -> str:
 def stop_pump(reason: str = "stopped") -> None:
     """Make a running (or the next) pump() return `reason`. Thread-safe."""
 
-def take_stop_request() -> Optional[str]:
+def take_stop_request() -> str | None:
     """GUI: the pending stop reason ("shutdown" after a server_shutdown command), cleared on read;
     None if there is none. The timer callback calls this after tick()."""
 
@@ -75,8 +76,8 @@ def start_service(
     max_connections: int = 256,
     read_timeout: float = 30.0,
     write_timeout: float = 30.0,
-    token: Optional[str] = None,
-) -> Tuple[str, int]:
+    token: str | None = None,
+) -> tuple[str, int]:
     """Start the TCP command service. `commands` are the command types the dispatcher handles
     (`server_shutdown` is built in; anything else is answered `unknown_rpc_command`).
     Limits: a request must arrive whole within `read_timeout` of its first byte, a response be
@@ -90,7 +91,7 @@ def stop_service(timeout: float = 2.0) -> bool:
     """Stop the service: close the listener (the port is free when this returns) and every
     connection; queued jobs of those connections are not run. True if it was running."""
 
-def service_address() -> Optional[Tuple[str, int]]:
+def service_address() -> tuple[str, int] | None:
     """(host, port) while the service runs, else None."""
 
 def stop_when_process_exits(pid: int) -> None:
@@ -124,7 +125,7 @@ def start_router(
     *,
     socketio_path: str = "/ws/socket.io/",
     namespace: str = "/blender",
-    fallback_auth: Optional[Mapping[str, Any]] = None,
+    fallback_auth: Mapping[str, Any] | None = None,
     watchdog_seconds: float = 300.0,
     watchdog_after_failures: int = 5,
     backoff_initial: float = 2.0,
@@ -155,7 +156,7 @@ def run_mcp_stdio(
     port: int = 6688,
     timeout: float = 600.0,
     connect_timeout: float = 2.0,
-    token: Optional[str] = None,
+    token: str | None = None,
 ) -> None:
     """Serve the Model Context Protocol over this process's stdin/stdout (logs to stderr) for the
     Blender service at host:port, until stdin closes or Ctrl-C. Tools: get_scene_info,
@@ -178,17 +179,18 @@ class Client:
         port: int = 6688,
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
-        token: Optional[str] = None,
+        token: str | None = None,
     ) -> None:
         """`timeout` bounds each call; `connect_timeout` (at most `timeout`) bounds the
         (re)connect attempts, retried with backoff, before ConnectionFailed. `token` is sent with
         every request (for services started with one)."""
-    def call(self, type: str, params: Optional[Mapping[str, Any]] = None) -> Any:
+    def call(self, type: str, params: Mapping[str, Any] | None = None) -> Any:
         """Send `{"type": type, "params": params}`; return the response's `result`.
         Raises CommandError (status error; `.error_code`), Timeout, ConnectionFailed, ConnectionLost,
         ProtocolError."""
-    def call_many(self, calls: Iterable[Union[str, Tuple[str], Tuple[str, Optional[Mapping[str, Any]]]]],
-                  return_errors: bool = False) -> List[Any]:
+    def call_many(
+        self, calls: Iterable[str | tuple[str] | tuple[str, Mapping[str, Any] | None]], return_errors: bool = False
+    ) -> list[Any]:
         """Pipelined calls on the one connection (needs a blendwire service): the results in
         order. A failed call raises its CommandError once every answer is read, or with
         `return_errors` stands in the list as the CommandError instance."""

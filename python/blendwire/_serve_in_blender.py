@@ -71,7 +71,9 @@ def main():
     settings = json.loads(os.environ.get(ENV) or "{}")
     try:
         host, port = blender.start(
-            settings.get("host", blender.DEFAULT_HOST), settings.get("port"), quit_on_shutdown=True,
+            settings.get("host", blender.DEFAULT_HOST),
+            settings.get("port"),
+            quit_on_shutdown=True,
             **settings.get("service", {}),
         )
     except Exception as e:
@@ -83,7 +85,10 @@ def main():
         sys.exit(1)
     mode = blender.mode()
     info = {
-        "host": host, "port": port, "mode": mode, "pid": os.getpid(),
+        "host": host,
+        "port": port,
+        "mode": mode,
+        "pid": os.getpid(),
         "blender": ".".join(str(v) for v in bpy.app.version),
     }
     if mode == "gui":

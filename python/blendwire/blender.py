@@ -51,7 +51,7 @@ class _State:
 
 
 def mode():
-    """"gui", "background" (`blender -b`) or "bpy" (Blender as a Python module).
+    """ "gui", "background" (`blender -b`) or "bpy" (Blender as a Python module).
 
     The bpy module always runs in background, and (documented) leaves `bpy.app.binary_path` empty.
     """
@@ -74,9 +74,20 @@ def address():
     return _core.service_address()
 
 
-def start(host=DEFAULT_HOST, port=None, *, queue_capacity=None, tick_budget_ms=8.0,
-          default_timeout=30.0, max_request_bytes=None, quit_on_shutdown=False, token=None,
-          log_level=None, read_timeout=None, max_connections=None):
+def start(
+    host=DEFAULT_HOST,
+    port=None,
+    *,
+    queue_capacity=None,
+    tick_budget_ms=8.0,
+    default_timeout=30.0,
+    max_request_bytes=None,
+    quit_on_shutdown=False,
+    token=None,
+    log_level=None,
+    read_timeout=None,
+    max_connections=None,
+):
     """Start the command service; return the bound (host, port).
 
     `port=None` takes `BLD_REMOTE_MCP_PORT` (default 6688); 0 picks a free port. In the GUI a
@@ -169,6 +180,7 @@ def request_stop(reason="shutdown"):
 
 
 # ---- GUI: the timer ------------------------------------------------------------------------------
+
 
 def ensure_timer():
     """GUI: make sure the timer runs (the router needs it even without the command service)."""
@@ -267,6 +279,7 @@ def _timer_tick():
 
 
 # ---- background / bpy: the pump ----------------------------------------------------------------
+
 
 def run_until_shutdown():
     """Serve commands on this (main) thread until `server_shutdown`, SIGINT or SIGTERM, then stop

@@ -43,11 +43,14 @@ class Client:
     def execute(self, code):
         """Run Python `code` in Blender (fresh globals with `bpy`); return what it printed."""
         # Base64 both ways, as blender-remote's client does: survives any quoting or encoding.
-        result = self.call("execute_code", {
-            "code": base64.b64encode(code.encode("utf-8")).decode("ascii"),
-            "code_is_base64": True,
-            "return_as_base64": True,
-        })
+        result = self.call(
+            "execute_code",
+            {
+                "code": base64.b64encode(code.encode("utf-8")).decode("ascii"),
+                "code_is_base64": True,
+                "return_as_base64": True,
+            },
+        )
         text = result.get("result", "")
         if result.get("result_is_base64"):
             text = base64.b64decode(text).decode("utf-8")

@@ -43,6 +43,7 @@ def _shutdown_requested(reason):
 
 # ---- code execution (shared by execute_code and the legacy {"code": ...} form) ------------------
 
+
 class _Outcome:
     __slots__ = ("stdout", "stderr", "duration", "error", "traceback", "exit_requested")
 
@@ -80,17 +81,20 @@ def _run_code(code):
 
 # ---- handlers: each takes the params dict --------------------------------------------------------
 
+
 def get_scene_info(params):
     scene = bpy.context.scene
     objects = []
     for obj in list(scene.objects)[:10]:
         loc = obj.location
-        objects.append({
-            "name": obj.name,
-            "type": obj.type,
-            "location": [round(float(loc.x), 2), round(float(loc.y), 2), round(float(loc.z), 2)],
-            "visible": obj.visible_get(),
-        })
+        objects.append(
+            {
+                "name": obj.name,
+                "type": obj.type,
+                "location": [round(float(loc.x), 2), round(float(loc.y), 2), round(float(loc.z), 2)],
+                "visible": obj.visible_get(),
+            }
+        )
     return {
         "name": scene.name,
         "object_count": len(scene.objects),
@@ -188,7 +192,7 @@ def execute_code(params):
         try:
             code = base64.b64decode(code.encode("ascii")).decode("utf-8")
         except (binascii.Error, UnicodeError, ValueError) as e:
-            raise _invalid(f"Failed to decode base64 code: {e}; send the UTF-8 source base64-encoded")
+            raise _invalid(f"Failed to decode base64 code: {e}; send the UTF-8 source base64-encoded") from None
     out = _run_code(code)
     if out.error is not None:
         raise CommandError(f"Code execution error: {out.error}\n{out.traceback}", "execution_error")
@@ -240,7 +244,7 @@ def get_persist_data(params):
             f"The value stored under key {key!r} is a {type(data).__name__}, not JSON-serialisable; "
             "store plain JSON data (dict, list, str, number, bool) to read it remotely",
             "unserializable_result",
-        )
+        ) from None
     return {"data": data, "found": persist.contains(key)}
 
 
@@ -312,9 +316,7 @@ def dispatch(command_type, params):
     handler = _HANDLERS.get(command_type)
     if handler is None:
         known = ", ".join(sorted(n for n in _HANDLERS if not n.startswith("_")))
-        raise CommandError(
-            f"Unknown command type {command_type!r}; known commands: {known}", "unknown_rpc_command"
-        )
+        raise CommandError(f"Unknown command type {command_type!r}; known commands: {known}", "unknown_rpc_command")
     if params is None:
         params = {}
     if not isinstance(params, dict):

@@ -12,7 +12,8 @@ over the network. Touch it from Blender's main thread only, like everything else
 The `*_data` aliases mirror the API of blender-remote's `bld_remote.persist`.
 """
 
-from typing import Any, Hashable, List
+from collections.abc import Hashable
+from typing import Any
 
 _store: dict = {}
 
@@ -36,7 +37,7 @@ def remove(key: Hashable) -> bool:
     return _store.pop(key, _MISSING) is not _MISSING
 
 
-def keys() -> List[Hashable]:
+def keys() -> list[Hashable]:
     return list(_store)
 
 

@@ -92,8 +92,15 @@ class _Addon:
         described = {t.get("name") for t in out}
         for command in sorted(self.handlers):
             if command not in described:
-                out.append({"name": command, "description": "", "parameters": [],
-                            "addon_id": self.addon_id, "addon_name": self.name})
+                out.append(
+                    {
+                        "name": command,
+                        "description": "",
+                        "parameters": [],
+                        "addon_id": self.addon_id,
+                        "addon_name": self.name,
+                    }
+                )
         return out
 
     def info(self):
@@ -112,6 +119,7 @@ class _Addon:
 
 
 # ---- the registry ---------------------------------------------------------------------------------
+
 
 def _require_main_thread(what):
     if threading.current_thread() is not threading.main_thread():
@@ -204,8 +212,10 @@ def register_addon_module(module, addon_id=None):
     addon_id. Raises ValueError when the module has no manifest or handlers."""
     addon = _addon_from_module(module, "registered module")
     if addon is None:
-        raise ValueError(f"{getattr(module, '__name__', module)!r} is not a capability add-on: it needs "
-                         f"{MANIFEST} beside its __init__.py and a module-level AI_COMMAND_HANDLERS dict")
+        raise ValueError(
+            f"{getattr(module, '__name__', module)!r} is not a capability add-on: it needs "
+            f"{MANIFEST} beside its __init__.py and a module-level AI_COMMAND_HANDLERS dict"
+        )
     addon_id = addon_id or addon.addon_id
     _State.explicit_modules[addon_id] = module
     refresh()
@@ -249,6 +259,7 @@ def registry_payload():
 
 # ---- the router's own commands (addon_id "cr8_router") --------------------------------------------
 
+
 def _get_available_addons():
     refresh()
     return {"addons": [a.info() for a in _State.addons.values()], "total_addons": len(_State.addons)}
@@ -278,6 +289,7 @@ _ROUTER_COMMANDS = {
 
 # ---- running commands --------------------------------------------------------------------------------
 
+
 def _find_handler(addon_id, command):
     if addon_id == ROUTER_ADDON_ID:
         handlers = _ROUTER_COMMANDS
@@ -287,13 +299,16 @@ def _find_handler(addon_id, command):
             refresh()  # an add-on enabled since the last scan
             addon = _State.addons.get(addon_id)
         if addon is None:
-            raise CommandError(f"No handlers for add-on {addon_id!r}; available add-ons: "
-                               f"{sorted(_State.addons) + [ROUTER_ADDON_ID]}", "NO_HANDLERS")
+            raise CommandError(
+                f"No handlers for add-on {addon_id!r}; available add-ons: {sorted(_State.addons) + [ROUTER_ADDON_ID]}",
+                "NO_HANDLERS",
+            )
         handlers = addon.handlers
     fn = handlers.get(command)
     if fn is None:
-        raise CommandError(f"Add-on {addon_id!r} has no command {command!r}; its commands: {sorted(handlers)}",
-                           "COMMAND_NOT_FOUND")
+        raise CommandError(
+            f"Add-on {addon_id!r} has no command {command!r}; its commands: {sorted(handlers)}", "COMMAND_NOT_FOUND"
+        )
     return fn
 
 
@@ -305,16 +320,20 @@ def _check_params(addon_id, command, fn, params):
     try:
         sig.bind(**params)
     except TypeError as e:
-        raise CommandError(f"Invalid params for {addon_id}.{command}: {e}; the handler takes {sig}",
-                           "INVALID_PARAMS") from None
+        raise CommandError(
+            f"Invalid params for {addon_id}.{command}: {e}; the handler takes {sig}", "INVALID_PARAMS"
+        ) from None
 
 
 def _check_serializable(addon_id, command, result):
     try:
         json.dumps(result)
     except (TypeError, ValueError) as e:
-        raise CommandError(f"{addon_id}.{command} returned a result that is not JSON-serialisable "
-                           f"({type(result).__name__}: {e}); return plain JSON data", "UNSERIALIZABLE_RESULT")
+        raise CommandError(
+            f"{addon_id}.{command} returned a result that is not JSON-serialisable "
+            f"({type(result).__name__}: {e}); return plain JSON data",
+            "UNSERIALIZABLE_RESULT",
+        ) from None
     return result
 
 
@@ -344,8 +363,9 @@ def _run_command(addon_id, command, params):
 def _poll(handle, cancel):
     entry = _State.pending.get(handle)
     if entry is None:
-        raise CommandError(f"No long-running command with handle {handle!r} (already finished or cancelled)",
-                           "EXECUTION_FAILED")
+        raise CommandError(
+            f"No long-running command with handle {handle!r} (already finished or cancelled)", "EXECUTION_FAILED"
+        )
     addon_id, command, obj = entry
     if cancel:
         _State.pending.pop(handle, None)
@@ -418,6 +438,7 @@ def dispatch(op, params):
 
 # ---- token / user ----------------------------------------------------------------------------------
 
+
 def set_token_provider(fn):
     """`fn()` -> the auth token, asked before every connect attempt (None: env CR8_AUTH_TOKEN)."""
     if fn is not None and not callable(fn):
@@ -435,6 +456,7 @@ def set_username(username):
 
 
 # ---- start / stop / status ------------------------------------------------------------------------
+
 
 def _env_float(name):
     value = os.environ.get(name)
@@ -457,8 +479,9 @@ def start(url=None, *, watchdog_seconds=None, username=None, **settings):
     _require_main_thread("start")
     url = url or os.environ.get("WS_URL")
     if not url:
-        raise ValueError("no engine URL: pass url= (blendwire serve --engine-url) or set env WS_URL, "
-                         "e.g. http://127.0.0.1:8000")
+        raise ValueError(
+            "no engine URL: pass url= (blendwire serve --engine-url) or set env WS_URL, e.g. http://127.0.0.1:8000"
+        )
     if not url.startswith(("http://", "https://", "ws://", "wss://")):
         raise ValueError(f"engine URL must start with http:// or https://, got {url!r}")
     if watchdog_seconds is None:
@@ -478,8 +501,7 @@ def start(url=None, *, watchdog_seconds=None, username=None, **settings):
     except Exception:
         _core.set_router_dispatcher(None)
         raise
-    log.info("router started: engine %s, watchdog %s", url,
-             f"{watchdog_seconds:g} s" if watchdog_seconds else "off")
+    log.info("router started: engine %s, watchdog %s", url, f"{watchdog_seconds:g} s" if watchdog_seconds else "off")
     try:
         from . import blender
 
@@ -506,6 +528,7 @@ def status():
 
 
 # ---- the watchdog's save-and-quit -------------------------------------------------------------------
+
 
 def recovery_dir():
     return os.environ.get("BLENDWIRE_RECOVERY_DIR") or os.path.join(tempfile.gettempdir(), "blendwire-recovery")
@@ -619,6 +642,10 @@ def start_from_serve_settings(settings):
     url = settings.get("engine_url")
     if not url:
         return False
-    start(url, watchdog_seconds=settings.get("watchdog_seconds"), username=settings.get("username"),
-          **{k: settings[k] for k in SERVE_SETTINGS if settings.get(k) is not None})
+    start(
+        url,
+        watchdog_seconds=settings.get("watchdog_seconds"),
+        username=settings.get("username"),
+        **{k: settings[k] for k in SERVE_SETTINGS if settings.get(k) is not None},
+    )
     return True

@@ -6,11 +6,9 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import bpy  # noqa: E402,F401 - these tests run in Blender or on the bpy module
-
-from blendwire import _core  # noqa: E402
-
-import bwtest  # noqa: E402,F401
+import bpy
+import bwtest  # noqa: F401
+from blendwire import _core
 
 
 def runtime_name():
@@ -50,7 +48,7 @@ def pump_while(fn, watchdog=120.0):
     def client():
         try:
             box["result"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+        except BaseException as e:
             box["error"] = e
         finally:
             _core.stop_pump()
@@ -78,7 +76,7 @@ def in_thread(fn):
     def run():
         try:
             box["result"] = fn()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             box["error"] = e
 
     t = threading.Thread(target=run, daemon=True)

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from blender_util import Recorder, _core  # noqa: E402
+from blender_util import Recorder, _core
 
 
 def pytest_collection_modifyitems(config, items):

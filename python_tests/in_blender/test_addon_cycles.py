@@ -5,13 +5,11 @@ enable/disable cycles leave no thread or socket behind."""
 import os
 import sys
 
-import pytest
-
 import addon_utils
+import bwtest
+import pytest
 from blender_util import socket_count, thread_count
 from blendwire import _core
-
-import bwtest
 from bwtest import wait_for
 
 ADDON_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "addon")
@@ -82,8 +80,11 @@ def test_twenty_enable_disable_cycles_leave_nothing_behind(addon_env):
         conn.close()
         assert bwtest.port_is_bindable(port), f"cycle {i}: port still taken"
     # the core's threads end with a bounded wait inside unregister; poll briefly for the OS to reap them
-    wait_for(lambda: thread_count() <= threads0, 10,
-             f"threads back to {threads0} (now {thread_count()}: {os.listdir('/proc/self/task')})")
+    wait_for(
+        lambda: thread_count() <= threads0,
+        10,
+        f"threads back to {threads0} (now {thread_count()}: {os.listdir('/proc/self/task')})",
+    )
     wait_for(lambda: socket_count() <= sockets0, 10, f"sockets back to {sockets0} (now {socket_count()})")
 
 
@@ -110,7 +111,7 @@ def test_disable_with_100_calls_in_flight_answers_or_closes_each(addon_env):
             outcomes[i] = ("answer", bwtest.request(port, "execute_code", {"code": f"print({i})"}, timeout=60))
         except ConnectionError as e:  # closed by the service (EOF or reset): the documented outcome
             outcomes[i] = ("closed", repr(e))
-        except BaseException as e:  # noqa: BLE001 - a timeout or anything else is a failure
+        except BaseException as e:
             outcomes[i] = ("failed", repr(e))
 
     threads = [threading.Thread(target=call, args=(i,), daemon=True) for i in range(100)]

@@ -6,15 +6,13 @@ import logging
 import os
 import socket
 
-import pytest
-
 import addon_utils
 import bpy
+import bwtest
+import pytest
 from blender_util import pump_while
 from blendwire import _core
 from blendwire import blender as bw
-
-import bwtest
 
 ADDON_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "addon")
 MODULE = "blendwire_addon"
@@ -62,21 +60,24 @@ def test_defaults_are_valid(addon):
     assert problems() == []
 
 
-@pytest.mark.parametrize("kw, expected", [
-    ({"host": ""}, "Host is empty"),
-    ({"host": "0.0.0.0"}, "set a token"),
-    ({"host": "bad host"}, "contains spaces"),
-    ({"port": 80}, "Port 80 is out of range"),
-    ({"port": 70000}, "Port 70000 is out of range"),
-    ({"queue_size": 0}, "Queue size 0 is out of range"),
-    ({"tick_budget_ms": 500.0}, "Tick budget 500.0 ms is out of range"),
-    ({"watchdog_seconds": -1.0}, "Watchdog -1.0 s is out of range"),
-    ({"engine_url": "localhost:8000"}, "is not like http://host:port"),
-    ({"engine_url": "http://h:99999"}, "bad port"),
-    ({"username": "two words"}, "Username must be"),
-    ({"token": " secret"}, "Token starts or ends with spaces"),
-    ({"log_level": "LOUD"}, "Log level 'LOUD'"),
-])
+@pytest.mark.parametrize(
+    "kw, expected",
+    [
+        ({"host": ""}, "Host is empty"),
+        ({"host": "0.0.0.0"}, "set a token"),
+        ({"host": "bad host"}, "contains spaces"),
+        ({"port": 80}, "Port 80 is out of range"),
+        ({"port": 70000}, "Port 70000 is out of range"),
+        ({"queue_size": 0}, "Queue size 0 is out of range"),
+        ({"tick_budget_ms": 500.0}, "Tick budget 500.0 ms is out of range"),
+        ({"watchdog_seconds": -1.0}, "Watchdog -1.0 s is out of range"),
+        ({"engine_url": "localhost:8000"}, "is not like http://host:port"),
+        ({"engine_url": "http://h:99999"}, "bad port"),
+        ({"username": "two words"}, "Username must be"),
+        ({"token": " secret"}, "Token starts or ends with spaces"),
+        ({"log_level": "LOUD"}, "Log level 'LOUD'"),
+    ],
+)
 def test_each_bad_value_has_a_clear_message(addon, kw, expected):
     found = problems(**kw)
     assert len(found) == 1 and expected in found[0], found
@@ -96,8 +97,18 @@ def test_preference_properties_are_bounded(addon):
     assert props["token"].subtype == "PASSWORD"
     prefs.port = 80
     assert prefs.port == 1024  # clamped by Blender
-    for name in ("host", "port", "start_with_blender", "token", "engine_url", "username", "watchdog_seconds",
-                 "queue_size", "tick_budget_ms", "log_level"):
+    for name in (
+        "host",
+        "port",
+        "start_with_blender",
+        "token",
+        "engine_url",
+        "username",
+        "watchdog_seconds",
+        "queue_size",
+        "tick_budget_ms",
+        "log_level",
+    ):
         assert name in props, name
 
 
@@ -137,10 +148,10 @@ def test_start_and_stop_operators(addon):
 
 # ---- panel rows --------------------------------------------------------------------------------
 
-def test_panel_rows_show_the_status(addon, recorder):
-    from blendwire_addon import model
 
+def test_panel_rows_show_the_status(addon, recorder):
     import blendwire
+    from blendwire_addon import model
 
     off = {r.key: r for r in model.service_rows(blendwire.status())}
     assert off["service"].text == "Service: off"
@@ -158,7 +169,9 @@ def test_panel_rows_show_the_status(addon, recorder):
     rows = {r.key: r for r in model.service_rows(st) + model.router_rows(st)}
     svc, bridge = st["service"], st["bridge"]
     assert rows["service"].text == f"On: 127.0.0.1:{port}"
-    assert rows["clients"].value == svc["connections_open"] and rows["clients"].text.endswith(str(svc["connections_open"]))
+    assert rows["clients"].value == svc["connections_open"] and rows["clients"].text.endswith(
+        str(svc["connections_open"])
+    )
     assert rows["calls"].value == svc["requests"] >= 5 and rows["calls"].text == f"Calls served: {svc['requests']}"
     assert rows["errors"].value == sum(svc["errors"].values()) >= 1 and rows["errors"].alert
     assert rows["queue"].text == f"Queue: {bridge['queue_depth']} / {bridge['capacity']}"
@@ -175,8 +188,16 @@ def test_router_rows_with_the_watchdog_armed():
         from blendwire_addon import model
     finally:
         sys.path.remove(ADDON_DIR)
-    st = {"router": {"state": "backoff", "attempts": 7, "consecutive_failures": 6, "watchdog_s": 241.6,
-                     "commands_completed": 2, "commands_failed": 1}}
+    st = {
+        "router": {
+            "state": "backoff",
+            "attempts": 7,
+            "consecutive_failures": 6,
+            "watchdog_s": 241.6,
+            "commands_completed": 2,
+            "commands_failed": 1,
+        }
+    }
     rows = {r.key: r for r in model.router_rows(st)}
     assert rows["router"].text == "Engine: backoff"
     assert rows["attempts"].text == "Attempts: 7 (failed in a row: 6)"
@@ -185,6 +206,7 @@ def test_router_rows_with_the_watchdog_armed():
 
 
 # ---- logging -------------------------------------------------------------------------------------
+
 
 class Capture(logging.Handler):
     def __init__(self):

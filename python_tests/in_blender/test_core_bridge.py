@@ -6,13 +6,11 @@ import signal
 import socket
 import threading
 
-import pytest
-
 import bpy
-from blender_util import Recorder, in_thread, pump_while, runtime_name
-from blendwire import _core, errors
-
 import bwtest
+import pytest
+from blender_util import in_thread, pump_while, runtime_name
+from blendwire import _core, errors
 from bwtest import Conn, assert_error, assert_success, wait_for
 
 
@@ -34,14 +32,23 @@ def test_version_and_status_shape(core):
     st = core.status()
     assert st["version"] == core.__version__
     assert st["service"]["running"] is False
-    for key in ("queue_depth", "capacity", "completed", "failed", "expired", "cancelled", "busy_rejections",
-                "results_dropped"):
+    for key in (
+        "queue_depth",
+        "capacity",
+        "completed",
+        "failed",
+        "expired",
+        "cancelled",
+        "busy_rejections",
+        "results_dropped",
+    ):
         assert isinstance(st["bridge"][key], int), (key, st)
     assert st["bridge"]["capacity"] == 1024
     assert core.service_address() is None
 
 
 # ---- pump ------------------------------------------------------------------------------------
+
 
 def test_pump_runs_jobs_until_stop_pump(service, recorder):
     port = service
@@ -132,12 +139,14 @@ def test_signal_handler_exception_propagates_out_of_pump(service):
 
 # ---- dispatcher results and errors ------------------------------------------------------------
 
+
 def test_dispatcher_errors(service, recorder):
     port = service
 
     def boom(params):
         def deep_in_handler():
             raise ValueError("boom-xyz")
+
         deep_in_handler()
 
     def fail(params):
@@ -167,8 +176,18 @@ def test_handler_results_convert_to_json(service, recorder):
     loop = []
     loop.append(loop)
     cases = {
-        "plain": {"t": (1, "a"), "b": True, "f": False, "big": 2**64 - 1, "neg": -2**63, "x": 1.5,
-                  "s": "é😀", "n": None, "l": [[], {}], "nested": {"k": [{"v": 0.1}]}},
+        "plain": {
+            "t": (1, "a"),
+            "b": True,
+            "f": False,
+            "big": 2**64 - 1,
+            "neg": -(2**63),
+            "x": 1.5,
+            "s": "é😀",
+            "n": None,
+            "l": [[], {}],
+            "nested": {"k": [{"v": 0.1}]},
+        },
         "subclass": collections.OrderedDict([("b", 1), ("a", [2])]),
         "self_containing": loop,
         "too_big_int": 2**80,
@@ -182,8 +201,17 @@ def test_handler_results_convert_to_json(service, recorder):
 
     _, got = pump_while(client)
     assert assert_success(got["plain"]) == {
-        "t": [1, "a"], "b": True, "f": False, "big": 2**64 - 1, "neg": -2**63, "x": 1.5, "s": "é😀",
-        "n": None, "l": [[], {}], "nested": {"k": [{"v": 0.1}]}}
+        "t": [1, "a"],
+        "b": True,
+        "f": False,
+        "big": 2**64 - 1,
+        "neg": -(2**63),
+        "x": 1.5,
+        "s": "é😀",
+        "n": None,
+        "l": [[], {}],
+        "nested": {"k": [{"v": 0.1}]},
+    }
     assert list(assert_success(got["subclass"]).items()) == [("b", 1), ("a", [2])]
     # A list that contains itself is an error answer, not a crashed Blender.
     assert_error(got["self_containing"], "unserializable_result")
@@ -228,6 +256,7 @@ def test_params_reach_dispatcher_and_unicode_round_trips(service, recorder):
 
 # ---- tick --------------------------------------------------------------------------------------
 
+
 def test_tick_on_empty_queue_returns_0(service):
     assert _core.tick(8.0) == 0
 
@@ -269,6 +298,7 @@ def test_tick_budget_is_checked_between_jobs(service, recorder):
 
 # ---- deadlines, gone clients, busy -------------------------------------------------------------
 
+
 def test_expired_job_is_not_run(service, recorder):
     port = service
     before = _core.status()["bridge"]["expired"]
@@ -294,8 +324,11 @@ def test_job_of_disconnected_client_is_not_run(core, recorder):
     c.send({"type": "mark", "params": {}})
     wait_for(lambda: core.status()["bridge"]["queue_depth"] == 1, 30, "the job to be queued")
     c.close()
-    wait_for(lambda: core.status()["service"]["connections_open"] == 0, 20,
-             "the service to notice the closed connection of a client whose job is queued")
+    wait_for(
+        lambda: core.status()["service"]["connections_open"] == 0,
+        20,
+        "the service to notice the closed connection of a client whose job is queued",
+    )
     core.tick(60_000.0)
     assert recorder.calls == [], "the job of a client that had gone was run"
     st = core.status()
@@ -334,6 +367,7 @@ def test_full_queue_answers_busy_at_once(service, recorder):
 
 
 # ---- service lifecycle -------------------------------------------------------------------------
+
 
 def test_stop_service_frees_port_at_once(core, recorder):
     core.set_dispatcher(recorder)

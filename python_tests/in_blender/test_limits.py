@@ -13,12 +13,10 @@ import socket
 import threading
 import time
 
+import bwtest
 import pytest
-
 from blender_util import in_thread, pump_while
 from blendwire import _core, errors
-
-import bwtest
 from bwtest import Conn, assert_error, assert_success, wait_for
 
 SLOW = os.environ.get("BLENDWIRE_SLOW", "0") == "1"
@@ -26,6 +24,7 @@ STOP_TIMEOUTS = [float(x) for x in os.environ.get("STOP_TIMEOUTS", "0.01,0.5,2")
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+
 
 def rss_kib(pid="self"):
     with open(f"/proc/{pid}/status") as f:
@@ -77,8 +76,8 @@ class Pipe:
                 self.text += self.raw.decode("utf-8")
                 self.raw = b""
             except UnicodeDecodeError as e:  # a character split between reads
-                self.text += self.raw[:e.start].decode("utf-8")
-                self.raw = self.raw[e.start:]
+                self.text += self.raw[: e.start].decode("utf-8")
+                self.raw = self.raw[e.start :]
         self.text = self.text[pos:]
         return out
 
@@ -169,7 +168,7 @@ def flood(port, n_threads, per_thread, batch, type_="echo"):
             finally:
                 p.close()
             results[i] = got
-        except BaseException as e:  # noqa: BLE001 - reported by the test
+        except BaseException as e:
             results[i] = e
 
     threads = [threading.Thread(target=run, args=(i,), name=f"flood-{i}", daemon=True) for i in range(n_threads)]
@@ -179,6 +178,7 @@ def flood(port, n_threads, per_thread, batch, type_="echo"):
 
 
 # ---- a flood at a full queue --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("total", [pytest.param(100_000, id="100k")])
 def test_flood_at_full_queue_gets_busy_at_once_and_memory_stays_bounded(core, recorder, total):
@@ -235,6 +235,7 @@ def test_flood_at_full_queue_gets_busy_at_once_and_memory_stays_bounded(core, re
 
 # ---- tick under a flood -------------------------------------------------------------------------
 
+
 def test_tick_stays_within_budget_plus_one_job_under_a_flood(core, recorder):
     """The GUI keeps drawing: under a flood, one tick never starts a job once its budget is spent.
     Checked from the handlers' own timings: in every tick, the jobs before the last one took less
@@ -278,8 +279,10 @@ def test_tick_stays_within_budget_plus_one_job_under_a_flood(core, recorder):
         per_tick.setdefault(n, []).append(ms)
     assert len(runs) >= 64 and len(per_tick) >= 64 // int(budget_ms / job_ms + 1)
     over = {n: d for n, d in per_tick.items() if sum(d[:-1]) >= budget_ms}
-    assert not over, (f"ticks that started a job after their {budget_ms} ms budget was spent "
-                      f"(job durations in ms): {dict(list(over.items())[:5])}")
+    assert not over, (
+        f"ticks that started a job after their {budget_ms} ms budget was spent "
+        f"(job durations in ms): {dict(list(over.items())[:5])}"
+    )
     assert max(len(d) for d in per_tick.values()) > 1, "never more than one job per tick: budget unused"
     st = core.status()["bridge"]
     assert st["busy_rejections"] > 0, "the flood never met a full queue"
@@ -287,6 +290,7 @@ def test_tick_stays_within_budget_plus_one_job_under_a_flood(core, recorder):
 
 
 # ---- start/stop storm ---------------------------------------------------------------------------
+
 
 def run_storm(core, seconds, fixed, stop_on_double=False):
     """50 threads start and stop the service at random (port 0 or `fixed`, random stop timeouts)
@@ -303,8 +307,7 @@ def run_storm(core, seconds, fixed, stop_on_double=False):
             action = rnd.random()
             try:
                 if action < 0.45:
-                    core.start_service("127.0.0.1", 0 if rnd.random() < 0.5 else fixed, ["echo"],
-                                       read_timeout=5.0)
+                    core.start_service("127.0.0.1", 0 if rnd.random() < 0.5 else fixed, ["echo"], read_timeout=5.0)
                     starts[0] += 1
                 elif action < 0.9:
                     core.stop_service(rnd.choice(STOP_TIMEOUTS))
@@ -313,7 +316,7 @@ def run_storm(core, seconds, fixed, stop_on_double=False):
                     core.status()
             except errors.ServiceError:
                 pass  # already running, or PortInUse (a ServiceError)
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 unexpected.append(repr(e))
 
     def requester():
@@ -327,7 +330,7 @@ def run_storm(core, seconds, fixed, stop_on_double=False):
                 assert_error(resp, "unknown_rpc_command")
             except (ConnectionError, OSError):
                 pass  # stopped under our feet: a refused or closed connection is fine
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 unexpected.append(repr(e))
 
     def monitor():
@@ -367,10 +370,13 @@ def check_final_state(core, fixed):
     assert port == fixed and list(listening_inodes().values()) == [fixed]
 
 
-@pytest.mark.parametrize("seconds", [
-    pytest.param(3.0, id="3s"),
-    pytest.param(10.0, id="10s", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        pytest.param(3.0, id="3s"),
+        pytest.param(10.0, id="10s", marks=pytest.mark.slow),
+    ],
+)
 def test_start_stop_storm(core, seconds):
     """Never two listeners, no deadlock, no exception but ServiceError/PortInUse, a consistent
     final state. (Before cff778f, stop_service let go of its lock before closing the listener:
@@ -386,6 +392,7 @@ def test_start_stop_storm(core, seconds):
 
 
 # ---- dispatchers that block or raise ------------------------------------------------------------
+
 
 class NastyError(Exception):
     def __str__(self):
@@ -409,8 +416,7 @@ def test_dispatcher_that_raises_or_blocks_never_stops_others(core, recorder, tmp
     def base(params):
         raise GeneratorExit("a BaseException from a handler")
 
-    recorder.handlers.update(block=block, nasty=nasty, base=base,
-                             boom=lambda p: 1 / 0)
+    recorder.handlers.update(block=block, nasty=nasty, base=base, boom=lambda p: 1 / 0)
     core.set_dispatcher(recorder)
     _, port = core.start_service("127.0.0.1", 0, ["block", "nasty", "base", "boom", "echo"])
 
@@ -455,6 +461,7 @@ def test_dispatcher_that_raises_or_blocks_never_stops_others(core, recorder, tmp
 
 
 # ---- token --------------------------------------------------------------------------------------
+
 
 class Capture(logging.Handler):
     def __init__(self):

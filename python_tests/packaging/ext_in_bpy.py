@@ -15,13 +15,12 @@ import os
 import sys
 import threading
 
-import bpy
-
 import addon_utils
+import bpy
 
 zip_path, report_path = sys.argv[1], sys.argv[2]
 ext_dir = bpy.utils.user_resource("EXTENSIONS")
-site = os.path.join(ext_dir, ".local", "lib", "python%d.%d" % sys.version_info[:2], "site-packages")
+site = os.path.join(ext_dir, ".local", "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
 os.makedirs(site, exist_ok=True)
 sys.path.insert(0, site)
 
@@ -39,7 +38,9 @@ module = "bl_ext.user_default.blendwire"
 prefs = bpy.context.preferences.addons[module].preferences if module in bpy.context.preferences.addons else None
 report["prefs_port"] = getattr(prefs, "port", None)
 report["address"] = bw.address()
-report["manifest_version"] = addon_utils.module_bl_info(sys.modules[module]).get("version") if module in sys.modules else None
+report["manifest_version"] = (
+    addon_utils.module_bl_info(sys.modules[module]).get("version") if module in sys.modules else None
+)
 
 box = {}
 
@@ -49,7 +50,7 @@ def client():
         with blendwire.Client("127.0.0.1", int(os.environ["BLD_REMOTE_MCP_PORT"]), timeout=60) as c:
             box["scene"] = c.call("get_scene_info")
             box["shutdown"] = c.call("server_shutdown")
-    except BaseException as e:  # noqa: BLE001 - reported
+    except BaseException as e:
         box["error"] = repr(e)
         bw.request_stop("client failed")
 

@@ -9,7 +9,7 @@ import sys
 
 import bpy
 
-zip_path, port = sys.argv[sys.argv.index("--") + 1:][:2]
+zip_path, port = sys.argv[sys.argv.index("--") + 1 :][:2]
 assert bpy.ops.preferences.addon_install(filepath=zip_path, overwrite=True) == {"FINISHED"}
 assert bpy.ops.preferences.addon_enable(module="blendwire_addon") == {"FINISHED"}
 prefs = bpy.context.preferences.addons["blendwire_addon"].preferences

@@ -48,7 +48,11 @@ fn set_router_dispatcher(fn_: Option<Py<PyAny>>) {
 #[pyo3(signature = (budget_ms = 8.0))]
 fn tick(py: Python<'_>, budget_ms: f64) -> PyResult<usize> {
     let bridge = queue::global();
-    let budget = Duration::from_secs_f64(if budget_ms.is_finite() { budget_ms.max(0.0) / 1000.0 } else { 0.0 });
+    let budget = Duration::from_secs_f64(if budget_ms.is_finite() {
+        budget_ms.max(0.0) / 1000.0
+    } else {
+        0.0
+    });
     let started = Instant::now();
     // At least one job per tick, then as many as fit in the budget.
     while let Some(job) = bridge.try_next() {
@@ -154,7 +158,11 @@ fn execute(py: Python<'_>, payload: &Payload) -> JobResult {
         Payload::Command { name, params } => (&DISPATCHER, name.as_str(), params),
         Payload::Router { op, params } => (&ROUTER_DISPATCHER, op.name(), params),
     };
-    let dispatcher = slot.lock().as_ref().map(|d| d.clone_ref(py)).ok_or(JobError::NoDispatcher)?;
+    let dispatcher = slot
+        .lock()
+        .as_ref()
+        .map(|d| d.clone_ref(py))
+        .ok_or(JobError::NoDispatcher)?;
     let params = super::json::map_to_py(py, params).map_err(|e| JobError::Unserializable(e.to_string()))?;
     match dispatcher.call1(py, (name, params)) {
         Ok(result) => super::json::to_value(result.bind(py)).map_err(|e| {
@@ -198,4 +206,3 @@ pub fn emit_logs(py: Python<'_>) {
         }
     }
 }
-

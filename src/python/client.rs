@@ -36,7 +36,10 @@ impl PyClient {
         if !params.is_object() {
             return Err(PyTypeError::new_err("params must be a dict"));
         }
-        Ok(Value::Object(Map::from_iter([("type".to_string(), Value::String(r#type.to_string())), ("params".to_string(), params)])))
+        Ok(Value::Object(Map::from_iter([
+            ("type".to_string(), Value::String(r#type.to_string())),
+            ("params".to_string(), params),
+        ])))
     }
 
     /// The request as bytes, with the client's token.
@@ -49,7 +52,8 @@ impl PyClient {
 
     fn send(&self, py: Python<'_>, request: &mut Value) -> PyResult<Value> {
         let bytes = self.encode(request)?;
-        py.detach(|| self.inner.request_bytes(&bytes)).map_err(errors::client_error)
+        py.detach(|| self.inner.request_bytes(&bytes))
+            .map_err(errors::client_error)
     }
 }
 
@@ -63,7 +67,9 @@ impl PyClient {
             .filter(|p| *p != 0)
             .ok_or_else(|| PyValueError::new_err(format!("port must be between 1 and 65535, got {port}")))?;
         if !(timeout.is_finite() && timeout > 0.0) {
-            return Err(PyValueError::new_err(format!("timeout must be a positive number of seconds, got {timeout}")));
+            return Err(PyValueError::new_err(format!(
+                "timeout must be a positive number of seconds, got {timeout}"
+            )));
         }
         if !(connect_timeout.is_finite() && connect_timeout > 0.0) {
             return Err(PyValueError::new_err(format!(
@@ -71,7 +77,12 @@ impl PyClient {
             )));
         }
         Ok(PyClient {
-            inner: Client::new(&host, port, Duration::from_secs_f64(timeout), Duration::from_secs_f64(connect_timeout)),
+            inner: Client::new(
+                &host,
+                port,
+                Duration::from_secs_f64(timeout),
+                Duration::from_secs_f64(connect_timeout),
+            ),
             token: token.filter(|t| !t.is_empty()),
         })
     }
@@ -105,7 +116,9 @@ impl PyClient {
             let mut request = self.request_value(&r#type, params.as_ref())?;
             requests.push(self.encode(&mut request)?);
         }
-        let responses = py.detach(|| self.inner.request_many(&requests)).map_err(errors::client_error)?;
+        let responses = py
+            .detach(|| self.inner.request_many(&requests))
+            .map_err(errors::client_error)?;
         let out = PyList::empty(py);
         let mut first_error = None;
         for response in &responses {
@@ -158,7 +171,12 @@ impl PyClient {
     }
 
     fn __repr__(&self) -> String {
-        format!("Client(host={:?}, port={}, timeout={})", self.inner.host(), self.inner.port(), self.inner.timeout().as_secs_f64())
+        format!(
+            "Client(host={:?}, port={}, timeout={})",
+            self.inner.host(),
+            self.inner.port(),
+            self.inner.timeout().as_secs_f64()
+        )
     }
 }
 
@@ -167,8 +185,16 @@ fn result_of(py: Python<'_>, response: &Value) -> PyResult<Py<PyAny>> {
     match response.get("status").and_then(Value::as_str) {
         Some("success") => to_py(py, response.get("result").unwrap_or(&Value::Null)),
         Some("error") => {
-            let message = response.get("message").and_then(Value::as_str).unwrap_or("command failed").to_string();
-            let code = response.get("error_code").and_then(Value::as_str).unwrap_or("command_error").to_string();
+            let message = response
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("command failed")
+                .to_string();
+            let code = response
+                .get("error_code")
+                .and_then(Value::as_str)
+                .unwrap_or("command_error")
+                .to_string();
             Err(errors::command_error(message, code, to_py(py, response)?))
         }
         _ => Err(errors::ProtocolError::new_err(format!(

@@ -41,12 +41,18 @@ pub fn command_error(message: String, code: String, response: Py<PyAny>) -> PyEr
 pub fn handler_error(py: Python<'_>, err: &PyErr) -> JobError {
     let value = err.value(py);
     if err.is_instance_of::<CommandError>(py) {
-        let code = value.getattr("error_code").and_then(|c| c.extract::<String>()).unwrap_or_else(|_| "command_error".into());
+        let code = value
+            .getattr("error_code")
+            .and_then(|c| c.extract::<String>())
+            .unwrap_or_else(|_| "command_error".into());
         let message = value.str().map(|s| s.to_string()).unwrap_or_default();
         return JobError::Handler { code, message };
     }
     let message = format_exception(py, err).unwrap_or_else(|_| err.to_string());
-    JobError::Handler { code: "handler_exception".into(), message }
+    JobError::Handler {
+        code: "handler_exception".into(),
+        message,
+    }
 }
 
 /// KeyboardInterrupt and SystemExit inside a handler are meant for the process, not the client.

@@ -41,19 +41,32 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, String> {
             return Ok(Value::Number(n));
         }
     } else if let Ok(s) = obj.cast_exact::<PyString>() {
-        return s.to_str().map(|s| Value::String(s.to_owned())).map_err(|e| e.to_string());
+        return s
+            .to_str()
+            .map(|s| Value::String(s.to_owned()))
+            .map_err(|e| e.to_string());
     } else if let Ok(d) = obj.cast_exact::<PyDict>() {
         let mut map = Map::with_capacity(d.len());
         for (k, v) in d.iter() {
-            let Ok(key) = k.cast_exact::<PyString>() else { return slow(obj) };
+            let Ok(key) = k.cast_exact::<PyString>() else {
+                return slow(obj);
+            };
             let key = key.to_str().map_err(|e| e.to_string())?;
             map.insert(key.to_owned(), convert(&v, depth + 1)?);
         }
         return Ok(Value::Object(map));
     } else if let Ok(l) = obj.cast_exact::<PyList>() {
-        return l.iter().map(|v| convert(&v, depth + 1)).collect::<Result<_, _>>().map(Value::Array);
+        return l
+            .iter()
+            .map(|v| convert(&v, depth + 1))
+            .collect::<Result<_, _>>()
+            .map(Value::Array);
     } else if let Ok(t) = obj.cast_exact::<PyTuple>() {
-        return t.iter().map(|v| convert(&v, depth + 1)).collect::<Result<_, _>>().map(Value::Array);
+        return t
+            .iter()
+            .map(|v| convert(&v, depth + 1))
+            .collect::<Result<_, _>>()
+            .map(Value::Array);
     }
     slow(obj)
 }

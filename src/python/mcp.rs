@@ -1,9 +1,9 @@
 //! `blendwire._core.run_mcp_stdio`: the MCP server of `blendwire mcp`, GIL released while it runs.
 
+use super::seconds;
 use crate::mcp::{run_stdio, McpConfig};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
-use super::seconds;
 use pyo3::prelude::*;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
@@ -11,7 +11,6 @@ use std::time::Duration;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_mcp_stdio, m)?)
 }
-
 
 /// Serve MCP on stdin/stdout for the Blender service at host:port until stdin closes.
 #[pyfunction]
@@ -51,7 +50,9 @@ fn run_mcp_stdio(
             Ok(Err(message)) => return Err(PyRuntimeError::new_err(message)),
             Err(RecvTimeoutError::Timeout) => py.check_signals()?,
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(PyRuntimeError::new_err("the MCP server thread ended without a result (a bug: it panicked)"))
+                return Err(PyRuntimeError::new_err(
+                    "the MCP server thread ended without a result (a bug: it panicked)",
+                ))
             }
         }
     }

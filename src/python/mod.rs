@@ -18,7 +18,9 @@ pub(crate) fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     if value.is_finite() && value > 0.0 && value <= 30.0 * 86_400.0 {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(PyValueError::new_err(format!("{name} must be a number of seconds above 0 (at most 30 days), got {value}")))
+        Err(PyValueError::new_err(format!(
+            "{name} must be a number of seconds above 0 (at most 30 days), got {value}"
+        )))
     }
 }
 

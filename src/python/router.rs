@@ -30,9 +30,11 @@ pub fn shared() -> Option<Arc<Shared>> {
     ROUTER.lock().as_ref().map(|r| r.shared.clone())
 }
 
-
 fn count(name: &str, v: i64) -> PyResult<usize> {
-    usize::try_from(v).ok().filter(|n| *n > 0).ok_or_else(|| PyValueError::new_err(format!("{name} must be at least 1, got {v}")))
+    usize::try_from(v)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| PyValueError::new_err(format!("{name} must be at least 1, got {v}")))
 }
 
 /// Start the router. `fallback_auth` is sent when the main thread does not answer the auth
@@ -62,17 +64,25 @@ fn start_router(
     outbox_max_bytes: i64,
 ) -> PyResult<()> {
     if !(0.0..=1.0).contains(&backoff_jitter) {
-        return Err(PyValueError::new_err(format!("backoff_jitter must be between 0 and 1, got {backoff_jitter}")));
+        return Err(PyValueError::new_err(format!(
+            "backoff_jitter must be between 0 and 1, got {backoff_jitter}"
+        )));
     }
     if !namespace.starts_with('/') {
-        return Err(PyValueError::new_err(format!("namespace must start with '/', got {namespace:?}")));
+        return Err(PyValueError::new_err(format!(
+            "namespace must start with '/', got {namespace:?}"
+        )));
     }
     let fallback_auth: Value = match fallback_auth {
         Some(a) if !a.is_none() => depythonize(a).map_err(|e| PyValueError::new_err(format!("fallback_auth: {e}")))?,
         _ => Value::Object(Default::default()),
     };
     // 0 disables the watchdog.
-    let watchdog = if watchdog_seconds == 0.0 { Duration::ZERO } else { seconds("watchdog_seconds", watchdog_seconds)? };
+    let watchdog = if watchdog_seconds == 0.0 {
+        Duration::ZERO
+    } else {
+        seconds("watchdog_seconds", watchdog_seconds)?
+    };
     let config = RouterConfig {
         url,
         socketio_path,
@@ -84,7 +94,8 @@ fn start_router(
             jitter: backoff_jitter,
         },
         watchdog: WatchdogPolicy {
-            arm_after_failures: u32::try_from(count("watchdog_after_failures", watchdog_after_failures)?).unwrap_or(u32::MAX),
+            arm_after_failures: u32::try_from(count("watchdog_after_failures", watchdog_after_failures)?)
+                .unwrap_or(u32::MAX),
             duration: (!watchdog.is_zero()).then_some(watchdog),
         },
         handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
@@ -98,9 +109,12 @@ fn start_router(
     let result = py.detach(|| {
         let mut slot = ROUTER.lock();
         if slot.is_some() {
-            return Err(ServiceError::new_err("the router is already running; stop_router() first"));
+            return Err(ServiceError::new_err(
+                "the router is already running; stop_router() first",
+            ));
         }
-        let router = Router::start(config, queue::global().clone()).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let router =
+            Router::start(config, queue::global().clone()).map_err(|e| PyValueError::new_err(e.to_string()))?;
         *slot = Some(router);
         Ok(())
     });

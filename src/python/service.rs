@@ -30,7 +30,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-
 #[pyfunction]
 #[pyo3(signature = (host = "127.0.0.1".to_string(), port = 6688, commands = Vec::new(), *,
                     default_timeout = 30.0, max_request_bytes = 64 * 1024 * 1024, max_connections = 256,
@@ -48,20 +47,30 @@ fn start_service(
     write_timeout: f64,
     token: Option<String>,
 ) -> PyResult<(String, u16)> {
-    let port = u16::try_from(port)
-        .map_err(|_| PyValueError::new_err(format!("port must be between 0 and 65535 (0 picks a free port), got {port}")))?;
+    let port = u16::try_from(port).map_err(|_| {
+        PyValueError::new_err(format!(
+            "port must be between 0 and 65535 (0 picks a free port), got {port}"
+        ))
+    })?;
     if max_request_bytes < 1024 {
-        return Err(PyValueError::new_err(format!("max_request_bytes must be at least 1024, got {max_request_bytes}")));
+        return Err(PyValueError::new_err(format!(
+            "max_request_bytes must be at least 1024, got {max_request_bytes}"
+        )));
     }
     if max_connections < 1 {
-        return Err(PyValueError::new_err(format!("max_connections must be at least 1, got {max_connections}")));
+        return Err(PyValueError::new_err(format!(
+            "max_connections must be at least 1, got {max_connections}"
+        )));
     }
     let config = ServiceConfig {
         host,
         port,
         commands,
         default_timeout: seconds("default_timeout", default_timeout)?,
-        limits: Limits { max_frame_bytes: max_request_bytes as usize, ..Limits::default() },
+        limits: Limits {
+            max_frame_bytes: max_request_bytes as usize,
+            ..Limits::default()
+        },
         max_connections: max_connections as usize,
         read_timeout: seconds("read_timeout", read_timeout)?,
         write_timeout: seconds("write_timeout", write_timeout)?,
@@ -113,13 +122,17 @@ fn stop_when_process_exits(pid: u32) -> PyResult<()> {
     let service = slot.as_ref().filter(|s| s.is_serving()).ok_or_else(|| {
         pyo3::exceptions::PyRuntimeError::new_err("the service is not running: start it before watching a process")
     })?;
-    service.stop_when_process_exits(pid).map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot watch process {pid}: {e}")))
+    service
+        .stop_when_process_exits(pid)
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot watch process {pid}: {e}")))
 }
 
 #[pyfunction]
 fn service_address() -> Option<(String, u16)> {
     let slot = SERVICE.lock();
-    slot.as_ref().filter(|s| s.is_serving()).map(|s| (s.addr().ip().to_string(), s.addr().port()))
+    slot.as_ref()
+        .filter(|s| s.is_serving())
+        .map(|s| (s.addr().ip().to_string(), s.addr().port()))
 }
 
 #[pyfunction]
@@ -127,9 +140,16 @@ fn status(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let router = super::router::shared();
     let snapshot = {
         let slot = SERVICE.lock();
-        crate::status::snapshot(queue::global(), slot.as_ref(), router.as_deref(), loaded_at().elapsed().as_secs_f64())
+        crate::status::snapshot(
+            queue::global(),
+            slot.as_ref(),
+            router.as_deref(),
+            loaded_at().elapsed().as_secs_f64(),
+        )
     };
-    Ok(pythonize(py, &snapshot).map_err(|e| PyValueError::new_err(e.to_string()))?.unbind())
+    Ok(pythonize(py, &snapshot)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?
+        .unbind())
 }
 
 /// Everything down: the service, its thread, and any queued job (their callers get `cancelled`).

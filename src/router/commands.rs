@@ -33,8 +33,15 @@ pub fn parse_command(payload: &Value) -> Result<Command, BadCommand> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     });
-    let route = field("metadata").and_then(|m| m.get("route")).cloned().unwrap_or(Value::Null);
-    let bad = |message: String| BadCommand { message_id: message_id.clone(), route: route.clone(), message };
+    let route = field("metadata")
+        .and_then(|m| m.get("route"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let bad = |message: String| BadCommand {
+        message_id: message_id.clone(),
+        route: route.clone(),
+        message,
+    };
     let Some(message_id) = message_id.clone() else {
         return Err(bad("command_received without a message_id".into()));
     };
@@ -49,11 +56,20 @@ pub fn parse_command(payload: &Value) -> Result<Command, BadCommand> {
         Some(Value::Object(p)) => p.clone(),
         Some(_) => return Err(bad("\"params\" must be a JSON object".into())),
     };
-    Ok(Command { message_id, addon_id, command, params, route })
+    Ok(Command {
+        message_id,
+        addon_id,
+        command,
+        params,
+        route,
+    })
 }
 
 fn metadata(route: &Value) -> Value {
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     json!({"timestamp": timestamp, "source": "blender", "route": route})
 }
 
@@ -80,7 +96,11 @@ impl Reply {
             "metadata": metadata(route),
         });
         body["payload"]["data"] = data;
-        Reply { event: "command_completed", message_id: message_id.to_string(), body }
+        Reply {
+            event: "command_completed",
+            message_id: message_id.to_string(),
+            body,
+        }
     }
 
     /// `code` is one of the original's codes (`COMMAND_NOT_FOUND`, `EXECUTION_FAILED`, ...).
@@ -117,7 +137,11 @@ pub struct SeenIds {
 
 impl SeenIds {
     pub fn new(capacity: usize) -> Self {
-        SeenIds { order: VecDeque::new(), set: HashSet::new(), capacity: capacity.max(1) }
+        SeenIds {
+            order: VecDeque::new(),
+            set: HashSet::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// True the first time an id is seen.
@@ -147,7 +171,12 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(max_count: usize, max_bytes: usize) -> Self {
-        Outbox { replies: VecDeque::new(), bytes: 0, max_count: max_count.max(1), max_bytes }
+        Outbox {
+            replies: VecDeque::new(),
+            bytes: 0,
+            max_count: max_count.max(1),
+            max_bytes,
+        }
     }
 
     /// Queue a reply; returns the message ids dropped (oldest first) to stay within the bounds.
@@ -198,7 +227,10 @@ mod tests {
             "params": {"x": 1}, "message_id": "m1", "metadata": {"route": "agent"}
         }))
         .unwrap();
-        assert_eq!((c.addon_id.as_str(), c.command.as_str(), c.message_id.as_str()), ("cr8_router", "get_available_addons", "m1"));
+        assert_eq!(
+            (c.addon_id.as_str(), c.command.as_str(), c.message_id.as_str()),
+            ("cr8_router", "get_available_addons", "m1")
+        );
         assert_eq!(c.route, json!("agent"));
         assert_eq!(c.params["x"], 1);
     }

@@ -78,9 +78,16 @@ impl Default for RouterConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ConnState {
-    Connecting { attempt: u32 },
-    Connected { since: Instant },
-    Backoff { attempt: u32, retry_at: Instant },
+    Connecting {
+        attempt: u32,
+    },
+    Connected {
+        since: Instant,
+    },
+    Backoff {
+        attempt: u32,
+        retry_at: Instant,
+    },
     /// The watchdog fired: no more attempts; Blender saves and quits.
     GaveUp,
     Stopped,
@@ -184,7 +191,9 @@ impl Shared {
     }
 
     pub fn watchdog_left(&self) -> Option<Duration> {
-        self.watchdog_fires_at.lock().map(|t| t.saturating_duration_since(Instant::now()))
+        self.watchdog_fires_at
+            .lock()
+            .map(|t| t.saturating_duration_since(Instant::now()))
     }
 
     pub fn queued_replies(&self) -> usize {
@@ -195,7 +204,9 @@ impl Shared {
         let m = &self.metrics;
         let state = self.state();
         let retry_in = match state {
-            ConnState::Backoff { retry_at, .. } => Some(retry_at.saturating_duration_since(Instant::now()).as_secs_f64()),
+            ConnState::Backoff { retry_at, .. } => {
+                Some(retry_at.saturating_duration_since(Instant::now()).as_secs_f64())
+            }
             _ => None,
         };
         let connected_for = match state {
@@ -229,13 +240,19 @@ impl Shared {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(JobError::Cancelled),
-            Err(_) => Err(JobError::Timeout { command: op.name().to_string(), after: timeout }),
+            Err(_) => Err(JobError::Timeout {
+                command: op.name().to_string(),
+                after: timeout,
+            }),
         }
     }
 
     /// The CONNECT auth payload, read again for every attempt (tokens expire).
     async fn auth(&self) -> Value {
-        match self.main_thread(RouterOp::Auth, Map::new(), self.config.auth_timeout).await {
+        match self
+            .main_thread(RouterOp::Auth, Map::new(), self.config.auth_timeout)
+            .await
+        {
             Ok(v) if v.is_object() => v,
             Ok(_) | Err(_) => {
                 log::warn!("the main thread did not provide the engine auth in time; using the environment's");
@@ -246,7 +263,10 @@ impl Shared {
 
     /// The `registry_update` payload, from the main thread.
     pub async fn registry(&self) -> Option<Value> {
-        match self.main_thread(RouterOp::Registry, Map::new(), self.config.auth_timeout).await {
+        match self
+            .main_thread(RouterOp::Registry, Map::new(), self.config.auth_timeout)
+            .await
+        {
             Ok(v) => Some(v),
             Err(e) => {
                 log::warn!("could not build registry_update: {e}");
@@ -287,7 +307,11 @@ impl Shared {
                 let key = format!("{}\u{0}{}", cmd.command, cmd.message_id);
                 if !self.seen.lock().first_time(&key) {
                     self.metrics.duplicates.inc();
-                    log::info!("ignoring repeated command {} (message_id {})", cmd.command, cmd.message_id);
+                    log::info!(
+                        "ignoring repeated command {} (message_id {})",
+                        cmd.command,
+                        cmd.message_id
+                    );
                     return;
                 }
                 tokio::spawn(run_command(self.clone(), cmd));
@@ -297,16 +321,26 @@ impl Shared {
 }
 
 fn pending_handle(v: &Value) -> Option<Value> {
-    v.as_object().filter(|o| o.len() == 1).and_then(|o| o.get(PENDING_KEY)).cloned()
+    v.as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get(PENDING_KEY))
+        .cloned()
 }
 
 async fn run_command(shared: Arc<Shared>, cmd: Command) {
-    log::debug!("command {}.{} (message_id {})", cmd.addon_id, cmd.command, cmd.message_id);
+    log::debug!(
+        "command {}.{} (message_id {})",
+        cmd.addon_id,
+        cmd.command,
+        cmd.message_id
+    );
     let params = json!({
         "addon_id": cmd.addon_id, "command": cmd.command, "params": cmd.params, "message_id": cmd.message_id,
     });
     let Value::Object(params) = params else { return };
-    let mut result = shared.main_thread(RouterOp::Command, params, shared.config.command_timeout).await;
+    let mut result = shared
+        .main_thread(RouterOp::Command, params, shared.config.command_timeout)
+        .await;
     // A handler that returned an object with check_is_finished(): poll it, never blocking.
     if let Some(handle) = result.as_ref().ok().and_then(pending_handle) {
         result = poll(&shared, handle).await;
@@ -343,13 +377,20 @@ async fn poll(shared: &Shared, handle: Value) -> JobResult {
     loop {
         tokio::time::sleep(shared.config.poll_interval).await;
         if Instant::now() >= give_up_at {
-            let _ = shared.main_thread(RouterOp::Poll, params(true), shared.config.auth_timeout).await;
+            let _ = shared
+                .main_thread(RouterOp::Poll, params(true), shared.config.auth_timeout)
+                .await;
             return Err(JobError::Handler {
                 code: "TIMEOUT".into(),
-                message: format!("the command did not finish within {} s", shared.config.poll_limit.as_secs()),
+                message: format!(
+                    "the command did not finish within {} s",
+                    shared.config.poll_limit.as_secs()
+                ),
             });
         }
-        let r = shared.main_thread(RouterOp::Poll, params(false), shared.config.command_timeout).await?;
+        let r = shared
+            .main_thread(RouterOp::Poll, params(false), shared.config.command_timeout)
+            .await?;
         if pending_handle(&r).is_none() {
             return Ok(r);
         }
@@ -368,7 +409,10 @@ async fn watchdog_expiry(w: &mut Watchdog, url: &str) {
             return;
         }
         if let Some(left) = w.time_left(Instant::now()) {
-            log::warn!("watchdog: still no connection to {url}; saving and quitting in {} s", left.as_secs());
+            log::warn!(
+                "watchdog: still no connection to {url}; saving and quitting in {} s",
+                left.as_secs()
+            );
         }
     }
 }
@@ -422,7 +466,10 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
             }
         }
         let delay = backoff.next_delay();
-        shared.set_state(ConnState::Backoff { attempt, retry_at: Instant::now() + delay });
+        shared.set_state(ConnState::Backoff {
+            attempt,
+            retry_at: Instant::now() + delay,
+        });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => break 'outer false,
@@ -466,7 +513,11 @@ impl Router {
         let shared = Shared::new(config, bridge);
         let (stop, stop_rx) = watch::channel(false);
         runtime.spawn(run_manager(connector, shared.clone(), stop_rx));
-        Ok(Router { runtime: Some(runtime), stop, shared })
+        Ok(Router {
+            runtime: Some(runtime),
+            stop,
+            shared,
+        })
     }
 
     pub fn stop(mut self, timeout: Duration) {

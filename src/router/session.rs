@@ -23,7 +23,10 @@ pub struct WsConnector {
 
 /// `http://host:port` + `/ws/socket.io/` → `ws://host:port/ws/socket.io/?EIO=4&transport=websocket`.
 pub fn websocket_url(base: &str, path: &str) -> Result<String, RouterError> {
-    let bad = |why: &str| RouterError::BadUrl { url: base.to_string(), why: why.to_string() };
+    let bad = |why: &str| RouterError::BadUrl {
+        url: base.to_string(),
+        why: why.to_string(),
+    };
     let base = base.trim().trim_end_matches('/');
     let (scheme, rest) = base.split_once("://").ok_or_else(|| bad("no scheme"))?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
@@ -48,12 +51,22 @@ impl WsConnector {
     }
 
     async fn handshake(&self, auth: Value) -> Result<WsLink, ConnectError> {
-        let (mut ws, _) = connect_async(self.ws_url.as_str()).await.map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let (mut ws, _) = connect_async(self.ws_url.as_str())
+            .await
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
         let ping_window = loop {
             match next_packet(&mut ws).await? {
-                Packet::Open { ping_interval, ping_timeout, .. } => break ping_interval + ping_timeout,
+                Packet::Open {
+                    ping_interval,
+                    ping_timeout,
+                    ..
+                } => break ping_interval + ping_timeout,
                 Packet::Noop => continue,
-                other => return Err(ConnectError::Protocol(format!("expected the Engine.IO open packet, got {other:?}"))),
+                other => {
+                    return Err(ConnectError::Protocol(format!(
+                        "expected the Engine.IO open packet, got {other:?}"
+                    )))
+                }
             }
         };
         send(&mut ws, socketio::encode_connect(&self.namespace, &auth))
@@ -63,14 +76,24 @@ impl WsConnector {
             match next_packet(&mut ws).await? {
                 Packet::Connect { ns, .. } if ns == self.namespace => break,
                 Packet::ConnectError { ns, message } if ns == self.namespace => {
-                    return Err(ConnectError::Rejected(if message.is_empty() { "no reason given".into() } else { message }))
+                    return Err(ConnectError::Rejected(if message.is_empty() {
+                        "no reason given".into()
+                    } else {
+                        message
+                    }))
                 }
-                Packet::Ping => send(&mut ws, socketio::PONG.into()).await.map_err(ConnectError::Unreachable)?,
+                Packet::Ping => send(&mut ws, socketio::PONG.into())
+                    .await
+                    .map_err(ConnectError::Unreachable)?,
                 Packet::Close => return Err(ConnectError::Unreachable("closed during the handshake".into())),
                 _ => continue,
             }
         }
-        Ok(WsLink { ws, namespace: self.namespace.clone(), ping_window })
+        Ok(WsLink {
+            ws,
+            namespace: self.namespace.clone(),
+            ping_window,
+        })
     }
 }
 
@@ -111,7 +134,9 @@ pub struct WsLink {
 
 impl WsLink {
     async fn emit(&mut self, event: &str, data: &Value) -> Result<(), LinkEnd> {
-        send(&mut self.ws, socketio::encode_event(&self.namespace, event, data)).await.map_err(LinkEnd::Dropped)
+        send(&mut self.ws, socketio::encode_event(&self.namespace, event, data))
+            .await
+            .map_err(LinkEnd::Dropped)
     }
 
     /// Send every queued reply, oldest first; one that fails goes back to the front.
@@ -130,7 +155,11 @@ impl WsLink {
         if let Some(registry) = shared.registry().await {
             self.emit("registry_update", &registry).await?;
         }
-        self.emit("connection_status", &json!({"status": "Connected", "message": "Blender registered"})).await?;
+        self.emit(
+            "connection_status",
+            &json!({"status": "Connected", "message": "Blender registered"}),
+        )
+        .await?;
         loop {
             self.flush(shared).await?;
             tokio::select! {
