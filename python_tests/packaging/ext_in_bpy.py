@@ -15,8 +15,11 @@ import os
 import sys
 import threading
 
-import addon_utils
 import bpy
+
+# isort: split
+# Blender's own modules are importable once bpy is.
+import addon_utils
 
 zip_path, report_path = sys.argv[1], sys.argv[2]
 ext_dir = bpy.utils.user_resource("EXTENSIONS")
