@@ -1,13 +1,29 @@
 """What the add-on's UI shows and checks, without bpy: preference validation and the status panel
 rows. Pure functions of plain values, so tests can check them against `blendwire.status()` and the
-panel's draw() only lays the rows out."""
+panel's draw() only lays the rows out. The rules the core has (the token rule for hosts, queue
+size, engine URL, watchdog, log level) are the core's: this module asks it and names the
+preference."""
 
-import ipaddress
 import socket
-from urllib.parse import urlsplit
 
-# Property bounds: the preference properties use them as min/max, validate() repeats the checks
-# for values that come from elsewhere (old userpref.blend files, scripts setting them).
+from blendwire import _core
+
+__all__ = [
+    "LOG_LEVELS",
+    "PORT_RANGE",
+    "QUEUE_RANGE",
+    "Row",
+    "TICK_BUDGET_RANGE",
+    "USERNAME_MAX",
+    "WATCHDOG_RANGE",
+    "log_level",
+    "port_problem",
+    "router_rows",
+    "service_rows",
+    "validate",
+]
+
+# Property bounds of the preferences (the UI's own: blender-remote's ports, a week of watchdog).
 PORT_RANGE = (1024, 65535)  # as blender-remote: below 1024 needs root
 QUEUE_RANGE = (1, 1_000_000)
 TICK_BUDGET_RANGE = (0.5, 100.0)  # ms per UI turn; more makes the UI stutter
@@ -15,14 +31,19 @@ WATCHDOG_RANGE = (0.0, 7 * 24 * 3600.0)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 USERNAME_MAX = 64
 
+# The preference a core setting is shown as.
+_LABELS = {
+    "host": "Host",
+    "port": "Port",
+    "token": "Token",
+    "queue_capacity": "Queue size",
+    "url": "Engine URL",
+    "watchdog_seconds": "Watchdog (s)",
+}
 
-def is_loopback(host):
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+
+def _sentences(problems):
+    return [f"{_LABELS.get(name, name)} {text}." for name, text in problems]
 
 
 def validate(s):
@@ -30,23 +51,23 @@ def validate(s):
     Empty list: the service (and the router, if an engine URL is set) can start with them."""
     problems = []
     host = (s.host or "").strip()
+    token = s.token or ""
     if not host:
         problems.append("Host is empty: use 127.0.0.1 for this machine only.")
     elif any(c.isspace() for c in host):
         problems.append(f"Host {host!r} contains spaces.")
-    elif not is_loopback(host) and not (s.token or "").strip():
-        problems.append(
-            f"Host {host} is reachable from other machines: set a token first (execute_code runs any Python)."
-        )
     lo, hi = PORT_RANGE
     if not lo <= int(s.port) <= hi:
         problems.append(f"Port {s.port} is out of range: use {lo}-{hi}.")
-    token = s.token or ""
     if token and token != token.strip():
         problems.append("Token starts or ends with spaces (clients would have to send them too).")
-    lo, hi = QUEUE_RANGE
-    if not lo <= int(s.queue_size) <= hi:
-        problems.append(f"Queue size {s.queue_size} is out of range: use {lo}-{hi}.")
+    problems += _sentences(
+        _core.check_service_settings(
+            host=host if host and not any(c.isspace() for c in host) else None,
+            queue_capacity=int(s.queue_size),
+            token=token.strip() or None,
+        )
+    )
     lo, hi = TICK_BUDGET_RANGE
     if not lo <= float(s.tick_budget_ms) <= hi:
         problems.append(f"Tick budget {s.tick_budget_ms} ms is out of range: use {lo}-{hi} ms.")
@@ -55,14 +76,9 @@ def validate(s):
         problems.append(f"Watchdog {s.watchdog_seconds} s is out of range: use 0 (never) to {hi:.0f} s.")
     url = (s.engine_url or "").strip()
     if url:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-            problems.append(f"Engine URL {url!r} is not like http://host:port.")
-        else:
-            try:
-                parts.port  # noqa: B018 - raises on a bad port
-            except ValueError:
-                problems.append(f"Engine URL {url!r} has a bad port.")
+        problem = _core.check_engine_url(url)
+        if problem:
+            problems.append(f"Engine URL {problem}.")
     name = s.username or ""
     if len(name) > USERNAME_MAX or any(c.isspace() or not c.isprintable() for c in name):
         problems.append(f"Username must be at most {USERNAME_MAX} characters without spaces.")
@@ -95,13 +111,13 @@ def port_problem(host, port):
 
 def log_level(setting, env_value):
     """The effective level name: the preference, or for "ENV" the environment's
-    BLD_REMOTE_LOG_LEVEL (INFO when unset or unknown)."""
+    BLD_REMOTE_LOG_LEVEL as the core reads it (INFO when unset or unknown)."""
     if setting in LOG_LEVELS:
         return setting
-    value = (env_value or "").strip().upper()
-    if value == "WARN":
-        value = "WARNING"
-    return value if value in LOG_LEVELS else "INFO"
+    try:
+        return _core.log_level_name(env_value) if env_value else "INFO"
+    except ValueError:
+        return "INFO"
 
 
 # ---- the status panel ------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import time
 
 import blendwire
 import bpy
+from blendwire import _core, logs, router
 from blendwire import blender as bw
-from blendwire import router
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import model
@@ -22,19 +22,23 @@ _LOG_ITEMS = [("ENV", "From environment", "BLD_REMOTE_LOG_LEVEL, INFO when unset
 ]
 
 
+_CORE = _core.defaults()
+
+
 class Defaults:
     """The preference defaults, also what the add-on uses where preferences do not exist yet
-    (the very first registration, or scripts that never enabled it through the UI)."""
+    (the very first registration, or scripts that never enabled it through the UI). The core's
+    defaults where it has one."""
 
-    host = "127.0.0.1"
-    port = 6688
+    host = _CORE["host"]
+    port = _CORE["port"]
     start_with_blender = False
     token = ""
-    queue_size = 1024
-    tick_budget_ms = 8.0
+    queue_size = _CORE["queue_capacity"]
+    tick_budget_ms = _CORE["tick_budget_ms"]
     engine_url = ""
     username = ""
-    watchdog_seconds = 300.0
+    watchdog_seconds = float(_CORE["watchdog_seconds"])
     log_level = "ENV"
 
 
@@ -150,7 +154,7 @@ def start_service(s, port=None):
     if taken:
         raise ValueError(taken)
     level = effective_log_level(s)
-    router.setup_logging(level)
+    logs.setup(level)
     try:
         return bw.start(
             host,

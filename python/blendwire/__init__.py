@@ -1,7 +1,12 @@
 """blendwire: networking core for Blender (main-thread bridge, BLD-Remote-compatible service, client).
 
-Importable in plain Python: bpy is only imported by `blendwire.commands` / `blendwire.blender`,
-which run inside Blender.
+Importable in plain Python. The modules, imports pointing one way (each only imports those above):
+
+- `_core` (Rust), `errors`, `config`, `persist`, `logs`, `client`: no bpy;
+- `commands` (the BLD Remote handlers), `registry` (the cr8 handlers and add-on discovery): handlers;
+- `runtime` (the main-thread loop, its phases and the watchdog's save), then `blender` (the command
+  service) and `router` (the engine router): the runtime, inside Blender;
+- `serve` (serving inside Blender), `supervisor` (Blender as a child process), `cli`: the command.
 """
 
 from . import _core

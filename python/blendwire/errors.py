@@ -1,5 +1,19 @@
 """The exceptions blendwire raises. Defined once, here; the Rust core raises these same classes."""
 
+import threading
+
+__all__ = [
+    "BlendwireError",
+    "CommandError",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "PortInUse",
+    "ProtocolError",
+    "ServiceError",
+    "Timeout",
+    "require_main_thread",
+]
+
 
 class BlendwireError(Exception):
     """Base class of every blendwire error."""
@@ -44,3 +58,9 @@ class ServiceError(BlendwireError):
 
 class PortInUse(ServiceError, OSError):
     """The port is already taken by another process (often another Blender with a service)."""
+
+
+def require_main_thread(what: str) -> None:
+    """Raise ServiceError unless called on the main thread (bpy and the bridge's jobs live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        raise ServiceError(f"blendwire: {what}() must be called on Blender's main thread")

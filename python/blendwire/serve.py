@@ -1,0 +1,145 @@
+"""`blendwire serve` inside Blender: one function, `serve()`, for both ways it runs.
+
+- In a Blender child (`blender -b` or the GUI) started by the `blendwire serve` process
+  (`blendwire.supervisor`): `child_main()` is its `--python-expr` bootstrap; settings come as JSON in
+  env `BLENDWIRE_SERVE`, and marker lines on stdout tell the parent (`BLENDWIRE-READY {json}` once
+  commands can be served, `BLENDWIRE-ERROR {json}` on failure).
+- In this process on the bpy module (`blendwire serve --bpy`): the CLI calls `serve()` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import bpy
+
+from . import _core, blender, logs, registry, router, runtime
+from .config import SERVE_ENV, SERVE_ERROR, SERVE_READY
+
+__all__ = ["ROUTER_SETTINGS", "ServeError", "child_main", "serve"]
+
+# The router settings `blendwire serve` passes through (its flags), besides engine_url,
+# watchdog_seconds and username.
+ROUTER_SETTINGS = ("backoff_initial", "backoff_max", "backoff_jitter", "watchdog_after_failures", "poll_limit")
+
+# A fresh GUI runs its first timers about once a second (shader compilation, first draws); READY
+# waits until it turns at its normal pace, at most this long.
+SETTLE_TIMEOUT = 30.0
+
+
+class ServeError(Exception):
+    """The service or the router could not start with serve's settings; the message says why."""
+
+
+def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str | None = None) -> int | None:
+    """Start the service, and the router when `settings` has an engine URL; `announce(info)` once
+    commands are served (info: host, port, mode, pid, blender version).
+
+    -b / bpy: serve until a stop is requested and return the process exit status (non-zero when
+    the watchdog's save failed). GUI: return None at once; the timers serve, and Blender quits
+    after `server_shutdown`. Raises ServeError when something cannot start.
+    """
+    if blend_file:
+        bpy.ops.wm.open_mainfile(filepath=blend_file)
+    logs.setup()
+    try:
+        host, port = blender.start(
+            settings.get("host"), settings.get("port"), quit_on_shutdown=True, **settings.get("service", {})
+        )
+    except Exception as e:
+        raise ServeError(f"could not start the service: {e}") from None
+    if settings.get("parent_pid"):
+        _stop_when_parent_exits(int(settings["parent_pid"]))
+    try:
+        _start_router(settings)
+    except Exception as e:
+        blender.stop()
+        raise ServeError(f"could not start the router: {e}") from None
+    mode = runtime.mode()
+    info = {
+        "host": host,
+        "port": port,
+        "mode": mode,
+        "pid": os.getpid(),
+        "blender": ".".join(str(v) for v in bpy.app.version),
+    }
+    if mode == "gui":
+        bpy.app.timers.register(_announce_when_responsive(announce, info), first_interval=0.0)
+        return None
+    announce(info)
+    reason = blender.run_until_shutdown()
+    print(f"blendwire: service stopped ({reason})", file=sys.stderr, flush=True)
+    return runtime.exit_status(reason)
+
+
+def _start_router(settings: dict) -> None:
+    for folder in settings.get("addon_paths") or ():
+        registry.load_addon_path(folder)
+    url = settings.get("engine_url")
+    if url:
+        router.start(
+            url,
+            watchdog_seconds=settings.get("watchdog_seconds"),
+            username=settings.get("username"),
+            **{k: settings[k] for k in ROUTER_SETTINGS if settings.get(k) is not None},
+        )
+
+
+def _stop_when_parent_exits(parent_pid: int) -> None:
+    """`blendwire serve` may be SIGKILLed (a CI timeout, a supervisor): then nobody would ever stop
+    this Blender, which runs in its own session. The core waits on a pidfd on the service's I/O
+    thread (no polling, no thread of its own) and stops the service loop when the parent is gone;
+    in the GUI the timer then quits Blender."""
+    try:
+        _core.stop_when_process_exits(parent_pid)
+    except OSError:  # no pidfd (old kernel) or the parent is already gone
+        if not _alive(parent_pid):
+            runtime.request_stop("parent exited")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _announce_when_responsive(announce: Callable[[dict], None], info: dict) -> Callable[[], float | None]:
+    """A one-shot timer callback that announces once two turns come less than 0.1 s apart (or after
+    SETTLE_TIMEOUT): a client connecting earlier would see 1 s per call."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    last: list[float | None] = [None]
+
+    def tick():
+        now = time.monotonic()
+        previous, last[0] = last[0], now
+        if (previous is not None and now - previous < 0.1) or now > deadline:
+            announce(info)
+            return None
+        return 0.01
+
+    return tick
+
+
+def _emit(marker: str, payload: dict) -> None:
+    print(f"{marker} {json.dumps(payload)}", flush=True)  # stdout is a pipe: flush or it sits in a buffer
+
+
+def child_main() -> None:
+    """The bootstrap of the Blender child of `blendwire serve`."""
+    settings = json.loads(os.environ.get(SERVE_ENV) or "{}")
+    try:
+        status = serve(settings, lambda info: _emit(SERVE_READY, info))
+    except ServeError as e:
+        _emit(SERVE_ERROR, {"error": str(e)})
+        sys.exit(1)
+    if status is not None:
+        # -b would otherwise go on with the command line; the bpy module has no other exit.
+        sys.exit(status)
