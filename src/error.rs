@@ -83,7 +83,8 @@ pub enum ServiceError {
     PortInUse { host: String, port: u16 },
     #[error("cannot listen on {host:?}: {detail}")]
     BadAddress { host: String, detail: String },
-    #[error("refusing to listen on {host:?} without a token: anyone who can reach it could run code in Blender; set BLENDWIRE_TOKEN (clients then send \"token\") or listen on 127.0.0.1")]
+    /// The wording is the host rule's, `settings::insecure_host`.
+    #[error("host {}", crate::settings::insecure_host(host))]
     InsecureHost { host: String },
     #[error("the service is already running on {0}; stop it first")]
     AlreadyRunning(std::net::SocketAddr),

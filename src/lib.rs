@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod queue;
 pub mod router;
 pub mod service;
+pub mod settings;
 pub mod socketio;
 pub mod status;
 pub mod watchdog;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-pub const DEFAULT_CAPACITY: usize = 1024;
+use crate::settings::DEFAULT_QUEUE_CAPACITY;
 
 /// How long a blocking `next_job` keeps polling (yielding its core to anything else runnable)
 /// after the queue runs dry, before it sleeps on the condition variable. A client that sends its
@@ -94,7 +94,7 @@ pub struct Bridge {
 
 impl Default for Bridge {
     fn default() -> Self {
-        Bridge::new(DEFAULT_CAPACITY)
+        Bridge::new(DEFAULT_QUEUE_CAPACITY)
     }
 }
 

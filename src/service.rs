@@ -22,7 +22,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
-pub const DEFAULT_PORT: u16 = 6688;
+pub use crate::settings::DEFAULT_PORT;
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -44,15 +44,19 @@ pub struct ServiceConfig {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
+        use crate::settings as s;
         ServiceConfig {
-            host: "127.0.0.1".into(),
-            port: DEFAULT_PORT,
+            host: s::DEFAULT_HOST.into(),
+            port: s::DEFAULT_PORT,
             commands: vec![],
-            default_timeout: Duration::from_secs(30),
-            limits: Limits::default(),
-            max_connections: 256,
-            read_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(30),
+            default_timeout: s::DEFAULT_TIMEOUT,
+            limits: Limits {
+                max_frame_bytes: s::DEFAULT_MAX_REQUEST_BYTES,
+                ..Limits::default()
+            },
+            max_connections: s::DEFAULT_MAX_CONNECTIONS,
+            read_timeout: s::DEFAULT_READ_TIMEOUT,
+            write_timeout: s::DEFAULT_WRITE_TIMEOUT,
             token: None,
         }
     }
@@ -89,8 +93,9 @@ impl Service {
             host: config.host.clone(),
             detail,
         })?;
-        // execute_code is arbitrary code execution: off loopback, only with a token.
-        if !addr.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
+        // execute_code is arbitrary code execution: off loopback, only with a token. The rule is
+        // `settings::host`, applied to the address as bound (a name may resolve to loopback).
+        if !addr.ip().is_loopback() && crate::settings::host(&config.host, config.token.as_deref()).is_err() {
             return Err(ServiceError::InsecureHost {
                 host: config.host.clone(),
             });

@@ -31,9 +31,9 @@ def set_router_dispatcher(fn: Callable[[str, dict], Any] | None) -> None:
     Raise errors.CommandError(message, CODE) for command_failed with that code (NO_HANDLERS,
     COMMAND_NOT_FOUND, EXECUTION_FAILED, ...); other exceptions become handler_exception."""
 
-def tick(budget_ms: float = 8.0) -> int:
-    """GUI timers: run queued jobs on this (main) thread until the queue is empty or `budget_ms` is
-    spent (a job is never interrupted; the budget is checked between jobs). Returns how many jobs
+def tick(budget_ms: float | None = None) -> int:
+    """GUI timers: run queued jobs on this (main) thread until the queue is empty or `budget_ms`
+    (None: defaults()["tick_budget_ms"]) is spent (a job is never interrupted; the budget is checked between jobs). Returns how many jobs
     are still waiting."""
 
 def pump() -> str:
@@ -50,9 +50,10 @@ def take_stop_request() -> str | None:
     """GUI: the pending stop reason ("shutdown" after a server_shutdown command), cleared on read;
     None if there is none. The timer callback calls this after tick()."""
 
-def set_log_level(level: int | str) -> None:
+def set_log_level(level: int | str) -> str:
     """Level of the core's own log records (a `logging` level name or number; default INFO).
-    Records reach Python's `logging` (loggers `blendwire.*`) on the main thread, in tick/pump."""
+    Records reach Python's `logging` (loggers `blendwire.*`) on the main thread, in tick/pump.
+    Returns the canonical name (see log_level_name); ValueError for an unknown name."""
 
 def flush_logs() -> None:
     """Hand pending core log records to `logging` now (main thread)."""
@@ -61,21 +62,22 @@ def activity() -> int:
     """A counter that changes whenever a job is queued (cheap): GUI timers use it to run on every
     main-loop turn while clients are active and slow down when idle."""
 
-def set_queue_capacity(capacity: int) -> None:
-    """Bound of the main-thread queue (default 1024). A full queue answers `busy` at once."""
+def set_queue_capacity(capacity: int | None = None) -> None:
+    """Bound of the main-thread queue (None: the default, 1024; at most 1000000). A full queue
+    answers `busy` at once. ValueError("queue_capacity must be between 1 and 1000000, got 0")."""
 
 # ---- command service -----------------------------------------------------------------------
 
 def start_service(
-    host: str = "127.0.0.1",
-    port: int = 6688,
+    host: str | None = None,
+    port: int | None = None,
     commands: Sequence[str] = (),
     *,
-    default_timeout: float = 30.0,
-    max_request_bytes: int = 64 * 1024 * 1024,
-    max_connections: int = 256,
-    read_timeout: float = 30.0,
-    write_timeout: float = 30.0,
+    default_timeout: float | None = None,
+    max_request_bytes: int | None = None,
+    max_connections: int | None = None,
+    read_timeout: float | None = None,
+    write_timeout: float | None = None,
     token: str | None = None,
 ) -> tuple[str, int]:
     """Start the TCP command service. `commands` are the command types the dispatcher handles
@@ -84,10 +86,13 @@ def start_service(
     taken by the client within `write_timeout`, at most `max_connections` at once (more are
     answered `too_many_connections`). With `token`, every request must carry `"token": token`
     (else `unauthorized`, nothing runs); a non-loopback host is refused without one.
+    Every setting left None takes its default (see defaults()).
     Returns the bound (host, port): port 0 picks a free one.
-    Raises PortInUse (naming the port) or ServiceError (already running, bad host)."""
+    Raises ValueError("{setting} {rule}") for settings that break a rule of
+    check_service_settings(), PortInUse (naming the port) or ServiceError (already running, bad
+    host, a host off loopback without a token)."""
 
-def stop_service(timeout: float = 2.0) -> bool:
+def stop_service(timeout: float | None = None) -> bool:
     """Stop the service: close the listener (the port is free when this returns) and every
     connection; queued jobs of those connections are not run. True if it was running."""
 
@@ -115,7 +120,7 @@ def status() -> dict:
                 "latency_ms": {"count": 9, "p50": 0.128, "p90": 0.256, "p99": 0.512}}}
     (latency: queue wait + run on the main thread, as power-of-two bucket bounds)."""
 
-def shutdown(timeout: float = 2.0) -> None:
+def shutdown(timeout: float | None = None) -> None:
     """Stop the service and the background threads (call at exit / add-on unregister)."""
 
 # ---- router (cr8_engine Socket.IO client) -------------------------------------------------
@@ -123,31 +128,94 @@ def shutdown(timeout: float = 2.0) -> None:
 def start_router(
     url: str,
     *,
-    socketio_path: str = "/ws/socket.io/",
-    namespace: str = "/blender",
+    socketio_path: str | None = None,
+    namespace: str | None = None,
     fallback_auth: Mapping[str, Any] | None = None,
-    watchdog_seconds: float = 300.0,
-    watchdog_after_failures: int = 5,
-    backoff_initial: float = 2.0,
-    backoff_max: float = 10.0,
-    backoff_jitter: float = 0.5,
-    handshake_timeout: float = 10.0,
-    command_timeout: float = 1200.0,
-    poll_limit: float = 3600.0,
-    outbox_max_count: int = 1000,
-    outbox_max_bytes: int = 64 * 1024 * 1024,
+    watchdog_seconds: float | None = None,
+    watchdog_after_failures: int | None = None,
+    backoff_initial: float | None = None,
+    backoff_max: float | None = None,
+    backoff_jitter: float | None = None,
+    handshake_timeout: float | None = None,
+    command_timeout: float | None = None,
+    poll_limit: float | None = None,
+    outbox_max_count: int | None = None,
+    outbox_max_bytes: int | None = None,
 ) -> None:
     """Connect to the engine at `url` (http://host:port) and keep connected: every failure
     (refused, dropped, namespace rejected) is retried with jittered exponential backoff for as long
     as the router runs. After `watchdog_after_failures` failed attempts in a row the watchdog arms;
     a connect disarms it; after `watchdog_seconds` (0 = never) the bridge stop reason "watchdog" is
     raised: pump() returns "watchdog" / take_stop_request() gives "watchdog", and the Blender side
-    must save and quit. Raises ServiceError if already running, ValueError on bad settings."""
+    must save and quit. Every setting left None takes its default (see defaults());
+    `watchdog_seconds=None` reads $BLENDWIRE_WATCHDOG_SECONDS, else 300.
+    Raises ServiceError if already running, ValueError("{setting} {rule}") for settings that break
+    a rule of check_router_settings() (e.g. an https:// URL: this build has no TLS)."""
 
-def stop_router(timeout: float = 2.0) -> bool:
+def stop_router(timeout: float | None = None) -> bool:
     """Stop the router and close its connection. True if it was running."""
 
-def router_running() -> bool: ...
+def router_running() -> bool:
+    """True while a router runs (also after its watchdog fired, until stop_router())."""
+
+# ---- settings: defaults and rules, worded once ---------------------------------------------
+
+def defaults() -> dict[str, Any]:
+    """Every setting's default by name: host, port (6688), queue_capacity (1024), max_connections,
+    max_request_bytes, default_timeout, read_timeout, write_timeout, stop_timeout, tick_budget_ms,
+    engine_url, socketio_path, namespace, watchdog_seconds (300), watchdog_env (the variable read
+    when watchdog_seconds is None), watchdog_after_failures, backoff_initial, backoff_max,
+    backoff_jitter, handshake_timeout, auth_timeout, command_timeout, poll_interval, poll_limit,
+    outbox_max_count, outbox_max_bytes."""
+
+def check_service_settings(
+    host: str | None = None,
+    port: int | None = None,
+    commands: Sequence[str] = (),
+    *,
+    default_timeout: float | None = None,
+    max_request_bytes: int | None = None,
+    max_connections: int | None = None,
+    read_timeout: float | None = None,
+    write_timeout: float | None = None,
+    token: str | None = None,
+    queue_capacity: int | None = None,
+) -> list[tuple[str, str]]:
+    """Every problem of these settings as (setting, rule), e.g. ("port", "must be between 0 and
+    65535 (0 picks a free port), got 70000"); [] when start_service would accept them. Includes
+    the host rule (off loopback only with a token). Prefix the rule with your own label."""
+
+def check_router_settings(
+    url: str,
+    *,
+    socketio_path: str | None = None,
+    namespace: str | None = None,
+    fallback_auth: Mapping[str, Any] | None = None,
+    watchdog_seconds: float | None = None,
+    watchdog_after_failures: int | None = None,
+    backoff_initial: float | None = None,
+    backoff_max: float | None = None,
+    backoff_jitter: float | None = None,
+    handshake_timeout: float | None = None,
+    command_timeout: float | None = None,
+    poll_limit: float | None = None,
+    outbox_max_count: int | None = None,
+    outbox_max_bytes: int | None = None,
+) -> list[tuple[str, str]]:
+    """Every problem of these router settings as (setting, rule); [] when start_router would
+    accept them. With watchdog_seconds None, a bad $BLENDWIRE_WATCHDOG_SECONDS is reported."""
+
+def check_engine_url(url: str) -> str | None:
+    """The engine URL rule: http:// or ws:// (no TLS in this build), a host, a valid port, no
+    query. The problem as a rule text ("must start with http:// or ws://, ...") or None."""
+
+def is_loopback(host: str) -> bool:
+    """The one loopback rule (no name lookup): "localhost" or a loopback IP address."""
+
+def log_level_name(value: int | str) -> str:
+    """"DEBUG", "INFO", "WARNING" or "ERROR" for a `logging` level name or number ("WARN" ->
+    "WARNING", "TRACE" -> "DEBUG", "CRITICAL" -> "ERROR"). ValueError("unknown log level ...;
+    use DEBUG, INFO, WARNING or ERROR") otherwise."""
 
 # ---- MCP server ----------------------------------------------------------------------------
 

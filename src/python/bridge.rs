@@ -4,6 +4,7 @@ use super::errors;
 use crate::error::JobError;
 use crate::logbuffer;
 use crate::queue::{self, JobResult, Next, Payload};
+use crate::settings;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use std::cell::RefCell;
@@ -45,9 +46,10 @@ fn set_router_dispatcher(fn_: Option<Py<PyAny>>) {
 }
 
 #[pyfunction]
-#[pyo3(signature = (budget_ms = 8.0))]
-fn tick(py: Python<'_>, budget_ms: f64) -> PyResult<usize> {
+#[pyo3(signature = (budget_ms = None))]
+fn tick(py: Python<'_>, budget_ms: Option<f64>) -> PyResult<usize> {
     let bridge = queue::global();
+    let budget_ms = budget_ms.unwrap_or(settings::DEFAULT_TICK_BUDGET_MS);
     let budget = Duration::from_secs_f64(if budget_ms.is_finite() {
         budget_ms.max(0.0) / 1000.0
     } else {
@@ -109,42 +111,23 @@ fn take_stop_request() -> Option<String> {
 }
 
 #[pyfunction]
-fn set_queue_capacity(capacity: i64) -> PyResult<()> {
-    if !(1..=1_000_000).contains(&capacity) {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "queue capacity must be between 1 and 1000000, got {capacity}"
-        )));
-    }
-    queue::global().set_capacity(capacity as usize);
+#[pyo3(signature = (capacity = None))]
+fn set_queue_capacity(capacity: Option<i64>) -> PyResult<()> {
+    let capacity = match capacity {
+        Some(c) => settings::queue_capacity(c).map_err(|rule| errors::setting("queue_capacity", rule))?,
+        None => settings::DEFAULT_QUEUE_CAPACITY,
+    };
+    queue::global().set_capacity(capacity);
     Ok(())
 }
 
-/// Level of the core's own log records: a `logging` level name or number.
+/// Level of the core's own log records: a `logging` level name or number. Returns the
+/// canonical name ("DEBUG", "INFO", "WARNING" or "ERROR").
 #[pyfunction]
-fn set_log_level(level: &Bound<'_, PyAny>) -> PyResult<()> {
-    let filter = if let Ok(n) = level.extract::<i64>() {
-        match n {
-            i64::MIN..=10 => log::LevelFilter::Debug,
-            11..=20 => log::LevelFilter::Info,
-            21..=30 => log::LevelFilter::Warn,
-            _ => log::LevelFilter::Error,
-        }
-    } else {
-        let name: String = level.extract()?;
-        match name.trim().to_ascii_uppercase().as_str() {
-            "DEBUG" | "TRACE" => log::LevelFilter::Debug,
-            "INFO" => log::LevelFilter::Info,
-            "WARNING" | "WARN" => log::LevelFilter::Warn,
-            "ERROR" | "CRITICAL" => log::LevelFilter::Error,
-            other => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "unknown log level {other:?}; use DEBUG, INFO, WARNING or ERROR"
-                )))
-            }
-        }
-    };
-    log::set_max_level(filter);
-    Ok(())
+fn set_log_level(level: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+    let level = super::settings::log_level(level)?;
+    log::set_max_level(level.filter());
+    Ok(level.name())
 }
 
 /// Hand pending core log records to Python's `logging` now (tick and pump do this themselves).

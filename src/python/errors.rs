@@ -1,7 +1,9 @@
 //! The one mapping of core errors to the Python exceptions of `blendwire.errors`.
 
 use crate::error::{self, ClientError, JobError};
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use crate::router::RouterError;
+use crate::settings::Problem;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -13,6 +15,43 @@ pyo3::import_exception!(blendwire.errors, ProtocolError);
 pyo3::import_exception!(blendwire.errors, ServiceError);
 
 pyo3::import_exception!(blendwire.errors, PortInUse);
+
+/// Settings that break their rules: one ValueError naming each (`"{setting} {rule}"`).
+pub fn settings_error(problems: Vec<Problem>) -> PyErr {
+    let text: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    PyValueError::new_err(text.join("; "))
+}
+
+/// One setting or argument that breaks its rule (the rule text from `crate::settings`).
+pub fn setting(name: &'static str, rule: String) -> PyErr {
+    settings_error(vec![Problem { setting: name, rule }])
+}
+
+/// A value that is a sentence of its own (e.g. an unknown log level).
+pub fn invalid(message: String) -> PyErr {
+    PyValueError::new_err(message)
+}
+
+/// An argument that cannot be converted (to JSON, ...).
+pub fn bad_argument(name: &str, e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!("{name}: {e}"))
+}
+
+pub fn router_error(e: RouterError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+pub fn router_already_running() -> PyErr {
+    ServiceError::new_err("the router is already running; stop_router() first")
+}
+
+pub fn service_not_running() -> PyErr {
+    PyRuntimeError::new_err("the service is not running: start it before watching a process")
+}
+
+pub fn cannot_watch(pid: u32, e: std::io::Error) -> PyErr {
+    PyOSError::new_err(format!("cannot watch process {pid}: {e}"))
+}
 
 pub fn service_error(e: error::ServiceError) -> PyErr {
     match e {

@@ -7,21 +7,19 @@ mod json;
 mod mcp;
 mod router;
 mod service;
+mod settings;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::time::Duration;
 
-/// A duration argument from Python, checked the same way by every binding: more than 0 and at
-/// most 30 days.
-pub(crate) fn seconds(name: &str, value: f64) -> PyResult<Duration> {
-    if value.is_finite() && value > 0.0 && value <= 30.0 * 86_400.0 {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(PyValueError::new_err(format!(
-            "{name} must be a number of seconds above 0 (at most 30 days), got {value}"
-        )))
-    }
+/// A duration argument from Python, checked by the one rule of `crate::settings::seconds`.
+pub(crate) fn seconds(name: &'static str, value: f64) -> PyResult<Duration> {
+    crate::settings::seconds(value).map_err(|rule| errors::setting(name, rule))
+}
+
+/// An optional duration argument: `None` is `default`.
+pub(crate) fn seconds_or(name: &'static str, value: Option<f64>, default: Duration) -> PyResult<Duration> {
+    value.map_or(Ok(default), |v| seconds(name, v))
 }
 
 #[pymodule(name = "_core")]
@@ -33,5 +31,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     client::register(m)?;
     router::register(m)?;
     mcp::register(m)?;
+    settings::register(m)?;
     Ok(())
 }

@@ -1,23 +1,16 @@
 //! Start/stop of the cr8_engine router client.
 
 use super::bridge::emit_logs;
-use super::seconds;
-use crate::backoff::BackoffPolicy;
+use super::{errors, seconds_or};
 use crate::queue;
-use crate::router::{Router, RouterConfig, Shared};
-use crate::watchdog::WatchdogPolicy;
+use crate::router::{Router, Shared};
+use crate::settings::{RouterSettings, DEFAULT_STOP_TIMEOUT};
 use parking_lot::Mutex;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pythonize::depythonize;
-use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// One router per process; the lock also serialises overlapping start/stop calls.
 static ROUTER: Mutex<Option<Router>> = Mutex::new(None);
-
-pyo3::import_exception!(blendwire.errors, ServiceError);
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(start_router, m)?)?;
@@ -30,91 +23,57 @@ pub fn shared() -> Option<Arc<Shared>> {
     ROUTER.lock().as_ref().map(|r| r.shared.clone())
 }
 
-fn count(name: &str, v: i64) -> PyResult<usize> {
-    usize::try_from(v)
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| PyValueError::new_err(format!("{name} must be at least 1, got {v}")))
-}
-
 /// Start the router. `fallback_auth` is sent when the main thread does not answer the auth
-/// request in time (the router dispatcher's "auth" op is asked first, on every attempt).
+/// request in time (the router dispatcher's "auth" op is asked first, on every attempt). Every
+/// setting left `None` takes its default from `crate::settings`.
 #[pyfunction]
-#[pyo3(signature = (url, *, socketio_path = "/ws/socket.io/".to_string(), namespace = "/blender".to_string(),
-                    fallback_auth = None, watchdog_seconds = 300.0, watchdog_after_failures = 5,
-                    backoff_initial = 2.0, backoff_max = 10.0, backoff_jitter = 0.5,
-                    handshake_timeout = 10.0, command_timeout = 1200.0, poll_limit = 3600.0,
-                    outbox_max_count = 1000, outbox_max_bytes = 64 * 1024 * 1024))]
+#[pyo3(signature = (url, *, socketio_path = None, namespace = None, fallback_auth = None,
+                    watchdog_seconds = None, watchdog_after_failures = None, backoff_initial = None,
+                    backoff_max = None, backoff_jitter = None, handshake_timeout = None,
+                    command_timeout = None, poll_limit = None, outbox_max_count = None,
+                    outbox_max_bytes = None))]
 #[allow(clippy::too_many_arguments)]
 fn start_router(
     py: Python<'_>,
     url: String,
-    socketio_path: String,
-    namespace: String,
+    socketio_path: Option<String>,
+    namespace: Option<String>,
     fallback_auth: Option<&Bound<'_, PyAny>>,
-    watchdog_seconds: f64,
-    watchdog_after_failures: i64,
-    backoff_initial: f64,
-    backoff_max: f64,
-    backoff_jitter: f64,
-    handshake_timeout: f64,
-    command_timeout: f64,
-    poll_limit: f64,
-    outbox_max_count: i64,
-    outbox_max_bytes: i64,
+    watchdog_seconds: Option<f64>,
+    watchdog_after_failures: Option<i64>,
+    backoff_initial: Option<f64>,
+    backoff_max: Option<f64>,
+    backoff_jitter: Option<f64>,
+    handshake_timeout: Option<f64>,
+    command_timeout: Option<f64>,
+    poll_limit: Option<f64>,
+    outbox_max_count: Option<i64>,
+    outbox_max_bytes: Option<i64>,
 ) -> PyResult<()> {
-    if !(0.0..=1.0).contains(&backoff_jitter) {
-        return Err(PyValueError::new_err(format!(
-            "backoff_jitter must be between 0 and 1, got {backoff_jitter}"
-        )));
-    }
-    if !namespace.starts_with('/') {
-        return Err(PyValueError::new_err(format!(
-            "namespace must start with '/', got {namespace:?}"
-        )));
-    }
-    let fallback_auth: Value = match fallback_auth {
-        Some(a) if !a.is_none() => depythonize(a).map_err(|e| PyValueError::new_err(format!("fallback_auth: {e}")))?,
-        _ => Value::Object(Default::default()),
-    };
-    // 0 disables the watchdog.
-    let watchdog = if watchdog_seconds == 0.0 {
-        Duration::ZERO
-    } else {
-        seconds("watchdog_seconds", watchdog_seconds)?
-    };
-    let config = RouterConfig {
+    let config = RouterSettings {
         url,
         socketio_path,
         namespace,
-        backoff: BackoffPolicy {
-            initial: seconds("backoff_initial", backoff_initial)?,
-            max: seconds("backoff_max", backoff_max)?,
-            factor: 2.0,
-            jitter: backoff_jitter,
-        },
-        watchdog: WatchdogPolicy {
-            arm_after_failures: u32::try_from(count("watchdog_after_failures", watchdog_after_failures)?)
-                .unwrap_or(u32::MAX),
-            duration: (!watchdog.is_zero()).then_some(watchdog),
-        },
-        handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
-        command_timeout: seconds("command_timeout", command_timeout)?,
-        poll_limit: seconds("poll_limit", poll_limit)?,
-        outbox_max_count: count("outbox_max_count", outbox_max_count)?,
-        outbox_max_bytes: count("outbox_max_bytes", outbox_max_bytes)?,
-        fallback_auth,
-        ..RouterConfig::default()
-    };
+        fallback_auth: super::settings::fallback_auth(fallback_auth)?,
+        watchdog_seconds,
+        watchdog_after_failures,
+        backoff_initial,
+        backoff_max,
+        backoff_jitter,
+        handshake_timeout,
+        command_timeout,
+        poll_limit,
+        outbox_max_count,
+        outbox_max_bytes,
+    }
+    .resolve()
+    .map_err(errors::settings_error)?;
     let result = py.detach(|| {
         let mut slot = ROUTER.lock();
         if slot.is_some() {
-            return Err(ServiceError::new_err(
-                "the router is already running; stop_router() first",
-            ));
+            return Err(errors::router_already_running());
         }
-        let router =
-            Router::start(config, queue::global().clone()).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let router = Router::start(config, queue::global().clone()).map_err(errors::router_error)?;
         *slot = Some(router);
         Ok(())
     });
@@ -124,9 +83,9 @@ fn start_router(
 
 /// Stop the router (closing its connection); true if it was running.
 #[pyfunction]
-#[pyo3(signature = (timeout = 2.0))]
-pub fn stop_router(py: Python<'_>, timeout: f64) -> PyResult<bool> {
-    let timeout = seconds("timeout", timeout)?;
+#[pyo3(signature = (timeout = None))]
+pub fn stop_router(py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+    let timeout = seconds_or("timeout", timeout, DEFAULT_STOP_TIMEOUT)?;
     let stopped = py.detach(|| {
         // Hold the lock until the connection is closed, so an overlapping start cannot open a
         // second one meanwhile.

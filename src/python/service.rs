@@ -1,16 +1,15 @@
 //! Start/stop of the command service, and `status()`.
 
-use super::seconds;
+use super::seconds_or;
 use super::{bridge::emit_logs, errors};
-use crate::framing::Limits;
 use crate::queue;
-use crate::service::{Service, ServiceConfig};
+use crate::service::Service;
+use crate::settings::{ServiceSettings, DEFAULT_STOP_TIMEOUT};
 use parking_lot::Mutex;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pythonize::pythonize;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 static SERVICE: Mutex<Option<Service>> = Mutex::new(None);
 
@@ -30,52 +29,41 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
+/// Start the service; every setting left `None` takes its default from `crate::settings`.
 #[pyfunction]
-#[pyo3(signature = (host = "127.0.0.1".to_string(), port = 6688, commands = Vec::new(), *,
-                    default_timeout = 30.0, max_request_bytes = 64 * 1024 * 1024, max_connections = 256,
-                    read_timeout = 30.0, write_timeout = 30.0, token = None))]
+#[pyo3(signature = (host = None, port = None, commands = Vec::new(), *, default_timeout = None,
+                    max_request_bytes = None, max_connections = None, read_timeout = None,
+                    write_timeout = None, token = None))]
 #[allow(clippy::too_many_arguments)]
 fn start_service(
     py: Python<'_>,
-    host: String,
-    port: i64,
+    host: Option<String>,
+    port: Option<i64>,
     commands: Vec<String>,
-    default_timeout: f64,
-    max_request_bytes: i64,
-    max_connections: i64,
-    read_timeout: f64,
-    write_timeout: f64,
+    default_timeout: Option<f64>,
+    max_request_bytes: Option<i64>,
+    max_connections: Option<i64>,
+    read_timeout: Option<f64>,
+    write_timeout: Option<f64>,
     token: Option<String>,
 ) -> PyResult<(String, u16)> {
-    let port = u16::try_from(port).map_err(|_| {
-        PyValueError::new_err(format!(
-            "port must be between 0 and 65535 (0 picks a free port), got {port}"
-        ))
-    })?;
-    if max_request_bytes < 1024 {
-        return Err(PyValueError::new_err(format!(
-            "max_request_bytes must be at least 1024, got {max_request_bytes}"
-        )));
-    }
-    if max_connections < 1 {
-        return Err(PyValueError::new_err(format!(
-            "max_connections must be at least 1, got {max_connections}"
-        )));
-    }
-    let config = ServiceConfig {
+    // The host rule is left to Service::start, which applies it to the bound address and raises
+    // ServiceError as before; every other rule is a ValueError here.
+    let config = ServiceSettings {
         host,
         port,
         commands,
-        default_timeout: seconds("default_timeout", default_timeout)?,
-        limits: Limits {
-            max_frame_bytes: max_request_bytes as usize,
-            ..Limits::default()
-        },
-        max_connections: max_connections as usize,
-        read_timeout: seconds("read_timeout", read_timeout)?,
-        write_timeout: seconds("write_timeout", write_timeout)?,
+        default_timeout,
+        max_request_bytes,
+        max_connections,
+        read_timeout,
+        write_timeout,
         token,
-    };
+        queue_capacity: None,
+    }
+    .resolve(false)
+    .map_err(errors::settings_error)?
+    .config;
     let result = py.detach(|| {
         let mut slot = SERVICE.lock();
         if let Some(running) = slot.as_ref().filter(|s| s.is_serving()) {
@@ -83,7 +71,7 @@ fn start_service(
         }
         // A service that shut itself down (server_shutdown) is finished off first.
         if let Some(old) = slot.take() {
-            old.stop(Duration::from_secs(2));
+            old.stop(DEFAULT_STOP_TIMEOUT);
         }
         queue::global().clear_stop();
         let service = Service::start(config, queue::global().clone())?;
@@ -97,9 +85,9 @@ fn start_service(
 }
 
 #[pyfunction]
-#[pyo3(signature = (timeout = 2.0))]
-fn stop_service(py: Python<'_>, timeout: f64) -> PyResult<bool> {
-    let timeout = seconds("timeout", timeout)?;
+#[pyo3(signature = (timeout = None))]
+fn stop_service(py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+    let timeout = seconds_or("timeout", timeout, DEFAULT_STOP_TIMEOUT)?;
     let was_serving = py.detach(|| {
         // Hold the lock until the listener is closed: a start that overlaps this stop must not
         // open a second listener while the first is still shutting down.
@@ -119,12 +107,13 @@ fn stop_service(py: Python<'_>, timeout: f64) -> PyResult<bool> {
 #[pyfunction]
 fn stop_when_process_exits(pid: u32) -> PyResult<()> {
     let slot = SERVICE.lock();
-    let service = slot.as_ref().filter(|s| s.is_serving()).ok_or_else(|| {
-        pyo3::exceptions::PyRuntimeError::new_err("the service is not running: start it before watching a process")
-    })?;
+    let service = slot
+        .as_ref()
+        .filter(|s| s.is_serving())
+        .ok_or_else(errors::service_not_running)?;
     service
         .stop_when_process_exits(pid)
-        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot watch process {pid}: {e}")))
+        .map_err(|e| errors::cannot_watch(pid, e))
 }
 
 #[pyfunction]
@@ -148,14 +137,14 @@ fn status(py: Python<'_>) -> PyResult<Py<PyAny>> {
         )
     };
     Ok(pythonize(py, &snapshot)
-        .map_err(|e| PyValueError::new_err(e.to_string()))?
+        .map_err(|e| errors::bad_argument("status", e))?
         .unbind())
 }
 
 /// Everything down: the service, its thread, and any queued job (their callers get `cancelled`).
 #[pyfunction]
-#[pyo3(signature = (timeout = 2.0))]
-fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<()> {
+#[pyo3(signature = (timeout = None))]
+fn shutdown(py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
     stop_service(py, timeout)?;
     super::router::stop_router(py, timeout)?;
     queue::global().cancel_all();

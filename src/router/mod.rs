@@ -52,25 +52,21 @@ pub struct RouterConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
+        use crate::settings as s;
         RouterConfig {
-            url: "http://127.0.0.1:8000".into(),
-            socketio_path: "/ws/socket.io/".into(),
-            namespace: "/blender".into(),
-            backoff: BackoffPolicy {
-                initial: Duration::from_secs(2),
-                max: Duration::from_secs(10),
-                factor: 2.0,
-                jitter: 0.5,
-            },
+            url: s::DEFAULT_ENGINE_URL.into(),
+            socketio_path: s::DEFAULT_SOCKETIO_PATH.into(),
+            namespace: s::DEFAULT_NAMESPACE.into(),
+            backoff: s::DEFAULT_BACKOFF,
             watchdog: WatchdogPolicy::default(),
-            handshake_timeout: Duration::from_secs(10),
-            auth_timeout: Duration::from_secs(5),
-            command_timeout: Duration::from_secs(1200),
-            poll_interval: Duration::from_millis(100),
-            poll_limit: Duration::from_secs(3600),
-            outbox_max_count: 1000,
-            outbox_max_bytes: 64 * 1024 * 1024,
-            remembered_ids: 4096,
+            handshake_timeout: s::DEFAULT_HANDSHAKE_TIMEOUT,
+            auth_timeout: s::DEFAULT_AUTH_TIMEOUT,
+            command_timeout: s::DEFAULT_COMMAND_TIMEOUT,
+            poll_interval: s::DEFAULT_POLL_INTERVAL,
+            poll_limit: s::DEFAULT_POLL_LIMIT,
+            outbox_max_count: s::DEFAULT_OUTBOX_MAX_COUNT,
+            outbox_max_bytes: s::DEFAULT_OUTBOX_MAX_BYTES,
+            remembered_ids: s::DEFAULT_REMEMBERED_IDS,
             fallback_auth: json!({}),
         }
     }
@@ -495,7 +491,8 @@ pub struct Router {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    #[error("bad engine URL {url:?}: {why}; expected e.g. http://127.0.0.1:8000")]
+    /// `why` is a rule text of `settings::engine_url` (it names the URL).
+    #[error("engine URL {why}")]
     BadUrl { url: String, why: String },
     #[error("cannot start the router: {0}")]
     Io(#[from] std::io::Error),

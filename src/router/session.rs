@@ -43,6 +43,7 @@ pub fn websocket_url(base: &str, path: &str) -> Result<String, RouterError> {
 
 impl WsConnector {
     pub fn new(config: &RouterConfig) -> Result<Self, RouterError> {
+        crate::settings::require_engine_url(&config.url)?;
         Ok(WsConnector {
             ws_url: websocket_url(&config.url, &config.socketio_path)?,
             namespace: config.namespace.clone(),

@@ -1,0 +1,612 @@
+//! Every default and every rule of the service, queue and router settings, in one place.
+//!
+//! Callers (the pyo3 layer, the CLI, the add-on) pass what the user gave, `None` for "not set";
+//! [`ServiceSettings::resolve`] and [`RouterSettings::resolve`] fill in the defaults and return
+//! either a config or every [`Problem`]. A problem is a setting name plus a rule text that reads
+//! after any label (`port`, `--port`, "Port"), so each rule is worded once.
+
+use crate::backoff::BackoffPolicy;
+use crate::framing::Limits;
+use crate::router::RouterConfig;
+use crate::service::ServiceConfig;
+use crate::watchdog::WatchdogPolicy;
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 6688;
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Below this even a small `execute_code` request would not fit.
+pub const MIN_REQUEST_BYTES: usize = 1024;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `stop_service`/`stop_router`/`shutdown` wait for their threads by default.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Main-thread time per GUI timer tick.
+pub const DEFAULT_TICK_BUDGET_MS: f64 = 8.0;
+/// Longest duration any setting accepts.
+pub const MAX_SECONDS: f64 = 30.0 * 86_400.0;
+
+pub const DEFAULT_ENGINE_URL: &str = "http://127.0.0.1:8000";
+pub const DEFAULT_SOCKETIO_PATH: &str = "/ws/socket.io/";
+pub const DEFAULT_NAMESPACE: &str = "/blender";
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(300);
+/// Read when `watchdog_seconds` is not given.
+pub const WATCHDOG_ENV: &str = "BLENDWIRE_WATCHDOG_SECONDS";
+pub const DEFAULT_WATCHDOG_AFTER_FAILURES: u32 = 5;
+pub const DEFAULT_BACKOFF: BackoffPolicy = BackoffPolicy {
+    initial: Duration::from_secs(2),
+    max: Duration::from_secs(10),
+    factor: 2.0,
+    jitter: 0.5,
+};
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1200);
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub const DEFAULT_POLL_LIMIT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_OUTBOX_MAX_COUNT: usize = 1000;
+pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_REMEMBERED_IDS: usize = 4096;
+
+/// One setting that breaks its rule: `"{setting} {rule}"` is the whole sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} {rule}")]
+pub struct Problem {
+    pub setting: &'static str,
+    pub rule: String,
+}
+
+/// Every default, by setting name, for help texts and UIs that show them.
+pub fn defaults() -> Value {
+    json!({
+        "host": DEFAULT_HOST,
+        "port": DEFAULT_PORT,
+        "queue_capacity": DEFAULT_QUEUE_CAPACITY,
+        "max_connections": DEFAULT_MAX_CONNECTIONS,
+        "max_request_bytes": DEFAULT_MAX_REQUEST_BYTES,
+        "default_timeout": DEFAULT_TIMEOUT.as_secs_f64(),
+        "read_timeout": DEFAULT_READ_TIMEOUT.as_secs_f64(),
+        "write_timeout": DEFAULT_WRITE_TIMEOUT.as_secs_f64(),
+        "stop_timeout": DEFAULT_STOP_TIMEOUT.as_secs_f64(),
+        "tick_budget_ms": DEFAULT_TICK_BUDGET_MS,
+        "engine_url": DEFAULT_ENGINE_URL,
+        "socketio_path": DEFAULT_SOCKETIO_PATH,
+        "namespace": DEFAULT_NAMESPACE,
+        "watchdog_seconds": DEFAULT_WATCHDOG.as_secs_f64(),
+        "watchdog_env": WATCHDOG_ENV,
+        "watchdog_after_failures": DEFAULT_WATCHDOG_AFTER_FAILURES,
+        "backoff_initial": DEFAULT_BACKOFF.initial.as_secs_f64(),
+        "backoff_max": DEFAULT_BACKOFF.max.as_secs_f64(),
+        "backoff_jitter": DEFAULT_BACKOFF.jitter,
+        "handshake_timeout": DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64(),
+        "auth_timeout": DEFAULT_AUTH_TIMEOUT.as_secs_f64(),
+        "command_timeout": DEFAULT_COMMAND_TIMEOUT.as_secs_f64(),
+        "poll_interval": DEFAULT_POLL_INTERVAL.as_secs_f64(),
+        "poll_limit": DEFAULT_POLL_LIMIT.as_secs_f64(),
+        "outbox_max_count": DEFAULT_OUTBOX_MAX_COUNT,
+        "outbox_max_bytes": DEFAULT_OUTBOX_MAX_BYTES,
+    })
+}
+
+// ---- single rules ---------------------------------------------------------------------------
+
+/// A duration: more than 0 and at most 30 days.
+pub fn seconds(value: f64) -> Result<Duration, String> {
+    if value.is_finite() && value > 0.0 && value <= MAX_SECONDS {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!(
+            "must be a number of seconds above 0 (at most 30 days), got {value}"
+        ))
+    }
+}
+
+/// The watchdog's time: like [`seconds`], or 0 for no watchdog (`None`).
+pub fn watchdog(value: f64) -> Result<Option<Duration>, String> {
+    if value == 0.0 {
+        return Ok(None);
+    }
+    seconds(value)
+        .map(Some)
+        .map_err(|_| format!("must be 0 (no watchdog) or a number of seconds above 0 (at most 30 days), got {value}"))
+}
+
+/// The watchdog time from [`WATCHDOG_ENV`], if set (`Err` names the variable and its value).
+pub fn watchdog_from_env() -> Result<Option<f64>, String> {
+    let Ok(raw) = std::env::var(WATCHDOG_ENV) else {
+        return Ok(None);
+    };
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    raw.trim().parse::<f64>().map(Some).map_err(|_| {
+        format!("(from ${WATCHDOG_ENV}) must be a number of seconds, 0 disables the watchdog, got {raw:?}")
+    })
+}
+
+pub fn port(value: i64) -> Result<u16, String> {
+    u16::try_from(value).map_err(|_| format!("must be between 0 and 65535 (0 picks a free port), got {value}"))
+}
+
+/// A whole number in `min..=max`.
+pub fn count(value: i64, min: usize, max: usize) -> Result<usize, String> {
+    match usize::try_from(value) {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ if max == usize::MAX => Err(format!("must be at least {min}, got {value}")),
+        _ => Err(format!("must be between {min} and {max}, got {value}")),
+    }
+}
+
+pub fn queue_capacity(value: i64) -> Result<usize, String> {
+    count(value, 1, MAX_QUEUE_CAPACITY)
+}
+
+/// The one loopback rule: `localhost`, or a loopback IP address (no name lookup).
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host.eq_ignore_ascii_case("localhost.")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `execute_code` runs any Python: a host other machines can reach needs a token.
+pub fn host(host: &str, token: Option<&str>) -> Result<(), String> {
+    if is_loopback(host) || token.is_some_and(|t| !t.is_empty()) {
+        Ok(())
+    } else {
+        Err(insecure_host(host))
+    }
+}
+
+/// The rule text of [`host`], also used when the bound address turns out not to be loopback.
+pub fn insecure_host(host: &str) -> String {
+    format!(
+        "must be loopback unless there is a token, got {host:?}: anyone who can reach it could run code in \
+         Blender; set BLENDWIRE_TOKEN (clients then send \"token\") or listen on 127.0.0.1"
+    )
+}
+
+pub fn namespace(value: &str) -> Result<(), String> {
+    if value.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!("must start with '/', got {value:?}"))
+    }
+}
+
+pub fn jitter(value: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("must be between 0 and 1, got {value}"))
+    }
+}
+
+/// The engine URL rule: `http://` or `ws://`, a host, an optional valid port, no query.
+/// `Err` is the rule text; `Ok` is the URL trimmed.
+pub fn engine_url(url: &str) -> Result<&str, String> {
+    let trimmed = url.trim();
+    let example = "e.g. http://127.0.0.1:8000";
+    let Some((scheme, rest)) = trimmed.split_once("://") else {
+        return Err(format!("must start with http:// or ws://, {example}, got {url:?}"));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => {}
+        "https" | "wss" => {
+            return Err(format!(
+                "must start with http:// or ws://, got {url:?}: this build has no TLS yet; use http:// on a \
+                 trusted network or a TLS-terminating proxy in front of the engine"
+            ))
+        }
+        _ => return Err(format!("must start with http:// or ws://, {example}, got {url:?}")),
+    }
+    if rest.contains(['?', '#']) || rest.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "must be scheme://host:port with no query, spaces or fragment, {example}, got {url:?}"
+        ));
+    }
+    let authority = rest.split('/').next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, hostport)| hostport);
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => (v6, None),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("must name a host, {example}, got {url:?}"));
+    }
+    if let Some(port) = port.filter(|p| !p.is_empty()) {
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(format!("has a bad port {port:?} (use 1-65535), got {url:?}"));
+        }
+    }
+    Ok(trimmed)
+}
+
+/// [`engine_url`] for the router's connector, which refuses to start on a bad URL.
+pub fn require_engine_url(url: &str) -> Result<(), crate::router::RouterError> {
+    engine_url(url)
+        .map(drop)
+        .map_err(|why| crate::router::RouterError::BadUrl {
+            url: url.to_string(),
+            why,
+        })
+}
+
+/// A `logging` level name or number → "DEBUG", "INFO", "WARNING" or "ERROR".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    pub fn from_number(n: i64) -> LogLevel {
+        match n {
+            i64::MIN..=10 => LogLevel::Debug,
+            11..=20 => LogLevel::Info,
+            21..=30 => LogLevel::Warning,
+            _ => LogLevel::Error,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<LogLevel, String> {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "DEBUG" | "TRACE" => Ok(LogLevel::Debug),
+            "INFO" => Ok(LogLevel::Info),
+            "WARNING" | "WARN" => Ok(LogLevel::Warning),
+            "ERROR" | "CRITICAL" => Ok(LogLevel::Error),
+            other => Err(format!(
+                "unknown log level {other:?}; use DEBUG, INFO, WARNING or ERROR"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+        }
+    }
+
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Warning => log::LevelFilter::Warn,
+            LogLevel::Error => log::LevelFilter::Error,
+        }
+    }
+}
+
+// ---- whole settings -------------------------------------------------------------------------
+
+/// Collects problems while settings are resolved; a broken setting yields its default meanwhile.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn check<T>(&mut self, setting: &'static str, result: Result<T, String>, fallback: T) -> T {
+        result.unwrap_or_else(|rule| {
+            self.problems.push(Problem { setting, rule });
+            fallback
+        })
+    }
+
+    fn seconds(&mut self, setting: &'static str, value: Option<f64>, default: Duration) -> Duration {
+        match value {
+            Some(v) => self.check(setting, seconds(v), default),
+            None => default,
+        }
+    }
+
+    fn count(&mut self, setting: &'static str, value: Option<i64>, min: usize, default: usize) -> usize {
+        match value {
+            Some(v) => self.check(setting, count(v, min, usize::MAX), default),
+            None => default,
+        }
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, Vec<Problem>> {
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.problems)
+        }
+    }
+}
+
+/// The service and queue settings as given; `None` means the default.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceSettings {
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub commands: Vec<String>,
+    pub default_timeout: Option<f64>,
+    pub max_request_bytes: Option<i64>,
+    pub max_connections: Option<i64>,
+    pub read_timeout: Option<f64>,
+    pub write_timeout: Option<f64>,
+    pub token: Option<String>,
+    pub queue_capacity: Option<i64>,
+}
+
+/// What [`ServiceSettings::resolve`] gives: the service's config and the queue's capacity.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub config: ServiceConfig,
+    pub queue_capacity: Option<usize>,
+}
+
+impl ServiceSettings {
+    /// The config with defaults filled in, or every problem. `check_host`: also apply the
+    /// loopback rule here (the service applies it itself when it starts, to the bound address).
+    pub fn resolve(self, check_host: bool) -> Result<Resolved, Vec<Problem>> {
+        let mut c = Checker::default();
+        let host = self.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let port = match self.port {
+            Some(p) => c.check("port", port(p), DEFAULT_PORT),
+            None => DEFAULT_PORT,
+        };
+        let default_timeout = c.seconds("default_timeout", self.default_timeout, DEFAULT_TIMEOUT);
+        let max_frame_bytes = c.count(
+            "max_request_bytes",
+            self.max_request_bytes,
+            MIN_REQUEST_BYTES,
+            DEFAULT_MAX_REQUEST_BYTES,
+        );
+        let max_connections = c.count("max_connections", self.max_connections, 1, DEFAULT_MAX_CONNECTIONS);
+        let read_timeout = c.seconds("read_timeout", self.read_timeout, DEFAULT_READ_TIMEOUT);
+        let write_timeout = c.seconds("write_timeout", self.write_timeout, DEFAULT_WRITE_TIMEOUT);
+        let token = self.token.filter(|t| !t.is_empty());
+        if check_host {
+            c.check("host", self::host(&host, token.as_deref()), ());
+        }
+        let queue_capacity = self
+            .queue_capacity
+            .map(|q| c.check("queue_capacity", queue_capacity(q), DEFAULT_QUEUE_CAPACITY));
+        c.finish(Resolved {
+            config: ServiceConfig {
+                host,
+                port,
+                commands: self.commands,
+                default_timeout,
+                limits: Limits {
+                    max_frame_bytes,
+                    ..Limits::default()
+                },
+                max_connections,
+                read_timeout,
+                write_timeout,
+                token,
+            },
+            queue_capacity,
+        })
+    }
+}
+
+/// The router settings as given; `None` means the default.
+#[derive(Debug, Clone, Default)]
+pub struct RouterSettings {
+    pub url: String,
+    pub socketio_path: Option<String>,
+    pub namespace: Option<String>,
+    pub fallback_auth: Option<Value>,
+    pub watchdog_seconds: Option<f64>,
+    pub watchdog_after_failures: Option<i64>,
+    pub backoff_initial: Option<f64>,
+    pub backoff_max: Option<f64>,
+    pub backoff_jitter: Option<f64>,
+    pub handshake_timeout: Option<f64>,
+    pub command_timeout: Option<f64>,
+    pub poll_limit: Option<f64>,
+    pub outbox_max_count: Option<i64>,
+    pub outbox_max_bytes: Option<i64>,
+}
+
+impl RouterSettings {
+    pub fn resolve(self) -> Result<RouterConfig, Vec<Problem>> {
+        let mut c = Checker::default();
+        c.check("url", engine_url(&self.url).map(drop), ());
+        let namespace = self.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        c.check("namespace", self::namespace(&namespace), ());
+        let watchdog_seconds = match self.watchdog_seconds {
+            Some(v) => Some(v),
+            None => c.check("watchdog_seconds", watchdog_from_env(), None),
+        };
+        let duration = match watchdog_seconds {
+            Some(v) => c.check("watchdog_seconds", watchdog(v), None),
+            None => Some(DEFAULT_WATCHDOG),
+        };
+        let arm_after_failures = match self.watchdog_after_failures {
+            Some(v) => c.check(
+                "watchdog_after_failures",
+                count(v, 1, u32::MAX as usize).map(|n| n as u32),
+                DEFAULT_WATCHDOG_AFTER_FAILURES,
+            ),
+            None => DEFAULT_WATCHDOG_AFTER_FAILURES,
+        };
+        let jitter = match self.backoff_jitter {
+            Some(v) => c.check("backoff_jitter", jitter(v), DEFAULT_BACKOFF.jitter),
+            None => DEFAULT_BACKOFF.jitter,
+        };
+        let backoff = BackoffPolicy {
+            initial: c.seconds("backoff_initial", self.backoff_initial, DEFAULT_BACKOFF.initial),
+            max: c.seconds("backoff_max", self.backoff_max, DEFAULT_BACKOFF.max),
+            factor: DEFAULT_BACKOFF.factor,
+            jitter,
+        };
+        let config = RouterConfig {
+            url: self.url,
+            socketio_path: self.socketio_path.unwrap_or_else(|| DEFAULT_SOCKETIO_PATH.to_string()),
+            namespace,
+            backoff,
+            watchdog: WatchdogPolicy {
+                arm_after_failures,
+                duration,
+            },
+            handshake_timeout: c.seconds("handshake_timeout", self.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT),
+            command_timeout: c.seconds("command_timeout", self.command_timeout, DEFAULT_COMMAND_TIMEOUT),
+            poll_limit: c.seconds("poll_limit", self.poll_limit, DEFAULT_POLL_LIMIT),
+            outbox_max_count: c.count("outbox_max_count", self.outbox_max_count, 1, DEFAULT_OUTBOX_MAX_COUNT),
+            outbox_max_bytes: c.count("outbox_max_bytes", self.outbox_max_bytes, 1, DEFAULT_OUTBOX_MAX_BYTES),
+            fallback_auth: self.fallback_auth.unwrap_or_else(|| json!({})),
+            ..RouterConfig::default()
+        };
+        c.finish(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(s: ServiceSettings) -> Vec<(&'static str, String)> {
+        s.resolve(true)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.setting, p.rule))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_resolve_cleanly() {
+        let r = ServiceSettings::default().resolve(true).unwrap();
+        assert_eq!(r.config.port, DEFAULT_PORT);
+        assert_eq!(r.config.limits.max_frame_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert_eq!(r.queue_capacity, None);
+        let router = RouterSettings {
+            url: DEFAULT_ENGINE_URL.into(),
+            watchdog_seconds: Some(300.0),
+            ..RouterSettings::default()
+        };
+        assert_eq!(router.resolve().unwrap().watchdog, WatchdogPolicy::default());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_rule() {
+        let got = problems(ServiceSettings {
+            port: Some(70000),
+            max_request_bytes: Some(10),
+            max_connections: Some(0),
+            read_timeout: Some(-1.0),
+            queue_capacity: Some(0),
+            host: Some("0.0.0.0".into()),
+            ..ServiceSettings::default()
+        });
+        let names: Vec<_> = got.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "port",
+                "max_request_bytes",
+                "max_connections",
+                "read_timeout",
+                "host",
+                "queue_capacity"
+            ]
+        );
+        assert_eq!(got[0].1, "must be between 0 and 65535 (0 picks a free port), got 70000");
+        assert_eq!(got[1].1, "must be at least 1024, got 10");
+        assert!(got[4].1.contains("BLENDWIRE_TOKEN"), "{}", got[4].1);
+        assert_eq!(got[5].1, "must be between 1 and 1000000, got 0");
+        let with_token = ServiceSettings {
+            host: Some("0.0.0.0".into()),
+            token: Some("t".into()),
+            ..ServiceSettings::default()
+        };
+        assert!(problems(with_token).is_empty());
+    }
+
+    #[test]
+    fn loopback() {
+        for h in ["localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["0.0.0.0", "192.168.1.2", "example.com", "", "::"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn engine_urls() {
+        for ok in [
+            "http://127.0.0.1:8000",
+            "ws://engine:9/",
+            "http://[::1]:80/x",
+            "http://h",
+        ] {
+            assert!(engine_url(ok).is_ok(), "{ok}");
+        }
+        let tls = engine_url("https://h").unwrap_err();
+        assert!(tls.contains("no TLS") && tls.contains("http://"), "{tls}");
+        assert!(engine_url("wss://h").is_err());
+        assert!(engine_url("localhost:8000").unwrap_err().starts_with("must start with"));
+        assert!(engine_url("http://").unwrap_err().contains("host"));
+        assert!(engine_url("http://h:99999").unwrap_err().contains("bad port"));
+        assert!(engine_url("http://h:8000?x=1").is_err());
+        assert!(engine_url("ftp://h").is_err());
+    }
+
+    #[test]
+    fn router_rules() {
+        let bad = RouterSettings {
+            url: "https://h".into(),
+            namespace: Some("blender".into()),
+            watchdog_seconds: Some(-1.0),
+            watchdog_after_failures: Some(0),
+            backoff_initial: Some(0.0),
+            backoff_jitter: Some(2.0),
+            ..RouterSettings::default()
+        };
+        let names: Vec<_> = bad.resolve().unwrap_err().into_iter().map(|p| p.setting).collect();
+        assert_eq!(
+            names,
+            [
+                "url",
+                "namespace",
+                "watchdog_seconds",
+                "watchdog_after_failures",
+                "backoff_jitter",
+                "backoff_initial"
+            ]
+        );
+        let off = RouterSettings {
+            url: "http://h".into(),
+            watchdog_seconds: Some(0.0),
+            ..RouterSettings::default()
+        };
+        assert_eq!(off.resolve().unwrap().watchdog.duration, None);
+    }
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(LogLevel::from_name("warn").unwrap().name(), "WARNING");
+        assert_eq!(LogLevel::from_name("TRACE").unwrap().name(), "DEBUG");
+        assert_eq!(LogLevel::from_name("critical").unwrap().name(), "ERROR");
+        assert_eq!(LogLevel::from_number(50).name(), "ERROR");
+        assert!(LogLevel::from_name("loud")
+            .unwrap_err()
+            .starts_with("unknown log level \"LOUD\""));
+    }
+}
