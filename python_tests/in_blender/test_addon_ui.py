@@ -64,15 +64,16 @@ def test_defaults_are_valid(addon):
     "kw, expected",
     [
         ({"host": ""}, "Host is empty"),
-        ({"host": "0.0.0.0"}, "set a token"),
+        ({"host": "0.0.0.0"}, "Host must be loopback unless there is a token"),
         ({"host": "bad host"}, "contains spaces"),
         ({"port": 80}, "Port 80 is out of range"),
         ({"port": 70000}, "Port 70000 is out of range"),
-        ({"queue_size": 0}, "Queue size 0 is out of range"),
+        ({"queue_size": 0}, "Queue size must be between 1 and 1000000, got 0"),
         ({"tick_budget_ms": 500.0}, "Tick budget 500.0 ms is out of range"),
         ({"watchdog_seconds": -1.0}, "Watchdog -1.0 s is out of range"),
-        ({"engine_url": "localhost:8000"}, "is not like http://host:port"),
-        ({"engine_url": "http://h:99999"}, "bad port"),
+        ({"engine_url": "localhost:8000"}, "Engine URL must start with http:// or ws://"),
+        ({"engine_url": "http://h:99999"}, 'Engine URL has a bad port "99999"'),
+        ({"engine_url": "https://h:8000"}, "this build has no TLS yet"),
         ({"username": "two words"}, "Username must be"),
         ({"token": " secret"}, "Token starts or ends with spaces"),
         ({"log_level": "LOUD"}, "Log level 'LOUD'"),
@@ -116,7 +117,7 @@ def test_start_operator_reports_a_bad_host(addon):
     _, prefs = addon
     prefs.host = "0.0.0.0"
     prefs.token = ""
-    with pytest.raises(RuntimeError, match="set a token"):
+    with pytest.raises(RuntimeError, match="must be loopback unless there is a token"):
         bpy.ops.blendwire.start()
     assert not bw.is_running()
 
