@@ -36,7 +36,6 @@ import multiprocessing as mp
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,9 @@ import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "python_tests"))
+import bwtest  # noqa: E402  (standard library only: raw JSON over a socket, waiting, processes)
+
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 HOST = "127.0.0.1"
 CLIENT_TIMEOUT = 10.0
@@ -66,24 +68,13 @@ EXEC = {"type": "execute_code", "params": {"code": "print(1)"}}
 
 
 def _connect(port):
-    s = socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
+    return bwtest.connect(port, HOST, timeout=CLIENT_TIMEOUT)  # TCP_NODELAY
 
 
 def _roundtrip(sock, payload):
     """Send one request; read until the bytes parse as one JSON object; return it."""
     sock.sendall(payload)
-    buf = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("connection closed before a whole response")
-        buf += chunk
-        try:
-            return json.loads(buf)
-        except ValueError:  # incomplete JSON, or a UTF-8 character split across reads
-            continue
+    return bwtest.read_json(sock, whole=True)[0]
 
 
 def _ok(resp):
@@ -271,10 +262,10 @@ def _worker_multi(args):
                 del state[s]
                 continue
             st[0] += chunk
-            try:
-                resp = json.loads(st[0])
-            except ValueError:
+            parsed = bwtest.parse_one(st[0], whole=True)
+            if parsed is None:
                 continue
+            resp = parsed[0]
             b = perf()
             if _ok(resp):
                 lat.append(b - st[1])
@@ -306,18 +297,10 @@ def _worker_multi(args):
 
 def _read_json_big(sock):
     """The read loop for the 10 MB workload (blendwire and the plain loopback copy alike): chunks
-    into a bytearray; a parse is tried only when the bytes so far end with '}'."""
-    buf = bytearray()
-    while True:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError("connection closed before a whole response")
-        buf += chunk
-        if buf.rstrip().endswith(b"}"):
-            try:
-                return json.loads(buf), len(buf)
-            except ValueError:
-                continue
+    of 1 MiB into a bytearray; a parse is tried only when the bytes so far end with '}'.
+    Returns (response, bytes)."""
+    resp, size, _ = bwtest.read_json(sock, whole=True, recv_size=1 << 20, ends_with=b"}")
+    return resp, size
 
 
 LOOPBACK_SERVER = r"""
@@ -403,28 +386,6 @@ def _median_of(rounds):
 # --------------------------------------------------------------------------------------------
 
 
-def _children(pid):
-    out = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    return out
-
-
-def _descendants(pid):
-    seen, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for c in _children(p):
-            if c not in seen:
-                seen.append(c)
-                todo.append(c)
-    return seen
-
-
 def _comm(pid):
     try:
         with open(f"/proc/{pid}/comm") as f:
@@ -503,7 +464,7 @@ class Server:
     def remember_tree(self):
         if self.proc.poll() is None:  # its name at Popen time may be ours (fork before exec)
             self.known[self.proc.pid] = _comm(self.proc.pid)
-        for pid in _descendants(self.proc.pid):
+        for pid in bwtest.descendants(self.proc.pid):
             if pid not in self.known:
                 self.known[pid] = _comm(pid)
 
@@ -557,19 +518,11 @@ class Server:
             pass
         # Killed processes whose parent went first are reaped by init a moment later: wait for
         # that, so the next workload (and the "other Blender processes" count) starts clean.
-        until = time.monotonic() + 10.0
-        while time.monotonic() < until and any(_alive(p, c) for p, c in self.known.items()):
-            time.sleep(0.02)
+        bwtest.poll_until(lambda: not any(_alive(p, c) for p, c in self.known.items()), 10.0, interval=0.02)
         if self.log is not subprocess.DEVNULL:
             self.log.close()
         if self in LIVE_SERVERS:
             LIVE_SERVERS.remove(self)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def start_blendwire(gui, log_path, timeout=90.0):
@@ -655,7 +608,7 @@ print("[INFO] MCP service will start via addon auto-start mechanism")
 
 
 def start_peer(blender, log_path, script_path, timeout=90.0):
-    port = _free_port()
+    port = bwtest.free_port()
     with open(script_path, "w") as f:
         f.write(peer_script())
     env = dict(os.environ)
@@ -664,20 +617,20 @@ def start_peer(blender, log_path, script_path, timeout=90.0):
     env["BLD_REMOTE_LOG_LEVEL"] = "INFO"  # the CLI's default (mcp_service.log_level or INFO)
     srv = Server("peer", [blender, "--background", "--python", script_path], env, log_path)
     srv.port = port
-    deadline = time.monotonic() + timeout
-    while True:  # ready = a get_scene_info answered (needs the keep-alive loop to be stepping)
+
+    def answers():  # ready = a get_scene_info answered (needs the keep-alive loop to be stepping)
         if srv.proc.poll() is not None:
-            srv.stop()
             raise RuntimeError(f"peer Blender exited with {srv.proc.returncode} (log: {log_path})")
         try:
-            if _ok(_oneshot(port, json.dumps(SCENE).encode())):
-                break
+            return _ok(_oneshot(port, json.dumps(SCENE).encode()))
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            srv.stop()
-            raise RuntimeError(f"peer did not answer within {timeout:.0f} s (log: {log_path})")
-        time.sleep(0.2)
+            return False
+
+    try:
+        bwtest.wait_for(answers, timeout, f"the peer to answer (log: {log_path})", interval=0.2, error=RuntimeError)
+    except BaseException:
+        srv.stop()
+        raise
     srv.remember_tree()
     return srv
 
@@ -854,7 +807,7 @@ def machine_info():
 
 def foreign_load():
     """Load average and Blender processes not started by this run (they skew the numbers)."""
-    mine = {os.getpid()} | set(_descendants(os.getpid()))
+    mine = {os.getpid()} | set(bwtest.descendants(os.getpid()))
     # Zombies do not count: this VM's init reaps exited orphans only now and then.
     others = [
         p
@@ -907,11 +860,22 @@ def _cols(R, key):
     ]
 
 
+def _compare_row(R, label, a, b, digits):
+    """A table row: the cells of workloads `a` and `b` side by side, then a's calls/s ÷ b's
+    (`digits` after the point)."""
+    ra, rb = R.get(a), R.get(b)
+    rt = ratio(ra and ra["median"]["calls_per_s"], rb and rb["median"]["calls_per_s"])
+    return (
+        f"| {label} | "
+        + " | ".join(_cols(R, a))
+        + " | "
+        + " | ".join(_cols(R, b))
+        + f" | {fmt(rt, digits) + '×' if rt else '—'} |"
+    )
+
+
 def render(meta, bench):
     R = bench.results
-
-    def cols(key):
-        return _cols(R, key)
 
     lines = [
         f"Date: {meta['date']} · machine: {meta['machine']['nproc']} CPUs, {meta['machine']['cpu']}, "
@@ -929,48 +893,30 @@ def render(meta, bench):
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for key, label, _kind, _conc in WORKLOADS:
-        bw, pe = R.get(("blendwire", key)), R.get(("peer", key))
-        rt = ratio(bw and bw["median"]["calls_per_s"], pe and pe["median"]["calls_per_s"])
-        lines.append(
-            f"| {label} | "
-            + " | ".join(cols(("blendwire", key)))
-            + " | "
-            + " | ".join(cols(("peer", key)))
-            + f" | {fmt(rt, 0) + '×' if rt else '—'} |"
-        )
+        lines.append(_compare_row(R, label, ("blendwire", key), ("peer", key), 0))
     bw, pe = R.get(("blendwire", "concurrent64_scene")), R.get(("peer", "concurrent64_scene"))
     if bw or pe:
-        rt = ratio(bw and bw["median"]["calls_per_s"], pe and pe["median"]["calls_per_s"])
-        lines.append(
-            f"| {MULTI_PROCS * MULTI_PER_PROC} clients ({MULTI_PROCS} processes × "
-            f"{MULTI_PER_PROC} connections, selectors), persistent, get_scene_info | "
-            + " | ".join(cols(("blendwire", "concurrent64_scene")))
-            + " | "
-            + " | ".join(cols(("peer", "concurrent64_scene")))
-            + f" | {fmt(rt, 0) + '×' if rt else '—'} |"
+        label = (
+            f"{MULTI_PROCS * MULTI_PER_PROC} clients ({MULTI_PROCS} processes × "
+            f"{MULTI_PER_PROC} connections, selectors), persistent, get_scene_info"
         )
+        lines.append(_compare_row(R, label, ("blendwire", "concurrent64_scene"), ("peer", "concurrent64_scene"), 0))
     bc, rc = R.get(("clients", "client_blendwire")), R.get(("clients", "client_blender_remote"))
     if bc or rc:
-        rt = ratio(bc and bc["median"]["calls_per_s"], rc and rc["median"]["calls_per_s"])
-        lines.append(
-            "| Python client libraries on the blendwire server (-b), get_scene_info: "
-            "`blendwire.Client` (left) vs `blender_remote.connect_to_blender()` (right) | "
-            + " | ".join(cols(("clients", "client_blendwire")))
-            + " | "
-            + " | ".join(cols(("clients", "client_blender_remote")))
-            + f" | {fmt(rt, 1) + '×' if rt else '—'} |"
+        label = (
+            "Python client libraries on the blendwire server (-b), get_scene_info: "
+            "`blendwire.Client` (left) vs `blender_remote.connect_to_blender()` (right)"
         )
+        lines.append(_compare_row(R, label, ("clients", "client_blendwire"), ("clients", "client_blender_remote"), 1))
     bm = R.get(("clients", "client_blendwire_many"))
     if bm or rc:
-        rt = ratio(bm and bm["median"]["calls_per_s"], rc and rc["median"]["calls_per_s"])
-        lines.append(
-            f"| same, pipelined: `blendwire.Client.call_many()` in batches of "
+        label = (
+            f"same, pipelined: `blendwire.Client.call_many()` in batches of "
             f"{BATCH['client_blendwire_many']} (left; p50/p99 per batch) vs "
-            "`blender_remote.connect_to_blender()` (right) | "
-            + " | ".join(cols(("clients", "client_blendwire_many")))
-            + " | "
-            + " | ".join(cols(("clients", "client_blender_remote")))
-            + f" | {fmt(rt, 1) + '×' if rt else '—'} |"
+            "`blender_remote.connect_to_blender()` (right)"
+        )
+        lines.append(
+            _compare_row(R, label, ("clients", "client_blendwire_many"), ("clients", "client_blender_remote"), 1)
         )
     lines += render_extra(R)
     lines.append("")
@@ -1014,9 +960,6 @@ def render(meta, bench):
 def render_extra(R):
     """The issue-5 sections: GUI vs the blender-mcp stand-in, main-loop stall, 10 MB, idle."""
 
-    def cols(key):
-        return _cols(R, key)
-
     L = []
     gui_rows = (
         ("persistent_scene", "1 persistent conn., get_scene_info"),
@@ -1037,15 +980,7 @@ def render_extra(R):
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for key, label in gui_rows:
-            a, b = R.get(("gui", key)), R.get(("standin", key))
-            rt = ratio(a and a["median"]["calls_per_s"], b and b["median"]["calls_per_s"])
-            L.append(
-                f"| {label} | "
-                + " | ".join(cols(("gui", key)))
-                + " | "
-                + " | ".join(cols(("standin", key)))
-                + f" | {fmt(rt, 1) + '×' if rt else '—'} |"
-            )
+            L.append(_compare_row(R, label, ("gui", key), ("standin", key), 1))
     st = R.get(("gui", "stall"))
     if st:
         b0, b1 = st["before_flood"], st["after_flood"]
@@ -1462,7 +1397,7 @@ def main():
                 flush=True,
             )
             env = dict(os.environ)
-            env["BENCH_STANDIN_PORT"] = str(_free_port())
+            env["BENCH_STANDIN_PORT"] = str(bwtest.free_port())
             srv = start_marked(
                 "standin",
                 _xvfb([args.blender, "--python", STANDIN]),

@@ -6,6 +6,7 @@ Nothing here sleeps to wait for readiness: every wait polls an observable condit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -33,18 +34,40 @@ EXIT_TIMEOUT = 30.0
 # ---- waiting ---------------------------------------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.005) -> Any:
-    """Poll `predicate` until it returns a truthy value (returned) or `timeout` passes (AssertionError).
-
-    Polls an observable condition with a deadline; never a fixed sleep standing in for readiness."""
+def poll_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.005) -> Any:
+    """Poll `predicate` until it returns a truthy value or `timeout` passes; returns its last value
+    (falsy if the time ran out). Each round: call the predicate, check the deadline, sleep `interval`."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
-        if value:
+        if value or time.monotonic() >= deadline:
             return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.005,
+    error: type[Exception] = AssertionError,
+) -> Any:
+    """Poll `predicate` until it returns a truthy value (returned) or `timeout` passes (`error`,
+    AssertionError unless told: the benches raise RuntimeError).
+
+    Polls an observable condition with a deadline; never a fixed sleep standing in for readiness."""
+    value = poll_until(predicate, timeout, interval)
+    if not value:
+        raise error(f"timed out after {timeout}s waiting for {what}")
+    return value
+
+
+def join_all(threads, timeout: float) -> list[threading.Thread]:
+    """Join `threads` against one common deadline `timeout` seconds away; the ones still alive."""
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return [t for t in threads if t.is_alive()]
 
 
 def free_port() -> int:
@@ -52,6 +75,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def taken_port(backlog: int = 1):
+    """A port on 127.0.0.1 held by a listening socket (no SO_REUSEADDR) for the `with` block: for
+    "the port is taken" tests."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind((HOST, 0))
+        holder.listen(backlog)
+        yield holder.getsockname()[1]
 
 
 def port_is_bindable(port: int, host: str = HOST) -> bool:
@@ -76,35 +109,197 @@ def connection_refused(port: int, host: str = HOST) -> bool:
     return False
 
 
+def connect(port: int, host: str = HOST, timeout: float = 60.0) -> socket.socket:
+    """A plain TCP connection with TCP_NODELAY (as every client here uses) and `timeout` per I/O."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def tcp_sockets(pid="self") -> list[tuple[int, str, int, int]]:
+    """The TCP sockets (IPv4 and IPv6) that process `pid` holds, from /proc: (inode, state, local
+    port, remote port) each, state as /proc/net/tcp writes it ("0A" listening, "01" established)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile, or the directory fd of the listdir itself
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = []
+    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) < 10 or cols[9] not in inodes:
+                continue
+            local, remote = (int(c.rsplit(":", 1)[1], 16) for c in (cols[1], cols[2]))
+            out.append((int(cols[9]), cols[3], local, remote))
+    return out
+
+
 # ---- raw JSON over a socket ------------------------------------------------------------------
 
 _DECODER = json.JSONDecoder()
+_WHITE = " \t\n\r\x0b\x0c"  # what bytes.lstrip() skips
 
 
-def _try_parse(buf: bytes):
-    """(value, bytes consumed) if `buf` starts with one complete JSON value, else None."""
-    stripped = buf.lstrip()
-    if not stripped:
-        return None
-    skipped = len(buf) - len(stripped)
+def parse_values(buf, limit: int) -> tuple[list, int]:
+    """(values, bytes consumed): up to `limit` consecutive JSON values at the start of `buf`, white
+    space before each skipped. An incomplete last value (or UTF-8 character) is left unconsumed."""
     try:
-        text = stripped.decode("utf-8")
+        text = bytes(buf).decode("utf-8")
     except UnicodeDecodeError as e:
         # A UTF-8 character split at the end of the buffer: parse the complete prefix.
-        text = stripped[: e.start].decode("utf-8")
+        text = bytes(buf[: e.start]).decode("utf-8")
+    values, pos, end = [], 0, 0
+    while len(values) < limit:
+        while pos < len(text) and text[pos] in _WHITE:
+            pos += 1
+        try:
+            value, pos = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            break
+        values.append(value)
+        end = pos
+    return values, len(text[:end].encode("utf-8"))
+
+
+def parse_one(buf, whole: bool = False):
+    """(value, bytes consumed) if `buf` holds one complete JSON value, else None.
+
+    whole=False: the value at the start of `buf` (after white space); what follows it is left for
+    the next value (pipelined answers). whole=True: all of `buf` must be exactly one JSON value
+    (json.loads), as a client that sends one request and reads one answer checks."""
+    if whole:
+        try:
+            return json.loads(buf), len(buf)
+        except ValueError:  # incomplete JSON, or a UTF-8 character split across reads
+            return None
+    values, used = parse_values(buf, 1)
+    return (values[0], used) if values else None
+
+
+def _recv_more(sock: socket.socket, data: bytearray, deadline: float | None, recv_size: int) -> None:
+    """One recv appended to `data`. deadline None: the socket's own timeout applies. TimeoutError
+    when nothing came in time, ConnectionError on EOF (both with what was received)."""
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no complete JSON response; received so far: {bytes(data[:500])!r}")
+        sock.settimeout(left)
     try:
-        value, end = _DECODER.raw_decode(text)
-    except json.JSONDecodeError:
-        return None
-    return value, skipped + len(text[:end].encode("utf-8"))
+        chunk = sock.recv(recv_size)
+    except TimeoutError:
+        raise TimeoutError(f"no complete JSON response; received so far: {bytes(data[:500])!r}") from None
+    if not chunk:
+        raise ConnectionError(f"connection closed by the server; received: {bytes(data[:500])!r}")
+    data += chunk
+
+
+def read_json(
+    sock: socket.socket,
+    buf=b"",
+    *,
+    whole: bool = False,
+    timeout: float | None = None,
+    recv_size: int = 65536,
+    ends_with: bytes | None = None,
+):
+    """Read from `sock` (after the bytes already in `buf`) until the bytes parse as one JSON value
+    (`parse_one(.., whole)`). Returns (value, bytes it took, all bytes read): the caller keeps
+    `all[used:]` for the next value.
+
+    timeout: None, each recv waits as long as the socket's own timeout; else one deadline for the
+    whole read. TimeoutError when no complete value came in time; ConnectionError on EOF.
+    recv_size: the size of each recv. ends_with: try a parse only when the bytes so far (right-
+    stripped) end with it, a cheap check for big answers (the benches' 10 MB read)."""
+    data = bytearray(buf)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if data and (ends_with is None or data.rstrip().endswith(ends_with)):
+            parsed = parse_one(data, whole)
+            if parsed is not None:
+                return parsed[0], parsed[1], data
+        _recv_more(sock, data, deadline, recv_size)
+
+
+def read_values(
+    sock: socket.socket, n: int, buf=b"", *, timeout: float | None = None, recv_size: int = 65536
+) -> tuple[list, bytes]:
+    """The next `n` JSON values (pipelined answers) after the bytes in `buf`, and the bytes left
+    over; each byte is parsed once however many answers come in one read. timeout as read_json."""
+    data = bytearray(buf)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    out: list = []
+    while True:
+        if data:
+            values, used = parse_values(data, n - len(out))
+            out += values
+            del data[:used]
+        if len(out) >= n:
+            return out, bytes(data)
+        _recv_more(sock, data, deadline, recv_size)
+
+
+def read_until_eof(sock: socket.socket, timeout: float | None = None) -> tuple[bytes, bool]:
+    """(bytes received, closed): everything the peer sends until it closes (EOF or reset).
+
+    timeout=None: each recv waits as long as the socket's own timeout, and a TimeoutError
+    propagates. Else each recv waits up to `timeout`, no recv starts after `timeout` has passed,
+    and a timeout returns closed=False."""
+    data = b""
+    if timeout is None:
+        deadline = None
+    else:
+        sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except TimeoutError:
+        if deadline is None:
+            raise
+        return data, False
+    except (ConnectionResetError, BrokenPipeError):
+        return data, True
+    return data, False
+
+
+def parse_all(data: bytes, lenient: bool = False) -> list:
+    """Every JSON value in `data` (white space between them skipped).
+
+    lenient=False: bytes that are not UTF-8 or not JSON raise. lenient=True (the soak's count of
+    answers): bad UTF-8 is replaced, and anything unparsable makes the answer []."""
+    text = data.decode("utf-8", "replace" if lenient else "strict")
+    out, pos = [], 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return out
+        try:
+            value, pos = _DECODER.raw_decode(text, pos)
+        except ValueError:
+            if lenient:
+                return []
+            raise
+        out.append(value)
 
 
 class Conn:
     """One raw TCP connection; `read()` accumulates bytes until they parse as one JSON value."""
 
     def __init__(self, port: int, host: str = HOST, timeout: float = 60.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = connect(port, host, timeout)
         self.timeout = timeout
         self.buf = b""
 
@@ -123,24 +318,14 @@ class Conn:
 
     def read(self, timeout: float | None = None) -> Any:
         """The next JSON value from the server. Raises TimeoutError, or ConnectionError on EOF."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            parsed = _try_parse(self.buf)
-            if parsed is not None:
-                value, used = parsed
-                self.buf = self.buf[used:]
-                return value
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no complete JSON response; received so far: {self.buf[:500]!r}")
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                raise TimeoutError(f"no complete JSON response; received so far: {self.buf[:500]!r}") from None
-            if not chunk:
-                raise ConnectionError(f"connection closed by the server; received: {self.buf[:500]!r}")
-            self.buf += chunk
+        return self.read_many(1, timeout)[0]
+
+    def read_many(self, n: int, timeout: float | None = None, recv_size: int = 65536) -> list:
+        """The next `n` JSON values (pipelined answers), all within one deadline `timeout`."""
+        values, self.buf = read_values(
+            self.sock, n, self.buf, timeout=self.timeout if timeout is None else timeout, recv_size=recv_size
+        )
+        return values
 
     def request(self, message, timeout: float | None = None) -> Any:
         self.send(message)
@@ -148,17 +333,9 @@ class Conn:
 
     def at_eof(self, timeout: float) -> bool:
         """True if the server closes this connection (EOF or reset) within `timeout`."""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except TimeoutError:
-            return False
-        except (ConnectionResetError, BrokenPipeError):
-            return True
+        data, closed = read_until_eof(self.sock, timeout)
+        self.buf += data
+        return closed
 
     def close(self) -> None:
         self.sock.close()
@@ -408,33 +585,60 @@ def start_serve(runtime: str, port: int = 0, extra: list[str] | None = None, env
     return sp
 
 
-class FakeServer:
-    """A scripted TCP peer on 127.0.0.1:<free port>: `behaviour(conn_socket, request_bytes)` runs for
-    each connection after its first bytes arrive. Used to test clients against misbehaving services."""
+class Listener:
+    """A TCP listener on 127.0.0.1:`port` (0: a free one) whose thread accepts each connection and
+    hands it to `self.accepted(conn)`; `close()` stops it. Subclasses set their own state before
+    calling this __init__ (the thread starts in it). `poll`: how often the thread checks for close()."""
 
-    def __init__(self, behaviour):
-        self.behaviour = behaviour
+    def __init__(self, port: int = 0, backlog: int = 16, poll: float = 0.05):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((HOST, 0))
-        self.sock.listen(16)
+        self.sock.bind((HOST, port))
+        self.sock.listen(backlog)
         self.port = self.sock.getsockname()[1]
-        self.connections = 0
+        self._poll = poll
         self._stop = threading.Event()
-        self._held = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     def _serve(self):
-        self.sock.settimeout(0.05)
+        self.sock.settimeout(self._poll)
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
             except (TimeoutError, OSError):
                 continue
-            self.connections += 1
-            self._held.append(conn)
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+            self.accepted(conn)
+
+    def accepted(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FakeServer(Listener):
+    """A scripted TCP peer on 127.0.0.1:<free port>: `behaviour(conn_socket, request_bytes)` runs for
+    each connection after its first bytes arrive. Used to test clients against misbehaving services."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.connections = 0
+        self._held = []
+        super().__init__(port=0, backlog=16, poll=0.05)
+
+    def accepted(self, conn):
+        self.connections += 1
+        self._held.append(conn)
+        threading.Thread(target=self._one, args=(conn,), daemon=True).start()
 
     def _one(self, conn):
         try:
@@ -445,17 +649,9 @@ class FakeServer:
             pass
 
     def close(self):
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.sock.close()
+        super().close()
         for c in self._held:
             try:
                 c.close()
             except OSError:
                 pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

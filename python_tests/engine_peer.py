@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -291,26 +290,14 @@ class EnginePeer:
     def wait_reply(self, message_id: str, timeout: float = 30.0, start: int = 0) -> dict:
         """The `command_completed`/`command_failed` record for `message_id`."""
         return self.wait(
-            lambda r: (
-                r["kind"] == "event"
-                and r["event"] in ("command_completed", "command_failed")
-                and isinstance(r["data"], dict)
-                and r["data"].get("message_id") == message_id
-            ),
+            _is_reply_to(message_id),
             timeout,
             f"the reply to {message_id}",
             start,
         )
 
     def replies(self, message_id: str) -> list[dict]:
-        return self.find(
-            lambda r: (
-                r["kind"] == "event"
-                and r["event"] in ("command_completed", "command_failed")
-                and isinstance(r["data"], dict)
-                and r["data"].get("message_id") == message_id
-            )
-        )
+        return self.find(_is_reply_to(message_id))
 
     def wait_connected(self, timeout: float = 30.0, start: int = 0) -> dict:
         """An accepted connect followed by its registry_update; returns the registry_update record."""
@@ -323,45 +310,31 @@ class EnginePeer:
         )
 
 
-class AttemptRecorder:
+def _is_reply_to(message_id: str) -> Callable[[dict], bool]:
+    """A record predicate: the `command_completed`/`command_failed` event for `message_id`."""
+    return lambda r: (
+        r["kind"] == "event"
+        and r["event"] in ("command_completed", "command_failed")
+        and isinstance(r["data"], dict)
+        and r["data"].get("message_id") == message_id
+    )
+
+
+class AttemptRecorder(bwtest.Listener):
     """A TCP listener on `port` that accepts each connection and closes it at once, recording
     `time.monotonic()` per connection: the router's connect attempts, seen from the server side."""
 
     def __init__(self, port: int):
-        self.port = port
         self.times: list[float] = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((HOST, port))
-        self.sock.listen(64)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(port, backlog=64, poll=0.02)
 
-    def _serve(self):
-        self.sock.settimeout(0.02)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            self.times.append(time.monotonic())
-            conn.close()
+    def accepted(self, conn):
+        self.times.append(time.monotonic())
+        conn.close()
 
     def gaps(self) -> list[float]:
         t = list(self.times)
         return [b - a for a, b in zip(t, t[1:], strict=False)]
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 import json
 import signal
-import socket
 import subprocess
 
 import bwtest
@@ -142,10 +141,7 @@ def test_serve_explicit_port(serve_factory):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_serve_port_taken_fails_clearly(runtime):
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen(1)
-        port = holder.getsockname()[1]
+    with bwtest.taken_port() as port:
         sp = bwtest.ServeProcess(["--port", str(port)] + bwtest.RUNTIME_ARGS[runtime])
         rc = sp.wait_exit(timeout=120)
         if rc is None:

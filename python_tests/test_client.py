@@ -1,5 +1,6 @@
 """`blendwire.Client`: one persistent connection, thread-safe, reconnects, one exception per failure."""
 
+import contextlib
 import json
 import os
 import threading
@@ -132,21 +133,29 @@ def test_timeout_then_client_still_correct(server, tmp_flag_dir):
     c.close()
 
 
-@pytest.mark.background
-def test_reconnects_after_server_restart(serve_factory):
+@contextlib.contextmanager
+def _client_of_a_shut_down_server(serve_factory):
+    """(port, client): a background server on a fixed port, a Client connected to it by one call,
+    then the server shut down; the client is closed after the `with` block."""
     port = bwtest.free_port()
     first = serve_factory("background", port=port)
     c = blendwire.Client("127.0.0.1", port, timeout=120)
     try:
         assert c.call("get_polyhaven_status")["enabled"] is False
         first.shutdown()  # server_shutdown from a raw socket; exits 0
+        yield port, c
+    finally:
+        c.close()
+
+
+@pytest.mark.background
+def test_reconnects_after_server_restart(serve_factory):
+    with _client_of_a_shut_down_server(serve_factory) as (port, c):
         assert bwtest.connection_refused(port)
         serve_factory("background", port=port)
         # the old connection is gone; the client notices before sending and reconnects
         assert c.call("execute_code", {"code": "print('second server')"})["result"] == "second server\n"
         assert c.connected
-    finally:
-        c.close()
 
 
 @pytest.mark.background
@@ -324,12 +333,7 @@ def test_connection_lost_when_server_dies_mid_call(serve_factory, tmp_flag_dir):
 @pytest.mark.background
 def test_call_waits_for_a_restarting_server(serve_factory):
     """The server is down when the call starts and comes back within the client's timeout."""
-    port = bwtest.free_port()
-    first = serve_factory("background", port=port)
-    c = blendwire.Client("127.0.0.1", port, timeout=120)
-    try:
-        assert c.call("get_polyhaven_status")["enabled"] is False
-        first.shutdown()
+    with _client_of_a_shut_down_server(serve_factory) as (port, c):
         box = {}
 
         def call():
@@ -345,5 +349,3 @@ def test_call_waits_for_a_restarting_server(serve_factory):
         assert not t.is_alive()
         assert "error" not in box, box
         assert box["result"]["result"] == "back\n"
-    finally:
-        c.close()

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import bwtest
 import pytest
 from blendwire import _core
 from blendwire.errors import ServiceError
@@ -22,30 +23,9 @@ THREADS = 50
 
 def _our_sockets(remote_port=None, pid="self"):
     """(listening, established-to-remote_port) TCP sockets held by process `pid`."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    listening = established = 0
-    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if len(cols) < 10 or cols[9] not in inodes:
-                continue
-            state, remote = cols[3], int(cols[2].rsplit(":", 1)[1], 16)
-            if state == "0A":
-                listening += 1
-            elif state == "01" and remote == remote_port:
-                established += 1
+    socks = bwtest.tcp_sockets(pid)
+    listening = sum(1 for _, state, _, _ in socks if state == "0A")
+    established = sum(1 for _, state, _, remote in socks if state == "01" and remote == remote_port)
     return listening, established
 
 
@@ -141,10 +121,14 @@ def _storm(seconds):
         # load; after it, a fresh one must connect, once.
         before = len([r for r in peer.records if r["kind"] == "connect"])
         _core.start_router(peer.url, handshake_timeout=10.0)
-        deadline = time.monotonic() + 60
-        while len([r for r in peer.records if r["kind"] == "connect"]) == before:
-            assert time.monotonic() < deadline, "no connect after the storm"
+
+        def connected():
+            if len([r for r in peer.records if r["kind"] == "connect"]) != before:
+                return True
             _core.tick(5.0)  # answer the router's auth request, as Blender's main thread would
+            return False
+
+        bwtest.wait_for(connected, 60, "a connect after the storm", interval=0)
         assert _our_sockets(peer.port)[1] == 1
         _core.stop_router(2.0)
         _core.stop_service(2.0)

@@ -81,10 +81,7 @@ def run_threads(fn, n, timeout, what):
     threads = [threading.Thread(target=wrap, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    alive = sum(t.is_alive() for t in threads)
+    alive = len(bwtest.join_all(threads, timeout))
     assert not alive, f"{what}: {alive} of {n} threads still running after {timeout}s"
     return errors
 
@@ -95,17 +92,10 @@ def one_shot_load(port, n):
     for i in range(n):
         with socket.create_connection((bwtest.HOST, port), timeout=30) as s:
             s.sendall(req)
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise AssertionError(f"call {i}: connection closed after {data[:200]!r}")
-                data += chunk
-                try:
-                    resp = json.loads(data)
-                    break
-                except ValueError:
-                    continue
+            try:
+                resp = bwtest.read_json(s, whole=True)[0]
+            except ConnectionError as e:
+                raise AssertionError(f"call {i}: {e}") from None
         assert resp.get("status") == "success", (i, resp)
 
 
@@ -188,35 +178,6 @@ def test_concurrent_persistent_clients(server, clients, calls):
 # ---- hostile input ---------------------------------------------------------------------------------
 
 
-def read_until_eof(sock, timeout):
-    """Everything the server sends until it closes (EOF or reset) within `timeout`, else None."""
-    sock.settimeout(timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-    except TimeoutError:
-        return None
-    except (ConnectionResetError, BrokenPipeError):
-        return data
-    return None
-
-
-def parse_all(data):
-    dec, text, pos, out = json.JSONDecoder(), data.decode("utf-8"), 0, []
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            return out
-        value, pos = dec.raw_decode(text, pos)
-        out.append(value)
-
-
 def test_random_bytes(server):
     """Random bytes (seeded, some with JSON punctuation mixed in), then the client closes its
     side: every answer is a clean error, the connection is closed, nothing runs, and the service
@@ -236,9 +197,9 @@ def test_random_bytes(server):
                 s.shutdown(socket.SHUT_WR)
             except OSError:
                 pass  # the server closed first (e.g. a frame over a limit): read what it said
-            data = read_until_eof(s, 30)
-        assert data is not None, f"blob #{i} ({n} bytes): the connection was not closed after the client's EOF"
-        for resp in parse_all(data):
+            data, closed = bwtest.read_until_eof(s, 30)
+        assert closed, f"blob #{i} ({n} bytes): the connection was not closed after the client's EOF"
+        for resp in bwtest.parse_all(data):
             assert_error(resp)
             answered += 1
     assert answered >= 10, "hardly any junk was answered with an error"
@@ -342,15 +303,10 @@ def test_1000_idle_connections_over_the_limit_get_a_clear_error(server):
             s.settimeout(30)
             s.sendall(req)
         for s in kept:
-            while True:
-                chunk = s.recv(65536)
-                assert chunk, "a connection within the limit was closed"
-                answers[s] += chunk
-                try:
-                    resp = json.loads(answers[s])
-                    break
-                except ValueError:
-                    continue
+            try:
+                resp = bwtest.read_json(s, answers[s], whole=True)[0]
+            except ConnectionError:
+                raise AssertionError("a connection within the limit was closed") from None
             assert_success(resp)
     finally:
         for s in socks:
@@ -538,10 +494,7 @@ def test_server_shutdown_while_8_clients_hammer(serve_factory):
     resp = bwtest.request(sp.port, "server_shutdown", timeout=30)
     assert_success(resp)
     stop.set()
-    deadline = time.monotonic() + 60
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), f"clients hang after server_shutdown: {outcomes}"
+    assert not bwtest.join_all(threads, 60), f"clients hang after server_shutdown: {outcomes}"
     for kind, detail in outcomes:
         assert kind in ("closed", "error"), (kind, detail)
         if kind == "error":

@@ -196,50 +196,22 @@ def bad_input(port, stats, stop):
                             s.sendall(chunk)
                     except OSError:
                         pass
-                    data = _read_close(s)
+                    data = bwtest.read_until_eof(s)[0]
                     return (b"request_too_large" in data, data[:200])
                 s.sendall(make())
                 try:
                     s.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
-                data = _read_close(s)
+                data = bwtest.read_until_eof(s)[0]
             if expect == "error-or-close" and not data.strip():
                 return True, None
-            values = _parse_all(data)
+            values = bwtest.parse_all(data, lenient=True)
             return (bool(values) and all(is_error(v)[0] for v in values), data[:200])
 
         timed(stats, "bad input", one)
         # and a good call right after
         timed(stats, "bad input", lambda: is_success(bwtest.request(port, "get_polyhaven_status", timeout=60)))
-
-
-def _read_close(s):
-    data = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-    except (ConnectionResetError, BrokenPipeError):
-        return data
-
-
-def _parse_all(data):
-    dec, out, pos = json.JSONDecoder(), [], 0
-    text = data.decode("utf-8", "replace")
-    while pos < len(text):
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            break
-        try:
-            value, pos = dec.raw_decode(text, pos)
-        except ValueError:
-            return []
-        out.append(value)
-    return out
 
 
 def socketio_load(peer, stats, stop, restart_every_s, events):
@@ -363,10 +335,7 @@ def main():
             stop.wait(min(1.0, max(0.0, end - time.monotonic())))
     finally:
         stop.set()
-        deadline = time.monotonic() + 120
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in threads if t.is_alive()]
+        stuck = [t.name for t in bwtest.join_all(threads, 120)]
         if stuck:
             notes.append(f"load threads still running after stop: {stuck}")
         rc = None

@@ -43,21 +43,17 @@ def pump_while(fn, watchdog=120.0):
     pump with stop_pump() when `fn` returns or raises. Returns (pump's reason, fn's result).
 
     A watchdog ends a pump that does not return within `watchdog` seconds (then the test fails)."""
-    box = {}
 
     def client():
         try:
-            box["result"] = fn()
-        except BaseException as e:
-            box["error"] = e
+            return fn()
         finally:
             _core.stop_pump()
 
     dog = threading.Timer(watchdog, lambda: _core.stop_pump("watchdog"))
-    t = threading.Thread(target=client, daemon=True)
     dog.start()
     try:
-        t.start()
+        t, box = in_thread(client)
         reason = _core.pump()
     finally:
         dog.cancel()

@@ -4,7 +4,6 @@ status panel's rows (built from `blendwire.status()`), and logging: the core's r
 
 import logging
 import os
-import socket
 
 import addon_utils
 import bpy
@@ -124,18 +123,13 @@ def test_start_operator_reports_a_bad_host(addon):
 
 def test_start_operator_reports_a_taken_port(addon):
     _, prefs = addon
-    taker = socket.socket()
-    taker.bind(("127.0.0.1", 0))
-    taker.listen()
-    try:
-        prefs.port = taker.getsockname()[1]
+    with bwtest.taken_port() as port:
+        prefs.port = port
         if prefs.port < 1024:
             pytest.skip("the OS gave a port below 1024")
         with pytest.raises(RuntimeError, match=f"Port {prefs.port} on 127.0.0.1 is taken"):
             bpy.ops.blendwire.start()
         assert not bw.is_running()
-    finally:
-        taker.close()
 
 
 def test_start_and_stop_operators(addon):

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import threading
 
 import bpy
@@ -404,10 +403,7 @@ def test_stop_service_drops_queued_jobs(core, recorder):
 
 
 def test_start_service_on_taken_port(core):
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen(1)
-        port = holder.getsockname()[1]
+    with bwtest.taken_port() as port:
         with pytest.raises(errors.PortInUse) as e:
             core.start_service("127.0.0.1", port, ["echo"])
     assert str(port) in str(e.value)

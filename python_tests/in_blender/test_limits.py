@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import random
-import socket
 import threading
 import time
 
@@ -34,87 +33,14 @@ def rss_kib(pid="self"):
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
-class Pipe:
-    """A raw connection that pipelines many requests and parses many responses cheaply."""
-
-    _dec = json.JSONDecoder()
-
-    def __init__(self, port, timeout=60.0):
-        self.sock = socket.create_connection((bwtest.HOST, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.text = ""
-        self.raw = b""
-
-    def responses(self, n, timeout=60.0):
-        """Read exactly `n` JSON responses (each a bare JSON object)."""
-        out = []
-        deadline = time.monotonic() + timeout
-        pos = 0
-        while len(out) < n:
-            while len(out) < n:
-                while pos < len(self.text) and self.text[pos] in " \r\n\t":
-                    pos += 1
-                try:
-                    value, end = self._dec.raw_decode(self.text, pos)
-                except json.JSONDecodeError:
-                    break
-                out.append(value)
-                pos = end
-            if len(out) >= n:
-                break
-            self.text = self.text[pos:]
-            pos = 0
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{len(out)} of {n} responses; buffer: {self.text[:300]!r}")
-            self.sock.settimeout(left)
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise ConnectionError(f"closed after {len(out)} of {n} responses")
-            self.raw += chunk
-            try:
-                self.text += self.raw.decode("utf-8")
-                self.raw = b""
-            except UnicodeDecodeError as e:  # a character split between reads
-                self.text += self.raw[: e.start].decode("utf-8")
-                self.raw = self.raw[e.start :]
-        self.text = self.text[pos:]
-        return out
-
-    def close(self):
-        self.sock.close()
-
-
 def join_all(threads, timeout, what):
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    alive = [t.name for t in threads if t.is_alive()]
+    alive = [t.name for t in bwtest.join_all(threads, timeout)]
     assert not alive, f"{what}: {len(alive)} threads still running after {timeout}s (deadlock?): {alive[:5]}"
 
 
 def listening_inodes():
-    """Inodes of this process's sockets that are in LISTEN state (IPv4 and IPv6)."""
-    mine = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            mine.add(int(target[8:-1]))
-    out = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                lines = f.readlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if parts[3] == "0A" and int(parts[9]) in mine:  # 0A = TCP_LISTEN
-                out[int(parts[9])] = int(parts[1].rsplit(":", 1)[1], 16)  # inode -> local port
-    return out
+    """Inodes of this process's sockets that are in LISTEN state (IPv4 and IPv6) -> local port."""
+    return {inode: local for inode, state, local, _ in bwtest.tcp_sockets() if state == "0A"}
 
 
 def fill_queue(port, n, type_="hold", timeout=600.0):
@@ -122,7 +48,7 @@ def fill_queue(port, n, type_="hold", timeout=600.0):
     the connections; their responses come once the main thread runs the jobs."""
     conns = []
     for i in range(n):
-        c = Pipe(port)
+        c = Conn(port)
         c.sock.sendall(json.dumps({"type": type_, "params": {"i": i, "_timeout_seconds": timeout}}).encode())
         conns.append(c)
     wait_for(lambda: _core.status()["bridge"]["queue_depth"] == n, 60, f"{n} queued jobs")
@@ -155,14 +81,14 @@ def flood(port, n_threads, per_thread, batch, type_="echo"):
 
     def run(i):
         try:
-            p = Pipe(port)
+            p = Conn(port)
             got = Tally()
             try:
                 left = per_thread
                 while left:
                     k = min(batch, left)
                     p.sock.sendall(one * k)
-                    for resp in p.responses(k, timeout=120):
+                    for resp in p.read_many(k, timeout=120, recv_size=1 << 20):
                         got.add(resp)
                     left -= k
             finally:
@@ -222,7 +148,7 @@ def test_flood_at_full_queue_gets_busy_at_once_and_memory_stays_bounded(core, re
     # draining works: the 64 held jobs run and their callers get their answers
     assert core.tick(60_000.0) == 0
     for c in held:
-        assert assert_success(c.responses(1, timeout=30)[0])["echo"] == "hold"
+        assert assert_success(c.read(30))["echo"] == "hold"
         c.close()
     assert len(recorder.calls) == 64
     # and the queue takes new work again
@@ -258,20 +184,22 @@ def test_tick_stays_within_budget_plus_one_job_under_a_flood(core, recorder):
     _, port = core.start_service("127.0.0.1", 0, ["work"], default_timeout=600.0)
     held = fill_queue(port, 64, type_="work")
     threads, results = flood(port, 4, 1_000, 50, type_="work")
-    deadline = time.monotonic() + 240
-    ticks = 0
-    while any(t.is_alive() for t in threads) or core.status()["bridge"]["queue_depth"]:
-        assert time.monotonic() < deadline, "the flood was not drained by ticking"
+
+    def drained():
+        if not (any(t.is_alive() for t in threads) or core.status()["bridge"]["queue_depth"]):
+            return True
         tick_no[0] += 1
         core.tick(budget_ms)
-        ticks += 1
+        return False
+
+    wait_for(drained, 240, "the flood to be drained by ticking", interval=0)
     join_all(threads, 60, "flood")
     for r in results:
         assert not isinstance(r, BaseException), r
         assert set(r.counts) <= {("success", None), ("error", "busy")}, r.examples
         assert r.total() == 1_000
     for c in held:
-        assert_success(c.responses(1, timeout=30)[0])
+        assert_success(c.read(30))
         c.close()
 
     per_tick = {}
@@ -345,9 +273,7 @@ def run_storm(core, seconds, fixed, stop_on_double=False):
     threads.append(threading.Thread(target=monitor, name="monitor", daemon=True))
     for t in threads:
         t.start()
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and not (stop_on_double and doubles):
-        threads[-1].join(0.05)
+    bwtest.poll_until(lambda: stop_on_double and doubles, seconds, interval=0.05)
     stop.set()
     join_all(threads, 60, "start/stop storm")
     return starts[0], unexpected, doubles, listener_max[0]
