@@ -15,8 +15,10 @@ import os
 import sys
 import threading
 
+import bpy  # first: importing bpy puts Blender's scripts/modules (addon_utils) on sys.path
+
+# isort: split
 import addon_utils
-import bpy
 
 zip_path, report_path = sys.argv[1], sys.argv[2]
 ext_dir = bpy.utils.user_resource("EXTENSIONS")
