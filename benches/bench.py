@@ -973,7 +973,7 @@ def render_extra(R):
             "(benches/blender_mcp_standin.py, not the real add-on, which is not on PyPI: it "
             "reproduces its documented dispatch — a socket server thread, one "
             "`bpy.app.timers.register` per command from the client thread, the result sent from "
-            "the main thread; protocols.md §2).",
+            "the main thread).",
             "",
             "| workload (GUI, Xvfb) | blendwire calls/s | p50 ms | p99 ms | fail "
             "| STAND-IN calls/s | p50 ms | p99 ms | fail | ratio |",

@@ -2,7 +2,7 @@
 on PyPI). Used only by benches/bench.py, in GUI Blender (`blender --python THIS`, port from
 $BENCH_STANDIN_PORT).
 
-It reproduces the dispatch documented in /work/shared/protocols.md §2: one server socket served by
+It reproduces the add-on's dispatch as its source does it: one server socket served by
 a thread; one thread per client that reads until the bytes parse as JSON, then, for every command,
 `bpy.app.timers.register(wrapper, first_interval=0.0)` from that client thread; the wrapper runs
 the command on Blender's main thread and sends the JSON response from the main thread

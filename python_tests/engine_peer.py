@@ -1,4 +1,4 @@
-"""A cr8_engine-style Socket.IO peer for the router tests (protocols.md §3), and a TCP recorder.
+"""A cr8_engine-style Socket.IO peer for the router tests, and a TCP recorder.
 
 `EnginePeer` runs a real python-socketio AsyncServer (aiohttp) in a SUBPROCESS, so "the server is
 killed" is a real SIGKILL: the listener and every connection vanish at once, as when the engine
@@ -58,7 +58,7 @@ def _peer_main(argv):
             sys.stdout.flush()
 
     state = {"token": args.token}
-    # As the engine: long ping interval/timeout (protocols.md §3).
+    # As cr8_engine does: a long ping interval and timeout.
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         ping_interval=90,
