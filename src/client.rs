@@ -266,7 +266,7 @@ impl Client {
 /// What a response says instead of a `result`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ResponseError {
-    /// `status: error`. `code` is the response's `error_code`, if it has one (the peer's add-on
+    /// `status: error`. `code` is the response's `error_code`, if it has one (BLD Remote MCP
     /// may leave it out).
     #[error("{}", match code { Some(code) => format!("{message} [{code}]"), None => message.clone() })]
     Command {

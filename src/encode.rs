@@ -1,7 +1,7 @@
 //! Responses to bytes: the same compact JSON as `serde_json::to_writer`, written into a buffer
 //! reserved to the exact size first.
 //!
-//! For large answers (a 10 MB `execute_code` stdout, sent twice as the peer does) serde_json's
+//! For large answers (a 10 MB `execute_code` stdout, sent twice as BLD Remote MCP does) serde_json's
 //! byte-at-a-time escaping and the buffer doubling (copies plus page faults on fresh memory) were
 //! most of the I/O thread's time. Here strings are scanned eight bytes at a time and the buffer is
 //! allocated once.

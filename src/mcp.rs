@@ -216,7 +216,7 @@ impl BlenderTools {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
-        // The peer's 1.3.3 add-on has `result` only; `output` is newer.
+        // BLD Remote MCP 1.3.3 answers with `result` only; `output` is newer.
         let stdout = text("stdout")
             .or_else(|| result.get("result").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_default();

@@ -4,14 +4,14 @@ use crate::error::{JobError, RequestError};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
-/// Longest server-side wait a client may ask for with `params._timeout_seconds` (as the peer).
+/// Longest server-side wait a client may ask for with `params._timeout_seconds` (as BLD Remote MCP).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The command the service answers itself, without the main thread.
 pub const SERVER_SHUTDOWN: &str = "server_shutdown";
 
 /// Command name under which legacy `{"code": ...}` / `{"message": ...}` requests reach the
-/// dispatcher; its result is the whole response (the peer's legacy reply has no `status`).
+/// dispatcher; its result is the whole response (BLD Remote MCP's legacy reply has no `status`).
 pub const LEGACY: &str = "_legacy";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +81,7 @@ pub fn parse_request(value: Value) -> Result<Request, RequestError> {
     }
 }
 
-/// The peer's rule for `_timeout_seconds`: a positive number (or numeric string) capped at an
+/// BLD Remote MCP's rule for `_timeout_seconds`: a positive number (or numeric string) capped at an
 /// hour; anything else is the default.
 fn timeout_secs(value: Value) -> Option<Duration> {
     let secs = match value {

@@ -116,7 +116,7 @@ impl Reply {
         }
     }
 
-    /// `code` is one of the original's codes (`COMMAND_NOT_FOUND`, `EXECUTION_FAILED`, ...).
+    /// `code` is one of cr8_engine's codes (`COMMAND_NOT_FOUND`, `EXECUTION_FAILED`, ...).
     pub fn failed(message_id: &str, route: &Value, code: &str, message: &str) -> Reply {
         Reply {
             event: "command_failed",
