@@ -244,10 +244,9 @@ mod tests {
         let data = json!({"message_id": "m", "payload": {"data": {"s": "é\n\"\u{1}".repeat(50), "n": [1.5, -2]}}});
         for ns in ["/", "/blender"] {
             for event in ["command_completed", "odd \"name\""] {
-                assert_eq!(
-                    event_text(&event_prefix(ns), event, &data),
-                    socketio::encode_event(ns, event, &data)
-                );
+                let text = event_text(&event_prefix(ns), event, &data);
+                assert_eq!(text, socketio::encode_event(ns, event, &data));
+                assert_eq!(text.capacity(), text.len(), "sized once, never grown");
             }
         }
     }
