@@ -1,4 +1,4 @@
-//! Exponential backoff with jitter, for every retry loop (client reconnects, router later).
+//! Exponential backoff with jitter, for every retry loop (client reconnects, the router's).
 
 use std::time::Duration;
 
@@ -32,17 +32,12 @@ impl Backoff {
         Backoff { policy, attempt: 0 }
     }
 
-    /// Failures since the last reset.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
-
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
 
     /// The delay before the next attempt (without jitter), then counts the attempt.
-    pub fn base_delay(&mut self) -> Duration {
+    fn base_delay(&mut self) -> Duration {
         let p = &self.policy;
         let exp = p.factor.powi(self.attempt.min(64) as i32);
         self.attempt = self.attempt.saturating_add(1);

@@ -4,12 +4,15 @@
 //! sent, a connection the server has closed meanwhile is detected (a non-blocking peek sees EOF)
 //! and replaced, with backoff and jitter, until the call's timeout; a connection lost after the
 //! request went out is reported as `ConnectionLost`, never retried, since the command may have run.
+//!
+//! What a request looks like (`command_request`, the token) and what a response means
+//! (`outcome`) live here too, so the Python `Client` and `blendwire mcp` read answers alike.
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::ClientError;
 use crate::framing::{Decoder, Limits};
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
@@ -27,6 +30,8 @@ pub struct Client {
     timeout: Duration,
     /// How long to keep trying to (re)connect; at most `timeout`.
     connect_timeout: Duration,
+    /// Sent as `"token"` with every request (services started with a token require it).
+    token: Option<String>,
     conn: Mutex<Option<Conn>>,
 }
 
@@ -48,8 +53,25 @@ impl Client {
             port,
             timeout,
             connect_timeout,
+            token: None,
             conn: Mutex::new(None),
         }
+    }
+
+    /// The client sends `token` with every request; an empty one is none.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// `request` as bytes, with the client's token unless the request carries its own.
+    pub fn encode(&self, mut request: Value) -> Vec<u8> {
+        if let (Some(token), Some(obj)) = (&self.token, request.as_object_mut()) {
+            obj.entry("token").or_insert_with(|| Value::String(token.clone()));
+        }
+        let mut bytes = Vec::new();
+        crate::encode::write_value(&mut bytes, &request);
+        bytes
     }
 
     pub fn host(&self) -> &str {
@@ -136,12 +158,9 @@ impl Client {
         Ok(answers)
     }
 
+    /// Send one request (with the client's token) and return the response object.
     pub fn request(&self, request: &Value) -> Result<Value, ClientError> {
-        let bytes = serde_json::to_vec(request).map_err(|e| ClientError::Protocol {
-            addr: self.addr_text(),
-            detail: e.to_string(),
-        })?;
-        self.request_bytes(&bytes)
+        self.request_bytes(&self.encode(request.clone()))
     }
 
     fn exchange(&self, conn: &mut Conn, request: &[u8], deadline: Instant) -> Result<Value, ClientError> {
@@ -244,6 +263,56 @@ impl Client {
     }
 }
 
+/// What a response says instead of a `result`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResponseError {
+    /// `status: error`. `code` is the response's `error_code`, if it has one (BLD Remote MCP
+    /// may leave it out).
+    #[error("{}", match code { Some(code) => format!("{message} [{code}]"), None => message.clone() })]
+    Command {
+        message: String,
+        code: Option<String>,
+        response: Value,
+    },
+    /// No `status`: whatever answered is not a blendwire / BLD Remote service.
+    #[error("response has no \"status\": {}", excerpt(response, 200))]
+    NoStatus { response: Value },
+}
+
+/// `{"type": command, "params": params}`.
+pub fn command_request(command: &str, params: Value) -> Value {
+    Value::Object(Map::from_iter([
+        ("type".to_string(), Value::String(command.to_string())),
+        ("params".to_string(), params),
+    ]))
+}
+
+/// A response's `result` (moved out, not copied), or what it says instead.
+pub fn outcome(response: Value) -> Result<Value, ResponseError> {
+    let text = |key: &str| response.get(key).and_then(Value::as_str).map(str::to_string);
+    match response.get("status").and_then(Value::as_str) {
+        Some("success") => Ok(match response {
+            Value::Object(mut obj) => obj.remove("result").unwrap_or(Value::Null),
+            _ => Value::Null,
+        }),
+        Some("error") => Err(ResponseError::Command {
+            message: text("message").unwrap_or_else(|| "command failed".to_string()),
+            code: text("error_code"),
+            response,
+        }),
+        _ => Err(ResponseError::NoStatus { response }),
+    }
+}
+
+/// The first `n` characters of `v` as JSON, for messages about an unexpected response.
+pub fn excerpt(v: &Value, n: usize) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(n) {
+        Some((i, _)) => text[..i].to_string(),
+        None => text,
+    }
+}
+
 /// A socket timeout within this much of what is left of the call is left as it is, so that
 /// back-to-back calls need not set it each time (a blocking read or write may end this much
 /// before or after the call's deadline; a read that ends early is retried).
@@ -295,4 +364,57 @@ enum Io {
 
 fn remaining(deadline: Instant) -> Option<Duration> {
     deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn client(token: Option<&str>) -> Client {
+        Client::new("127.0.0.1", 1, Duration::from_secs(1), Duration::from_secs(1))
+            .with_token(token.map(str::to_string))
+    }
+
+    #[test]
+    fn the_token_is_added_unless_the_request_has_one() {
+        let req = command_request("get_scene_info", json!({}));
+        assert_eq!(
+            client(Some("s3")).encode(req.clone()),
+            br#"{"type":"get_scene_info","params":{},"token":"s3"}"#
+        );
+        assert_eq!(client(Some("")).encode(req.clone()), serde_json::to_vec(&req).unwrap());
+        let own = json!({"type": "x", "token": "mine"});
+        assert_eq!(
+            client(Some("s3")).encode(own.clone()),
+            serde_json::to_vec(&own).unwrap()
+        );
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(outcome(json!({"status": "success", "result": [1]})), Ok(json!([1])));
+        assert_eq!(outcome(json!({"status": "success"})), Ok(Value::Null));
+        let failed = json!({"status": "error", "message": "no Cube", "error_code": "not_found"});
+        let e = outcome(failed.clone()).unwrap_err();
+        assert_eq!(e.to_string(), "no Cube [not_found]");
+        assert_eq!(
+            e,
+            ResponseError::Command {
+                message: "no Cube".into(),
+                code: Some("not_found".into()),
+                response: failed
+            }
+        );
+        assert_eq!(
+            outcome(json!({"status": "error"})).unwrap_err().to_string(),
+            "command failed"
+        );
+        let odd = outcome(json!({"result": "x".repeat(500)})).unwrap_err();
+        assert!(matches!(odd, ResponseError::NoStatus { .. }));
+        assert_eq!(
+            odd.to_string().chars().count(),
+            "response has no \"status\": ".len() + 200
+        );
+    }
 }

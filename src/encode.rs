@@ -1,7 +1,7 @@
 //! Responses to bytes: the same compact JSON as `serde_json::to_writer`, written into a buffer
 //! reserved to the exact size first.
 //!
-//! For large answers (a 10 MB `execute_code` stdout, sent twice as the peer does) serde_json's
+//! For large answers (a 10 MB `execute_code` stdout, sent twice as BLD Remote MCP does) serde_json's
 //! byte-at-a-time escaping and the buffer doubling (copies plus page faults on fresh memory) were
 //! most of the I/O thread's time. Here strings are scanned eight bytes at a time and the buffer is
 //! allocated once.
@@ -14,7 +14,8 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
     write(out, v);
 }
 
-fn write(out: &mut Vec<u8>, v: &Value) {
+/// `write_value` for a caller that has reserved `encoded_len(v)` itself (sizing it once).
+pub fn write(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -146,7 +147,8 @@ fn scan(s: &[u8], mut emit: impl FnMut(&[u8], Option<u8>)) {
     emit(&s[start..], None);
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
+/// Append `s` as a JSON string.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     scan(s.as_bytes(), |run, escaped| {
         out.extend_from_slice(run);
@@ -157,7 +159,8 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-fn str_len(s: &str) -> usize {
+/// The exact number of bytes `write_str` produces for `s`.
+pub fn str_len(s: &str) -> usize {
     let mut n = 2;
     scan(s.as_bytes(), |run, escaped| {
         n += run.len() + escaped.and_then(escape).map_or(0, <[u8]>::len)

@@ -1,6 +1,8 @@
 //! Properties checked by the fuzz targets (fuzz/) and, on generated inputs, by `cargo test`
 //! (rust_tests/properties.rs), so that every run exercises them and crashes found by the fuzzer
 //! can be kept as plain regression tests.
+//!
+//! Only built with the `fuzzing` feature, which fuzz/ and the tests turn on: not part of the wheel.
 
 use crate::framing::{Decoder, Limits};
 use crate::router::commands::{parse_command, Reply};

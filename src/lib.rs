@@ -9,6 +9,7 @@ pub mod client;
 pub mod encode;
 pub mod error;
 pub mod framing;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod logbuffer;
 pub mod mcp;

@@ -59,14 +59,23 @@ impl LogBuffer {
         self.records.lock().drain(..).collect()
     }
 
+    /// Records lost because the buffer was full (the main thread did not drain it in time, e.g.
+    /// while a long handler ran).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Relaxed)
     }
 }
 
+static BUFFER: OnceLock<&'static LogBuffer> = OnceLock::new();
+
+/// Records the installed buffer lost so far (0 before `install`), for the status snapshot: a gap
+/// in Python's log should say so.
+pub fn dropped() -> u64 {
+    BUFFER.get().map_or(0, |b| b.dropped())
+}
+
 /// Install the buffer as the process's `log` logger (once; later calls return the same).
 pub fn install() -> &'static LogBuffer {
-    static BUFFER: OnceLock<&'static LogBuffer> = OnceLock::new();
     BUFFER.get_or_init(|| {
         let buffer: &'static LogBuffer = Box::leak(Box::default());
         if log::set_logger(buffer).is_ok() {
@@ -74,4 +83,28 @@ pub fn install() -> &'static LogBuffer {
         }
         buffer
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::Log;
+
+    #[test]
+    fn a_full_buffer_drops_the_oldest_and_counts_them() {
+        let buffer = LogBuffer::default();
+        log::set_max_level(log::LevelFilter::Info);
+        for i in 0..CAPACITY + 3 {
+            buffer.log(
+                &log::Record::builder()
+                    .level(log::Level::Warn)
+                    .target("blendwire::test")
+                    .args(format_args!("{i}"))
+                    .build(),
+            );
+        }
+        assert_eq!(buffer.dropped(), 3);
+        let records = buffer.drain();
+        assert_eq!((records.len(), records[0].message.as_str()), (CAPACITY, "3"));
+    }
 }

@@ -7,7 +7,7 @@
 //! the scene; `execute_code` (and the persist writes) are reported as interrupted instead.
 //! Logs go to stderr: stdout carries the protocol.
 
-use crate::client::Client;
+use crate::client::{self, Client, ResponseError};
 use crate::error::ClientError;
 use base64::Engine as _;
 use rmcp::model::{
@@ -87,7 +87,6 @@ enum Retry {
 
 pub struct BlenderTools {
     client: Arc<Client>,
-    token: Option<String>,
     addr: String,
     loopback: bool,
     timeout: Duration,
@@ -105,13 +104,9 @@ impl BlenderTools {
     pub fn new(config: McpConfig) -> Self {
         let loopback = config.host == "localhost" || config.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         BlenderTools {
-            client: Arc::new(Client::new(
-                &config.host,
-                config.port,
-                config.timeout,
-                config.connect_timeout,
-            )),
-            token: config.token.filter(|t| !t.is_empty()),
+            client: Arc::new(
+                Client::new(&config.host, config.port, config.timeout, config.connect_timeout).with_token(config.token),
+            ),
             addr: format!("{}:{}", config.host, config.port),
             loopback,
             timeout: config.timeout,
@@ -135,12 +130,7 @@ impl BlenderTools {
 
     /// Send `{"type": command, "params": params}`; the `result` of a success response.
     async fn command(&self, command: &str, params: Value, retry: Retry) -> Result<Value, Failure> {
-        let mut request = json!({"type": command, "params": params});
-        if let (Some(token), Some(obj)) = (&self.token, request.as_object_mut()) {
-            obj.insert("token".into(), Value::String(token.clone()));
-        }
-        let bytes =
-            Arc::new(serde_json::to_vec(&request).map_err(|e| Failure(format!("cannot encode the request: {e}")))?);
+        let bytes = Arc::new(self.client.encode(client::command_request(command, params)));
         let mut outcome = self.exchange(Arc::clone(&bytes)).await;
         let mut retried = false;
         if retry == Retry::Once && matches!(outcome, Err(ClientError::ConnectionLost { .. })) {
@@ -154,24 +144,16 @@ impl BlenderTools {
         }
         self.note_reachability(&outcome);
         let response = outcome.map_err(|e| Failure(self.explain(command, e, retry, retried)))?;
-        match response.get("status").and_then(Value::as_str) {
-            Some("success") => Ok(response.get("result").cloned().unwrap_or(Value::Null)),
-            Some("error") => {
-                let message = response
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("command failed");
-                Err(Failure(match response.get("error_code").and_then(Value::as_str) {
-                    Some(code) => format!("{message} [{code}]"),
-                    None => message.to_string(),
-                }))
-            }
-            _ => Err(Failure(format!(
-                "unexpected response from {} (no \"status\"): {}",
-                self.addr,
-                truncate(&response.to_string(), 300)
-            ))),
-        }
+        client::outcome(response).map_err(|e| {
+            Failure(match e {
+                ResponseError::NoStatus { response } => format!(
+                    "unexpected response from {} (no \"status\"): {}",
+                    self.addr,
+                    client::excerpt(&response, 300)
+                ),
+                command_failed => command_failed.to_string(),
+            })
+        })
     }
 
     fn note_reachability(&self, outcome: &Result<Value, ClientError>) {
@@ -234,7 +216,7 @@ impl BlenderTools {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
-        // The peer's 1.3.3 add-on has `result` only; `output` is newer.
+        // BLD Remote MCP 1.3.3 answers with `result` only; `output` is newer.
         let stdout = text("stdout")
             .or_else(|| result.get("result").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_default();
@@ -411,13 +393,6 @@ fn required_str<'a>(args: &'a Map<String, Value>, key: &str) -> Result<&'a str, 
     }
 }
 
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
 fn schema(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
@@ -433,7 +408,7 @@ fn tool(name: &'static str, description: &'static str, input: Value, read_only: 
     Tool::new(name, description, schema(input)).annotate(annotations)
 }
 
-/// The tool list: names and parameters follow the BLD Remote MCP commands (protocols.md §1).
+/// The tool list: names and parameters follow the BLD Remote MCP commands.
 pub fn tools() -> Vec<Tool> {
     let none = || json!({"type": "object", "properties": {}, "additionalProperties": false});
     let key = json!({"type": "string", "minLength": 1, "description": "the key the data is stored under"});

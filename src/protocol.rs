@@ -4,19 +4,20 @@ use crate::error::{JobError, RequestError};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
-/// Longest server-side wait a client may ask for with `params._timeout_seconds` (as the peer).
+/// Longest server-side wait a client may ask for with `params._timeout_seconds` (as BLD Remote MCP).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The command the service answers itself, without the main thread.
 pub const SERVER_SHUTDOWN: &str = "server_shutdown";
 
 /// Command name under which legacy `{"code": ...}` / `{"message": ...}` requests reach the
-/// dispatcher; its result is the whole response (the peer's legacy reply has no `status`).
+/// dispatcher; its result is the whole response (BLD Remote MCP's legacy reply has no `status`).
 pub const LEGACY: &str = "_legacy";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub command: String,
+    /// Without `_timeout_seconds`: that is for the service, not the handler.
     pub params: Map<String, Value>,
     /// From `params._timeout_seconds`; `None` means the service default.
     pub timeout: Option<Duration>,
@@ -37,7 +38,7 @@ pub fn parse_request(value: Value) -> Result<Request, RequestError> {
         Value::Bool(_) => return Err(RequestError::NotAnObject("a boolean")),
         Value::Null => return Err(RequestError::NotAnObject("null")),
     };
-    let params = match obj.remove("params") {
+    let mut params = match obj.remove("params") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(p)) => p,
         Some(_) => return Err(RequestError::Invalid(
@@ -47,7 +48,8 @@ pub fn parse_request(value: Value) -> Result<Request, RequestError> {
     };
     match obj.remove("type") {
         Some(Value::String(command)) => {
-            let timeout = timeout_param(&params);
+            // shift_remove: the handler sees the other params in the order they were sent.
+            let timeout = params.shift_remove("_timeout_seconds").and_then(timeout_secs);
             Ok(Request {
                 command,
                 params,
@@ -79,10 +81,10 @@ pub fn parse_request(value: Value) -> Result<Request, RequestError> {
     }
 }
 
-/// The peer's rule: a positive number (or numeric string) capped at an hour; anything else is
-/// the default.
-fn timeout_param(params: &Map<String, Value>) -> Option<Duration> {
-    let secs = match params.get("_timeout_seconds")? {
+/// BLD Remote MCP's rule for `_timeout_seconds`: a positive number (or numeric string) capped at an
+/// hour; anything else is the default.
+fn timeout_secs(value: Value) -> Option<Duration> {
+    let secs = match value {
         Value::Number(n) => n.as_f64()?,
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
@@ -125,6 +127,15 @@ mod tests {
     }
 
     #[test]
+    fn the_handler_gets_the_params_without_timeout_seconds_in_their_order() {
+        for t in [json!(5), json!("soon"), json!(null)] {
+            let r =
+                parse_request(json!({"type": "x", "params": {"a": 1, "_timeout_seconds": t, "b": 2, "c": 3}})).unwrap();
+            assert_eq!(r.params.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        }
+    }
+
+    #[test]
     fn timeout_rules_follow_the_peer() {
         let t = |v: Value| {
             parse_request(json!({"type": "x", "params": {"_timeout_seconds": v}}))
@@ -145,6 +156,9 @@ mod tests {
         assert_eq!(r.params["code"], "print(1)");
         let r = parse_request(json!({"message": "hi"})).unwrap();
         assert_eq!(r.params["message"], "hi");
+        // Legacy requests have no params: a `_timeout_seconds` beside them is not looked at.
+        let r = parse_request(json!({"code": "x", "params": {"_timeout_seconds": 5}})).unwrap();
+        assert_eq!((r.params.len(), r.timeout), (1, None));
     }
 
     #[test]

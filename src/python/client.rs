@@ -1,7 +1,7 @@
 //! `blendwire._core.Client`: the blocking client, GIL released during I/O.
 
 use super::errors;
-use crate::client::Client;
+use crate::client::{self, Client, ResponseError};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
@@ -15,8 +15,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyclass(name = "Client", module = "blendwire._core", frozen)]
 struct PyClient {
     inner: Client,
-    /// Sent as `"token"` with every request (services started with a token require it).
-    token: Option<String>,
 }
 
 fn to_json(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
@@ -27,32 +25,21 @@ fn to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
     Ok(super::json::to_py(py, v)?.unbind())
 }
 
+/// `{"type": type, "params": params}` as bytes, with the client's token.
+fn command_bytes(client: &Client, r#type: &str, params: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
+    let params = match params {
+        Some(p) if !p.is_none() => to_json(p, "params")?,
+        _ => Value::Object(Map::new()),
+    };
+    if !params.is_object() {
+        return Err(PyTypeError::new_err("params must be a dict"));
+    }
+    Ok(client.encode(client::command_request(r#type, params)))
+}
+
 impl PyClient {
-    fn request_value(&self, r#type: &str, params: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
-        let params = match params {
-            Some(p) if !p.is_none() => to_json(p, "params")?,
-            _ => Value::Object(Map::new()),
-        };
-        if !params.is_object() {
-            return Err(PyTypeError::new_err("params must be a dict"));
-        }
-        Ok(Value::Object(Map::from_iter([
-            ("type".to_string(), Value::String(r#type.to_string())),
-            ("params".to_string(), params),
-        ])))
-    }
-
-    /// The request as bytes, with the client's token.
-    fn encode(&self, request: &mut Value) -> PyResult<Vec<u8>> {
-        if let (Some(token), Some(obj)) = (&self.token, request.as_object_mut()) {
-            obj.entry("token").or_insert_with(|| Value::String(token.clone()));
-        }
-        serde_json::to_vec(request).map_err(|e| PyValueError::new_err(e.to_string()))
-    }
-
-    fn send(&self, py: Python<'_>, request: &mut Value) -> PyResult<Value> {
-        let bytes = self.encode(request)?;
-        py.detach(|| self.inner.request_bytes(&bytes))
+    fn send(&self, py: Python<'_>, bytes: &[u8]) -> PyResult<Value> {
+        py.detach(|| self.inner.request_bytes(bytes))
             .map_err(errors::client_error)
     }
 }
@@ -82,17 +69,16 @@ impl PyClient {
                 port,
                 Duration::from_secs_f64(timeout),
                 Duration::from_secs_f64(connect_timeout),
-            ),
-            token: token.filter(|t| !t.is_empty()),
+            )
+            .with_token(token),
         })
     }
 
     /// Send `{"type": type, "params": params}`; return `result`, or raise CommandError.
     #[pyo3(signature = (r#type, params = None))]
     fn call(&self, py: Python<'_>, r#type: &str, params: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        let mut request = self.request_value(r#type, params)?;
-        let response = self.send(py, &mut request)?;
-        result_of(py, &response)
+        let bytes = command_bytes(&self.inner, r#type, params)?;
+        result_of(py, self.send(py, &bytes)?)
     }
 
     /// Pipelined calls: `calls` is a sequence of `(type, params)` (or `type` alone); returns the
@@ -113,15 +99,14 @@ impl PyClient {
                     _ => return Err(bad_call(i)),
                 }
             };
-            let mut request = self.request_value(&r#type, params.as_ref())?;
-            requests.push(self.encode(&mut request)?);
+            requests.push(command_bytes(&self.inner, &r#type, params.as_ref())?);
         }
         let responses = py
             .detach(|| self.inner.request_many(&requests))
             .map_err(errors::client_error)?;
         let out = PyList::empty(py);
         let mut first_error = None;
-        for response in &responses {
+        for response in responses {
             match result_of(py, response) {
                 Ok(v) => out.append(v)?,
                 Err(e) if return_errors => out.append(e.into_value(py))?,
@@ -138,11 +123,11 @@ impl PyClient {
 
     /// Send any JSON object; return the whole response.
     fn request(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let mut message = to_json(message, "message")?;
+        let message = to_json(message, "message")?;
         if !message.is_object() {
             return Err(PyTypeError::new_err("message must be a dict"));
         }
-        let response = self.send(py, &mut message)?;
+        let response = self.send(py, &self.inner.encode(message))?;
         to_py(py, &response)
     }
 
@@ -181,26 +166,19 @@ impl PyClient {
 }
 
 /// A response's `result`, or the CommandError / ProtocolError it stands for.
-fn result_of(py: Python<'_>, response: &Value) -> PyResult<Py<PyAny>> {
-    match response.get("status").and_then(Value::as_str) {
-        Some("success") => to_py(py, response.get("result").unwrap_or(&Value::Null)),
-        Some("error") => {
-            let message = response
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("command failed")
-                .to_string();
-            let code = response
-                .get("error_code")
-                .and_then(Value::as_str)
-                .unwrap_or("command_error")
-                .to_string();
-            Err(errors::command_error(message, code, to_py(py, response)?))
-        }
-        _ => Err(errors::ProtocolError::new_err(format!(
-            "response has no \"status\": {}",
-            truncate(&response.to_string(), 200)
-        ))),
+fn result_of(py: Python<'_>, response: Value) -> PyResult<Py<PyAny>> {
+    match client::outcome(response) {
+        Ok(result) => to_py(py, &result),
+        Err(ResponseError::Command {
+            message,
+            code,
+            response,
+        }) => Err(errors::command_error(
+            message,
+            code.unwrap_or_else(|| "command_error".to_string()),
+            to_py(py, &response)?,
+        )),
+        Err(e @ ResponseError::NoStatus { .. }) => Err(errors::ProtocolError::new_err(e.to_string())),
     }
 }
 
@@ -208,11 +186,4 @@ fn bad_call(index: usize) -> PyErr {
     PyTypeError::new_err(format!(
         "call_many: item {index} must be a command type or a (type, params) pair, e.g. (\"get_object_info\", {{\"name\": \"Cube\"}})"
     ))
-}
-
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }

@@ -25,6 +25,19 @@ pub struct BadCommand {
     pub message: String,
 }
 
+impl Command {
+    /// The router dispatcher's params for this command. `params` is moved out, not copied
+    /// (json! would deep-copy it).
+    pub fn take_job_params(&mut self) -> Map<String, Value> {
+        Map::from_iter([
+            ("addon_id".to_string(), Value::String(self.addon_id.clone())),
+            ("command".to_string(), Value::String(self.command.clone())),
+            ("params".to_string(), Value::Object(std::mem::take(&mut self.params))),
+            ("message_id".to_string(), Value::String(self.message_id.clone())),
+        ])
+    }
+}
+
 pub fn parse_command(payload: &Value) -> Result<Command, BadCommand> {
     let obj = payload.as_object();
     let field = |k: &str| obj.and_then(|o| o.get(k));
@@ -103,7 +116,7 @@ impl Reply {
         }
     }
 
-    /// `code` is one of the original's codes (`COMMAND_NOT_FOUND`, `EXECUTION_FAILED`, ...).
+    /// `code` is one of cr8_engine's codes (`COMMAND_NOT_FOUND`, `EXECUTION_FAILED`, ...).
     pub fn failed(message_id: &str, route: &Value, code: &str, message: &str) -> Reply {
         Reply {
             event: "command_failed",
@@ -122,8 +135,9 @@ impl Reply {
         }
     }
 
+    /// Bytes of the body as sent, counted without writing it out.
     fn size(&self) -> usize {
-        self.body.to_string().len()
+        crate::encode::encoded_len(&self.body)
     }
 }
 
@@ -257,6 +271,74 @@ mod tests {
         assert_eq!(bad.body["type"], "command_failed");
         assert_eq!(bad.body["payload"]["status"], "error");
         assert_eq!(bad.body["payload"]["data"]["error_code"], "COMMAND_NOT_FOUND");
+    }
+
+    #[test]
+    fn job_params_move_the_command_params() {
+        let mut c = parse_command(&json!({
+            "message_id": "m", "addon_id": "a", "command": "c", "params": {"x": [1]}
+        }))
+        .unwrap();
+        let params = c.take_job_params();
+        assert_eq!(
+            Value::Object(params),
+            json!({"addon_id": "a", "command": "c", "params": {"x": [1]}, "message_id": "m"})
+        );
+        assert!(c.params.is_empty());
+    }
+
+    #[test]
+    fn reply_size_is_its_encoded_length() {
+        let r = Reply::completed("m", &json!("agent"), json!({"s": "é\n\"".repeat(10)}));
+        assert_eq!(r.size(), r.body.to_string().len());
+    }
+
+    /// The main thread's conversion of a handler's result failed (Python: `{"obj": object()}`):
+    /// the core alone answers `UNSERIALIZABLE_RESULT`, with the conversion's message.
+    #[test]
+    fn an_unserializable_result_is_unserializable_result() {
+        use crate::error::JobError;
+        use crate::queue::Bridge;
+        use crate::router::{RouterConfig, Shared};
+        use std::sync::Arc;
+        use std::time::Duration;
+        // What the pyo3 bridge reports for `{"obj": object()}`.
+        const UNSUPPORTED: &str = "unsupported type object; handlers must return JSON data \
+                                   (dict with str keys, list, str, int, float, bool, None)";
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let reply = rt.block_on(async {
+            let bridge = Arc::new(Bridge::new(8));
+            let shared = Shared::new(RouterConfig::default(), bridge.clone());
+            shared.on_command(Some(&json!({"message_id": "m", "addon_id": "a", "command": "c"})));
+            tokio::time::timeout(Duration::from_secs(10), async {
+                let job = loop {
+                    match bridge.try_next() {
+                        Some(job) => break job,
+                        None => tokio::task::yield_now().await,
+                    }
+                };
+                bridge.run(job, |_| Err(JobError::Unserializable(UNSUPPORTED.into())));
+                loop {
+                    match shared.pop_reply() {
+                        Some(reply) => break reply,
+                        None => tokio::task::yield_now().await,
+                    }
+                }
+            })
+            .await
+            .expect("a reply")
+        });
+        assert_eq!(reply.event, "command_failed");
+        let payload = &reply.body["payload"];
+        assert_eq!(payload["error_code"], "UNSERIALIZABLE_RESULT");
+        assert_eq!(
+            payload["message"],
+            format!("the handler's result cannot be sent as JSON: {UNSUPPORTED}")
+        );
     }
 
     #[test]

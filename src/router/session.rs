@@ -4,6 +4,7 @@
 //! is what lets the manager see every drop at once and own every retry.
 
 use super::{ConnectError, Connector, Link, LinkEnd, RouterConfig, RouterError, Shared};
+use crate::encode;
 use crate::socketio::{self, Packet};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -93,6 +94,7 @@ impl WsConnector {
         Ok(WsLink {
             ws,
             namespace: self.namespace.clone(),
+            event_prefix: event_prefix(&self.namespace),
             ping_window,
         })
     }
@@ -129,13 +131,15 @@ async fn next_packet(ws: &mut Ws) -> Result<Packet, ConnectError> {
 pub struct WsLink {
     ws: Ws,
     namespace: String,
+    /// What every event sent on the namespace starts with: `42/ns,`.
+    event_prefix: String,
     /// Silence longer than the server's ping interval + timeout means the connection is dead.
     ping_window: Duration,
 }
 
 impl WsLink {
     async fn emit(&mut self, event: &str, data: &Value) -> Result<(), LinkEnd> {
-        send(&mut self.ws, socketio::encode_event(&self.namespace, event, data))
+        send(&mut self.ws, event_text(&self.event_prefix, event, data))
             .await
             .map_err(LinkEnd::Dropped)
     }
@@ -143,7 +147,7 @@ impl WsLink {
     /// Send every queued reply, oldest first; one that fails goes back to the front.
     async fn flush(&mut self, shared: &Shared) -> Result<(), LinkEnd> {
         while let Some(reply) = shared.pop_reply() {
-            let text = socketio::encode_event(&self.namespace, reply.event, &reply.body);
+            let text = event_text(&self.event_prefix, reply.event, &reply.body);
             if let Err(e) = send(&mut self.ws, text).await {
                 shared.unpop_reply(reply);
                 return Err(LinkEnd::Dropped(e));
@@ -186,6 +190,28 @@ impl WsLink {
     }
 }
 
+/// `42/ns,` (`42` on the default namespace), as `socketio::encode_event` starts an event.
+fn event_prefix(namespace: &str) -> String {
+    match namespace {
+        "/" => "42".to_string(),
+        ns => format!("42{ns},"),
+    }
+}
+
+/// What `socketio::encode_event` writes, with `data` serialised once straight into the text:
+/// encode_event first copies `data` into a json! array, and a reply can be megabytes.
+fn event_text(prefix: &str, event: &str, data: &Value) -> String {
+    let mut out = Vec::with_capacity(prefix.len() + encode::str_len(event) + encode::encoded_len(data) + 3);
+    out.extend_from_slice(prefix.as_bytes());
+    out.push(b'[');
+    encode::write_str(&mut out, event);
+    out.push(b',');
+    encode::write(&mut out, data);
+    out.push(b']');
+    // Always UTF-8 (it was written from strs); the lossy path only keeps this free of a panic.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 impl Link for WsLink {
     async fn run(mut self, shared: Arc<Shared>) -> LinkEnd {
         match self.serve(&shared).await {
@@ -212,5 +238,17 @@ mod tests {
         assert!(websocket_url("127.0.0.1:8000", "/x/").is_err());
         assert!(websocket_url("ftp://h", "/x/").is_err());
         assert!(websocket_url("https://h", "/x/").is_err());
+    }
+
+    #[test]
+    fn event_text_is_what_socketio_encodes() {
+        let data = json!({"message_id": "m", "payload": {"data": {"s": "é\n\"\u{1}".repeat(50), "n": [1.5, -2]}}});
+        for ns in ["/", "/blender"] {
+            for event in ["command_completed", "odd \"name\""] {
+                let text = event_text(&event_prefix(ns), event, &data);
+                assert_eq!(text, socketio::encode_event(ns, event, &data));
+                assert_eq!(text.capacity(), text.len(), "sized once, never grown");
+            }
+        }
     }
 }
