@@ -12,6 +12,7 @@ use crate::framing::{Decoder, Limits};
 use crate::metrics::ServiceMetrics;
 use crate::protocol::{self, parse_request, Request, SERVER_SHUTDOWN};
 use crate::queue::{Bridge, JobResult, Payload};
+use crate::shutdown::{Controller, Shutdown, StopReason};
 use serde_json::{json, Value};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 pub use crate::settings::DEFAULT_PORT;
 
@@ -66,7 +67,7 @@ impl Default for ServiceConfig {
 pub struct Service {
     runtime: Option<tokio::runtime::Runtime>,
     addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
+    shutdown: Controller,
     pub metrics: Arc<ServiceMetrics>,
     started: Instant,
     bridge: Arc<Bridge>,
@@ -84,7 +85,6 @@ struct Ctx {
     write_timeout: Duration,
     token: Option<String>,
     metrics: Arc<ServiceMetrics>,
-    shutdown: watch::Sender<bool>,
 }
 
 impl Service {
@@ -125,7 +125,7 @@ impl Service {
             let _guard = runtime.enter();
             TcpListener::from_std(listener)?
         };
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = Controller::new();
         let metrics = Arc::new(ServiceMetrics::default());
         let mut known: Vec<String> = config
             .commands
@@ -146,9 +146,10 @@ impl Service {
             write_timeout: config.write_timeout,
             token: config.token.filter(|t| !t.is_empty()),
             metrics: metrics.clone(),
-            shutdown: shutdown.clone(),
         });
-        runtime.spawn(accept_loop(listener, ctx, shutdown_rx));
+        if let Some(handle) = shutdown.handle() {
+            runtime.spawn(accept_loop(listener, ctx, handle));
+        }
         log::info!("command service listening on {addr}");
         Ok(Service {
             runtime: Some(runtime),
@@ -163,17 +164,23 @@ impl Service {
     /// Ask the main thread to stop (reason "parent exited") when process `pid` exits. The wait
     /// runs on the service's I/O thread; it ends with the service.
     pub fn stop_when_process_exits(&self, pid: u32) -> std::io::Result<()> {
-        let Some(rt) = &self.runtime else { return Ok(()) };
+        let (Some(rt), Some(mut shutdown)) = (&self.runtime, self.shutdown.handle()) else {
+            return Ok(());
+        };
         let fd = crate::parentwatch::open(pid)?;
         let bridge = self.bridge.clone();
         let _guard = rt.enter(); // AsyncFd registers with this runtime's reactor
         rt.spawn(async move {
-            if let Err(e) = crate::parentwatch::exited(fd).await {
-                log::warn!("cannot watch process {pid}: {e}");
-                return;
+            tokio::select! {
+                exited = crate::parentwatch::exited(fd) => match exited {
+                    Ok(()) => {
+                        log::info!("process {pid} exited: stopping");
+                        bridge.request_stop(StopReason::ParentExited);
+                    }
+                    Err(e) => log::warn!("cannot watch process {pid}: {e}"),
+                },
+                _ = shutdown.signalled() => {}
             }
-            log::info!("process {pid} exited: stopping");
-            bridge.request_stop("parent exited");
         });
         Ok(())
     }
@@ -188,7 +195,7 @@ impl Service {
 
     /// False once stopped or after a `server_shutdown` command (the listener is closed then).
     pub fn is_serving(&self) -> bool {
-        !*self.shutdown.borrow()
+        !self.shutdown.is_signalled()
     }
 
     /// Close the listener and every connection, and end the I/O thread (bounded wait).
@@ -198,17 +205,17 @@ impl Service {
     }
 
     fn stop_inner(&mut self, timeout: Duration) {
-        self.shutdown.send_replace(true);
+        let Some(rt) = self.runtime.take() else { return };
         // Connections end at once on the signal, after writing any answer already computed;
-        // give them a moment to do so before their tasks are dropped.
-        let until = Instant::now() + timeout / 2;
-        while self.metrics.connections_open.get() > 0 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(1));
+        // they get half the time to do so before their tasks are dropped.
+        if !self.shutdown.stop_and_wait(&rt, timeout / 2) {
+            log::warn!(
+                "command service on {}: some connections did not close in time",
+                self.addr
+            );
         }
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(timeout);
-            log::info!("command service on {} stopped", self.addr);
-        }
+        rt.shutdown_timeout(timeout);
+        log::info!("command service on {} stopped", self.addr);
     }
 }
 
@@ -218,7 +225,7 @@ impl Drop for Service {
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -226,7 +233,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::
                     let open = ctx.metrics.connections_open.get();
                     if open >= ctx.max_connections as i64 {
                         log::warn!("refusing connection from {peer}: {open} connections open");
-                        tokio::spawn(refuse(stream, ctx.clone()));
+                        tokio::spawn(refuse(stream, ctx.clone(), shutdown.clone()));
                         continue;
                     }
                     log::debug!("connection from {peer} opened");
@@ -239,13 +246,14 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown.signalled() => break,
         }
     }
     // The listener is dropped here, so the port is free as soon as the shutdown is signalled.
 }
 
-async fn refuse(mut stream: TcpStream, ctx: Arc<Ctx>) {
+/// `_shutdown`: held until the answer is written, so a stop waits for it.
+async fn refuse(mut stream: TcpStream, ctx: Arc<Ctx>, _shutdown: Shutdown) {
     let e = RequestError::TooManyConnections {
         limit: ctx.max_connections,
     };
@@ -320,13 +328,13 @@ struct Connection {
     /// When the request now being received started to arrive.
     partial_since: Option<Instant>,
     ctx: Arc<Ctx>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     /// For the close line in the log (every way out of `run` ends in Drop).
     peer: SocketAddr,
 }
 
 impl Connection {
-    fn new(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) -> Self {
+    fn new(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, shutdown: Shutdown) -> Self {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
         ctx.metrics.connections_open.add(1);
@@ -345,7 +353,7 @@ impl Connection {
     }
 
     async fn run(mut self) {
-        if *self.shutdown.borrow() {
+        if self.shutdown.is_signalled() {
             return;
         }
         let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -386,8 +394,8 @@ impl Connection {
                 None | Some(Step::Reply(_)) | Some(Step::Close) => return,
                 Some(Step::ReplyThenShutdown(_)) => {
                     log::info!("server_shutdown received: stopping the service");
-                    self.ctx.bridge.request_stop("shutdown");
-                    self.ctx.shutdown.send_replace(true);
+                    self.ctx.bridge.request_stop(StopReason::Shutdown);
+                    self.shutdown.signal();
                     return;
                 }
                 Some(Step::ReplyThenClose(_)) => {
@@ -429,7 +437,7 @@ impl Connection {
         let stalled_at = self.partial_since.map(|t| t + self.ctx.read_timeout);
         tokio::select! {
             biased;
-            _ = self.shutdown.changed() => false,
+            _ = self.shutdown.signalled() => false,
             read = self.rd.read(&mut self.chunk) => match read {
                 Ok(0) => {
                     self.eof = true;
@@ -550,7 +558,7 @@ impl Connection {
                 biased;
                 reply = &mut *rx => return Waited::Done(reply.unwrap_or(Err(JobError::Cancelled))),
                 _ = &mut timer => return Waited::TimedOut,
-                _ = self.shutdown.changed() => return Waited::Shutdown,
+                _ = self.shutdown.signalled() => return Waited::Shutdown,
                 // A client that closes while its request waits has given up on it (BLD Remote
                 // clients never half-close), so its job is not run.
                 read = self.rd.read(&mut self.chunk), if can_read => match read {

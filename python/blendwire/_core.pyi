@@ -43,8 +43,8 @@ def pump() -> str:
     string was given to stop_pump. Python signal handlers get to run at least every 100 ms, so
     KeyboardInterrupt (or an exception raised by a SIGTERM handler) propagates out of pump()."""
 
-def stop_pump(reason: str = "stopped") -> None:
-    """Make a running (or the next) pump() return `reason`. Thread-safe."""
+def stop_pump(reason: str | None = None) -> None:
+    """Make a running (or the next) pump() return `reason` (None: "stopped"). Thread-safe."""
 
 def take_stop_request() -> str | None:
     """GUI: the pending stop reason ("shutdown" after a server_shutdown command), cleared on read;

@@ -13,6 +13,7 @@ use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::JobError;
 use crate::metrics::Counter;
 use crate::queue::{Bridge, JobResult, Payload, RouterOp};
+use crate::shutdown::{Controller, Shutdown, StopReason};
 use crate::watchdog::{Watchdog, WatchdogEvent, WatchdogPolicy};
 use commands::{parse_command, Command, Outbox, Reply, SeenIds};
 use parking_lot::Mutex;
@@ -20,7 +21,7 @@ use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Key of the marker a Python handler returns for a command still running (`check_is_finished`).
@@ -414,7 +415,7 @@ async fn watchdog_expiry(w: &mut Watchdog, url: &str) {
 }
 
 /// The connection state machine. Returns when stopped or when the watchdog fired.
-pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut stop: Shutdown) {
     let url = shared.config.url.clone();
     let mut backoff = Backoff::new(shared.config.backoff);
     let mut watchdog = Watchdog::new(shared.config.watchdog);
@@ -425,7 +426,7 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
         shared.set_state(ConnState::Connecting { attempt });
         let outcome = tokio::select! {
             outcome = async { connector.connect(shared.auth().await).await } => outcome,
-            _ = stop.changed() => break 'outer false,
+            _ = stop.signalled() => break 'outer false,
             _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
         };
         match outcome {
@@ -442,7 +443,7 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
                 shared.set_state(ConnState::Connected { since: Instant::now() });
                 let end = tokio::select! {
                     end = link.run(shared.clone()) => end,
-                    _ = stop.changed() => break 'outer false,
+                    _ = stop.signalled() => break 'outer false,
                 };
                 log::warn!("lost the connection to {url}: {end}; reconnecting");
                 *shared.last_error.lock() = Some(end.to_string());
@@ -468,7 +469,7 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
         });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => break 'outer false,
+            _ = stop.signalled() => break 'outer false,
             _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
         }
     };
@@ -476,7 +477,7 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
         log::error!("watchdog fired: no connection to {url}; saving the .blend file and closing Blender");
         shared.set_state(ConnState::GaveUp);
         *shared.watchdog_fires_at.lock() = None;
-        shared.bridge.request_stop("watchdog");
+        shared.bridge.request_stop(StopReason::Watchdog);
     } else {
         shared.set_state(ConnState::Stopped);
     }
@@ -485,7 +486,7 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
 /// A running router: its own I/O thread, stopped on drop.
 pub struct Router {
     runtime: Option<tokio::runtime::Runtime>,
-    stop: watch::Sender<bool>,
+    stop: Controller,
     pub shared: Arc<Shared>,
 }
 
@@ -508,8 +509,10 @@ impl Router {
             .enable_time()
             .build()?;
         let shared = Shared::new(config, bridge);
-        let (stop, stop_rx) = watch::channel(false);
-        runtime.spawn(run_manager(connector, shared.clone(), stop_rx));
+        let stop = Controller::new();
+        if let Some(handle) = stop.handle() {
+            runtime.spawn(run_manager(connector, shared.clone(), handle));
+        }
         Ok(Router {
             runtime: Some(runtime),
             stop,
@@ -522,8 +525,12 @@ impl Router {
     }
 
     fn stop_inner(&mut self, timeout: Duration) {
-        self.stop.send_replace(true);
         if let Some(rt) = self.runtime.take() {
+            // The manager ends at once on the signal (closing the connection); command tasks
+            // still waiting for the main thread are dropped with the runtime.
+            if !self.stop.stop_and_wait(&rt, timeout / 2) {
+                log::warn!("the router did not stop in time");
+            }
             rt.shutdown_timeout(timeout);
         }
         if self.shared.state() != ConnState::GaveUp {
