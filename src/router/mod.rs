@@ -541,6 +541,6 @@ impl Router {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        self.stop_inner(Duration::from_secs(2));
+        self.stop_inner(crate::settings::DEFAULT_STOP_TIMEOUT);
     }
 }
