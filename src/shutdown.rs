@@ -84,6 +84,16 @@ impl Shutdown {
     }
 }
 
+/// A read-only view of the stop signal, for readers outside the runtime (status).
+#[derive(Debug, Clone)]
+pub struct Signalled(watch::Receiver<bool>);
+
+impl Signalled {
+    pub fn get(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
 /// Held by the owner of a runtime (the service, the router): hands out [`Shutdown`] handles,
 /// signals the stop and waits for the tasks.
 #[derive(Debug)]
@@ -121,6 +131,11 @@ impl Controller {
 
     pub fn is_signalled(&self) -> bool {
         *self.signal.borrow()
+    }
+
+    /// A view of the signal that does not count as a task (it never delays the stop).
+    pub fn signalled(&self) -> Signalled {
+        Signalled(self.signal.subscribe())
     }
 
     pub fn signal(&self) {

@@ -38,12 +38,19 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 #[pyfunction]
 fn set_dispatcher(fn_: Option<Py<PyAny>>) {
-    *DISPATCHER.lock() = fn_;
+    replace(&DISPATCHER, fn_);
 }
 
 #[pyfunction]
 fn set_router_dispatcher(fn_: Option<Py<PyAny>>) {
-    *ROUTER_DISPATCHER.lock() = fn_;
+    replace(&ROUTER_DISPATCHER, fn_);
+}
+
+/// Swap a dispatcher; the old one is dropped after the lock is released, since dropping a Python
+/// object can run Python code (`__del__`), which might set a dispatcher again.
+fn replace(slot: &Mutex<Option<Py<PyAny>>>, new: Option<Py<PyAny>>) {
+    let old = std::mem::replace(&mut *slot.lock(), new);
+    drop(old);
 }
 
 #[pyfunction]

@@ -12,7 +12,7 @@ use crate::framing::Limits;
 use crate::metrics::ServiceMetrics;
 use crate::protocol::SERVER_SHUTDOWN;
 use crate::queue::Bridge;
-use crate::shutdown::{Controller, StopReason};
+use crate::shutdown::{Controller, Signalled, StopReason};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,11 +63,35 @@ impl Default for ServiceConfig {
 /// A running service. Dropping it stops it.
 pub struct Service {
     runtime: Option<tokio::runtime::Runtime>,
-    addr: SocketAddr,
     shutdown: Controller,
     pub metrics: Arc<ServiceMetrics>,
-    started: Instant,
+    info: Arc<ServiceInfo>,
     bridge: Arc<Bridge>,
+}
+
+/// What readers (status, the bound address) need of a service: shareable without the `Service`
+/// itself, so a reader never waits for whoever holds the service (e.g. to stop it).
+#[derive(Debug)]
+pub struct ServiceInfo {
+    addr: SocketAddr,
+    started: Instant,
+    stopped: Signalled,
+    pub metrics: Arc<ServiceMetrics>,
+}
+
+impl ServiceInfo {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// False once stopped or after a `server_shutdown` command (the listener is closed then).
+    pub fn is_serving(&self) -> bool {
+        !self.stopped.get()
+    }
 }
 
 /// What every task of one service shares.
@@ -149,12 +173,17 @@ impl Service {
             runtime.spawn(listener::accept_loop(listener, ctx, handle));
         }
         log::info!("command service listening on {addr}");
+        let info = Arc::new(ServiceInfo {
+            addr,
+            started: Instant::now(),
+            stopped: shutdown.signalled(),
+            metrics: metrics.clone(),
+        });
         Ok(Service {
             runtime: Some(runtime),
-            addr,
             shutdown,
             metrics,
-            started: Instant::now(),
+            info,
             bridge,
         })
     }
@@ -183,12 +212,16 @@ impl Service {
         Ok(())
     }
 
+    pub fn info(&self) -> Arc<ServiceInfo> {
+        self.info.clone()
+    }
+
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.info.addr
     }
 
     pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
+        self.info.uptime()
     }
 
     /// False once stopped or after a `server_shutdown` command (the listener is closed then).
@@ -209,11 +242,11 @@ impl Service {
         if !self.shutdown.stop_and_wait(&rt, timeout / 2) {
             log::warn!(
                 "command service on {}: some connections did not close in time",
-                self.addr
+                self.addr()
             );
         }
         rt.shutdown_timeout(timeout);
-        log::info!("command service on {} stopped", self.addr);
+        log::info!("command service on {} stopped", self.addr());
     }
 }
 
