@@ -77,7 +77,7 @@ fn start(plan: Vec<Attempt>, then: Attempt) -> Harness {
     *script.plan.lock() = plan.into();
     *script.then.lock() = Some(then);
     let bridge = Arc::new(Bridge::new(64));
-    // No main thread here: the auth request times out at once and the env fallback is used.
+    // No main thread here: the auth request times out at once and fallback_auth ({}) is sent.
     let config = RouterConfig {
         auth_timeout: Duration::from_millis(1),
         ..RouterConfig::default()

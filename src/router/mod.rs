@@ -37,7 +37,7 @@ pub struct RouterConfig {
     pub watchdog: WatchdogPolicy,
     /// Websocket + Engine.IO + namespace handshake, per attempt.
     pub handshake_timeout: Duration,
-    /// How long the main thread may take to answer the auth request before env values are used.
+    /// How long the main thread may take to answer the auth request before `fallback_auth` is sent.
     pub auth_timeout: Duration,
     /// Deadline of a command's main-thread job.
     pub command_timeout: Duration,
@@ -251,8 +251,20 @@ impl Shared {
             .await
         {
             Ok(v) if v.is_object() => v,
-            Ok(_) | Err(_) => {
-                log::warn!("the main thread did not provide the engine auth in time; using the environment's");
+            other => {
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(v) => format!("the auth handler returned {}, not an object", json_kind(&v)),
+                };
+                // Name the keys only: the values are credentials.
+                let sent = match self.config.fallback_auth.as_object() {
+                    Some(o) if !o.is_empty() => {
+                        let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+                        format!("the fallback auth (keys {})", keys.join(", "))
+                    }
+                    _ => "an empty auth {}".to_string(),
+                };
+                log::warn!("no engine auth from the main thread ({why}); sending {sent}");
                 self.config.fallback_auth.clone()
             }
         }
@@ -314,6 +326,17 @@ impl Shared {
                 tokio::spawn(run_command(self.clone(), cmd));
             }
         }
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
