@@ -421,13 +421,17 @@ impl RouterSettings {
         c.check("url", engine_url(&self.url).map(drop), ());
         let namespace = self.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
         c.check("namespace", self::namespace(&namespace), ());
-        let watchdog_seconds = match self.watchdog_seconds {
-            Some(v) => Some(v),
-            None => c.check("watchdog_seconds", watchdog_from_env(), None),
-        };
-        let duration = match watchdog_seconds {
+        let duration = match self.watchdog_seconds {
             Some(v) => c.check("watchdog_seconds", watchdog(v), None),
-            None => Some(DEFAULT_WATCHDOG),
+            None => match c.check("watchdog_seconds", watchdog_from_env(), None) {
+                // Say where a bad value came from: the caller's label names the argument.
+                Some(v) => c.check(
+                    "watchdog_seconds",
+                    watchdog(v).map_err(|rule| format!("(from ${WATCHDOG_ENV}) {rule}")),
+                    None,
+                ),
+                None => Some(DEFAULT_WATCHDOG),
+            },
         };
         let arm_after_failures = match self.watchdog_after_failures {
             Some(v) => c.check(
