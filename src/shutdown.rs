@@ -86,9 +86,9 @@ impl Shutdown {
 
 /// A read-only view of the stop signal, for readers outside the runtime (status).
 #[derive(Debug, Clone)]
-pub struct Signalled(watch::Receiver<bool>);
+pub struct StopFlag(watch::Receiver<bool>);
 
-impl Signalled {
+impl StopFlag {
     pub fn get(&self) -> bool {
         *self.0.borrow()
     }
@@ -134,8 +134,8 @@ impl Controller {
     }
 
     /// A view of the signal that does not count as a task (it never delays the stop).
-    pub fn signalled(&self) -> Signalled {
-        Signalled(self.signal.subscribe())
+    pub fn flag(&self) -> StopFlag {
+        StopFlag(self.signal.subscribe())
     }
 
     pub fn signal(&self) {

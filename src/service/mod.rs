@@ -12,7 +12,7 @@ use crate::framing::Limits;
 use crate::metrics::ServiceMetrics;
 use crate::protocol::SERVER_SHUTDOWN;
 use crate::queue::Bridge;
-use crate::shutdown::{Controller, Signalled, StopReason};
+use crate::shutdown::{Controller, StopFlag, StopReason};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,7 +75,7 @@ pub struct Service {
 pub struct ServiceInfo {
     addr: SocketAddr,
     started: Instant,
-    stopped: Signalled,
+    stopped: StopFlag,
     pub metrics: Arc<ServiceMetrics>,
 }
 
@@ -176,7 +176,7 @@ impl Service {
         let info = Arc::new(ServiceInfo {
             addr,
             started: Instant::now(),
-            stopped: shutdown.signalled(),
+            stopped: shutdown.flag(),
             metrics: metrics.clone(),
         });
         Ok(Service {
