@@ -317,6 +317,10 @@ fn server_shutdown_answers_then_closes_listener_and_stops_the_pump() {
     wait_until("the listener to close", || TcpListener::bind(addr).is_ok());
     assert!(at_eof(&mut idle), "other connections are closed");
     assert!(!svc.is_serving());
+    assert!(
+        !svc.info().is_serving(),
+        "readers' view of the service follows the shutdown"
+    );
 }
 
 #[test]
