@@ -3,12 +3,12 @@
 
 use blendwire::queue::Bridge;
 use blendwire::router::{run_manager, ConnState, ConnectError, Connector, Link, LinkEnd, RouterConfig, Shared};
+use blendwire::shutdown::{Controller, StopReason};
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// What the scripted engine does on each attempt.
@@ -68,7 +68,7 @@ struct Harness {
     script: Arc<Script>,
     shared: Arc<Shared>,
     bridge: Arc<Bridge>,
-    stop: watch::Sender<bool>,
+    stop: Controller,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -77,14 +77,15 @@ fn start(plan: Vec<Attempt>, then: Attempt) -> Harness {
     *script.plan.lock() = plan.into();
     *script.then.lock() = Some(then);
     let bridge = Arc::new(Bridge::new(64));
-    // No main thread here: the auth request times out at once and the env fallback is used.
+    // No main thread here: the auth request times out at once and fallback_auth ({}) is sent.
     let config = RouterConfig {
         auth_timeout: Duration::from_millis(1),
         ..RouterConfig::default()
     };
     let shared = Shared::new(config, bridge.clone());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run_manager(FakeEngine(script.clone()), shared.clone(), stop_rx));
+    let stop = Controller::new();
+    let handle = stop.handle().expect("not stopped yet");
+    let task = tokio::spawn(run_manager(FakeEngine(script.clone()), shared.clone(), handle));
     Harness {
         script,
         shared,
@@ -144,7 +145,8 @@ async fn retries_with_growing_jittered_gaps_then_the_watchdog_saves_and_quits() 
         "retries stopped while the watchdog was armed"
     );
     tokio::time::sleep_until(fires_at + Duration::from_millis(10)).await;
-    assert_eq!(h.bridge.take_stop().as_deref(), Some("watchdog"));
+    assert_eq!(h.bridge.take_stop(), Some(StopReason::Watchdog));
+    assert_eq!(StopReason::Watchdog.as_str(), "watchdog");
     assert_eq!(h.shared.state(), ConnState::GaveUp);
     assert!(h.task.is_finished());
 }
@@ -207,9 +209,12 @@ async fn flapping_server_never_leads_to_a_quit() {
 
 #[tokio::test(start_paused = true)]
 async fn stop_ends_the_manager_from_any_state() {
-    let h = start(vec![], Attempt::Refuse);
+    let mut h = start(vec![], Attempt::Refuse);
     advance(5).await;
-    h.stop.send_replace(true);
+    assert!(
+        h.stop.stop(Duration::from_secs(1)).await,
+        "manager stops promptly (its handle dropped)"
+    );
     let task = h.task;
     tokio::time::timeout(Duration::from_secs(1), task)
         .await
@@ -230,8 +235,8 @@ async fn disabled_watchdog_never_fires() {
     };
     config.watchdog.duration = None;
     let shared = Shared::new(config, bridge.clone());
-    let (_stop, rx) = watch::channel(false);
-    tokio::spawn(run_manager(FakeEngine(script), shared.clone(), rx));
+    let stop = Controller::new();
+    tokio::spawn(run_manager(FakeEngine(script), shared.clone(), stop.handle().unwrap()));
     for _ in 0..20 {
         advance(100).await;
         while bridge.try_next().is_some() {}

@@ -313,10 +313,14 @@ fn server_shutdown_answers_then_closes_listener_and_stops_the_pump() {
         got[0],
         json!({"status": "success", "result": {"message": "Server shutdown initiated"}})
     );
-    assert!(matches!(bridge.next_job(WAIT, Duration::ZERO), Next::Stop(r) if r == "shutdown"));
+    assert!(matches!(bridge.next_job(WAIT, Duration::ZERO), Next::Stop(r) if r.as_str() == "shutdown"));
     wait_until("the listener to close", || TcpListener::bind(addr).is_ok());
     assert!(at_eof(&mut idle), "other connections are closed");
     assert!(!svc.is_serving());
+    assert!(
+        !svc.info().is_serving(),
+        "readers' view of the service follows the shutdown"
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Host name → socket address, the same way for the service and the client.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 /// The first address of `host:port`, preferring IPv4 as the BLD Remote peer does
 /// ("localhost" → 127.0.0.1). The error says why, for the caller's message.
@@ -12,4 +12,29 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .or(addrs.first())
         .copied()
         .ok_or_else(|| "no address found".to_string())
+}
+
+/// The one loopback rule: `localhost`, or a loopback IP address. No name lookup, so it answers at
+/// once for any string (the service also checks the address it bound).
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host.eq_ignore_ascii_case("localhost.")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback() {
+        for h in ["localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["0.0.0.0", "192.168.1.2", "example.com", "", "::"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
 }

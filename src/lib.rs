@@ -20,6 +20,7 @@ pub mod queue;
 pub mod router;
 pub mod service;
 pub mod settings;
+pub mod shutdown;
 pub mod socketio;
 pub mod status;
 pub mod watchdog;

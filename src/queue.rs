@@ -6,6 +6,7 @@
 
 use crate::error::JobError;
 use crate::metrics::BridgeMetrics;
+use crate::shutdown::StopReason;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
@@ -71,7 +72,7 @@ pub struct Job {
 pub enum Next {
     Job(Job),
     /// Someone asked the pump to return, with this reason.
-    Stop(String),
+    Stop(StopReason),
     /// Nothing arrived within the wait.
     Idle,
 }
@@ -79,7 +80,7 @@ pub enum Next {
 #[derive(Debug, Default)]
 struct State {
     jobs: VecDeque<Job>,
-    stop: Option<String>,
+    stop: Option<StopReason>,
 }
 
 #[derive(Debug)]
@@ -187,14 +188,14 @@ impl Bridge {
     }
 
     /// Ask the (current or next) pump to return `reason`.
-    pub fn request_stop(&self, reason: &str) {
-        self.state.lock().stop = Some(reason.to_string());
+    pub fn request_stop(&self, reason: StopReason) {
+        self.state.lock().stop = Some(reason);
         self.generation.fetch_add(1, Release);
         self.wake.notify_all();
     }
 
     /// Take a pending stop request (GUI timers, which have no pump).
-    pub fn take_stop(&self) -> Option<String> {
+    pub fn take_stop(&self) -> Option<StopReason> {
         self.state.lock().stop.take()
     }
 
@@ -329,7 +330,7 @@ mod tests {
             let second = b2.next_job(Duration::from_secs(30), SPIN);
             (
                 matches!(first, Next::Job(_)),
-                matches!(second, Next::Stop(ref r) if r == "done"),
+                matches!(second, Next::Stop(StopReason::Requested(ref r)) if r == "done"),
             )
         });
         let _rx = b.submit(cmd("a"), later()).unwrap();
@@ -337,7 +338,7 @@ mod tests {
         while !b.is_empty() {
             std::thread::yield_now();
         }
-        b.request_stop("done");
+        b.request_stop(StopReason::parse("done"));
         assert_eq!(t.join().unwrap(), (true, true));
         assert!(matches!(b.next_job(Duration::from_millis(1), SPIN), Next::Idle));
     }

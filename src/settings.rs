@@ -11,7 +11,6 @@ use crate::router::RouterConfig;
 use crate::service::ServiceConfig;
 use crate::watchdog::WatchdogPolicy;
 use serde_json::{json, Value};
-use std::net::IpAddr;
 use std::time::Duration;
 
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -147,14 +146,7 @@ pub fn queue_capacity(value: i64) -> Result<usize, String> {
     count(value, 1, MAX_QUEUE_CAPACITY)
 }
 
-/// The one loopback rule: `localhost`, or a loopback IP address (no name lookup).
-pub fn is_loopback(host: &str) -> bool {
-    let host = host.trim();
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    host.eq_ignore_ascii_case("localhost")
-        || host.eq_ignore_ascii_case("localhost.")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
+pub use crate::addr::is_loopback;
 
 /// `execute_code` runs any Python: a host other machines can reach needs a token.
 pub fn host(host: &str, token: Option<&str>) -> Result<(), String> {
@@ -429,13 +421,17 @@ impl RouterSettings {
         c.check("url", engine_url(&self.url).map(drop), ());
         let namespace = self.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
         c.check("namespace", self::namespace(&namespace), ());
-        let watchdog_seconds = match self.watchdog_seconds {
-            Some(v) => Some(v),
-            None => c.check("watchdog_seconds", watchdog_from_env(), None),
-        };
-        let duration = match watchdog_seconds {
+        let duration = match self.watchdog_seconds {
             Some(v) => c.check("watchdog_seconds", watchdog(v), None),
-            None => Some(DEFAULT_WATCHDOG),
+            None => match c.check("watchdog_seconds", watchdog_from_env(), None) {
+                // Say where a bad value came from: the caller's label names the argument.
+                Some(v) => c.check(
+                    "watchdog_seconds",
+                    watchdog(v).map_err(|rule| format!("(from ${WATCHDOG_ENV}) {rule}")),
+                    None,
+                ),
+                None => Some(DEFAULT_WATCHDOG),
+            },
         };
         let arm_after_failures = match self.watchdog_after_failures {
             Some(v) => c.check(
@@ -536,16 +532,6 @@ mod tests {
             ..ServiceSettings::default()
         };
         assert!(problems(with_token).is_empty());
-    }
-
-    #[test]
-    fn loopback() {
-        for h in ["localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
-            assert!(is_loopback(h), "{h}");
-        }
-        for h in ["0.0.0.0", "192.168.1.2", "example.com", "", "::"] {
-            assert!(!is_loopback(h), "{h}");
-        }
     }
 
     #[test]

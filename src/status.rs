@@ -2,10 +2,10 @@
 
 use crate::queue::Bridge;
 use crate::router::Shared as RouterShared;
-use crate::service::Service;
+use crate::service::ServiceInfo;
 use serde_json::{json, Value};
 
-pub fn snapshot(bridge: &Bridge, service: Option<&Service>, router: Option<&RouterShared>, uptime_s: f64) -> Value {
+pub fn snapshot(bridge: &Bridge, service: Option<&ServiceInfo>, router: Option<&RouterShared>, uptime_s: f64) -> Value {
     let m = &bridge.metrics;
     let service = match service {
         Some(s) => {

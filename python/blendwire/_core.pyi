@@ -33,8 +33,8 @@ def set_router_dispatcher(fn: Callable[[str, dict], Any] | None) -> None:
 
 def tick(budget_ms: float | None = None) -> int:
     """GUI timers: run queued jobs on this (main) thread until the queue is empty or `budget_ms`
-    (None: defaults()["tick_budget_ms"]) is spent (a job is never interrupted; the budget is checked between jobs). Returns how many jobs
-    are still waiting."""
+    (None: defaults()["tick_budget_ms"]) is spent (a job is never interrupted; the budget is
+    checked between jobs). Returns how many jobs are still waiting."""
 
 def pump() -> str:
     """`blender -b` / bpy module: block this (main) thread, GIL released while waiting, running each
@@ -43,8 +43,8 @@ def pump() -> str:
     string was given to stop_pump. Python signal handlers get to run at least every 100 ms, so
     KeyboardInterrupt (or an exception raised by a SIGTERM handler) propagates out of pump()."""
 
-def stop_pump(reason: str = "stopped") -> None:
-    """Make a running (or the next) pump() return `reason`. Thread-safe."""
+def stop_pump(reason: str | None = None) -> None:
+    """Make a running (or the next) pump() return `reason` (None: "stopped"). Thread-safe."""
 
 def take_stop_request() -> str | None:
     """GUI: the pending stop reason ("shutdown" after a server_shutdown command), cleared on read;
@@ -213,9 +213,9 @@ def is_loopback(host: str) -> bool:
     """The one loopback rule (no name lookup): "localhost" or a loopback IP address."""
 
 def log_level_name(value: int | str) -> str:
-    """"DEBUG", "INFO", "WARNING" or "ERROR" for a `logging` level name or number ("WARN" ->
-    "WARNING", "TRACE" -> "DEBUG", "CRITICAL" -> "ERROR"). ValueError("unknown log level ...;
-    use DEBUG, INFO, WARNING or ERROR") otherwise."""
+    """The canonical level name for a `logging` level name or number: "DEBUG", "INFO", "WARNING"
+    or "ERROR" ("WARN" -> "WARNING", "TRACE" -> "DEBUG", "CRITICAL" -> "ERROR").
+    ValueError("unknown log level ...; use DEBUG, INFO, WARNING or ERROR") otherwise."""
 
 # ---- MCP server ----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ use crate::error::JobError;
 use crate::logbuffer;
 use crate::queue::{self, JobResult, Next, Payload};
 use crate::settings;
+use crate::shutdown::StopReason;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use std::cell::RefCell;
@@ -37,12 +38,19 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 #[pyfunction]
 fn set_dispatcher(fn_: Option<Py<PyAny>>) {
-    *DISPATCHER.lock() = fn_;
+    replace(&DISPATCHER, fn_);
 }
 
 #[pyfunction]
 fn set_router_dispatcher(fn_: Option<Py<PyAny>>) {
-    *ROUTER_DISPATCHER.lock() = fn_;
+    replace(&ROUTER_DISPATCHER, fn_);
+}
+
+/// Swap a dispatcher; the old one is dropped after the lock is released, since dropping a Python
+/// object can run Python code (`__del__`), which might set a dispatcher again.
+fn replace(slot: &Mutex<Option<Py<PyAny>>>, new: Option<Py<PyAny>>) {
+    let old = std::mem::replace(&mut *slot.lock(), new);
+    drop(old);
 }
 
 #[pyfunction]
@@ -83,7 +91,7 @@ fn pump(py: Python<'_>) -> PyResult<String> {
             }
             Next::Stop(reason) => {
                 emit_logs(py);
-                return Ok(reason);
+                return Ok(reason.as_str().to_string());
             }
             Next::Idle => spin = Duration::ZERO,
         }
@@ -93,9 +101,9 @@ fn pump(py: Python<'_>) -> PyResult<String> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (reason = "stopped".to_string()))]
-fn stop_pump(reason: String) {
-    queue::global().request_stop(&reason);
+#[pyo3(signature = (reason = None))]
+fn stop_pump(reason: Option<&str>) {
+    queue::global().request_stop(reason.map_or(StopReason::Stopped, StopReason::parse));
 }
 
 /// A number that changes whenever a job is queued: lets a GUI timer stay on every main-loop turn
@@ -107,7 +115,7 @@ fn activity() -> u64 {
 
 #[pyfunction]
 fn take_stop_request() -> Option<String> {
-    queue::global().take_stop()
+    queue::global().take_stop().map(|r| r.as_str().to_string())
 }
 
 #[pyfunction]

@@ -5,12 +5,17 @@ use super::{errors, seconds_or};
 use crate::queue;
 use crate::router::{Router, Shared};
 use crate::settings::{RouterSettings, DEFAULT_STOP_TIMEOUT};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use std::sync::Arc;
 
-/// One router per process; the lock also serialises overlapping start/stop calls.
+/// One router per process; the lock also serialises overlapping start/stop calls. A stop holds
+/// it for up to 1.5x its timeout: only ever taken with the GIL released.
 static ROUTER: Mutex<Option<Router>> = Mutex::new(None);
+
+/// The running router's state for readers (status, router_running): start and stop swap it (a
+/// moment's write lock), so readers that hold the GIL never wait for a stop.
+static ROUTER_SHARED: RwLock<Option<Arc<Shared>>> = RwLock::new(None);
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(start_router, m)?)?;
@@ -20,7 +25,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 pub fn shared() -> Option<Arc<Shared>> {
-    ROUTER.lock().as_ref().map(|r| r.shared.clone())
+    ROUTER_SHARED.read().clone()
 }
 
 /// Start the router. `fallback_auth` is sent when the main thread does not answer the auth
@@ -74,6 +79,7 @@ fn start_router(
             return Err(errors::router_already_running());
         }
         let router = Router::start(config, queue::global().clone()).map_err(errors::router_error)?;
+        *ROUTER_SHARED.write() = Some(router.shared.clone());
         *slot = Some(router);
         Ok(())
     });
@@ -90,6 +96,8 @@ pub fn stop_router(py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         // Hold the lock until the connection is closed, so an overlapping start cannot open a
         // second one meanwhile.
         let mut slot = ROUTER.lock();
+        // Readers see the router gone from here on, not after the stop.
+        ROUTER_SHARED.write().take();
         slot.take().map(|r| r.stop(timeout)).is_some()
     });
     emit_logs(py);
@@ -98,5 +106,5 @@ pub fn stop_router(py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
 
 #[pyfunction]
 fn router_running() -> bool {
-    ROUTER.lock().is_some()
+    ROUTER_SHARED.read().is_some()
 }

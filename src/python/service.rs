@@ -3,15 +3,25 @@
 use super::seconds_or;
 use super::{bridge::emit_logs, errors};
 use crate::queue;
-use crate::service::Service;
+use crate::service::{Service, ServiceInfo};
 use crate::settings::{ServiceSettings, DEFAULT_STOP_TIMEOUT};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pythonize::pythonize;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+/// The running service. Held by start and stop, a stop for up to 1.5x its timeout: only ever
+/// taken with the GIL released.
 static SERVICE: Mutex<Option<Service>> = Mutex::new(None);
+
+/// What readers see of the running service. Start and stop swap it (a moment's write lock), so
+/// readers that hold the GIL (status, service_address) never wait for a stop.
+static SERVICE_INFO: RwLock<Option<Arc<ServiceInfo>>> = RwLock::new(None);
+
+fn info() -> Option<Arc<ServiceInfo>> {
+    SERVICE_INFO.read().clone()
+}
 
 fn loaded_at() -> Instant {
     static AT: OnceLock<Instant> = OnceLock::new();
@@ -71,11 +81,13 @@ fn start_service(
         }
         // A service that shut itself down (server_shutdown) is finished off first.
         if let Some(old) = slot.take() {
+            SERVICE_INFO.write().take();
             old.stop(DEFAULT_STOP_TIMEOUT);
         }
         queue::global().clear_stop();
         let service = Service::start(config, queue::global().clone())?;
         let addr = service.addr();
+        *SERVICE_INFO.write() = Some(service.info());
         *slot = Some(service);
         Ok(addr)
     });
@@ -92,6 +104,8 @@ fn stop_service(py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         // Hold the lock until the listener is closed: a start that overlaps this stop must not
         // open a second listener while the first is still shutting down.
         let mut slot = SERVICE.lock();
+        // Readers see the service gone from here on, not after the stop.
+        SERVICE_INFO.write().take();
         slot.take().map(|s| {
             let serving = s.is_serving();
             s.stop(timeout);
@@ -105,37 +119,35 @@ fn stop_service(py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
 /// Stop the pump (reason "parent exited") when process `pid` exits; watched on the service's I/O
 /// thread. OSError when the process is already gone or pidfds are unsupported.
 #[pyfunction]
-fn stop_when_process_exits(pid: u32) -> PyResult<()> {
-    let slot = SERVICE.lock();
-    let service = slot
-        .as_ref()
-        .filter(|s| s.is_serving())
-        .ok_or_else(errors::service_not_running)?;
-    service
-        .stop_when_process_exits(pid)
-        .map_err(|e| errors::cannot_watch(pid, e))
+fn stop_when_process_exits(py: Python<'_>, pid: u32) -> PyResult<()> {
+    // The service's lock may be held by a stop: wait for it without the GIL.
+    let watched = py.detach(|| {
+        let slot = SERVICE.lock();
+        slot.as_ref()
+            .filter(|s| s.is_serving())
+            .map(|s| s.stop_when_process_exits(pid))
+    });
+    match watched {
+        None => Err(errors::service_not_running()),
+        Some(result) => result.map_err(|e| errors::cannot_watch(pid, e)),
+    }
 }
 
 #[pyfunction]
 fn service_address() -> Option<(String, u16)> {
-    let slot = SERVICE.lock();
-    slot.as_ref()
+    info()
         .filter(|s| s.is_serving())
         .map(|s| (s.addr().ip().to_string(), s.addr().port()))
 }
 
 #[pyfunction]
 fn status(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    let router = super::router::shared();
-    let snapshot = {
-        let slot = SERVICE.lock();
-        crate::status::snapshot(
-            queue::global(),
-            slot.as_ref(),
-            router.as_deref(),
-            loaded_at().elapsed().as_secs_f64(),
-        )
-    };
+    let snapshot = crate::status::snapshot(
+        queue::global(),
+        info().as_deref(),
+        super::router::shared().as_deref(),
+        loaded_at().elapsed().as_secs_f64(),
+    );
     Ok(pythonize(py, &snapshot)
         .map_err(|e| errors::bad_argument("status", e))?
         .unbind())

@@ -13,6 +13,7 @@ use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::JobError;
 use crate::metrics::Counter;
 use crate::queue::{Bridge, JobResult, Payload, RouterOp};
+use crate::shutdown::{Controller, Shutdown, StopReason};
 use crate::watchdog::{Watchdog, WatchdogEvent, WatchdogPolicy};
 use commands::{parse_command, Command, Outbox, Reply, SeenIds};
 use parking_lot::Mutex;
@@ -20,7 +21,7 @@ use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Key of the marker a Python handler returns for a command still running (`check_is_finished`).
@@ -36,7 +37,7 @@ pub struct RouterConfig {
     pub watchdog: WatchdogPolicy,
     /// Websocket + Engine.IO + namespace handshake, per attempt.
     pub handshake_timeout: Duration,
-    /// How long the main thread may take to answer the auth request before env values are used.
+    /// How long the main thread may take to answer the auth request before `fallback_auth` is sent.
     pub auth_timeout: Duration,
     /// Deadline of a command's main-thread job.
     pub command_timeout: Duration,
@@ -250,8 +251,20 @@ impl Shared {
             .await
         {
             Ok(v) if v.is_object() => v,
-            Ok(_) | Err(_) => {
-                log::warn!("the main thread did not provide the engine auth in time; using the environment's");
+            other => {
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(v) => format!("the auth handler returned {}, not an object", json_kind(&v)),
+                };
+                // Name the keys only: the values are credentials.
+                let sent = match self.config.fallback_auth.as_object() {
+                    Some(o) if !o.is_empty() => {
+                        let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+                        format!("the fallback auth (keys {})", keys.join(", "))
+                    }
+                    _ => "an empty auth {}".to_string(),
+                };
+                log::warn!("no engine auth from the main thread ({why}); sending {sent}");
                 self.config.fallback_auth.clone()
             }
         }
@@ -313,6 +326,17 @@ impl Shared {
                 tokio::spawn(run_command(self.clone(), cmd));
             }
         }
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -414,7 +438,7 @@ async fn watchdog_expiry(w: &mut Watchdog, url: &str) {
 }
 
 /// The connection state machine. Returns when stopped or when the watchdog fired.
-pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut stop: Shutdown) {
     let url = shared.config.url.clone();
     let mut backoff = Backoff::new(shared.config.backoff);
     let mut watchdog = Watchdog::new(shared.config.watchdog);
@@ -425,7 +449,7 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
         shared.set_state(ConnState::Connecting { attempt });
         let outcome = tokio::select! {
             outcome = async { connector.connect(shared.auth().await).await } => outcome,
-            _ = stop.changed() => break 'outer false,
+            _ = stop.signalled() => break 'outer false,
             _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
         };
         match outcome {
@@ -442,7 +466,7 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
                 shared.set_state(ConnState::Connected { since: Instant::now() });
                 let end = tokio::select! {
                     end = link.run(shared.clone()) => end,
-                    _ = stop.changed() => break 'outer false,
+                    _ = stop.signalled() => break 'outer false,
                 };
                 log::warn!("lost the connection to {url}: {end}; reconnecting");
                 *shared.last_error.lock() = Some(end.to_string());
@@ -468,7 +492,7 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
         });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => break 'outer false,
+            _ = stop.signalled() => break 'outer false,
             _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
         }
     };
@@ -476,7 +500,7 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
         log::error!("watchdog fired: no connection to {url}; saving the .blend file and closing Blender");
         shared.set_state(ConnState::GaveUp);
         *shared.watchdog_fires_at.lock() = None;
-        shared.bridge.request_stop("watchdog");
+        shared.bridge.request_stop(StopReason::Watchdog);
     } else {
         shared.set_state(ConnState::Stopped);
     }
@@ -485,7 +509,7 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
 /// A running router: its own I/O thread, stopped on drop.
 pub struct Router {
     runtime: Option<tokio::runtime::Runtime>,
-    stop: watch::Sender<bool>,
+    stop: Controller,
     pub shared: Arc<Shared>,
 }
 
@@ -508,8 +532,10 @@ impl Router {
             .enable_time()
             .build()?;
         let shared = Shared::new(config, bridge);
-        let (stop, stop_rx) = watch::channel(false);
-        runtime.spawn(run_manager(connector, shared.clone(), stop_rx));
+        let stop = Controller::new();
+        if let Some(handle) = stop.handle() {
+            runtime.spawn(run_manager(connector, shared.clone(), handle));
+        }
         Ok(Router {
             runtime: Some(runtime),
             stop,
@@ -522,8 +548,12 @@ impl Router {
     }
 
     fn stop_inner(&mut self, timeout: Duration) {
-        self.stop.send_replace(true);
         if let Some(rt) = self.runtime.take() {
+            // The manager ends at once on the signal (closing the connection); command tasks
+            // still waiting for the main thread are dropped with the runtime.
+            if !self.stop.stop_and_wait(&rt, timeout / 2) {
+                log::warn!("the router did not stop in time");
+            }
             rt.shutdown_timeout(timeout);
         }
         if self.shared.state() != ConnState::GaveUp {
@@ -534,6 +564,6 @@ impl Router {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        self.stop_inner(Duration::from_secs(2));
+        self.stop_inner(crate::settings::DEFAULT_STOP_TIMEOUT);
     }
 }

@@ -1,0 +1,168 @@
+//! One client's bytes ↔ frames: reads with the size limit and the read timeout, answers buffered
+//! and written together within the write timeout.
+
+use super::Ctx;
+use crate::error::{JobError, RequestError};
+use crate::framing::Decoder;
+use crate::protocol;
+use crate::queue::JobResult;
+use crate::shutdown::Shutdown;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+/// How waiting for a main-thread job ended.
+pub(super) enum Waited {
+    Done(JobResult),
+    TimedOut,
+    ClientGone,
+    Shutdown,
+}
+
+pub(super) struct Connection {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    decoder: Decoder,
+    chunk: Box<[u8]>,
+    /// Answers serialised and not yet written (several, when pipelined answers are ready together).
+    out: Vec<u8>,
+    /// The client will send no more (it may still wait for answers).
+    eof: bool,
+    /// When the request now being received started to arrive.
+    partial_since: Option<Instant>,
+    pub(super) ctx: Arc<Ctx>,
+    pub(super) shutdown: Shutdown,
+    /// For the close line in the log (every way out of the task ends in Drop).
+    peer: SocketAddr,
+}
+
+impl Connection {
+    pub(super) fn new(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, shutdown: Shutdown) -> Self {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        ctx.metrics.connections_open.add(1);
+        Connection {
+            rd,
+            wr,
+            decoder: Decoder::new(ctx.limits),
+            chunk: vec![0u8; 64 * 1024].into_boxed_slice(),
+            out: Vec::new(),
+            eof: false,
+            partial_since: None,
+            ctx,
+            shutdown,
+            peer,
+        }
+    }
+
+    /// The client has half-closed: no more requests will come.
+    pub(super) fn at_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// The next whole request that has arrived, if any (decoded under the size and depth limits).
+    pub(super) fn next_frame(&mut self) -> Option<Result<Value, RequestError>> {
+        self.decoder.next_frame()
+    }
+
+    /// Read more of the client's bytes (nothing is pending). False: close the connection.
+    pub(super) async fn read_more(&mut self) -> bool {
+        self.partial_since = match (self.decoder.mid_frame(), self.partial_since) {
+            (true, None) => Some(Instant::now()),
+            (true, since) => since,
+            (false, _) => None,
+        };
+        let stalled_at = self.partial_since.map(|t| t + self.ctx.read_timeout);
+        tokio::select! {
+            biased;
+            _ = self.shutdown.signalled() => false,
+            read = self.rd.read(&mut self.chunk) => match read {
+                Ok(0) => {
+                    self.eof = true;
+                    true
+                }
+                Ok(n) => {
+                    self.decoder.extend(&self.chunk[..n]);
+                    true
+                }
+                Err(_) => false,
+            },
+            _ = sleep_until_opt(stalled_at) => {
+                let e = RequestError::Incomplete { after: self.ctx.read_timeout };
+                self.encode(&protocol::request_error(&e));
+                self.flush().await;
+                false
+            }
+        }
+    }
+
+    /// Wait for the main thread's answer, reading ahead meanwhile so that a reset is noticed.
+    pub(super) async fn await_reply(&mut self, rx: &mut oneshot::Receiver<JobResult>, deadline: Instant) -> Waited {
+        let timer = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(timer);
+        loop {
+            let can_read = self.decoder.buffered() <= self.ctx.limits.max_frame_bytes;
+            tokio::select! {
+                biased;
+                reply = &mut *rx => return Waited::Done(reply.unwrap_or(Err(JobError::Cancelled))),
+                _ = &mut timer => return Waited::TimedOut,
+                _ = self.shutdown.signalled() => return Waited::Shutdown,
+                // A client that closes while its request waits has given up on it (BLD Remote
+                // clients never half-close), so its job is not run.
+                read = self.rd.read(&mut self.chunk), if can_read => match read {
+                    Ok(0) | Err(_) => return Waited::ClientGone,
+                    Ok(n) => self.decoder.extend(&self.chunk[..n]),
+                },
+            }
+        }
+    }
+
+    /// Serialise one answer into the output buffer (counting errors by code).
+    pub(super) fn encode(&mut self, response: &Value) {
+        if response.get("status").and_then(Value::as_str) == Some("error") {
+            let code = response.get("error_code").and_then(Value::as_str).unwrap_or("error");
+            self.ctx.metrics.errors.inc(code);
+        }
+        crate::encode::write_value(&mut self.out, response);
+    }
+
+    /// Write the buffered answers. False if the client cannot take them (then close).
+    pub(super) async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        // A client that never reads fills its socket buffer; it gets write_timeout, then is cut.
+        let written = tokio::time::timeout(self.ctx.write_timeout, self.wr.write_all(&self.out)).await;
+        // Keep a small buffer for the next answers; give back a large one.
+        if self.out.capacity() > 1 << 20 {
+            self.out = Vec::new();
+        } else {
+            self.out.clear();
+        }
+        matches!(written, Ok(Ok(())))
+    }
+
+    /// Tell the client nothing more comes (after the answer that ends a broken stream).
+    pub(super) async fn close_write(&mut self) {
+        let _ = self.wr.shutdown().await;
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        log::debug!("connection from {} closed", self.peer);
+        self.ctx.metrics.connections_open.add(-1);
+    }
+}

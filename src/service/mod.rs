@@ -1,0 +1,257 @@
+//! The BLD-Remote-compatible TCP command service, one module per step of a request:
+//! `listener` accepts (and refuses beyond the connection limit), `connection` turns bytes into
+//! frames and answers into bytes (with the size limit and both timeouts), `pipeline` queues a
+//! connection's requests for the main thread and answers them in request order.
+
+mod connection;
+mod listener;
+mod pipeline;
+
+use crate::error::ServiceError;
+use crate::framing::Limits;
+use crate::metrics::ServiceMetrics;
+use crate::protocol::SERVER_SHUTDOWN;
+use crate::queue::Bridge;
+use crate::shutdown::{Controller, StopFlag, StopReason};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+pub use crate::settings::DEFAULT_PORT;
+pub use pipeline::PIPELINE_DEPTH;
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub host: String,
+    pub port: u16,
+    /// Command types the main-thread dispatcher handles.
+    pub commands: Vec<String>,
+    /// Server-side wait for the main thread, unless `params._timeout_seconds` says otherwise.
+    pub default_timeout: Duration,
+    pub limits: Limits,
+    pub max_connections: usize,
+    /// A request must arrive whole within this time from its first byte (slow clients).
+    pub read_timeout: Duration,
+    /// A response must be accepted by the client within this time (clients that never read).
+    pub write_timeout: Duration,
+    /// When set, every request must carry `"token": <this>`; required off loopback.
+    pub token: Option<String>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        use crate::settings as s;
+        ServiceConfig {
+            host: s::DEFAULT_HOST.into(),
+            port: s::DEFAULT_PORT,
+            commands: vec![],
+            default_timeout: s::DEFAULT_TIMEOUT,
+            limits: Limits {
+                max_frame_bytes: s::DEFAULT_MAX_REQUEST_BYTES,
+                ..Limits::default()
+            },
+            max_connections: s::DEFAULT_MAX_CONNECTIONS,
+            read_timeout: s::DEFAULT_READ_TIMEOUT,
+            write_timeout: s::DEFAULT_WRITE_TIMEOUT,
+            token: None,
+        }
+    }
+}
+
+/// A running service. Dropping it stops it.
+pub struct Service {
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: Controller,
+    pub metrics: Arc<ServiceMetrics>,
+    info: Arc<ServiceInfo>,
+    bridge: Arc<Bridge>,
+}
+
+/// What readers (status, the bound address) need of a service: shareable without the `Service`
+/// itself, so a reader never waits for whoever holds the service (e.g. to stop it).
+#[derive(Debug)]
+pub struct ServiceInfo {
+    addr: SocketAddr,
+    started: Instant,
+    stopped: StopFlag,
+    pub metrics: Arc<ServiceMetrics>,
+}
+
+impl ServiceInfo {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// False once stopped or after a `server_shutdown` command (the listener is closed then).
+    pub fn is_serving(&self) -> bool {
+        !self.stopped.get()
+    }
+}
+
+/// What every task of one service shares.
+struct Ctx {
+    bridge: Arc<Bridge>,
+    commands: HashSet<String>,
+    /// Sorted, for `unknown_rpc_command` answers.
+    known: Vec<String>,
+    default_timeout: Duration,
+    limits: Limits,
+    max_connections: usize,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    token: Option<String>,
+    metrics: Arc<ServiceMetrics>,
+}
+
+impl Service {
+    pub fn start(config: ServiceConfig, bridge: Arc<Bridge>) -> Result<Service, ServiceError> {
+        let addr = crate::addr::resolve(&config.host, config.port).map_err(|detail| ServiceError::BadAddress {
+            host: config.host.clone(),
+            detail,
+        })?;
+        // execute_code is arbitrary code execution: off loopback, only with a token. The rule is
+        // `settings::host`, applied to the address as bound (a name may resolve to loopback).
+        if !addr.ip().is_loopback() && crate::settings::host(&config.host, config.token.as_deref()).is_err() {
+            return Err(ServiceError::InsecureHost {
+                host: config.host.clone(),
+            });
+        }
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => ServiceError::PortInUse {
+                host: config.host.clone(),
+                port: config.port,
+            },
+            std::io::ErrorKind::AddrNotAvailable => ServiceError::BadAddress {
+                host: config.host.clone(),
+                detail: e.to_string(),
+            },
+            _ => ServiceError::Io(e),
+        })?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        // One I/O thread is plenty: the main thread is the bottleneck, and an idle Blender
+        // should carry as few threads as possible.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("blendwire-io")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let listener = {
+            let _guard = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
+        let shutdown = Controller::new();
+        let metrics = Arc::new(ServiceMetrics::default());
+        let mut known: Vec<String> = config
+            .commands
+            .iter()
+            .cloned()
+            .chain([SERVER_SHUTDOWN.to_string()])
+            .collect();
+        known.sort();
+        known.dedup();
+        let ctx = Arc::new(Ctx {
+            bridge: bridge.clone(),
+            commands: config.commands.iter().cloned().collect(),
+            known,
+            default_timeout: config.default_timeout,
+            limits: config.limits,
+            max_connections: config.max_connections.max(1),
+            read_timeout: config.read_timeout,
+            write_timeout: config.write_timeout,
+            token: config.token.filter(|t| !t.is_empty()),
+            metrics: metrics.clone(),
+        });
+        if let Some(handle) = shutdown.handle() {
+            runtime.spawn(listener::accept_loop(listener, ctx, handle));
+        }
+        log::info!("command service listening on {addr}");
+        let info = Arc::new(ServiceInfo {
+            addr,
+            started: Instant::now(),
+            stopped: shutdown.flag(),
+            metrics: metrics.clone(),
+        });
+        Ok(Service {
+            runtime: Some(runtime),
+            shutdown,
+            metrics,
+            info,
+            bridge,
+        })
+    }
+
+    /// Ask the main thread to stop (reason "parent exited") when process `pid` exits. The wait
+    /// runs on the service's I/O thread; it ends with the service.
+    pub fn stop_when_process_exits(&self, pid: u32) -> std::io::Result<()> {
+        let (Some(rt), Some(mut shutdown)) = (&self.runtime, self.shutdown.handle()) else {
+            return Ok(());
+        };
+        let fd = crate::parentwatch::open(pid)?;
+        let bridge = self.bridge.clone();
+        let _guard = rt.enter(); // AsyncFd registers with this runtime's reactor
+        rt.spawn(async move {
+            tokio::select! {
+                exited = crate::parentwatch::exited(fd) => match exited {
+                    Ok(()) => {
+                        log::info!("process {pid} exited: stopping");
+                        bridge.request_stop(StopReason::ParentExited);
+                    }
+                    Err(e) => log::warn!("cannot watch process {pid}: {e}"),
+                },
+                _ = shutdown.signalled() => {}
+            }
+        });
+        Ok(())
+    }
+
+    pub fn info(&self) -> Arc<ServiceInfo> {
+        self.info.clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.info.addr
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.info.uptime()
+    }
+
+    /// False once stopped or after a `server_shutdown` command (the listener is closed then).
+    pub fn is_serving(&self) -> bool {
+        !self.shutdown.is_signalled()
+    }
+
+    /// Close the listener and every connection, and end the I/O thread (bounded wait).
+    /// Must not be called from inside the service's own runtime.
+    pub fn stop(mut self, timeout: Duration) {
+        self.stop_inner(timeout);
+    }
+
+    fn stop_inner(&mut self, timeout: Duration) {
+        let Some(rt) = self.runtime.take() else { return };
+        // Connections end at once on the signal, after writing any answer already computed;
+        // they get half the time to do so before their tasks are dropped.
+        if !self.shutdown.stop_and_wait(&rt, timeout / 2) {
+            log::warn!(
+                "command service on {}: some connections did not close in time",
+                self.addr()
+            );
+        }
+        rt.shutdown_timeout(timeout);
+        log::info!("command service on {} stopped", self.addr());
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop_inner(crate::settings::DEFAULT_STOP_TIMEOUT);
+    }
+}

@@ -1,0 +1,279 @@
+//! A connection's requests, answered in request order. Up to `PIPELINE_DEPTH` of them are queued
+//! for the main thread at once (a client that pipelines keeps the main thread busy instead of
+//! waiting a round trip per call); answers that are ready together go out in one write. While a
+//! request waits for the main thread the connection keeps reading, so a client that resets is
+//! noticed (its queued jobs are then skipped) and further pipelined requests are buffered (up to
+//! the size limit).
+
+use super::connection::{Connection, Waited};
+use super::Ctx;
+use crate::error::{JobError, RequestError};
+use crate::protocol::{self, parse_request, Request, SERVER_SHUTDOWN};
+use crate::queue::{JobResult, Payload};
+use crate::shutdown::StopReason;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Requests of one connection queued for the main thread at once (pipelining clients); their
+/// answers still go out in request order.
+pub const PIPELINE_DEPTH: usize = 32;
+
+/// What to do after handling one request.
+enum Step {
+    Reply(Value),
+    /// Nothing after this one.
+    End(End),
+}
+
+/// How a connection ends.
+enum End {
+    /// `server_shutdown`: answer, then stop the service and the pump.
+    ReplyThenShutdown(Value),
+    /// Answer a request that leaves the stream unusable (too large, ...), then close.
+    ReplyThenClose(Value),
+    /// The client is gone or the service stops: just close.
+    Close,
+}
+
+/// A request of this connection that has not been answered yet.
+enum Pending {
+    Ready(Step),
+    /// Queued for the main thread.
+    Waiting(Job),
+}
+
+struct Job {
+    rx: oneshot::Receiver<JobResult>,
+    deadline: Instant,
+    command: String,
+    legacy: bool,
+    wait: Duration,
+}
+
+impl Job {
+    fn answer(&self, result: JobResult) -> Step {
+        match result {
+            Ok(result) if self.legacy => Step::Reply(result),
+            Ok(result) => Step::Reply(protocol::success(result)),
+            Err(e) => Step::Reply(protocol::job_error(&e)),
+        }
+    }
+
+    /// The answer if the main thread is done with the job (or dropped it).
+    fn try_answer(&mut self) -> Option<Step> {
+        let result = match self.rx.try_recv() {
+            Ok(result) => result,
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+            Err(oneshot::error::TryRecvError::Closed) => Err(JobError::Cancelled),
+        };
+        Some(self.answer(result))
+    }
+
+    async fn finish(mut self, conn: &mut Connection) -> Step {
+        match conn.await_reply(&mut self.rx, self.deadline).await {
+            Waited::Done(result) => self.answer(result),
+            Waited::TimedOut => Step::Reply(protocol::job_error(&JobError::Timeout {
+                command: self.command,
+                after: self.wait,
+            })),
+            Waited::ClientGone | Waited::Shutdown => Step::End(End::Close),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pipeline {
+    pending: VecDeque<Pending>,
+    /// After server_shutdown or a fatal framing error no further request is taken.
+    last_taken: bool,
+}
+
+impl Pipeline {
+    /// Decode the requests that have arrived and queue them, up to the pipeline depth. Only the
+    /// first one when the main-thread queue is filling up: pipelining must not turn into `busy`
+    /// answers that one-at-a-time handling would not have caused.
+    fn take_requests(&mut self, conn: &mut Connection) {
+        while !self.last_taken && self.pending.len() < PIPELINE_DEPTH {
+            let bridge = &conn.ctx.bridge;
+            if !self.pending.is_empty() && bridge.len() >= bridge.capacity() / 4 {
+                return;
+            }
+            let Some(frame) = conn.next_frame() else { return };
+            let p = match frame {
+                Ok(value) => prepare(&conn.ctx, value),
+                Err(e) if e.is_fatal() => Pending::Ready(Step::End(End::ReplyThenClose(protocol::request_error(&e)))),
+                Err(e) => Pending::Ready(Step::Reply(protocol::request_error(&e))),
+            };
+            self.last_taken = matches!(p, Pending::Ready(Step::End(_)));
+            self.pending.push_back(p);
+        }
+    }
+
+    /// The next answer if it is there already (answered at once, or the main thread is done).
+    fn next_ready(&mut self) -> Option<Step> {
+        match self.pending.pop_front()? {
+            Pending::Ready(step) => Some(step),
+            Pending::Waiting(mut job) => {
+                let step = job.try_answer();
+                if step.is_none() {
+                    self.pending.push_front(Pending::Waiting(job));
+                }
+                step
+            }
+        }
+    }
+}
+
+/// Serve one connection until it closes, the client leaves or the service stops.
+pub(super) async fn serve(mut conn: Connection) {
+    if conn.shutdown.is_signalled() {
+        return;
+    }
+    let mut pipeline = Pipeline::default();
+    loop {
+        pipeline.take_requests(&mut conn);
+        let Some(front) = pipeline.pending.pop_front() else {
+            if conn.at_eof() || pipeline.last_taken || !conn.read_more().await {
+                return;
+            }
+            continue;
+        };
+        let mut step = match front {
+            Pending::Ready(step) => step,
+            Pending::Waiting(job) => job.finish(&mut conn).await,
+        };
+        // Answers already computed behind this one go out in the same write.
+        let end = loop {
+            match step {
+                Step::Reply(v) => {
+                    conn.encode(&v);
+                    match pipeline.next_ready() {
+                        Some(next) => step = next,
+                        None => break None,
+                    }
+                }
+                Step::End(end) => break Some(end),
+            }
+        };
+        // A last answer (shutdown, or an error that ends the stream) goes in the same write.
+        if let Some(End::ReplyThenShutdown(v) | End::ReplyThenClose(v)) = &end {
+            conn.encode(v);
+        }
+        let written = conn.flush().await;
+        match end {
+            None if written => {}
+            None | Some(End::Close) => return,
+            Some(End::ReplyThenShutdown(_)) => {
+                log::info!("server_shutdown received: stopping the service");
+                conn.ctx.bridge.request_stop(StopReason::Shutdown);
+                conn.shutdown.signal();
+                return;
+            }
+            Some(End::ReplyThenClose(_)) => {
+                if written {
+                    conn.close_write().await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Validate a request; answer it at once or queue it for the main thread.
+fn prepare(ctx: &Ctx, value: Value) -> Pending {
+    ctx.metrics.requests.inc();
+    if let Some(token) = &ctx.token {
+        let given = value.get("token").and_then(Value::as_str).unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return Pending::Ready(Step::Reply(protocol::request_error(&RequestError::Unauthorized)));
+        }
+    }
+    let request = match parse_request(value) {
+        Ok(r) => r,
+        Err(RequestError::UnknownCommand { name, .. }) => return Pending::Ready(unknown(ctx, name)),
+        Err(e) => return Pending::Ready(Step::Reply(protocol::request_error(&e))),
+    };
+    if request.command == SERVER_SHUTDOWN {
+        return Pending::Ready(Step::End(End::ReplyThenShutdown(protocol::success(
+            json!({"message": "Server shutdown initiated"}),
+        ))));
+    }
+    if !request.is_legacy() && !ctx.commands.contains(&request.command) {
+        return Pending::Ready(unknown(ctx, request.command));
+    }
+    let Request {
+        command,
+        params,
+        timeout,
+    } = request;
+    let legacy = command == protocol::LEGACY;
+    let wait = timeout.unwrap_or(ctx.default_timeout);
+    let deadline = Instant::now() + wait;
+    let payload = Payload::Command {
+        name: command.clone(),
+        params,
+    };
+    match ctx.bridge.submit(payload, deadline) {
+        Ok(rx) => Pending::Waiting(Job {
+            rx,
+            deadline,
+            command,
+            legacy,
+            wait,
+        }),
+        Err(e) => Pending::Ready(Step::Reply(protocol::job_error(&e))),
+    }
+}
+
+fn unknown(ctx: &Ctx, name: String) -> Step {
+    let e = RequestError::UnknownCommand {
+        name,
+        known: ctx.known.clone(),
+    };
+    Step::Reply(protocol::request_error(&e))
+}
+
+/// Token comparison whose time does not depend on where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in b.iter().enumerate() {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ x) as usize;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cretX", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"s3cret"));
+    }
+
+    #[test]
+    fn answers_leave_in_order_and_a_waiting_job_holds_back_the_rest() {
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            rx,
+            deadline: Instant::now(),
+            command: "echo".into(),
+            legacy: false,
+            wait: Duration::ZERO,
+        };
+        let mut p = Pipeline::default();
+        p.pending.push_back(Pending::Waiting(job));
+        p.pending.push_back(Pending::Ready(Step::Reply(json!(2))));
+        assert!(p.next_ready().is_none(), "the job is not done");
+        assert_eq!(p.pending.len(), 2, "a job not done stays at the front");
+        tx.send(Ok(json!(1))).unwrap();
+        assert!(matches!(p.next_ready(), Some(Step::Reply(v)) if v["result"] == 1));
+        assert!(matches!(p.next_ready(), Some(Step::Reply(v)) if v == 2));
+        assert!(p.next_ready().is_none());
+    }
+}
