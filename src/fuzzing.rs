@@ -62,7 +62,7 @@ pub fn engine_text_round_trips(text: &str) {
     if name != "command_received" {
         return;
     }
-    let reply = match parse_command(args.first().unwrap_or(&serde_json::Value::Null)) {
+    let reply = match parse_command(args.into_iter().next().unwrap_or_default()) {
         Ok(cmd) => Reply::completed(&cmd.message_id, &cmd.route, serde_json::Value::Object(cmd.params)),
         Err(bad) => match bad.message_id {
             Some(id) => Reply::failed(&id, &bad.route, "INVALID_COMMAND", &bad.message),

@@ -38,6 +38,7 @@ pub fn snapshot(bridge: &Bridge, service: Option<&ServiceInfo>, router: Option<&
             "cancelled": m.cancelled.get(),
             "busy_rejections": m.busy_rejections.get(),
             "results_dropped": m.results_dropped.get(),
+            "log_records_dropped": crate::logbuffer::dropped(),
             "last_latency_ms": m.last_run_us.get() as f64 / 1000.0,
             "max_job_ms": m.max_run_us.get() as f64 / 1000.0,
             // GUI: the longest timer tick; stays within the tick budget plus one job.

@@ -38,18 +38,21 @@ impl Command {
     }
 }
 
-pub fn parse_command(payload: &Value) -> Result<Command, BadCommand> {
-    let obj = payload.as_object();
-    let field = |k: &str| obj.and_then(|o| o.get(k));
-    let message_id = field("message_id").and_then(|v| match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+/// `payload` is taken apart, not copied: its params become the command's.
+pub fn parse_command(payload: Value) -> Result<Command, BadCommand> {
+    let mut obj = match payload {
+        Value::Object(obj) => obj,
+        _ => Map::new(),
+    };
+    let message_id = match obj.get("message_id") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
-    });
-    let route = field("metadata")
-        .and_then(|m| m.get("route"))
-        .cloned()
-        .unwrap_or(Value::Null);
+    };
+    let route = match obj.get_mut("metadata") {
+        Some(Value::Object(m)) => m.remove("route").unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
     let bad = |message: String| BadCommand {
         message_id: message_id.clone(),
         route: route.clone(),
@@ -58,15 +61,15 @@ pub fn parse_command(payload: &Value) -> Result<Command, BadCommand> {
     let Some(message_id) = message_id.clone() else {
         return Err(bad("command_received without a message_id".into()));
     };
-    let text = |k: &str| match field(k) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+    let mut text = |k: &str| match obj.remove(k) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
         _ => Err(bad(format!("command_received needs a non-empty string \"{k}\""))),
     };
     let addon_id = text("addon_id")?;
     let command = text("command")?;
-    let params = match field("params") {
+    let params = match obj.remove("params") {
         None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(p)) => p.clone(),
+        Some(Value::Object(p)) => p,
         Some(_) => return Err(bad("\"params\" must be a JSON object".into())),
     };
     Ok(Command {
@@ -236,7 +239,7 @@ mod tests {
 
     #[test]
     fn parses_the_engine_shape() {
-        let c = parse_command(&json!({
+        let c = parse_command(json!({
             "type": "addon_command", "addon_id": "cr8_router", "command": "get_available_addons",
             "params": {"x": 1}, "message_id": "m1", "metadata": {"route": "agent"}
         }))
@@ -251,11 +254,11 @@ mod tests {
 
     #[test]
     fn bad_payloads_say_what_is_missing() {
-        let e = parse_command(&json!({"message_id": "m2", "addon_id": "a"})).unwrap_err();
+        let e = parse_command(json!({"message_id": "m2", "addon_id": "a"})).unwrap_err();
         assert_eq!(e.message_id.as_deref(), Some("m2"));
         assert!(e.message.contains("\"command\""));
-        assert_eq!(parse_command(&json!([1, 2])).unwrap_err().message_id, None);
-        assert!(parse_command(&json!({"message_id": "m", "addon_id": "a", "command": "c", "params": 3})).is_err());
+        assert_eq!(parse_command(json!([1, 2])).unwrap_err().message_id, None);
+        assert!(parse_command(json!({"message_id": "m", "addon_id": "a", "command": "c", "params": 3})).is_err());
     }
 
     #[test]
@@ -275,7 +278,7 @@ mod tests {
 
     #[test]
     fn job_params_move_the_command_params() {
-        let mut c = parse_command(&json!({
+        let mut c = parse_command(json!({
             "message_id": "m", "addon_id": "a", "command": "c", "params": {"x": [1]}
         }))
         .unwrap();
@@ -313,7 +316,7 @@ mod tests {
         let reply = rt.block_on(async {
             let bridge = Arc::new(Bridge::new(8));
             let shared = Shared::new(RouterConfig::default(), bridge.clone());
-            shared.on_command(Some(&json!({"message_id": "m", "addon_id": "a", "command": "c"})));
+            shared.on_command(Some(json!({"message_id": "m", "addon_id": "a", "command": "c"})));
             tokio::time::timeout(Duration::from_secs(10), async {
                 let job = loop {
                     match bridge.try_next() {

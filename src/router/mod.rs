@@ -302,9 +302,9 @@ impl Shared {
     }
 
     /// A `command_received` event: answered later, through the outbox.
-    pub fn on_command(self: &Arc<Self>, payload: Option<&Value>) {
+    pub fn on_command(self: &Arc<Self>, payload: Option<Value>) {
         self.metrics.commands_received.inc();
-        match parse_command(payload.unwrap_or(&Value::Null)) {
+        match parse_command(payload.unwrap_or_default()) {
             Err(bad) => match bad.message_id {
                 Some(id) => {
                     self.metrics.commands_failed.inc();
@@ -347,17 +347,14 @@ fn pending_handle(v: &Value) -> Option<Value> {
         .cloned()
 }
 
-async fn run_command(shared: Arc<Shared>, cmd: Command) {
+async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
     log::debug!(
         "command {}.{} (message_id {})",
         cmd.addon_id,
         cmd.command,
         cmd.message_id
     );
-    let params = json!({
-        "addon_id": cmd.addon_id, "command": cmd.command, "params": cmd.params, "message_id": cmd.message_id,
-    });
-    let Value::Object(params) = params else { return };
+    let params = cmd.take_job_params();
     let mut result = shared
         .main_thread(RouterOp::Command, params, shared.config.command_timeout)
         .await;

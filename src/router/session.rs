@@ -175,7 +175,7 @@ impl WsLink {
                     Ok(Some(Ok(Message::Text(text)))) => match socketio::decode(text.as_str()) {
                         Ok(Packet::Ping) => send(&mut self.ws, socketio::PONG.into()).await.map_err(LinkEnd::Dropped)?,
                         Ok(Packet::Event { ns, name, args, .. }) if ns == self.namespace && name == "command_received" => {
-                            shared.on_command(args.first());
+                            shared.on_command(args.into_iter().next());
                         }
                         Ok(Packet::Disconnect { ns }) if ns == self.namespace => return Err(LinkEnd::Kicked),
                         Ok(Packet::Close) => return Err(LinkEnd::Closed),
