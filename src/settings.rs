@@ -52,6 +52,12 @@ pub const DEFAULT_POLL_LIMIT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_OUTBOX_MAX_COUNT: usize = 1000;
 pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_REMEMBERED_IDS: usize = 4096;
+/// `blendwire.Client`: each call, answer included; and the (re)connect attempts within it.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `blendwire mcp`: a tool call may run long (renders); reaching Blender must fail fast.
+pub const DEFAULT_MCP_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_MCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One setting that breaks its rule: `"{setting} {rule}"` is the whole sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +96,10 @@ pub fn defaults() -> Value {
         "poll_limit": DEFAULT_POLL_LIMIT.as_secs_f64(),
         "outbox_max_count": DEFAULT_OUTBOX_MAX_COUNT,
         "outbox_max_bytes": DEFAULT_OUTBOX_MAX_BYTES,
+        "client_timeout": DEFAULT_CLIENT_TIMEOUT.as_secs_f64(),
+        "client_connect_timeout": DEFAULT_CLIENT_CONNECT_TIMEOUT.as_secs_f64(),
+        "mcp_timeout": DEFAULT_MCP_TIMEOUT.as_secs_f64(),
+        "mcp_connect_timeout": DEFAULT_MCP_CONNECT_TIMEOUT.as_secs_f64(),
     })
 }
 
@@ -134,6 +144,14 @@ pub fn port(value: i64) -> Result<u16, String> {
 }
 
 /// A whole number in `min..=max`.
+/// The port a client connects to: a listener's rule without 0 (which only means "any free port").
+pub fn client_port(value: i64) -> Result<u16, String> {
+    u16::try_from(value)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("must be between 1 and 65535, got {value}"))
+}
+
 pub fn count(value: i64, min: usize, max: usize) -> Result<usize, String> {
     match usize::try_from(value) {
         Ok(n) if (min..=max).contains(&n) => Ok(n),

@@ -115,7 +115,7 @@ def status() -> dict:
                 "commands_completed", "commands_failed", "duplicates", "queued_replies",
                 "replies_dropped"},
      "bridge": {"queue_depth": 0, "capacity": 1024, "completed": 9, "failed": 1, "expired": 0,
-                "cancelled": 0, "busy_rejections": 0, "results_dropped": 0, "last_latency_ms": 0.1,
+                "cancelled": 0, "busy_rejections": 0, "results_dropped": 0, "log_records_dropped": 0, "last_latency_ms": 0.1,
                 "max_job_ms": 0.3, "max_tick_ms": 8.2,
                 "latency_ms": {"count": 9, "p50": 0.128, "p90": 0.256, "p99": 0.512}}}
     (latency: queue wait + run on the main thread, as power-of-two bucket bounds)."""
@@ -166,7 +166,8 @@ def defaults() -> dict[str, Any]:
     engine_url, socketio_path, namespace, watchdog_seconds (300), watchdog_env (the variable read
     when watchdog_seconds is None), watchdog_after_failures, backoff_initial, backoff_max,
     backoff_jitter, handshake_timeout, auth_timeout, command_timeout, poll_interval, poll_limit,
-    outbox_max_count, outbox_max_bytes."""
+    outbox_max_count, outbox_max_bytes, client_timeout (30), client_connect_timeout (5),
+    mcp_timeout (600), mcp_connect_timeout (2). Client and run_mcp_stdio take None for these."""
 
 def check_service_settings(
     host: str | None = None,
@@ -220,10 +221,10 @@ def log_level_name(value: int | str) -> str:
 # ---- MCP server ----------------------------------------------------------------------------
 
 def run_mcp_stdio(
-    host: str = "127.0.0.1",
-    port: int = 6688,
-    timeout: float = 600.0,
-    connect_timeout: float = 2.0,
+    host: str | None = None,
+    port: int | None = None,
+    timeout: float | None = None,
+    connect_timeout: float | None = None,
     token: str | None = None,
 ) -> None:
     """Serve the Model Context Protocol over this process's stdin/stdout (logs to stderr) for the
@@ -243,10 +244,10 @@ class Client:
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 6688,
-        timeout: float = 30.0,
-        connect_timeout: float = 5.0,
+        host: str | None = None,
+        port: int | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
         token: str | None = None,
     ) -> None:
         """`timeout` bounds each call; `connect_timeout` (at most `timeout`) bounds the

@@ -328,7 +328,7 @@ def _parser():
     c.add_argument("params", nargs="?", metavar="JSON_PARAMS", help="params as a JSON object")
     c.add_argument("--host", default=d["host"])
     c.add_argument("--port", type=int, help=f"default: $BLD_REMOTE_MCP_PORT or {d['port']}")
-    c.add_argument("--timeout", type=float, default=30.0, help="seconds (default %(default)s)")
+    c.add_argument("--timeout", type=float, default=d["client_timeout"], help="seconds (default %(default)s)")
     c.set_defaults(func=_cmd_call)
 
     m = sub.add_parser(
@@ -346,13 +346,13 @@ def _parser():
     m.add_argument(
         "--timeout",
         type=float,
-        default=600.0,
+        default=d["mcp_timeout"],
         help="seconds a tool call may take, response included (default %(default)s)",
     )
     m.add_argument(
         "--connect-timeout",
         type=float,
-        default=2.0,
+        default=d["mcp_connect_timeout"],
         help="seconds a call tries to reach Blender before failing (default %(default)s)",
     )
     m.set_defaults(func=_cmd_mcp)

@@ -14,12 +14,19 @@ class Client:
             print(c.execute("print(len(bpy.data.objects))"))
     """
 
-    def __init__(self, host="127.0.0.1", port=6688, timeout=30.0, connect_timeout=5.0, token=None):
-        # timeout bounds each call; connect_timeout bounds the (re)connect attempts within it.
+    def __init__(self, host=None, port=None, timeout=None, connect_timeout=None, token=None):
+        # timeout bounds each call; connect_timeout bounds the (re)connect attempts within it;
+        # None takes the core's default (127.0.0.1:6688, 30 s, 5 s: `_core.defaults()`).
         # token: for services started with BLENDWIRE_TOKEN (default: that variable, if set).
         if token is None:
             token = os.environ.get("BLENDWIRE_TOKEN") or None
-        self._client = _core.Client(host, int(port), float(timeout), float(connect_timeout), token)
+        self._client = _core.Client(
+            host,
+            None if port is None else int(port),
+            None if timeout is None else float(timeout),
+            None if connect_timeout is None else float(connect_timeout),
+            token,
+        )
 
     def call(self, type, params=None):
         """Send a command; return its `result`. Raises CommandError on `status: error`."""

@@ -1,12 +1,12 @@
 //! `blendwire._core.Client`: the blocking client, GIL released during I/O.
 
-use super::errors;
+use super::{errors, seconds_or};
 use crate::client::{self, Client, ResponseError};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use crate::settings;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 use serde_json::{Map, Value};
-use std::time::Duration;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyClient>()
@@ -47,30 +47,26 @@ impl PyClient {
 #[pymethods]
 impl PyClient {
     #[new]
-    #[pyo3(signature = (host = "127.0.0.1".to_string(), port = 6688, timeout = 30.0, connect_timeout = 5.0, token = None))]
-    fn new(host: String, port: i64, timeout: f64, connect_timeout: f64, token: Option<String>) -> PyResult<Self> {
-        let port = u16::try_from(port)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| PyValueError::new_err(format!("port must be between 1 and 65535, got {port}")))?;
-        if !(timeout.is_finite() && timeout > 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "timeout must be a positive number of seconds, got {timeout}"
-            )));
-        }
-        if !(connect_timeout.is_finite() && connect_timeout > 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "connect_timeout must be a positive number of seconds, got {connect_timeout}"
-            )));
-        }
+    #[pyo3(signature = (host = None, port = None, timeout = None, connect_timeout = None, token = None))]
+    fn new(
+        host: Option<String>,
+        port: Option<i64>,
+        timeout: Option<f64>,
+        connect_timeout: Option<f64>,
+        token: Option<String>,
+    ) -> PyResult<Self> {
+        let host = host.unwrap_or_else(|| settings::DEFAULT_HOST.to_string());
+        let port = port.map_or(Ok(settings::DEFAULT_PORT), |p| {
+            settings::client_port(p).map_err(|rule| errors::setting("port", rule))
+        })?;
+        let timeout = seconds_or("timeout", timeout, settings::DEFAULT_CLIENT_TIMEOUT)?;
+        let connect_timeout = seconds_or(
+            "connect_timeout",
+            connect_timeout,
+            settings::DEFAULT_CLIENT_CONNECT_TIMEOUT,
+        )?;
         Ok(PyClient {
-            inner: Client::new(
-                &host,
-                port,
-                Duration::from_secs_f64(timeout),
-                Duration::from_secs_f64(connect_timeout),
-            )
-            .with_token(token),
+            inner: Client::new(&host, port, timeout, connect_timeout).with_token(token),
         })
     }
 

@@ -1,9 +1,10 @@
 //! `blendwire._core.run_mcp_stdio`: the MCP server of `blendwire mcp`, GIL released while it runs.
 
-use super::seconds;
+use super::{errors, seconds_or};
 use crate::mcp::{run_stdio, McpConfig};
+use crate::settings;
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
@@ -14,24 +15,26 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// Serve MCP on stdin/stdout for the Blender service at host:port until stdin closes.
 #[pyfunction]
-#[pyo3(signature = (host = "127.0.0.1".to_string(), port = 6688, timeout = 600.0, connect_timeout = 2.0, token = None))]
+#[pyo3(signature = (host = None, port = None, timeout = None, connect_timeout = None, token = None))]
 fn run_mcp_stdio(
     py: Python<'_>,
-    host: String,
-    port: i64,
-    timeout: f64,
-    connect_timeout: f64,
+    host: Option<String>,
+    port: Option<i64>,
+    timeout: Option<f64>,
+    connect_timeout: Option<f64>,
     token: Option<String>,
 ) -> PyResult<()> {
-    let port = u16::try_from(port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| PyValueError::new_err(format!("port must be between 1 and 65535, got {port}")))?;
     let config = McpConfig {
-        host,
-        port,
-        timeout: seconds("timeout", timeout)?,
-        connect_timeout: seconds("connect_timeout", connect_timeout)?,
+        host: host.unwrap_or_else(|| settings::DEFAULT_HOST.to_string()),
+        port: port.map_or(Ok(settings::DEFAULT_PORT), |p| {
+            settings::client_port(p).map_err(|rule| errors::setting("port", rule))
+        })?,
+        timeout: seconds_or("timeout", timeout, settings::DEFAULT_MCP_TIMEOUT)?,
+        connect_timeout: seconds_or(
+            "connect_timeout",
+            connect_timeout,
+            settings::DEFAULT_MCP_CONNECT_TIMEOUT,
+        )?,
         token,
     };
     // The server runs on its own thread so this one can come back for Python's signal handlers
