@@ -115,7 +115,8 @@ def status() -> dict:
                 "commands_completed", "commands_failed", "duplicates", "queued_replies",
                 "replies_dropped"},
      "bridge": {"queue_depth": 0, "capacity": 1024, "completed": 9, "failed": 1, "expired": 0,
-                "cancelled": 0, "busy_rejections": 0, "results_dropped": 0, "log_records_dropped": 0, "last_latency_ms": 0.1,
+                "cancelled": 0, "busy_rejections": 0, "results_dropped": 0, "log_records_dropped": 0,
+                "last_latency_ms": 0.1,
                 "max_job_ms": 0.3, "max_tick_ms": 8.2,
                 "latency_ms": {"count": 9, "p50": 0.128, "p90": 0.256, "p99": 0.512}}}
     (latency: queue wait + run on the main thread, as power-of-two bucket bounds)."""

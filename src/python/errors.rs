@@ -3,7 +3,7 @@
 use crate::error::{self, ClientError, JobError};
 use crate::router::RouterError;
 use crate::settings::Problem;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -35,6 +35,11 @@ pub fn invalid(message: String) -> PyErr {
 /// An argument that cannot be converted (to JSON, ...).
 pub fn bad_argument(name: &str, e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(format!("{name}: {e}"))
+}
+
+/// A keyword argument the function does not take (as Python words it).
+pub fn unexpected_argument(func: &str, name: &str) -> PyErr {
+    PyTypeError::new_err(format!("{func}() got an unexpected keyword argument '{name}'"))
 }
 
 pub fn router_error(e: RouterError) -> PyErr {

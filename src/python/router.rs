@@ -4,9 +4,10 @@ use super::bridge::emit_logs;
 use super::{errors, seconds_or};
 use crate::queue;
 use crate::router::{Router, Shared};
-use crate::settings::{RouterSettings, DEFAULT_STOP_TIMEOUT};
+use crate::settings::DEFAULT_STOP_TIMEOUT;
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::sync::Arc;
 
 /// One router per process; the lock also serialises overlapping start/stop calls. A stop holds
@@ -32,47 +33,11 @@ pub fn shared() -> Option<Arc<Shared>> {
 /// request in time (the router dispatcher's "auth" op is asked first, on every attempt). Every
 /// setting left `None` takes its default from `crate::settings`.
 #[pyfunction]
-#[pyo3(signature = (url, *, socketio_path = None, namespace = None, fallback_auth = None,
-                    watchdog_seconds = None, watchdog_after_failures = None, backoff_initial = None,
-                    backoff_max = None, backoff_jitter = None, handshake_timeout = None,
-                    command_timeout = None, poll_limit = None, outbox_max_count = None,
-                    outbox_max_bytes = None))]
-#[allow(clippy::too_many_arguments)]
-fn start_router(
-    py: Python<'_>,
-    url: String,
-    socketio_path: Option<String>,
-    namespace: Option<String>,
-    fallback_auth: Option<&Bound<'_, PyAny>>,
-    watchdog_seconds: Option<f64>,
-    watchdog_after_failures: Option<i64>,
-    backoff_initial: Option<f64>,
-    backoff_max: Option<f64>,
-    backoff_jitter: Option<f64>,
-    handshake_timeout: Option<f64>,
-    command_timeout: Option<f64>,
-    poll_limit: Option<f64>,
-    outbox_max_count: Option<i64>,
-    outbox_max_bytes: Option<i64>,
-) -> PyResult<()> {
-    let config = RouterSettings {
-        url,
-        socketio_path,
-        namespace,
-        fallback_auth: super::settings::fallback_auth(fallback_auth)?,
-        watchdog_seconds,
-        watchdog_after_failures,
-        backoff_initial,
-        backoff_max,
-        backoff_jitter,
-        handshake_timeout,
-        command_timeout,
-        poll_limit,
-        outbox_max_count,
-        outbox_max_bytes,
-    }
-    .resolve()
-    .map_err(errors::settings_error)?;
+#[pyo3(signature = (url, **settings))]
+fn start_router(py: Python<'_>, url: String, settings: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let config = super::settings::router_settings("start_router", url, settings)?
+        .resolve()
+        .map_err(errors::settings_error)?;
     let result = py.detach(|| {
         let mut slot = ROUTER.lock();
         if slot.is_some() {

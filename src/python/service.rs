@@ -4,9 +4,10 @@ use super::seconds_or;
 use super::{bridge::emit_logs, errors};
 use crate::queue;
 use crate::service::{Service, ServiceInfo};
-use crate::settings::{ServiceSettings, DEFAULT_STOP_TIMEOUT};
+use crate::settings::DEFAULT_STOP_TIMEOUT;
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use pythonize::pythonize;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -41,39 +42,20 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// Start the service; every setting left `None` takes its default from `crate::settings`.
 #[pyfunction]
-#[pyo3(signature = (host = None, port = None, commands = Vec::new(), *, default_timeout = None,
-                    max_request_bytes = None, max_connections = None, read_timeout = None,
-                    write_timeout = None, token = None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (host = None, port = None, commands = Vec::new(), **settings))]
 fn start_service(
     py: Python<'_>,
     host: Option<String>,
     port: Option<i64>,
     commands: Vec<String>,
-    default_timeout: Option<f64>,
-    max_request_bytes: Option<i64>,
-    max_connections: Option<i64>,
-    read_timeout: Option<f64>,
-    write_timeout: Option<f64>,
-    token: Option<String>,
+    settings: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<(String, u16)> {
     // The host rule is left to Service::start, which applies it to the bound address and raises
     // ServiceError as before; every other rule is a ValueError here.
-    let config = ServiceSettings {
-        host,
-        port,
-        commands,
-        default_timeout,
-        max_request_bytes,
-        max_connections,
-        read_timeout,
-        write_timeout,
-        token,
-        queue_capacity: None,
-    }
-    .resolve(false)
-    .map_err(errors::settings_error)?
-    .config;
+    let config = super::settings::service_settings("start_service", host, port, commands, settings, false)?
+        .resolve(false)
+        .map_err(errors::settings_error)?
+        .config;
     let result = py.detach(|| {
         let mut slot = SERVICE.lock();
         if let Some(running) = slot.as_ref().filter(|s| s.is_serving()) {

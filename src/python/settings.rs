@@ -4,6 +4,7 @@
 use super::errors;
 use crate::settings::{self, LogLevel, Problem, RouterSettings, ServiceSettings};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use pythonize::{depythonize, pythonize};
 use serde_json::Value;
 
@@ -50,81 +51,104 @@ fn defaults(py: Python<'_>) -> PyResult<Py<PyAny>> {
         .unbind())
 }
 
+/// The service settings of a `start_service` / `check_service_settings` call: its keyword
+/// arguments are converted here, the one list of their Python names (None: the default).
+/// `with_queue`: `queue_capacity` is one of them (the check also covers the queue).
+pub fn service_settings(
+    func: &str,
+    host: Option<String>,
+    port: Option<i64>,
+    commands: Vec<String>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    with_queue: bool,
+) -> PyResult<ServiceSettings> {
+    let mut s = ServiceSettings {
+        host,
+        port,
+        commands,
+        ..ServiceSettings::default()
+    };
+    for (key, value) in given(kwargs)? {
+        match key.as_str() {
+            "default_timeout" => s.default_timeout = Some(arg(&key, &value)?),
+            "max_request_bytes" => s.max_request_bytes = Some(arg(&key, &value)?),
+            "max_connections" => s.max_connections = Some(arg(&key, &value)?),
+            "read_timeout" => s.read_timeout = Some(arg(&key, &value)?),
+            "write_timeout" => s.write_timeout = Some(arg(&key, &value)?),
+            "token" => s.token = Some(arg(&key, &value)?),
+            "queue_capacity" if with_queue => s.queue_capacity = Some(arg(&key, &value)?),
+            _ => return Err(errors::unexpected_argument(func, &key)),
+        }
+    }
+    Ok(s)
+}
+
+/// The router settings of a `start_router` / `check_router_settings` call, as
+/// [`service_settings`] does it for the service.
+pub fn router_settings(func: &str, url: String, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<RouterSettings> {
+    let mut s = RouterSettings {
+        url,
+        ..RouterSettings::default()
+    };
+    for (key, value) in given(kwargs)? {
+        match key.as_str() {
+            "socketio_path" => s.socketio_path = Some(arg(&key, &value)?),
+            "namespace" => s.namespace = Some(arg(&key, &value)?),
+            "fallback_auth" => s.fallback_auth = fallback_auth(Some(&value))?,
+            "watchdog_seconds" => s.watchdog_seconds = Some(arg(&key, &value)?),
+            "watchdog_after_failures" => s.watchdog_after_failures = Some(arg(&key, &value)?),
+            "backoff_initial" => s.backoff_initial = Some(arg(&key, &value)?),
+            "backoff_max" => s.backoff_max = Some(arg(&key, &value)?),
+            "backoff_jitter" => s.backoff_jitter = Some(arg(&key, &value)?),
+            "handshake_timeout" => s.handshake_timeout = Some(arg(&key, &value)?),
+            "command_timeout" => s.command_timeout = Some(arg(&key, &value)?),
+            "poll_limit" => s.poll_limit = Some(arg(&key, &value)?),
+            "outbox_max_count" => s.outbox_max_count = Some(arg(&key, &value)?),
+            "outbox_max_bytes" => s.outbox_max_bytes = Some(arg(&key, &value)?),
+            _ => return Err(errors::unexpected_argument(func, &key)),
+        }
+    }
+    Ok(s)
+}
+
+/// The keyword arguments that are not None (None means the default).
+fn given<'py>(kwargs: Option<&Bound<'py, PyDict>>) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    let mut out = Vec::new();
+    for (key, value) in kwargs.into_iter().flat_map(|k| k.iter()) {
+        if !value.is_none() {
+            out.push((key.extract()?, value));
+        }
+    }
+    Ok(out)
+}
+
+fn arg<'a, 'py, T>(name: &str, value: &'a Bound<'py, PyAny>) -> PyResult<T>
+where
+    T: FromPyObject<'a, 'py>,
+    T::Error: Into<PyErr>,
+{
+    value
+        .extract::<T>()
+        .map_err(|e| errors::bad_argument(name, Into::<PyErr>::into(e)))
+}
+
 #[pyfunction]
-#[pyo3(signature = (host = None, port = None, commands = Vec::new(), *, default_timeout = None,
-                    max_request_bytes = None, max_connections = None, read_timeout = None,
-                    write_timeout = None, token = None, queue_capacity = None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (host = None, port = None, commands = Vec::new(), **settings))]
 fn check_service_settings(
     host: Option<String>,
     port: Option<i64>,
     commands: Vec<String>,
-    default_timeout: Option<f64>,
-    max_request_bytes: Option<i64>,
-    max_connections: Option<i64>,
-    read_timeout: Option<f64>,
-    write_timeout: Option<f64>,
-    token: Option<String>,
-    queue_capacity: Option<i64>,
-) -> Vec<(String, String)> {
-    pairs(
-        ServiceSettings {
-            host,
-            port,
-            commands,
-            default_timeout,
-            max_request_bytes,
-            max_connections,
-            read_timeout,
-            write_timeout,
-            token,
-            queue_capacity,
-        }
-        .resolve(true),
-    )
+    settings: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Vec<(String, String)>> {
+    let given = service_settings("check_service_settings", host, port, commands, settings, true)?;
+    Ok(pairs(given.resolve(true)))
 }
 
 #[pyfunction]
-#[pyo3(signature = (url, *, socketio_path = None, namespace = None, fallback_auth = None,
-                    watchdog_seconds = None, watchdog_after_failures = None, backoff_initial = None,
-                    backoff_max = None, backoff_jitter = None, handshake_timeout = None,
-                    command_timeout = None, poll_limit = None, outbox_max_count = None,
-                    outbox_max_bytes = None))]
-#[allow(clippy::too_many_arguments)]
-fn check_router_settings(
-    url: String,
-    socketio_path: Option<String>,
-    namespace: Option<String>,
-    fallback_auth: Option<&Bound<'_, PyAny>>,
-    watchdog_seconds: Option<f64>,
-    watchdog_after_failures: Option<i64>,
-    backoff_initial: Option<f64>,
-    backoff_max: Option<f64>,
-    backoff_jitter: Option<f64>,
-    handshake_timeout: Option<f64>,
-    command_timeout: Option<f64>,
-    poll_limit: Option<f64>,
-    outbox_max_count: Option<i64>,
-    outbox_max_bytes: Option<i64>,
-) -> PyResult<Vec<(String, String)>> {
+#[pyo3(signature = (url, **settings))]
+fn check_router_settings(url: String, settings: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
     Ok(pairs(
-        RouterSettings {
-            url,
-            socketio_path,
-            namespace,
-            fallback_auth: self::fallback_auth(fallback_auth)?,
-            watchdog_seconds,
-            watchdog_after_failures,
-            backoff_initial,
-            backoff_max,
-            backoff_jitter,
-            handshake_timeout,
-            command_timeout,
-            poll_limit,
-            outbox_max_count,
-            outbox_max_bytes,
-        }
-        .resolve(),
+        router_settings("check_router_settings", url, settings)?.resolve(),
     ))
 }
 
