@@ -196,6 +196,40 @@ def test_serve_shutdown_right_after_serving_line(runtime):
 
 
 @pytest.mark.background
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--engine-url", "https://engine.example:443"], "--engine-url must start with http:// or ws://"),
+        (["--engine-url", "localhost:8000"], "--engine-url must start with http:// or ws://"),
+        (
+            ["--engine-url", "http://127.0.0.1:8000", "--backoff-jitter", "2"],
+            "--backoff-jitter must be between 0 and 1",
+        ),
+        (["--engine-url", "http://127.0.0.1:8000", "--watchdog-seconds", "-1"], "--watchdog-seconds must be 0"),
+        (["--max-request-bytes", "10"], "--max-request-bytes must be at least 1024, got 10"),
+        (["--queue-capacity", "0"], "--queue-capacity must be between 1 and 1000000, got 0"),
+        (["--port", "70000"], "--port must be between 0 and 65535"),
+        (["--host", "0.0.0.0"], "--host must be loopback unless there is a token"),
+        (["--watchdog-seconds", "5"], "the router options need --engine-url"),
+    ],
+)
+def test_serve_bad_settings_fail_before_blender_starts(args, expected):
+    """The core checks serve's settings (one wording, our flag names) before any Blender runs:
+    --blender points at a program that does not exist, so reaching it would fail differently."""
+    p = blendwire("serve", "--blender", "/nonexistent/blender", *args, timeout=30)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert expected in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and "Blender not found" not in p.stderr
+
+
+def test_serve_bad_watchdog_env_is_named(monkeypatch):
+    monkeypatch.setenv("BLENDWIRE_WATCHDOG_SECONDS", "soon")
+    p = blendwire("serve", "--blender", "/nonexistent/blender", "--engine-url", "http://127.0.0.1:8000", timeout=30)
+    assert p.returncode == 1
+    assert "--watchdog-seconds (from $BLENDWIRE_WATCHDOG_SECONDS) must be a number of seconds" in p.stderr, p.stderr
+    assert 'got "soon"' in p.stderr, p.stderr
+
+
 def test_serve_port_from_env():
     port = bwtest.free_port()
     sp = bwtest.ServeProcess([], env={"BLD_REMOTE_MCP_PORT": str(port)})

@@ -37,6 +37,11 @@ pub fn bad_argument(name: &str, e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(format!("{name}: {e}"))
 }
 
+/// A setting of the wrong type: a TypeError that names it.
+pub fn wrong_type(py: Python<'_>, name: &str, e: PyErr) -> PyErr {
+    PyTypeError::new_err(format!("{name}: {}", e.value(py)))
+}
+
 /// A keyword argument the function does not take (as Python words it).
 pub fn unexpected_argument(func: &str, name: &str) -> PyErr {
     PyTypeError::new_err(format!("{func}() got an unexpected keyword argument '{name}'"))

@@ -129,7 +129,7 @@ where
 {
     value
         .extract::<T>()
-        .map_err(|e| errors::bad_argument(name, Into::<PyErr>::into(e)))
+        .map_err(|e| errors::wrong_type(value.py(), name, e.into()))
 }
 
 #[pyfunction]
