@@ -42,6 +42,15 @@ def test_{i}():
     assert mesh.name.startswith("m{i}")
     assert len(mesh.vertices) == 0
 """
+# The same with about 25 ms of work in Blender's Python each: where one Blender per worker pays.
+HEAVY = """
+def test_{i}():
+    import bpy
+
+    mesh = bpy.data.meshes.new("m{i}")
+    assert sum(k * k for k in range(300_000)) > 0
+    assert mesh.name.startswith("m{i}")
+"""
 OUTSIDE = """
 def test_{i}(blender):
     out = blender.run("mesh = bpy.data.meshes.new('m{i}')\\nprint(mesh.name, len(mesh.vertices))")
@@ -60,8 +69,9 @@ def write_suite(root: str, kind: str, n: int) -> str:
         "inside": "import pytest\n\npytestmark = pytest.mark.in_blender\n",
         "inside_keep": "import pytest\n\npytestmark = [pytest.mark.in_blender, pytest.mark.blender_keep_scene]\n",
         "outside": "",
+        "heavy": "import pytest\n\npytestmark = pytest.mark.in_blender\n",
     }[kind]
-    body = OUTSIDE if kind == "outside" else PLAIN
+    body = {"outside": OUTSIDE, "heavy": HEAVY}.get(kind, PLAIN)
     for start in range(0, n, PER_FILE):
         with open(os.path.join(folder, "tests", f"test_{start // PER_FILE:03d}.py"), "w") as f:
             f.write(header + "".join(body.format(i=i) for i in range(start, min(n, start + PER_FILE))))
@@ -104,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     root = tempfile.mkdtemp(prefix="blendwire-pytest-bench-")
-    suites = {kind: write_suite(root, kind, args.tests) for kind in ("plain", "inside", "inside_keep", "outside")}
+    kinds = ("plain", "inside", "inside_keep", "outside", "heavy")
+    suites = {kind: write_suite(root, kind, args.tests) for kind in kinds}
     ours = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--blender"]
     variants: dict[str, tuple[list[str], str, dict | None]] = {
         "pytest-blender 3.0.8 (one blender -b, no isolation)": ([], "plain", None),
@@ -113,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         "blendwire in_blender, -b, scene kept": (ours, "inside_keep", None),
         "blendwire blender fixture, -b, fresh scene per test": (ours, "outside", None),
         "blendwire in_blender, bpy runtime, fresh scene per test": (ours + ["--blender-runtime=bpy"], "inside", None),
+        "heavier tests (~25 ms each): blendwire in_blender, -b": (ours, "heavy", None),
+        "heavier tests (~25 ms each): blendwire in_blender, -b, -n 2": (ours + ["-n", "2"], "heavy", None),
     }
     if args.only:
         wanted = [w.strip() for w in args.only.split(",")]
