@@ -21,6 +21,7 @@ No bpy here; the Blender side is `blendwire.pytest_runner`.
 from __future__ import annotations
 
 import collections
+import inspect
 import json
 import os
 import pathlib
@@ -47,6 +48,7 @@ SERVING_RE = re.compile(
 MARKER = "BLENDWIRE-TEST"  # the runner's result line (blendwire.pytest_runner.MARKER)
 _OUTPUT_LINES = 200  # Blender's last output lines kept for crash reports
 _SESSION_KEY = pytest.StashKey["BlenderSession"]()
+_USES_BLENDER = pytest.StashKey[bool]()  # on an item: the test used Blender
 
 
 class BlenderError(Exception):
@@ -159,12 +161,26 @@ def _describe_exit(rc: int | None) -> str:
     return f"exit status {rc}"
 
 
+# `blendwire serve` (blendwire.cli), told by the kernel to take SIGTERM when pytest dies, even by
+# SIGKILL (serve then stops its Blender); otherwise a killed pytest would leave both running.
+_SERVE_BOOT = """import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("blendwire serve: pytest is gone")
+from blendwire.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 class BlenderProcess:
-    """One `python -m blendwire serve --port 0 ...` with its client; its output kept for reports."""
+    """One `blendwire serve --port 0 ...` with its client; its output kept for reports."""
 
     def __init__(self, runtime: str, exe: str | None, blend_file: str | None, timeout: float, start_timeout: float):
         self.runtime = runtime
-        cmd = [sys.executable, "-m", "blendwire", "serve", "--port", "0", *RUNTIMES[runtime]]
+        cmd = [sys.executable, "-c", _SERVE_BOOT, str(os.getpid()), "serve", "--port", "0", *RUNTIMES[runtime]]
         if exe:
             cmd += ["--blender", exe]
         if blend_file:
@@ -189,7 +205,7 @@ class BlenderProcess:
 
         self.client = Client(self.host, self.port, timeout=timeout, connect_timeout=5.0)
 
-    def _pump(self, stream, watch: bool) -> None:
+    def _pump(self, stream: Any, watch: bool) -> None:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             self.output.append(line)
@@ -243,8 +259,11 @@ class BlenderProcess:
     def stop(self) -> None:
         """`server_shutdown`, then SIGKILL after STOP_TIMEOUT."""
         if self.alive():
-            try:
-                self.client.call("server_shutdown")
+            from .client import Client
+
+            try:  # its own short-timeout client: the session's may be stuck in a call (Ctrl-C)
+                with Client(self.host, self.port, timeout=5.0, connect_timeout=2.0) as c:
+                    c.call("server_shutdown")
             except Exception:
                 pass
             if self.wait(STOP_TIMEOUT) is None:
@@ -419,9 +438,6 @@ def blender(request: pytest.FixtureRequest) -> BlenderHandle:
     return BlenderHandle(session)
 
 
-_USES_BLENDER = pytest.StashKey[bool]()
-
-
 # ---- in_blender tests ----------------------------------------------------------------------------
 
 
@@ -478,7 +494,8 @@ class _Hooks:
 
         path = pathlib.Path(str(item.path)).resolve()
         module, base = _module_name(path)
-        argnames = item._fixtureinfo.argnames
+        # The test function's own parameters (not autouse fixtures, whose values stay outside).
+        argnames = [n for n in inspect.signature(item.obj).parameters if n in item.funcargs]
         try:
             args = {name: _encode(name, item.funcargs[name]) for name in argnames}
         except TypeError as e:
