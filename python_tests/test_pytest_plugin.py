@@ -231,9 +231,57 @@ def test_blender_that_cannot_start_fails_each_test_once_started(tmp_path):
             """
         )
     )
-    run = run_pytest(tmp_path, tmp_path, "--blender-exe", str(tmp_path / "no-such-blender"))
+    run = run_pytest(tmp_path, tmp_path, f"--blender-exe={tmp_path / 'no-such-blender'}")
     assert run.returncode == 1, run.output
     assert run.names("passed") == {"test_plain"}, run.output
     for name in ("test_outside", "test_inside"):
         assert "Blender could not be started" in run.message(name), run.output
         assert "Blender not found" in run.message(name), run.output
+
+
+def test_blender_file_is_the_scene_of_every_test(runtime, tmp_path):
+    """--blender-file: Blender starts with it and every reset reopens it."""
+    if runtime == "gui":
+        pytest.skip("the reset path is the same in every runtime; checked in background and bpy")
+    blend = tmp_path / "only_cube.blend"
+    subprocess.run(
+        [
+            "blender",
+            "-b",
+            "--factory-startup",
+            "--python-expr",
+            "import bpy\nfor n in ('Camera', 'Light'):\n    bpy.data.objects.remove(bpy.data.objects[n])\n"
+            f"bpy.ops.wm.save_as_mainfile(filepath={str(blend)!r})\n",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert blend.is_file()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pytest.ini").write_text(f"[pytest]\nblender = true\nblender_runtime = {runtime}\n")
+    (project / "test_file.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+
+            @pytest.mark.in_blender
+            def test_inside_adds_a_monkey():
+                import bpy
+                assert sorted(o.name for o in bpy.context.scene.objects) == ["Cube"]
+                bpy.ops.mesh.primitive_monkey_add()
+
+            def test_outside_sees_the_file_again(blender):
+                assert [o["name"] for o in blender.call("get_scene_info")["objects"]] == ["Cube"]
+                blender.run("bpy.ops.mesh.primitive_monkey_add()")
+                blender.reset()
+                assert blender.call("get_scene_info")["object_count"] == 1
+            """
+        )
+    )
+    # `=`: pytest looks for its ini file before it knows plugin options, taking a separate value
+    # for a path argument (a .blend outside the project would move the rootdir).
+    run = run_pytest(project, tmp_path, f"--blender-file={blend}")
+    assert run.returncode == 0, run.output
+    assert run.names("passed") == {"test_inside_adds_a_monkey", "test_outside_sees_the_file_again"}, run.output
