@@ -86,6 +86,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "in_blender: with --blender, the test runs inside Blender")
     config.addinivalue_line("markers", "blender_keep_scene: no fresh Blender scene before this test")
+    config.addinivalue_line("markers", "blender_timeout(seconds): this test's --blender-timeout")
     enabled = config.getoption("--blender")
     if enabled is None:
         enabled = bool(config.getini("blender"))
@@ -204,7 +205,17 @@ class BlenderProcess:
         self.host, self.port, self.version = self._wait_serving(start_timeout)
         from .client import Client
 
+        self.timeout = timeout
         self.client = Client(self.host, self.port, timeout=timeout, connect_timeout=5.0)
+        self._clients: dict[float, Any] = {timeout: self.client}
+
+    def client_for(self, timeout: float) -> Any:
+        """A client whose calls wait at most `timeout` seconds (one per distinct timeout)."""
+        if timeout not in self._clients:
+            from .client import Client
+
+            self._clients[timeout] = Client(self.host, self.port, timeout=timeout, connect_timeout=5.0)
+        return self._clients[timeout]
 
     def _pump(self, stream: Any, watch: bool) -> None:
         for raw in iter(stream.readline, b""):
@@ -269,7 +280,8 @@ class BlenderProcess:
                 pass
             if self.wait(STOP_TIMEOUT) is None:
                 self.kill()
-        self.client.close()
+        for client in self._clients.values():
+            client.close()
 
 
 class BlenderSession:
@@ -329,7 +341,7 @@ class BlenderSession:
         self.process = None
         return f"{what}: {state}; a new Blender is started for the next test\n{process.tail()}"
 
-    def timed_out(self, what: str) -> str:
+    def timed_out(self, what: str, timeout: float | None = None) -> str:
         """After a call ran past the timeout: Blender is killed and replaced at the next ensure().
 
         Where the main-thread interrupt will plug in: interrupt the running job instead (and keep
@@ -339,7 +351,8 @@ class BlenderSession:
         if process is not None:
             process.kill()
         return (
-            f"{what}: still running after {self.timeout:g} s (--blender-timeout / blender_timeout); "
+            f"{what}: still running after {timeout or self.timeout:g} s "
+            "(--blender-timeout, ini blender_timeout or @pytest.mark.blender_timeout(S)); "
             "Blender was killed, a new one is started for the next test"
         )
 
@@ -353,7 +366,7 @@ class BlenderSession:
     def call_code(self, process: BlenderProcess, code: str, what: str = "the call to Blender") -> str:
         return self.guard(process.client.execute, code, what=what)
 
-    def guard(self, fn, *args: Any, what: str = "the call to Blender") -> Any:
+    def guard(self, fn, *args: Any, what: str = "the call to Blender", timeout: float | None = None) -> Any:
         """`fn(*args)` (a call to Blender); a timeout or a lost Blender becomes a BlenderError saying
         what happened, and Blender is replaced for the next test."""
         from .errors import ConnectionFailed, ConnectionLost, Timeout
@@ -362,7 +375,7 @@ class BlenderSession:
         try:
             return fn(*args)
         except Timeout:
-            raise BlenderError(self.timed_out(what)) from None
+            raise BlenderError(self.timed_out(what, timeout)) from None
         except (ConnectionLost, ConnectionFailed):
             raise BlenderError(self.lost(what)) from None
 
@@ -383,13 +396,15 @@ class BlenderHandle:
     `load(path)` opens a .blend; `client` is the `blendwire.Client` itself (replaced when Blender is
     restarted)."""
 
-    def __init__(self, session: BlenderSession):
+    def __init__(self, session: BlenderSession, timeout: float | None = None):
         self._session = session
+        self._timeout = timeout or session.timeout
 
     @property
     def client(self) -> Any:
-        """The `blendwire.Client` to the running Blender (started if there is none)."""
-        return self._session.ensure().client
+        """The `blendwire.Client` to the running Blender (started if there is none); its calls wait
+        as long as the test's timeout."""
+        return self._session.ensure().client_for(self._timeout)
 
     @property
     def version(self) -> str:
@@ -403,12 +418,12 @@ class BlenderHandle:
         """The command's result; `blendwire.CommandError` when it fails, BlenderError when Blender
         crashed or the call ran past the timeout (Blender is then replaced for the next test)."""
         __tracebackhide__ = True
-        return self._session.guard(self.client.call, type, params)
+        return self._session.guard(self.client.call, type, params, timeout=self._timeout)
 
     def run(self, code: str) -> str:
         """Run Python `code` in Blender (fresh globals with `bpy`); return what it printed."""
         __tracebackhide__ = True
-        return self._session.guard(self.client.execute, code)
+        return self._session.guard(self.client.execute, code, timeout=self._timeout)
 
     execute = run
 
@@ -446,7 +461,7 @@ def blender(request: pytest.FixtureRequest) -> BlenderHandle:
         failure = f"Blender before the test: {e}"
     if failure is not None:
         pytest.fail(failure, pytrace=False)
-    return BlenderHandle(session)
+    return BlenderHandle(session, _test_timeout(request.node))
 
 
 # ---- in_blender tests ----------------------------------------------------------------------------
@@ -468,6 +483,21 @@ def _encode(name: str, value: Any) -> Any:
         f"fixture {name!r} is a {type(value).__name__}: an in_blender test gets only JSON values, "
         "paths and tuples (compute other values inside the test)"
     )
+
+
+def _test_timeout(item: pytest.Item) -> float | None:
+    """The test's `@pytest.mark.blender_timeout(S)`, if it has one."""
+    marker = item.get_closest_marker("blender_timeout")
+    if marker is None:
+        return None
+    value = marker.args[0] if marker.args else marker.kwargs.get("seconds")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if seconds <= 0:
+        raise pytest.UsageError(f"{item.nodeid}: blender_timeout needs a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _module_name(path: pathlib.Path) -> tuple[str, str]:
@@ -529,7 +559,9 @@ class _Hooks:
         failure = None
         try:
             process = self.session.ensure()
-            out = self.session.call_code(process, code, what="the test in Blender")
+            timeout = _test_timeout(item) or self.session.timeout
+            client = process.client_for(timeout)
+            out = self.session.guard(client.execute, code, what="the test in Blender", timeout=timeout)
         except BlenderError as e:
             failure = str(e)
         except CommandError as e:

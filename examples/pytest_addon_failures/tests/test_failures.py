@@ -44,6 +44,7 @@ def test_after_crash_outside_passes(blender):
     assert blender.run("print(len(bpy.context.scene.objects))").strip() == "3"
 
 
+@pytest.mark.blender_timeout(3)  # instead of the ini's 5 s
 def test_hang_outside(blender):
     blender.run(HANG)
 
