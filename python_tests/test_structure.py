@@ -9,7 +9,20 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = {"blendwire": ROOT / "python" / "blendwire", "blendwire_addon": ROOT / "addon" / "blendwire_addon"}
 # Importable without Blender: `blendwire call/status/mcp`, `import blendwire`, the client.
-NO_BPY = {"blendwire", "_core", "errors", "config", "persist", "logs", "client", "supervisor", "cli", "__main__"}
+NO_BPY = {
+    "blendwire",
+    "_core",
+    "errors",
+    "config",
+    "persist",
+    "logs",
+    "client",
+    "supervisor",
+    "cli",
+    "__main__",
+    "pytest_plugin",  # loaded by every pytest run in an environment with the wheel
+    "pytest_runner",  # imports bpy only inside Blender, to reset the scene
+}
 
 
 def _imports(package, path):

@@ -6,7 +6,9 @@ Importable in plain Python. The modules, imports pointing one way (each only imp
 - `commands` (the BLD Remote handlers), `registry` (the cr8 handlers and add-on discovery): handlers;
 - `runtime` (the main-thread loop, its phases and the watchdog's save), then `blender` (the command
   service) and `router` (the engine router): the runtime, inside Blender;
-- `serve` (serving inside Blender), `supervisor` (Blender as a child process), `cli`: the command.
+- `serve` (serving inside Blender), `supervisor` (Blender as a child process), `cli`: the command;
+- `pytest_plugin` (the pytest plugin, no bpy; off unless `pytest --blender`) and `pytest_runner`
+  (its Blender side, which runs one `in_blender` test).
 """
 
 from . import _core
