@@ -204,6 +204,29 @@ def test_sigterm_to_serve_during_a_runaway_job_leaves_no_blender(request, serve_
     assert "killing it" not in "\n".join(sp.stderr_lines), sp.output()
 
 
+@pytest.mark.parametrize("runtime", _runtimes("background", "gui"))
+def test_serve_killed_during_a_runaway_job_leaves_no_blender(request, serve_factory, runtime):
+    """SIGKILL to `blendwire serve` alone: its Blender (own session) sees the parent gone, the
+    runaway job is interrupted and Blender ends."""
+    _selected(request, runtime)
+    sp = serve_factory(runtime)
+    c, pid = _start_runaway(sp)
+    with c:
+        sp.proc.kill()
+        sp.wait_exit(bwtest.EXIT_TIMEOUT)
+        assert wait_for(
+            lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), bwtest.EXIT_TIMEOUT, f"Blender {pid} to end"
+        )
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 # ---- the blender-remote client ---------------------------------------------------------------
 
 
