@@ -10,6 +10,7 @@ deadline.
 
 import os
 import signal
+import subprocess
 
 import bwtest
 import pytest
@@ -107,6 +108,29 @@ def test_status_answers_while_a_long_job_runs_and_it_is_not_interrupted(server, 
             bwtest.touch(release)
         assert stdout_of(assert_success(c.read())) == "released\n"
     assert_served(server)
+
+
+def blendwire_status(server):
+    out = subprocess.run(
+        bwtest.blendwire_command() + ["status", "--host", server.host, "--port", str(server.port), "--timeout", "10"],
+        capture_output=True,
+        text=True,
+        timeout=ANSWER_WAIT,
+    )
+    assert out.returncode == 0, out.stderr
+    return next(x for x in out.stdout.splitlines() if x.startswith("main thread:"))
+
+
+def test_blendwire_status_prints_what_the_main_thread_runs(server):
+    with Conn(server.port, server.host, timeout=ANSWER_WAIT) as c:
+        # Long enough for a `blendwire status` process to start and ask while it runs.
+        c.send(exec_req(RUNAWAYS["busy_loop"], _timeout_seconds=10))
+        wait_running(server, c)
+        line = blendwire_status(server)
+        assert line.startswith("main thread: running execute_code for ") and "deadline in" in line, line
+        assert f"(client 127.0.0.1:{c.sock.getsockname()[1]})" in line, line
+        assert_error(c.read(), "interrupted")
+    assert blendwire_status(server) == "main thread: idle"
 
 
 def test_a_job_interrupted_while_it_changes_the_scene_leaves_blender_usable(server):

@@ -33,8 +33,8 @@ def set_router_dispatcher(fn: Callable[[str, dict], Any] | None) -> None:
 
 def tick(budget_ms: float | None = None) -> int:
     """GUI timers: run queued jobs on this (main) thread until the queue is empty or `budget_ms`
-    (None: defaults()["tick_budget_ms"]) is spent (a job is never interrupted; the budget is
-    checked between jobs). Returns how many jobs are still waiting."""
+    (None: defaults()["tick_budget_ms"]) is spent (the budget never interrupts a job, it is
+    checked between jobs; a job's deadline does, see INTERRUPT_SIGNAL). Returns how many jobs are still waiting."""
 
 def pump() -> str:
     """`blender -b` / bpy module: block this (main) thread, GIL released while waiting, running each
