@@ -271,8 +271,12 @@ impl Bridge {
         let started = Instant::now();
         self.main
             .begin(job.id, job.payload.label(), job.client, job.enqueued, job.deadline);
+        // Marked ended when this returns, after the reply is sent (so a waiter never sees its job
+        // not running and no answer yet), or if `exec` panics (the interrupter must never signal
+        // a thread that is gone). No Python runs between the two, so a signal sent meanwhile
+        // finds the job ended by the time its handler runs.
+        let _running = crate::supervisor::EndOnDrop(&self.main);
         let result = exec(&job.payload);
-        self.main.end();
         self.metrics.set_last_run_us(started.elapsed().as_micros() as u64);
         self.metrics.latency.record(job.enqueued.elapsed());
         if result.is_ok() {

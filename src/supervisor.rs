@@ -220,6 +220,15 @@ impl MainThread {
     }
 }
 
+/// Marks the running job ended when dropped (`Bridge::run` holds it around the job).
+pub struct EndOnDrop<'a>(pub &'a MainThread);
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 fn spawn_interrupter(inner: Arc<Inner>) {
     let spawned = std::thread::Builder::new()
         .name("blendwire-interrupt".into())

@@ -331,10 +331,11 @@ _TURNS = {
 
 
 def _timer_tick() -> float | None:
-    # A timer that raises is removed by Blender: never let anything escape.
+    # A timer that raises is removed by Blender: never let anything escape (an Interrupted
+    # becomes the job's answer inside tick; catching it here is only a last line of defence).
     try:
         return _TURNS[_Loop.phase]()
-    except Exception:
+    except (Exception, Interrupted):
         traceback.print_exc()
         return 0.1
 
