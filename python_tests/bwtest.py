@@ -529,8 +529,10 @@ class ServeProcess:
 
     def kill(self) -> None:
         """SIGKILL blendwire and every process under it (Blender runs in a session of its own, so
-        killing blendwire's process group alone would leave it running)."""
-        victims = [self.proc.pid] + descendants(self.proc.pid)
+        killing blendwire's process group alone would leave it running). The processes under it
+        go first: a Blender that outlived its parent for a moment would see it gone and stop on
+        its own (interrupting its job), which is not a crash."""
+        victims = descendants(self.proc.pid)[::-1] + [self.proc.pid]
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -141,6 +141,7 @@ def test_every_tool(server):
 
             status = ok_json(await s.call_tool("check_connection_status", {}))
             assert status["connected"] is True and status["scene"] == info["name"], status
+            assert status["main_thread"] == {"state": "idle"}, status
 
             # Background Blender cannot take screenshots: a tool error that says what to do.
             message = failed(await s.call_tool("get_viewport_screenshot", {"max_size": 400}))
@@ -159,6 +160,29 @@ def test_failing_execute_code_is_a_tool_error_with_the_traceback(server):
             assert "Traceback" in message and "ValueError: boom from mcp" in message and "inner" in message, message
             # The session and the connection stay usable.
             assert text_of(ok(await s.call_tool("execute_code", {"code": "print(6 * 7)"}))) == "42\n"
+
+    run(body)
+
+
+@pytest.mark.runtimes("background")
+def test_connection_status_reports_a_busy_main_thread_without_waiting_for_it(server):
+    async def body():
+        async with mcp_session(server.port, server.host) as s:
+            with bwtest.Conn(server.port, server.host, timeout=60) as c:
+                c.send({"type": "execute_code", "params": {"code": "while True:\n    pass\n", "_timeout_seconds": 10}})
+                bwtest.wait_for(
+                    lambda: (
+                        bwtest.request(server.port, "get_status", timeout=10)["result"]["main_thread"]["state"]
+                        == "running"
+                    ),
+                    30,
+                    "the runaway job to run",
+                )
+                status = ok_json(await s.call_tool("check_connection_status", {}))
+                assert status["connected"] is True and "scene" not in status, status
+                assert status["main_thread"]["state"] == "running", status
+                assert status["main_thread"]["command"] == "execute_code", status
+                assert c.read()["error_code"] == "interrupted"
 
     run(body)
 

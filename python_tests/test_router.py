@@ -309,6 +309,36 @@ def test_unsaved_file_goes_to_the_recovery_folder(serve_factory, peer, tmp_path)
     assert blend_has_object(str(files[0]), "BW_Recovered", runtime="bpy")
 
 
+def test_watchdog_interrupts_a_runaway_job_then_saves_and_exits_0(serve_factory, peer, tmp_path):
+    """A job that would never end (a busy loop with a long _timeout_seconds) holds the main thread
+    when the watchdog fires: it is interrupted, the file is saved with the job's change, exit 0."""
+    recovery = tmp_path / "recovery"
+    sp = serve_router(serve_factory, peer, watchdog=1, env={"BLENDWIRE_RECOVERY_DIR": str(recovery)})
+    peer.wait_connected()
+    runaway = bwtest.Conn(sp.port, timeout=WATCHDOG_EXIT_TIMEOUT)
+    with runaway:
+        code = (
+            "m = bpy.data.meshes.new('BW_BeforeRunaway')\n"
+            "bpy.context.scene.collection.objects.link(bpy.data.objects.new('BW_BeforeRunaway', m))\n"
+            "while True:\n"
+            "    pass\n"
+        )
+        runaway.send({"type": "execute_code", "params": {"code": code, "_timeout_seconds": 600}})
+        bwtest.wait_for(
+            lambda: (
+                assert_success(bwtest.request(sp.port, "get_status", timeout=10))["main_thread"]["state"] == "running"
+            ),
+            30,
+            "the runaway job to run",
+        )
+        peer.kill()
+        rc = sp.wait_exit(WATCHDOG_EXIT_TIMEOUT)
+    assert rc == 0, f"exit {rc}\n{sp.output()}"
+    files = list(recovery.glob("*.blend")) if recovery.exists() else []
+    assert len(files) == 1, sp.output()
+    assert blend_has_object(str(files[0]), "BW_BeforeRunaway")
+
+
 def test_server_back_during_countdown_reconnects_and_delivers(serve_factory, peer, tmp_path):
     release = str(tmp_path / "release")
     sp = serve_router(serve_factory, peer, watchdog=60)

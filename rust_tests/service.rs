@@ -5,7 +5,7 @@ use blendwire::client::Client;
 use blendwire::error::ClientError;
 use blendwire::framing::{Decoder, Limits};
 use blendwire::queue::{Bridge, Next, Payload};
-use blendwire::service::{Service, ServiceConfig};
+use blendwire::service::{Service, ServiceConfig, StatusSource};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,6 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// Keys of the `block` jobs the tests have released.
+static RELEASED: parking_lot::Mutex<Vec<String>> = parking_lot::Mutex::new(Vec::new());
 
 /// A "main thread" that runs echo-like jobs until dropped.
 struct MainThread {
@@ -45,6 +48,11 @@ impl MainThread {
                             "sleep" => {
                                 thread::sleep(Duration::from_millis(params["ms"].as_u64().unwrap_or(0)));
                                 Ok(json!("slept"))
+                            }
+                            "block" => {
+                                let key = params["key"].as_str().unwrap_or("").to_string();
+                                wait_until("the test to release the job", || RELEASED.lock().contains(&key));
+                                Ok(json!("released"))
                             }
                             _ => Ok(json!({"echo": name, "params": params})),
                         }
@@ -530,4 +538,65 @@ fn a_non_loopback_host_needs_a_token() {
     )
     .expect("allowed with a token");
     assert!(svc.addr().ip().is_unspecified());
+}
+
+/// One request on a fresh connection, and its answer.
+fn call(addr: SocketAddr, request: Value) -> Value {
+    let mut s = connect(addr);
+    s.write_all(request.to_string().as_bytes()).unwrap();
+    read_values(&mut s, 1).remove(0)
+}
+
+fn with_status(bridge: &Arc<Bridge>) -> impl FnOnce(&mut ServiceConfig) {
+    let b = bridge.clone();
+    move |c: &mut ServiceConfig| {
+        c.commands.extend(["get_status".into(), "block".into()]);
+        c.status = Some(StatusSource(Arc::new(move || {
+            blendwire::status::snapshot(&b, None, None, 0.0)
+        })));
+    }
+}
+
+#[test]
+fn status_is_answered_while_a_job_holds_the_main_thread_and_names_it() {
+    let bridge = Arc::new(Bridge::new(8));
+    let _main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, with_status(&bridge));
+    let addr = svc.addr();
+    let mut long = connect(addr);
+    let request = json!({"type": "block", "params": {"key": "status", "_timeout_seconds": 0.2}});
+    long.write_all(request.to_string().as_bytes()).unwrap();
+    let status = || call(addr, json!({"type": "get_status", "params": {}}))["result"]["main_thread"].clone();
+    wait_until("the job to run", || status()["state"] == "running");
+    let mt = status();
+    assert_eq!(mt["command"], "block");
+    assert_eq!(mt["client"], long.local_addr().unwrap().to_string());
+    // Nothing here installs a signal handler, so the interrupt cannot land: past the deadline it
+    // is pending, and after the grace the caller is answered `timeout` while the job still runs.
+    wait_until("the interrupt to be pending", || status()["interrupt_pending"] == true);
+    let answer = read_values(&mut long, 1).remove(0);
+    assert_eq!(answer["error_code"], "timeout", "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("still running"),
+        "{answer}"
+    );
+    assert_eq!(status()["state"], "running", "it still runs");
+    RELEASED.lock().push("status".into());
+    wait_until("the job to end", || status()["state"] == "idle");
+}
+
+#[test]
+fn a_job_that_ends_within_the_grace_after_its_deadline_is_answered_with_its_result() {
+    let bridge = Arc::new(Bridge::new(8));
+    let _main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, with_status(&bridge));
+    let addr = svc.addr();
+    let mut s = connect(addr);
+    let request = json!({"type": "block", "params": {"key": "grace", "_timeout_seconds": 0.1}});
+    s.write_all(request.to_string().as_bytes()).unwrap();
+    let status = || call(addr, json!({"type": "get_status", "params": {}}))["result"]["main_thread"].clone();
+    wait_until("the interrupt to be pending", || status()["interrupt_pending"] == true);
+    RELEASED.lock().push("grace".into());
+    let answer = read_values(&mut s, 1).remove(0);
+    assert_eq!(answer["result"], "released", "{answer}");
 }

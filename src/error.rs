@@ -12,6 +12,23 @@ pub enum JobError {
     Timeout { command: String, after: Duration },
     #[error("the job's deadline passed before Blender's main thread got to it; it was not run")]
     Expired,
+    /// The job ran past its deadline (or a stop came) and was interrupted: an exception raised in
+    /// it between bytecodes. `frames`: the last frames of where it was.
+    #[error("'{command}' interrupted after {} s ({why}); pass params._timeout_seconds for a longer job; last frames:\n{frames}", fmt_secs(*.after))]
+    Interrupted {
+        command: String,
+        after: Duration,
+        why: String,
+        frames: String,
+    },
+    /// The job ran past its deadline and did not return within the grace after the interrupt (a
+    /// long call outside Python); it may still finish.
+    #[error("'{command}' is still running {} s after its deadline of {} s: it was interrupted but is in a call that does not return to Python (it may still finish; `blendwire status` shows it)", fmt_secs(*.grace), fmt_secs(*.after))]
+    StillRunning {
+        command: String,
+        after: Duration,
+        grace: Duration,
+    },
     #[error("the job was cancelled: the service is shutting down")]
     Cancelled,
     #[error("no command dispatcher is set in Blender (is the blendwire add-on enabled?)")]
@@ -30,6 +47,8 @@ impl JobError {
             JobError::Busy { .. } => "busy",
             JobError::Timeout { .. } => "timeout",
             JobError::Expired => "expired",
+            JobError::Interrupted { .. } => "interrupted",
+            JobError::StillRunning { .. } => "timeout",
             JobError::Cancelled => "cancelled",
             JobError::NoDispatcher => "no_dispatcher",
             JobError::Unserializable(_) => "unserializable_result",

@@ -23,6 +23,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod socketio;
 pub mod status;
+pub mod supervisor;
 pub mod watchdog;
 
 #[cfg(feature = "python")]

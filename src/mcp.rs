@@ -328,18 +328,44 @@ impl BlenderTools {
             .map_err(|e| Failure(format!("cannot read the screenshot file {path} back from Blender: {e}")))
     }
 
+    /// The service's status first (answered without Blender's main thread), so a job that keeps
+    /// the main thread busy is reported instead of waited for; the scene only when it is idle
+    /// (or the peer has no `get_status`, as the BLD Remote add-on).
     async fn connection_status(&self) -> ToolOutcome {
         let started = std::time::Instant::now();
-        let status = match self.command("get_scene_info", json!({}), Retry::Once).await {
-            Ok(info) => json!({
+        let main_thread = match self.command("get_status", json!({}), Retry::Once).await {
+            Ok(status) => status.get("main_thread").cloned(),
+            // Not reachable: say so now rather than wait to connect a second time.
+            Err(Failure(message)) if self.reachable.load(Ordering::Relaxed) == 0 => {
+                let status = json!({"connected": false, "address": self.addr, "error": message});
+                return Ok(vec![ContentBlock::text(status.to_string())]);
+            }
+            Err(_) => None,
+        };
+        let busy = main_thread
+            .as_ref()
+            .is_some_and(|m| m.get("state").and_then(Value::as_str) == Some("running"));
+        let mut status = if busy {
+            json!({
                 "connected": true,
                 "address": self.addr,
-                "scene": info.get("name"),
-                "object_count": info.get("object_count"),
                 "round_trip_ms": (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
-            }),
-            Err(Failure(message)) => json!({"connected": false, "address": self.addr, "error": message}),
+            })
+        } else {
+            match self.command("get_scene_info", json!({}), Retry::Once).await {
+                Ok(info) => json!({
+                    "connected": true,
+                    "address": self.addr,
+                    "scene": info.get("name"),
+                    "object_count": info.get("object_count"),
+                    "round_trip_ms": (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+                }),
+                Err(Failure(message)) => json!({"connected": false, "address": self.addr, "error": message}),
+            }
         };
+        if let Some(main_thread) = main_thread {
+            status["main_thread"] = main_thread;
+        }
         Ok(vec![ContentBlock::text(status.to_string())])
     }
 
@@ -456,7 +482,7 @@ pub fn tools() -> Vec<Tool> {
             json!({"type": "object", "properties": {"key": key}, "required": ["key"], "additionalProperties": false}),
             false,
         ),
-        tool("check_connection_status", "Whether Blender is reachable: address, scene name, object count and round-trip time, or the error.", none(), true),
+        tool("check_connection_status", "Whether Blender is reachable: address, scene name, object count and round-trip time, or the error; and what Blender's main thread is doing (idle, or the command running, for how long, its deadline).", none(), true),
     ]
 }
 

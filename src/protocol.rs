@@ -10,6 +10,9 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The command the service answers itself, without the main thread.
 pub const SERVER_SHUTDOWN: &str = "server_shutdown";
 
+/// blendwire's status command: answered by the service itself when it has a status source.
+pub const GET_STATUS: &str = "get_status";
+
 /// Command name under which legacy `{"code": ...}` / `{"message": ...}` requests reach the
 /// dispatcher; its result is the whole response (BLD Remote MCP's legacy reply has no `status`).
 pub const LEGACY: &str = "_legacy";

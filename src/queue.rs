@@ -7,6 +7,7 @@
 use crate::error::JobError;
 use crate::metrics::BridgeMetrics;
 use crate::shutdown::StopReason;
+use crate::supervisor::MainThread;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
@@ -48,6 +49,23 @@ pub enum RouterOp {
     Poll,
 }
 
+impl Payload {
+    /// What the status calls the job: the command, or `router:<op>` (`router:command addon.cmd`).
+    pub fn label(&self) -> String {
+        match self {
+            Payload::Command { name, .. } => name.clone(),
+            Payload::Router {
+                op: RouterOp::Command,
+                params,
+            } => {
+                let text = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+                format!("router:command {}.{}", text("addon_id"), text("command"))
+            }
+            Payload::Router { op, .. } => format!("router:{}", op.name()),
+        }
+    }
+}
+
 impl RouterOp {
     pub fn name(&self) -> &'static str {
         match self {
@@ -63,8 +81,18 @@ impl RouterOp {
 pub struct Job {
     pub payload: Payload,
     pub deadline: Instant,
+    id: u64,
+    /// The client's address, where there is one (for the status).
+    client: Option<String>,
     enqueued: Instant,
     reply: oneshot::Sender<JobResult>,
+}
+
+/// A queued job, for its waiter: the reply, and the id to ask `main.is_running` about.
+#[derive(Debug)]
+pub struct Ticket {
+    pub id: u64,
+    pub rx: oneshot::Receiver<JobResult>,
 }
 
 /// What the main thread finds when it asks for work.
@@ -91,6 +119,8 @@ pub struct Bridge {
     generation: AtomicU64,
     capacity: AtomicUsize,
     pub metrics: BridgeMetrics,
+    /// What the main thread runs now; readable from any thread without waiting for it.
+    pub main: MainThread,
 }
 
 impl Default for Bridge {
@@ -107,6 +137,7 @@ impl Bridge {
             generation: AtomicU64::new(0),
             capacity: AtomicUsize::new(capacity.max(1)),
             metrics: BridgeMetrics::default(),
+            main: MainThread::default(),
         }
     }
 
@@ -128,7 +159,13 @@ impl Bridge {
 
     /// Queue a job; never waits. A full queue is `Busy` at once.
     pub fn submit(&self, payload: Payload, deadline: Instant) -> Result<oneshot::Receiver<JobResult>, JobError> {
+        self.submit_from(payload, deadline, None).map(|t| t.rx)
+    }
+
+    /// Queue a job of `client` (shown in the status while it runs); never waits.
+    pub fn submit_from(&self, payload: Payload, deadline: Instant, client: Option<String>) -> Result<Ticket, JobError> {
         let (reply, rx) = oneshot::channel();
+        let id = self.main.next_id();
         {
             let mut st = self.state.lock();
             let capacity = self.capacity();
@@ -140,6 +177,8 @@ impl Bridge {
             st.jobs.push_back(Job {
                 payload,
                 deadline,
+                id,
+                client,
                 enqueued: Instant::now(),
                 reply,
             });
@@ -147,7 +186,7 @@ impl Bridge {
         }
         self.metrics.submitted.inc();
         self.wake.notify_one();
-        Ok(rx)
+        Ok(Ticket { id, rx })
     }
 
     /// Main thread, blocking: the next job, a stop request, or `Idle` after `wait`.
@@ -187,8 +226,10 @@ impl Bridge {
         self.state.lock().jobs.pop_front()
     }
 
-    /// Ask the (current or next) pump to return `reason`.
+    /// Ask the (current or next) pump to return `reason`; a job running now is interrupted first
+    /// (unless it asked for the stop itself).
     pub fn request_stop(&self, reason: StopReason) {
+        self.main.interrupt_for_stop(reason.as_str());
         self.state.lock().stop = Some(reason);
         self.generation.fetch_add(1, Release);
         self.wake.notify_all();
@@ -228,6 +269,13 @@ impl Bridge {
             return false;
         }
         let started = Instant::now();
+        self.main
+            .begin(job.id, job.payload.label(), job.client, job.enqueued, job.deadline);
+        // Marked ended when this returns, after the reply is sent (so a waiter never sees its job
+        // not running and no answer yet), or if `exec` panics (the interrupter must never signal
+        // a thread that is gone). No Python runs between the two, so a signal sent meanwhile
+        // finds the job ended by the time its handler runs.
+        let _running = crate::supervisor::EndOnDrop(&self.main);
         let result = exec(&job.payload);
         self.metrics.set_last_run_us(started.elapsed().as_micros() as u64);
         self.metrics.latency.record(job.enqueued.elapsed());

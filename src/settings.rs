@@ -408,6 +408,7 @@ impl ServiceSettings {
                 read_timeout,
                 write_timeout,
                 token,
+                status: None,
             },
             queue_capacity,
         })

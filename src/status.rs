@@ -28,6 +28,7 @@ pub fn snapshot(bridge: &Bridge, service: Option<&ServiceInfo>, router: Option<&
         "uptime_s": uptime_s,
         "service": service,
         "router": router.map_or_else(|| json!({"state": "stopped"}), RouterShared::snapshot),
+        "main_thread": bridge.main.snapshot(),
         "bridge": {
             "queue_depth": bridge.len(),
             "capacity": bridge.capacity(),

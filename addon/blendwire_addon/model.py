@@ -17,6 +17,7 @@ __all__ = [
     "USERNAME_MAX",
     "WATCHDOG_RANGE",
     "log_level",
+    "main_thread_text",
     "port_problem",
     "router_rows",
     "service_rows",
@@ -163,7 +164,25 @@ def service_rows(st):
         ),
         Row("latency", "Last latency: -" if not latency else f"Last latency: {latency:.2f} ms", value=latency),
     ]
+    main = st.get("main_thread") or {}
+    rows.append(
+        Row(
+            "main_thread",
+            main_thread_text(main),
+            alert=bool(main.get("interrupt_pending")),
+            value=main.get("command") if main.get("state") == "running" else "idle",
+        )
+    )
     return rows
+
+
+def main_thread_text(main):
+    """ "Main thread: idle", or "Running execute_code 12 s" (and "(interrupting)" once its deadline
+    passed): the status's `main_thread` object in words."""
+    if main.get("state") != "running":
+        return "Main thread: idle"
+    text = f"Running {main.get('command')} {main.get('running_s') or 0:.0f} s"
+    return text + " (interrupting)" if main.get("interrupt_pending") else text
 
 
 def router_rows(st):

@@ -33,8 +33,8 @@ def set_router_dispatcher(fn: Callable[[str, dict], Any] | None) -> None:
 
 def tick(budget_ms: float | None = None) -> int:
     """GUI timers: run queued jobs on this (main) thread until the queue is empty or `budget_ms`
-    (None: defaults()["tick_budget_ms"]) is spent (a job is never interrupted; the budget is
-    checked between jobs). Returns how many jobs are still waiting."""
+    (None: defaults()["tick_budget_ms"]) is spent (the budget never interrupts a job, it is
+    checked between jobs; a job's deadline does, see INTERRUPT_SIGNAL). Returns how many jobs are still waiting."""
 
 def pump() -> str:
     """`blender -b` / bpy module: block this (main) thread, GIL released while waiting, running each
@@ -65,6 +65,21 @@ def activity() -> int:
 def set_queue_capacity(capacity: int | None = None) -> None:
     """Bound of the main-thread queue (None: the default, 1024; at most 1000000). A full queue
     answers `busy` at once. ValueError("queue_capacity must be between 1 and 1000000, got 0")."""
+
+INTERRUPT_SIGNAL: int
+"""The signal (SIGUSR2) the core sends Blender's main thread to interrupt a job that runs past its
+deadline, or runs when a stop comes; every ~75 ms while that job still runs."""
+
+def enable_interrupts(on: bool) -> None:
+    """The runtime installed a handler for INTERRUPT_SIGNAL on the main thread (True): the core may
+    send it. False (the default): never (its default action would end the process)."""
+
+def interrupt_message() -> str | None:
+    """In the INTERRUPT_SIGNAL handler: the message to raise `errors.Interrupted` with when the job
+    running on this thread is to be interrupted, else None (a late signal)."""
+
+def interrupt_running(reason: str) -> None:
+    """Interrupt the running job (if any) for a stop with `reason`, even from the main thread."""
 
 # ---- command service -----------------------------------------------------------------------
 
@@ -114,6 +129,9 @@ def status() -> dict:
                 armed), "last_error", "attempts", "connects", "commands_received",
                 "commands_completed", "commands_failed", "duplicates", "queued_replies",
                 "replies_dropped"},
+     "main_thread": {"state": "idle"} or {"state": "running", "job", "command" ("execute_code",
+                "router:command addon.cmd"), "client" ("127.0.0.1:40112" or None), "running_s",
+                "deadline_in_s" (negative once passed), "interrupt_pending", "interrupts_sent"},
      "bridge": {"queue_depth": 0, "capacity": 1024, "completed": 9, "failed": 1, "expired": 0,
                 "cancelled": 0, "busy_rejections": 0, "results_dropped": 0, "log_records_dropped": 0,
                 "last_latency_ms": 0.1,

@@ -142,6 +142,7 @@ def _cmd_status(args):
         f"queue: {bridge.get('queue_depth', 0)}/{bridge.get('capacity', '?')}, "
         f"completed {bridge.get('completed', 0)}, failed {bridge.get('failed', 0)}"
     )
+    print(_main_thread_line(st.get("main_thread") or {}))
     state = rt.get("state", "stopped")
     if state == "stopped" and not rt.get("url"):
         print("router: off")
@@ -159,6 +160,20 @@ def _cmd_status(args):
         if rt.get("last_error"):
             print(f"last error: {rt['last_error']}")
     return 0
+
+
+def _main_thread_line(main):
+    if main.get("state") != "running":
+        return "main thread: idle"
+    line = f"main thread: running {main.get('command')} for {_fmt_seconds(main.get('running_s'))}"
+    if main.get("client"):
+        line += f" (client {main['client']})"
+    left = main.get("deadline_in_s")
+    if left is not None:
+        line += f", deadline in {_fmt_seconds(left)}" if left >= 0 else f", {_fmt_seconds(-left)} past its deadline"
+    if main.get("interrupt_pending"):
+        line += f", interrupting ({main.get('interrupts_sent', 0)} sent)"
+    return line
 
 
 # ---- call ----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ __all__ = [
     "CommandError",
     "ConnectionFailed",
     "ConnectionLost",
+    "Interrupted",
     "PortInUse",
     "ProtocolError",
     "ServiceError",
@@ -50,6 +51,15 @@ class CommandError(BlendwireError):
         self.message = message
         self.error_code = error_code
         self.response = response
+
+
+class Interrupted(BaseException):
+    """Raised inside a job on Blender's main thread that ran past its deadline (or was running when
+    a stop came), so a runaway `while True:` or `time.sleep()` ends and the service goes on.
+
+    A BaseException, not a BlendwireError: `except Exception:` in sent code must not swallow it. Its
+    caller is answered `error_code: "interrupted"` (a CommandError with that code on the client).
+    """
 
 
 class ServiceError(BlendwireError):

@@ -29,7 +29,7 @@ import traceback
 import bpy
 
 from . import _core, commands, logs
-from .errors import require_main_thread
+from .errors import Interrupted, require_main_thread
 
 __all__ = [
     "EXIT_SAVE_FAILED",
@@ -38,6 +38,7 @@ __all__ = [
     "end_serving",
     "ensure_timer",
     "exit_status",
+    "install_interrupts",
     "mode",
     "phase",
     "recovery_dir",
@@ -111,6 +112,7 @@ def begin_serving(*, budget_ms: float | None, quit_on_shutdown: bool) -> None:
     _Loop.quit_on_shutdown = bool(quit_on_shutdown)
     _Loop.exit_code = 0
     _core.take_stop_request()  # drop a stale request from an earlier run
+    install_interrupts()
     if mode() == "gui":
         _register_timer()
     _hook_exit()
@@ -141,6 +143,36 @@ def _to_saving() -> None:
 def _to_quitting(exit_code: int) -> None:
     _Loop.phase = Phase.QUITTING
     _Loop.exit_code = exit_code
+
+
+# ---- interrupting a runaway job --------------------------------------------------------------
+
+# Frames of this package are never interrupted (their cleanup, e.g. restoring sys.stdout after
+# execute_code, must run whole); the next signal, ~75 ms later, lands in the job's own code.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _on_interrupt_signal(signum, frame):
+    # The core's interrupter sends the signal while a job runs past its deadline (or a stop came);
+    # a late one, after the job ended, finds no message.
+    if frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        return
+    message = _core.interrupt_message()
+    if message:
+        raise Interrupted(message)
+
+
+def install_interrupts() -> None:
+    """Main thread: install the handler of the core's interrupt signal and let the core send it.
+    Python runs the handler between bytecodes of the running job, and `time.sleep` (interrupted
+    with EINTR) runs it at once, so it ends busy loops and sleeps alike. Idempotent."""
+    require_main_thread("blendwire.runtime.install_interrupts")
+    try:
+        signal.signal(_core.INTERRUPT_SIGNAL, _on_interrupt_signal)
+    except (ValueError, OSError) as e:  # not the main interpreter's main thread
+        log.warning("cannot install the interrupt handler (%s): runaway jobs will not be interrupted", e)
+        return
+    _core.enable_interrupts(True)
 
 
 # ---- the watchdog's save ---------------------------------------------------------------------
@@ -204,6 +236,7 @@ def exit_status(reason: str) -> int:
 def ensure_timer() -> None:
     """GUI: make sure the timer runs (the router needs it even without the command service)."""
     require_main_thread("blendwire.blender.ensure_timer")
+    install_interrupts()
     if mode() == "gui":
         _register_timer()
 
@@ -298,10 +331,11 @@ _TURNS = {
 
 
 def _timer_tick() -> float | None:
-    # A timer that raises is removed by Blender: never let anything escape.
+    # A timer that raises is removed by Blender: never let anything escape (an Interrupted
+    # becomes the job's answer inside tick; catching it here is only a last line of defence).
     try:
         return _TURNS[_Loop.phase]()
-    except Exception:
+    except (Exception, Interrupted):
         traceback.print_exc()
         return 0.1
 
@@ -326,6 +360,7 @@ def run_until_shutdown() -> str:
         first = not signalled
         signalled.append(name)
         _core.stop_pump(name)
+        _core.interrupt_running(name)  # again every ~75 ms while it runs (code that catches this)
         if commands.running or not first:
             raise KeyboardInterrupt(name)  # break the running command; the pump then returns
 

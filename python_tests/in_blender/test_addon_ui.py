@@ -172,7 +172,20 @@ def test_panel_rows_show_the_status(addon, recorder):
     assert rows["queue"].text == f"Queue: {bridge['queue_depth']} / {bridge['capacity']}"
     assert rows["latency"].text == f"Last latency: {bridge['last_latency_ms']:.2f} ms"
     assert rows["router"].text == "Engine: off"
+    assert rows["main_thread"].text == "Main thread: idle" and rows["main_thread"].value == "idle"
     bw.stop()
+
+
+def test_main_thread_row_in_words():
+    from blendwire_addon import model
+
+    assert model.main_thread_text({"state": "idle"}) == "Main thread: idle"
+    running = {"state": "running", "command": "execute_code", "running_s": 12.4, "interrupt_pending": False}
+    assert model.main_thread_text(running) == "Running execute_code 12 s"
+    late = dict(running, interrupt_pending=True)
+    assert model.main_thread_text(late) == "Running execute_code 12 s (interrupting)"
+    row = next(r for r in model.service_rows({"main_thread": late}) if r.key == "main_thread")
+    assert row.alert and row.value == "execute_code"
 
 
 def test_router_rows_with_the_watchdog_armed():

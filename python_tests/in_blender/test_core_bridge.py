@@ -470,3 +470,36 @@ def test_core_client_against_core_service(service):
     _, (out, whole) = pump_while(client)
     assert out == [{"echo": "echo", "params": {"i": i}} for i in range(20)]
     assert whole["status"] == "success"
+
+
+# ---- the main thread's state and interrupts ------------------------------------------------------
+
+
+def test_a_handler_past_its_deadline_is_interrupted_and_the_status_names_it(service, recorder):
+    from blendwire import runtime
+
+    port = service
+    runtime.install_interrupts()
+    seen = {}
+
+    def spin(params):
+        seen["main_thread"] = _core.status()["main_thread"]
+        try:
+            while True:
+                pass
+        except Exception:  # Interrupted is not an Exception: this does not swallow it
+            seen["swallowed"] = True
+
+    recorder.handlers["slow"] = spin
+    assert _core.status()["main_thread"] == {"state": "idle"}
+    assert _core.interrupt_message() is None
+    _, resp = pump_while(lambda: bwtest.request(port, "slow", {"_timeout_seconds": 0.5}, timeout=60))
+    message = assert_error(resp, "interrupted")["message"]
+    assert "'slow' interrupted after" in message and "(deadline 0.5 s)" in message, message
+    assert "in spin" in message, message  # the last frames say where it was
+    assert "swallowed" not in seen
+    mt = seen["main_thread"]
+    assert mt["state"] == "running" and mt["command"] == "slow" and mt["interrupt_pending"] is False, mt
+    assert mt["client"].startswith("127.0.0.1:"), mt
+    assert _core.status()["main_thread"] == {"state": "idle"}
+    assert issubclass(errors.Interrupted, BaseException) and not issubclass(errors.Interrupted, Exception)

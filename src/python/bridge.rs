@@ -33,6 +33,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_queue_capacity, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(flush_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(enable_interrupts, m)?)?;
+    m.add_function(wrap_pyfunction!(interrupt_message, m)?)?;
+    m.add_function(wrap_pyfunction!(interrupt_running, m)?)?;
+    m.add("INTERRUPT_SIGNAL", crate::supervisor::INTERRUPT_SIGNAL)?;
     Ok(())
 }
 
@@ -138,6 +142,28 @@ fn set_log_level(level: &Bound<'_, PyAny>) -> PyResult<&'static str> {
     Ok(level.name())
 }
 
+/// The runtime has installed its handler for `INTERRUPT_SIGNAL` on the main thread (True), so
+/// jobs past their deadline (or running at a stop) may be interrupted with it; False: never signal.
+#[pyfunction]
+fn enable_interrupts(on: bool) {
+    let signal = if on { crate::supervisor::INTERRUPT_SIGNAL } else { 0 };
+    queue::global().main.set_signal(signal);
+}
+
+/// For the signal handler: the message to raise `Interrupted` with if the job running on this
+/// thread is to be interrupted, else None.
+#[pyfunction]
+fn interrupt_message() -> Option<String> {
+    queue::global().main.pending_message()
+}
+
+/// Interrupt the running job (if any) for a stop with `reason`, even from the main thread (the
+/// runtime's SIGINT/SIGTERM handler); repeated until it ends.
+#[pyfunction]
+fn interrupt_running(reason: &str) {
+    queue::global().main.interrupt(reason);
+}
+
 /// Hand pending core log records to Python's `logging` now (tick and pump do this themselves).
 #[pyfunction]
 fn flush_logs(py: Python<'_>) {
@@ -161,6 +187,10 @@ fn execute(py: Python<'_>, payload: &Payload) -> JobResult {
                 "{e}; handlers must return JSON data (dict with str keys, list, str, int, float, bool, None)"
             ))
         }),
+        Err(err) if errors::is_interrupted(py, &err) => {
+            let running = queue::global().main.running();
+            Err(errors::interrupted(py, &err, running.as_ref()))
+        }
         Err(err) => {
             let job_error = errors::handler_error(py, &err);
             if errors::is_process_exit(py, &err) {

@@ -15,6 +15,10 @@ pyo3::import_exception!(blendwire.errors, ProtocolError);
 pyo3::import_exception!(blendwire.errors, ServiceError);
 
 pyo3::import_exception!(blendwire.errors, PortInUse);
+pyo3::import_exception!(blendwire.errors, Interrupted);
+
+/// How many of the innermost frames an `interrupted` error shows.
+const INTERRUPTED_FRAMES: usize = 4;
 
 /// Settings that break their rules: one ValueError naming each (`"{setting} {rule}"`).
 pub fn settings_error(problems: Vec<Problem>) -> PyErr {
@@ -102,6 +106,56 @@ pub fn handler_error(py: Python<'_>, err: &PyErr) -> JobError {
         code: "handler_exception".into(),
         message,
     }
+}
+
+/// The runtime's interrupt (a job past its deadline, or a stop) came out of the handler.
+pub fn is_interrupted(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<Interrupted>(py)
+}
+
+/// An `Interrupted` out of a handler → the job's `interrupted` error: what ran, for how long, why,
+/// and the last frames of where it was.
+pub fn interrupted(py: Python<'_>, err: &PyErr, running: Option<&crate::supervisor::Running>) -> JobError {
+    let frames = last_frames(py, err).unwrap_or_else(|_| "(unavailable)".into());
+    let (command, (after, why)) = match running {
+        Some(r) => (r.command.clone(), r.describe()),
+        None => ("the job".into(), (std::time::Duration::ZERO, "interrupted".into())),
+    };
+    JobError::Interrupted {
+        command,
+        after,
+        why,
+        frames,
+    }
+}
+
+/// The innermost frames of the job's own code: blendwire's frames (the dispatcher around it, the
+/// signal handler that raised) are left out unless there is nothing else.
+fn last_frames(py: Python<'_>, err: &PyErr) -> PyResult<String> {
+    let traceback = py.import("traceback")?;
+    let package = py
+        .import("blendwire")?
+        .getattr("__path__")?
+        .get_item(0)?
+        .extract::<String>()?;
+    let stack = traceback.call_method1("extract_tb", (err.traceback(py),))?;
+    let stack = stack.cast::<PyList>()?;
+    let own = PyList::empty(py);
+    for frame in stack.iter() {
+        let file = frame.getattr("filename")?.extract::<String>()?;
+        if !file.starts_with(&package) {
+            own.append(frame)?;
+        }
+    }
+    let stack = if own.is_empty() { stack.clone() } else { own };
+    let skip = stack.len().saturating_sub(INTERRUPTED_FRAMES);
+    let tail = stack.get_slice(skip, stack.len());
+    let lines = traceback.call_method1("format_list", (tail,))?;
+    let mut text = String::new();
+    for line in lines.cast::<PyList>()?.iter() {
+        text.push_str(&line.extract::<String>()?);
+    }
+    Ok(text.trim_end().to_string())
 }
 
 /// KeyboardInterrupt and SystemExit inside a handler are meant for the process, not the client.

@@ -3,7 +3,7 @@
 use super::seconds_or;
 use super::{bridge::emit_logs, errors};
 use crate::queue;
-use crate::service::{Service, ServiceInfo};
+use crate::service::{Service, ServiceInfo, StatusSource};
 use crate::settings::DEFAULT_STOP_TIMEOUT;
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
@@ -52,10 +52,11 @@ fn start_service(
 ) -> PyResult<(String, u16)> {
     // The host rule is left to Service::start, which applies it to the bound address and raises
     // ServiceError as before; every other rule is a ValueError here.
-    let config = super::settings::service_settings("start_service", host, port, commands, settings, false)?
+    let mut config = super::settings::service_settings("start_service", host, port, commands, settings, false)?
         .resolve(false)
         .map_err(errors::settings_error)?
         .config;
+    config.status = Some(StatusSource(Arc::new(snapshot)));
     let result = py.detach(|| {
         let mut slot = SERVICE.lock();
         if let Some(running) = slot.as_ref().filter(|s| s.is_serving()) {
@@ -122,15 +123,19 @@ fn service_address() -> Option<(String, u16)> {
         .map(|s| (s.addr().ip().to_string(), s.addr().port()))
 }
 
-#[pyfunction]
-fn status(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    let snapshot = crate::status::snapshot(
+/// The status, without the GIL: also what the service answers `get_status` with on its thread.
+fn snapshot() -> serde_json::Value {
+    crate::status::snapshot(
         queue::global(),
         info().as_deref(),
         super::router::shared().as_deref(),
         loaded_at().elapsed().as_secs_f64(),
-    );
-    Ok(pythonize(py, &snapshot)
+    )
+}
+
+#[pyfunction]
+fn status(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    Ok(pythonize(py, &snapshot())
         .map_err(|e| errors::bad_argument("status", e))?
         .unbind())
 }

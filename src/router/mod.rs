@@ -231,15 +231,28 @@ impl Shared {
     }
 
     /// Run a router operation on Blender's main thread and wait for it (asynchronously).
+    /// A job still running at its deadline is interrupted there (`crate::supervisor`); its own
+    /// answer is waited for up to the grace after it.
     pub async fn main_thread(&self, op: RouterOp, params: Map<String, Value>, timeout: Duration) -> JobResult {
         let deadline = std::time::Instant::now() + timeout;
-        let rx = self.bridge.submit(Payload::Router { op, params }, deadline)?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(JobError::Cancelled),
-            Err(_) => Err(JobError::Timeout {
-                command: op.name().to_string(),
+        let payload = Payload::Router { op, params };
+        let command = payload.label();
+        let mut ticket = self.bridge.submit_from(payload, deadline, None)?;
+        if let Ok(reply) = tokio::time::timeout(timeout, &mut ticket.rx).await {
+            return reply.unwrap_or(Err(JobError::Cancelled));
+        }
+        if !self.bridge.main.is_running(ticket.id) {
+            return Err(JobError::Timeout {
+                command,
                 after: timeout,
+            });
+        }
+        match tokio::time::timeout(crate::supervisor::GRACE, ticket.rx).await {
+            Ok(reply) => reply.unwrap_or(Err(JobError::Cancelled)),
+            Err(_) => Err(JobError::StillRunning {
+                command,
+                after: timeout,
+                grace: crate::supervisor::GRACE,
             }),
         }
     }
@@ -374,7 +387,11 @@ async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
                 JobError::NoDispatcher => "NO_HANDLERS",
                 JobError::Unserializable(_) => "UNSERIALIZABLE_RESULT",
                 JobError::Busy { .. } => "BUSY",
-                JobError::Timeout { .. } | JobError::Expired => "TIMEOUT",
+                // The engine knows TIMEOUT; the message says it was interrupted.
+                JobError::Timeout { .. }
+                | JobError::Expired
+                | JobError::Interrupted { .. }
+                | JobError::StillRunning { .. } => "TIMEOUT",
                 JobError::Cancelled => "CANCELLED",
             };
             Reply::failed(&cmd.message_id, &cmd.route, code, &e.to_string())

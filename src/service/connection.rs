@@ -60,6 +60,10 @@ impl Connection {
         }
     }
 
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// The client has half-closed: no more requests will come.
     pub(super) fn at_eof(&self) -> bool {
         self.eof

@@ -38,6 +38,19 @@ pub struct ServiceConfig {
     pub write_timeout: Duration,
     /// When set, every request must carry `"token": <this>`; required off loopback.
     pub token: Option<String>,
+    /// What `get_status` answers, on the I/O thread at once (never queued behind a running job);
+    /// without it `get_status` is a main-thread command like any other.
+    pub status: Option<StatusSource>,
+}
+
+/// Builds the status snapshot (the pyo3 layer's, which knows the router and the uptime).
+#[derive(Clone)]
+pub struct StatusSource(pub Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
+
+impl std::fmt::Debug for StatusSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusSource")
+    }
 }
 
 impl Default for ServiceConfig {
@@ -56,6 +69,7 @@ impl Default for ServiceConfig {
             read_timeout: s::DEFAULT_READ_TIMEOUT,
             write_timeout: s::DEFAULT_WRITE_TIMEOUT,
             token: None,
+            status: None,
         }
     }
 }
@@ -106,6 +120,7 @@ struct Ctx {
     read_timeout: Duration,
     write_timeout: Duration,
     token: Option<String>,
+    status: Option<StatusSource>,
     metrics: Arc<ServiceMetrics>,
 }
 
@@ -167,6 +182,7 @@ impl Service {
             read_timeout: config.read_timeout,
             write_timeout: config.write_timeout,
             token: config.token.filter(|t| !t.is_empty()),
+            status: config.status,
             metrics: metrics.clone(),
         });
         if let Some(handle) = shutdown.handle() {

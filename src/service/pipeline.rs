@@ -11,6 +11,7 @@ use crate::error::{JobError, RequestError};
 use crate::protocol::{self, parse_request, Request, SERVER_SHUTDOWN};
 use crate::queue::{JobResult, Payload};
 use crate::shutdown::StopReason;
+use crate::supervisor::GRACE;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -45,6 +46,8 @@ enum Pending {
 }
 
 struct Job {
+    /// The bridge's id of the job: is it running (then it is interrupted at the deadline)?
+    id: u64,
     rx: oneshot::Receiver<JobResult>,
     deadline: Instant,
     command: String,
@@ -71,8 +74,24 @@ impl Job {
         Some(self.answer(result))
     }
 
+    /// Wait for the answer. At the deadline a job still queued is answered `timeout` (it will not
+    /// run); one that runs is interrupted then (`crate::supervisor`), and its own answer, normally
+    /// `interrupted`, is waited for up to `GRACE` more.
     async fn finish(mut self, conn: &mut Connection) -> Step {
-        match conn.await_reply(&mut self.rx, self.deadline).await {
+        let mut waited = conn.await_reply(&mut self.rx, self.deadline).await;
+        if matches!(waited, Waited::TimedOut) && conn.ctx.bridge.main.is_running(self.id) {
+            waited = match conn.await_reply(&mut self.rx, self.deadline + GRACE).await {
+                Waited::TimedOut => {
+                    return Step::Reply(protocol::job_error(&JobError::StillRunning {
+                        command: self.command,
+                        after: self.wait,
+                        grace: GRACE,
+                    }))
+                }
+                other => other,
+            };
+        }
+        match waited {
             Waited::Done(result) => self.answer(result),
             Waited::TimedOut => Step::Reply(protocol::job_error(&JobError::Timeout {
                 command: self.command,
@@ -102,7 +121,7 @@ impl Pipeline {
             }
             let Some(frame) = conn.next_frame() else { return };
             let p = match frame {
-                Ok(value) => prepare(&conn.ctx, value),
+                Ok(value) => prepare(&conn.ctx, value, conn.peer()),
                 Err(e) if e.is_fatal() => Pending::Ready(Step::End(End::ReplyThenClose(protocol::request_error(&e)))),
                 Err(e) => Pending::Ready(Step::Reply(protocol::request_error(&e))),
             };
@@ -182,7 +201,7 @@ pub(super) async fn serve(mut conn: Connection) {
 }
 
 /// Validate a request; answer it at once or queue it for the main thread.
-fn prepare(ctx: &Ctx, value: Value) -> Pending {
+fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr) -> Pending {
     ctx.metrics.requests.inc();
     if let Some(token) = &ctx.token {
         let given = value.get("token").and_then(Value::as_str).unwrap_or("");
@@ -203,6 +222,10 @@ fn prepare(ctx: &Ctx, value: Value) -> Pending {
     if !request.is_legacy() && !ctx.commands.contains(&request.command) {
         return Pending::Ready(unknown(ctx, request.command));
     }
+    // The status is the core's own data: answered here, so it never waits for a busy main thread.
+    if let Some(status) = ctx.status.as_ref().filter(|_| request.command == protocol::GET_STATUS) {
+        return Pending::Ready(Step::Reply(protocol::success((status.0)())));
+    }
     let Request {
         command,
         params,
@@ -215,9 +238,10 @@ fn prepare(ctx: &Ctx, value: Value) -> Pending {
         name: command.clone(),
         params,
     };
-    match ctx.bridge.submit(payload, deadline) {
-        Ok(rx) => Pending::Waiting(Job {
-            rx,
+    match ctx.bridge.submit_from(payload, deadline, Some(peer.to_string())) {
+        Ok(ticket) => Pending::Waiting(Job {
+            id: ticket.id,
+            rx: ticket.rx,
             deadline,
             command,
             legacy,
@@ -260,6 +284,7 @@ mod tests {
     fn answers_leave_in_order_and_a_waiting_job_holds_back_the_rest() {
         let (tx, rx) = oneshot::channel();
         let job = Job {
+            id: 0,
             rx,
             deadline: Instant::now(),
             command: "echo".into(),

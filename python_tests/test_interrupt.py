@@ -1,0 +1,272 @@
+"""A runaway job is harmless: interrupted at its deadline, and the service answers on.
+
+Against real Blender (`blendwire serve`): busy loops, loops of short sleeps, one long sleep and code
+that catches BaseException and loops again are interrupted at their `_timeout_seconds`; the caller
+gets `interrupted` with where it was; a second client is served after each; `get_status` answers
+while each runs (it never waits for the main thread); stops (`server_shutdown`, SIGTERM to
+`blendwire serve`) end Blender while a runaway job runs. Every wait polls a condition up to a
+deadline.
+"""
+
+import os
+import signal
+import subprocess
+
+import bwtest
+import pytest
+from bwtest import Conn, assert_error, assert_success, stdout_of, wait_for
+
+# The runaway jobs' _timeout_seconds, counted from the request's arrival: long enough that a busy
+# GUI turn never lets a job expire in the queue before it runs.
+DEADLINE = 3
+ANSWER_WAIT = 60.0  # how long a test waits for any answer (a failure, not a measurement)
+
+RUNAWAYS = {
+    "busy_loop": "while True:\n    pass\n",
+    "short_sleeps": "import time\nwhile True:\n    time.sleep(0.05)\n",
+    "long_sleep": "import time\ntime.sleep(600)\n",
+    # Swallows the first three interrupts, then loops again: the interrupt keeps coming.
+    "catches_base_exception": (
+        "import time\n"
+        "caught = 0\n"
+        "while caught < 3:\n"
+        "    try:\n"
+        "        while True:\n"
+        "            time.sleep(0.01)\n"
+        "    except BaseException:\n"
+        "        caught += 1\n"
+        "while True:\n"
+        "    pass\n"
+    ),
+}
+
+
+def exec_req(code, **params):
+    return {"type": "execute_code", "params": {"code": code, **params}}
+
+
+def status(server):
+    """`get_status`, which must answer at once even while the main thread is busy."""
+    return assert_success(bwtest.request(server.port, "get_status", host=server.host, timeout=10))
+
+
+def main_thread(server):
+    return status(server)["main_thread"]
+
+
+def wait_running(server, conn, command="execute_code"):
+    """Wait until the status shows this connection's job running; returns the main_thread object."""
+
+    def running():
+        mt = main_thread(server)
+        return mt if mt["state"] == "running" else None
+
+    mt = bwtest.poll_until(running, ANSWER_WAIT)
+    assert mt, f"{command} never ran within {ANSWER_WAIT} s: {status(server)}\n{server.output()}"
+    assert mt["command"] == command, mt
+    assert mt["client"] == f"127.0.0.1:{conn.sock.getsockname()[1]}", mt
+    return mt
+
+
+def assert_interrupted(resp):
+    assert_error(resp, "interrupted")
+    message = resp["message"]
+    assert "'execute_code' interrupted after" in message and f"(deadline {DEADLINE} s)" in message, message
+    assert 'File "<string>"' in message, message  # where it was: the sent code's frames
+    return message
+
+
+def assert_served(server):
+    """Another client is served at once, and the main thread is idle again."""
+    info = assert_success(bwtest.request(server.port, "get_scene_info", host=server.host, timeout=ANSWER_WAIT))
+    assert info["object_count"] >= 1
+    assert wait_for(lambda: main_thread(server)["state"] == "idle", ANSWER_WAIT, "the main thread to be idle")
+
+
+@pytest.mark.parametrize("kind", sorted(RUNAWAYS))
+def test_runaway_job_is_interrupted_at_its_deadline(server, kind):
+    with Conn(server.port, server.host, timeout=ANSWER_WAIT) as c:
+        c.send(exec_req(RUNAWAYS[kind], _timeout_seconds=DEADLINE))
+        mt = wait_running(server, c)
+        assert mt["deadline_in_s"] <= DEADLINE, mt
+        assert_interrupted(c.read())
+    assert_served(server)
+    assert status(server)["service"]["errors"].get("interrupted", 0) >= 1
+
+
+def test_status_answers_while_a_long_job_runs_and_it_is_not_interrupted(server, tmp_flag_dir):
+    started = os.path.join(tmp_flag_dir, "started")
+    release = os.path.join(tmp_flag_dir, "release")
+    with Conn(server.port, server.host, timeout=ANSWER_WAIT) as c:
+        try:
+            c.send(exec_req(bwtest.blocking_code(started, release), _timeout_seconds=600))
+            bwtest.wait_file(started)
+            mt = wait_running(server, c)
+            assert mt["interrupt_pending"] is False and mt["interrupts_sent"] == 0, mt
+            assert mt["deadline_in_s"] > DEADLINE, mt
+            # Still the same job, still answered without the main thread.
+            assert main_thread(server)["client"] == mt["client"]
+        finally:
+            bwtest.touch(release)
+        assert stdout_of(assert_success(c.read())) == "released\n"
+    assert_served(server)
+
+
+def blendwire_status(server):
+    out = subprocess.run(
+        bwtest.blendwire_command() + ["status", "--host", server.host, "--port", str(server.port), "--timeout", "10"],
+        capture_output=True,
+        text=True,
+        timeout=ANSWER_WAIT,
+    )
+    assert out.returncode == 0, out.stderr
+    return next(x for x in out.stdout.splitlines() if x.startswith("main thread:"))
+
+
+def test_blendwire_status_prints_what_the_main_thread_runs(server):
+    with Conn(server.port, server.host, timeout=ANSWER_WAIT) as c:
+        # Long enough for a `blendwire status` process to start and ask while it runs.
+        c.send(exec_req(RUNAWAYS["busy_loop"], _timeout_seconds=10))
+        wait_running(server, c)
+        line = blendwire_status(server)
+        assert line.startswith("main thread: running execute_code for ") and "deadline in" in line, line
+        assert f"(client 127.0.0.1:{c.sock.getsockname()[1]})" in line, line
+        assert_error(c.read(), "interrupted")
+    assert blendwire_status(server) == "main thread: idle"
+
+
+def test_a_job_interrupted_while_it_changes_the_scene_leaves_blender_usable(server):
+    code = (
+        "import bpy, time\n"
+        "for i in range(1000):\n"
+        "    mesh = bpy.data.meshes.new(f'bw_interrupt_{i}')\n"
+        "    obj = bpy.data.objects.new(f'bw_interrupt_{i}', mesh)\n"
+        "    bpy.context.scene.collection.objects.link(obj)\n"
+        "    time.sleep(0.02)\n"
+        "print('all made')\n"
+    )
+    try:
+        with Conn(server.port, server.host, timeout=ANSWER_WAIT) as c:
+            c.send(exec_req(code, _timeout_seconds=DEADLINE))
+            wait_running(server, c)
+            message = assert_interrupted(c.read())
+        assert "interrupted" in message
+        assert_served(server)
+        made = stdout_of(
+            assert_success(
+                bwtest.execute(
+                    server.port,
+                    "print(sum(o.name.startswith('bw_interrupt_') for o in bpy.data.objects))",
+                    host=server.host,
+                )
+            )
+        )
+        assert 0 < int(made) < 1000, made
+    finally:
+        bwtest.execute(
+            server.port,
+            "for o in [o for o in bpy.data.objects if o.name.startswith('bw_interrupt_')]:\n"
+            "    bpy.data.objects.remove(o)\n",
+            host=server.host,
+        )
+
+
+def test_a_job_queued_behind_a_runaway_one_runs_after_the_interrupt(server):
+    with Conn(server.port, server.host, timeout=ANSWER_WAIT) as runaway:
+        runaway.send(exec_req(RUNAWAYS["busy_loop"], _timeout_seconds=DEADLINE))
+        wait_running(server, runaway)
+        with Conn(server.port, server.host, timeout=ANSWER_WAIT) as waiting:
+            waiting.send(exec_req("print('after')", _timeout_seconds=600))
+            wait_for(lambda: status(server)["bridge"]["queue_depth"] == 1, ANSWER_WAIT, "the second job to queue")
+            assert_interrupted(runaway.read())
+            assert stdout_of(assert_success(waiting.read())) == "after\n"
+
+
+# ---- stops during a runaway job ------------------------------------------------------------------
+
+
+def _runtimes(*names):
+    return [pytest.param(n, id=n, marks=getattr(pytest.mark, n)) for n in names]
+
+
+def _selected(request, runtime):
+    wanted = [r.strip() for r in request.config.getoption("--runtimes").split(",")]
+    if runtime not in wanted:
+        pytest.skip(f"runtime {runtime} not selected")
+
+
+def _start_runaway(sp):
+    """A busy loop with a long deadline (only a stop can end it); returns its connection."""
+    pid = int(stdout_of(assert_success(bwtest.execute(sp.port, "import os\nprint(os.getpid())"))))
+    c = Conn(sp.port, timeout=ANSWER_WAIT)
+    c.send(exec_req(RUNAWAYS["busy_loop"], _timeout_seconds=600))
+    wait_running(sp, c)
+    return c, pid
+
+
+@pytest.mark.parametrize("runtime", _runtimes("background", "bpy", "gui"))
+def test_server_shutdown_during_a_runaway_job_ends_serve(request, serve_factory, runtime):
+    _selected(request, runtime)
+    sp = serve_factory(runtime)
+    c, _ = _start_runaway(sp)
+    with c:
+        resp = bwtest.request(sp.port, "server_shutdown", timeout=ANSWER_WAIT)
+        assert assert_success(resp)["message"] == "Server shutdown initiated"
+        rc = sp.wait_exit(bwtest.EXIT_TIMEOUT)
+        assert rc == 0, f"exit {rc}\n{sp.output()}"
+
+
+@pytest.mark.parametrize("runtime", _runtimes("background", "bpy", "gui"))
+def test_sigterm_to_serve_during_a_runaway_job_leaves_no_blender(request, serve_factory, runtime):
+    _selected(request, runtime)
+    sp = serve_factory(runtime)
+    c, pid = _start_runaway(sp)
+    with c:
+        sp.signal(signal.SIGTERM)
+        rc = sp.wait_exit(bwtest.EXIT_TIMEOUT)
+        assert rc is not None, sp.output()
+        assert rc == 0, f"exit {rc}\n{sp.output()}"
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}"), bwtest.EXIT_TIMEOUT, f"Blender (pid {pid}) to end")
+    assert "killing it" not in "\n".join(sp.stderr_lines), sp.output()
+
+
+@pytest.mark.parametrize("runtime", _runtimes("background", "gui"))
+def test_serve_killed_during_a_runaway_job_leaves_no_blender(request, serve_factory, runtime):
+    """SIGKILL to `blendwire serve` alone: its Blender (own session) sees the parent gone, the
+    runaway job is interrupted and Blender ends."""
+    _selected(request, runtime)
+    sp = serve_factory(runtime)
+    c, pid = _start_runaway(sp)
+    with c:
+        sp.proc.kill()
+        sp.wait_exit(bwtest.EXIT_TIMEOUT)
+        assert wait_for(
+            lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), bwtest.EXIT_TIMEOUT, f"Blender {pid} to end"
+        )
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+# ---- the blender-remote client ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("runtime", _runtimes("background"))
+def test_blender_remote_client_sees_an_error_and_goes_on(request, serve_factory, runtime):
+    blender_remote = pytest.importorskip("blender_remote")
+    from blender_remote.exceptions import BlenderCommandError
+
+    _selected(request, runtime)
+    # blender-remote sends no _timeout_seconds: the service's default deadline applies.
+    sp = serve_factory(runtime, extra=["--default-timeout", str(DEADLINE)])
+    client = blender_remote.connect_to_blender(host=sp.host, port=sp.port, timeout=60)
+    with pytest.raises(BlenderCommandError) as e:
+        client.execute_python("while True:\n    pass\n")
+    assert "interrupted" in str(e.value)
+    assert client.execute_python("print('still here')") == "still here\n"
+    assert client.get_scene_info()["object_count"] >= 1

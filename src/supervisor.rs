@@ -1,0 +1,351 @@
+//! What Blender's main thread is doing, and the interrupter that stops a job at its deadline.
+//!
+//! `Bridge::run` marks a job running (`begin`) and done (`end`) on the main thread; any thread
+//! reads it under a tiny lock (`snapshot`), so a status never waits for the main thread.
+//!
+//! The interrupter is one std thread (started with the first job) that sleeps until the running
+//! job's deadline, then sends the main thread a signal (`pthread_kill`, [`INTERRUPT_SIGNAL`]) every
+//! [`REPEAT`] while that same job still runs. The Python handler the runtime installs for it asks
+//! [`MainThread::pending_message`] and raises `blendwire.errors.Interrupted` in the job: between
+//! bytecodes for a busy loop, and out of `time.sleep` (which returns EINTR and runs handlers). The
+//! interrupter never takes the GIL, so a job stuck in a long C call holding it cannot block it, and
+//! it never touches an interpreter that is finalising. A stop (`Bridge::request_stop` from another
+//! thread) interrupts the running job at once, the same way.
+
+use crate::error::fmt_secs;
+use parking_lot::{Condvar, Mutex};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How often an interrupt is sent again while the same job still runs (code that catches
+/// BaseException and carries on gets another one).
+pub const REPEAT: Duration = Duration::from_millis(75);
+
+/// After a running job's deadline, how long its caller waits for the job's own answer (the
+/// interrupt's `interrupted` error) before it is answered `timeout`: a job in a long C call only
+/// sees the interrupt when control returns to Python.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// SIGUSR2: neither Blender nor Python use it (Blender handles SIGSEGV/SIGABRT/SIGINT/SIGTERM,
+/// the runtime SIGINT/SIGTERM).
+pub const INTERRUPT_SIGNAL: i32 = libc::SIGUSR2;
+
+/// Why a running job is interrupted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Its deadline passed.
+    Deadline,
+    /// A stop was requested (the reason's string).
+    Stop(String),
+}
+
+/// The job the main thread runs now.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub id: u64,
+    /// `execute_code`, or `router:command addon.cmd` for router jobs.
+    pub command: String,
+    pub client: Option<String>,
+    /// When it was queued: its deadline is counted from there.
+    pub submitted: Instant,
+    pub started: Instant,
+    pub deadline: Instant,
+    /// Set once the first interrupt is sent.
+    pub cause: Option<Cause>,
+    pub interrupts_sent: u32,
+    /// The thread running it (pthread_t), where the signal goes.
+    thread: libc::pthread_t,
+}
+
+impl Running {
+    pub fn interrupt_pending(&self) -> bool {
+        self.cause.is_some()
+    }
+
+    /// For the `interrupted` error: how long it ran, and why it was stopped.
+    pub fn describe(&self) -> (Duration, String) {
+        let why = match &self.cause {
+            Some(Cause::Stop(reason)) => format!("the service is stopping ({reason})"),
+            _ => format!(
+                "deadline {} s",
+                fmt_secs(round_ms(self.deadline.saturating_duration_since(self.submitted)))
+            ),
+        };
+        (round_ms(self.started.elapsed()), why)
+    }
+}
+
+/// To the nearest millisecond: a deadline counted from the queueing shows as the wait asked for.
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(((d.as_micros() + 500) / 1000) as u64)
+}
+
+#[derive(Debug, Default)]
+struct State {
+    running: Option<Running>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    changed: Condvar,
+    /// 0: no handler is installed, so no signal is sent (its default action ends the process).
+    signal: AtomicI32,
+    ids: AtomicU64,
+}
+
+/// What the main thread is doing; shared by the bridge, status readers and the interrupter.
+#[derive(Debug, Default)]
+pub struct MainThread {
+    inner: Arc<Inner>,
+    interrupter: OnceLock<()>,
+}
+
+impl MainThread {
+    /// A fresh job id (also what `submit` hands the waiter, to ask whether its job runs).
+    pub fn next_id(&self) -> u64 {
+        self.inner.ids.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Main thread: job `id` starts now.
+    pub fn begin(&self, id: u64, command: String, client: Option<String>, submitted: Instant, deadline: Instant) {
+        self.interrupter.get_or_init(|| spawn_interrupter(self.inner.clone()));
+        let mut st = self.inner.state.lock();
+        st.running = Some(Running {
+            id,
+            command,
+            client,
+            submitted,
+            started: Instant::now(),
+            deadline,
+            cause: None,
+            interrupts_sent: 0,
+            // SAFETY: pthread_self has no preconditions.
+            thread: unsafe { libc::pthread_self() },
+        });
+        drop(st);
+        self.inner.changed.notify_all();
+    }
+
+    /// Main thread: the running job is done.
+    pub fn end(&self) {
+        self.inner.state.lock().running = None;
+        self.inner.changed.notify_all();
+    }
+
+    pub fn running(&self) -> Option<Running> {
+        self.inner.state.lock().running.clone()
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.inner.state.lock().running.as_ref().is_some_and(|r| r.id == id)
+    }
+
+    /// A stop was requested: interrupt the job running now (the pump returns after it), unless
+    /// the request comes from the main thread itself (a job asking for the stop, e.g. `sys.exit()`
+    /// in execute_code, must still be answered). Jobs are not interrupted between jobs: the stop
+    /// itself ends the loop then.
+    pub fn interrupt_for_stop(&self, reason: &str) {
+        self.interrupt_if(reason, |r| {
+            // SAFETY: pthread_self has no preconditions; pthread_equal compares two handles.
+            unsafe { libc::pthread_equal(r.thread, libc::pthread_self()) == 0 }
+        });
+    }
+
+    /// Interrupt the running job for a stop, whichever thread asks (the runtime's SIGINT/SIGTERM
+    /// handler runs on the main thread itself).
+    pub fn interrupt(&self, reason: &str) {
+        self.interrupt_if(reason, |_| true);
+    }
+
+    fn interrupt_if(&self, reason: &str, allowed: impl FnOnce(&Running) -> bool) {
+        let mut st = self.inner.state.lock();
+        let Some(r) = st.running.as_mut().filter(|r| allowed(r)) else {
+            return;
+        };
+        if !matches!(r.cause, Some(Cause::Stop(_))) {
+            r.cause = Some(Cause::Stop(reason.to_string()));
+        }
+        drop(st);
+        self.inner.changed.notify_all();
+    }
+
+    /// Deliver interrupts with `signal` (the runtime installed its handler); 0 turns them off.
+    pub fn set_signal(&self, signal: i32) {
+        self.inner.signal.store(signal, Relaxed);
+    }
+
+    /// On the main thread, in the signal handler: the message to raise `Interrupted` with if the
+    /// job running on this thread is to be interrupted, else None (a late signal, another job).
+    pub fn pending_message(&self) -> Option<String> {
+        let st = self.inner.state.lock();
+        let r = st.running.as_ref()?;
+        // SAFETY: as above.
+        if unsafe { libc::pthread_equal(r.thread, libc::pthread_self()) } == 0 {
+            return None;
+        }
+        r.cause.as_ref()?;
+        let (after, why) = r.describe();
+        Some(format!(
+            "interrupted after {} s ({why}) in {}",
+            fmt_secs(after),
+            r.command
+        ))
+    }
+
+    /// The `main_thread` object of the status.
+    pub fn snapshot(&self) -> Value {
+        match self.running() {
+            None => json!({"state": "idle"}),
+            Some(r) => {
+                let now = Instant::now();
+                let left = r
+                    .deadline
+                    .checked_duration_since(now)
+                    .map_or_else(|| -(now.duration_since(r.deadline).as_secs_f64()), |d| d.as_secs_f64());
+                json!({
+                    "state": "running",
+                    "job": r.id,
+                    "command": r.command,
+                    "client": r.client,
+                    "running_s": r.started.elapsed().as_secs_f64(),
+                    "deadline_in_s": left,
+                    "interrupt_pending": r.interrupt_pending(),
+                    "interrupts_sent": r.interrupts_sent,
+                })
+            }
+        }
+    }
+}
+
+/// Marks the running job ended when dropped (`Bridge::run` holds it around the job).
+pub struct EndOnDrop<'a>(pub &'a MainThread);
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+fn spawn_interrupter(inner: Arc<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("blendwire-interrupt".into())
+        .spawn(move || interrupter(&inner));
+    if let Err(e) = spawned {
+        log::error!("cannot start the interrupter thread ({e}): runaway jobs will not be interrupted");
+    }
+}
+
+/// Sleep until the running job's deadline (or a stop), then interrupt it every [`REPEAT`] until
+/// it ends. Never takes the GIL.
+fn interrupter(inner: &Inner) {
+    let mut st = inner.state.lock();
+    loop {
+        let Some(r) = st.running.as_mut() else {
+            inner.changed.wait(&mut st);
+            continue;
+        };
+        let now = Instant::now();
+        if r.cause.is_none() && now < r.deadline {
+            let deadline = r.deadline;
+            inner.changed.wait_until(&mut st, deadline);
+            continue;
+        }
+        if r.cause.is_none() {
+            r.cause = Some(Cause::Deadline);
+            log::warn!(
+                "{} ran past its deadline ({} s): interrupting it",
+                r.command,
+                fmt_secs(round_ms(r.deadline.saturating_duration_since(r.submitted)))
+            );
+        }
+        r.interrupts_sent += 1;
+        let signal = inner.signal.load(Relaxed);
+        if signal != 0 {
+            // SAFETY: the thread is the main thread, which lives as long as the process; a signal
+            // with a Python handler installed only sets a flag there.
+            unsafe { libc::pthread_kill(r.thread, signal) };
+        }
+        let id = r.id;
+        let until = Instant::now() + REPEAT;
+        // Wait out the repeat interval unless the job ends (a new job is looked at afresh).
+        while st.running.as_ref().is_some_and(|r| r.id == id) {
+            if inner.changed.wait_until(&mut st, until).timed_out() {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(what: &str, mut cond: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn idle_then_running_then_idle() {
+        let m = MainThread::default();
+        assert_eq!(m.snapshot()["state"], "idle");
+        let id = m.next_id();
+        let now = Instant::now();
+        m.begin(
+            id,
+            "execute_code".into(),
+            Some("127.0.0.1:5".into()),
+            now,
+            now + Duration::from_secs(60),
+        );
+        let s = m.snapshot();
+        assert_eq!(
+            (s["state"].as_str(), s["command"].as_str()),
+            (Some("running"), Some("execute_code"))
+        );
+        assert_eq!(s["client"], "127.0.0.1:5");
+        assert_eq!(s["interrupt_pending"], false);
+        assert!(m.is_running(id) && !m.is_running(id + 1));
+        m.end();
+        assert_eq!(m.snapshot()["state"], "idle");
+    }
+
+    #[test]
+    fn a_job_past_its_deadline_is_interrupted_again_and_again() {
+        let m = MainThread::default();
+        let now = Instant::now();
+        m.begin(m.next_id(), "loop".into(), None, now, now + Duration::from_millis(20));
+        wait("two interrupts", || m.running().is_some_and(|r| r.interrupts_sent >= 2));
+        assert_eq!(m.running().and_then(|r| r.cause), Some(Cause::Deadline));
+        let msg = m.pending_message().unwrap();
+        assert!(msg.contains("(deadline 0.02 s) in loop"), "{msg}");
+        m.end();
+        assert_eq!(m.pending_message(), None);
+    }
+
+    #[test]
+    fn a_stop_from_another_thread_interrupts_and_one_from_the_job_does_not() {
+        let m = Arc::new(MainThread::default());
+        let now = Instant::now();
+        m.begin(m.next_id(), "exit".into(), None, now, now + Duration::from_secs(60));
+        m.interrupt_for_stop("shutdown");
+        assert!(m.pending_message().is_none(), "the job asked for the stop itself");
+        let m2 = m.clone();
+        std::thread::spawn(move || m2.interrupt_for_stop("SIGTERM"))
+            .join()
+            .unwrap();
+        wait("an interrupt", || m.running().is_some_and(|r| r.interrupts_sent >= 1));
+        assert!(m.pending_message().unwrap().contains("stopping (SIGTERM)"));
+        m.end();
+        // A stop between jobs leaves the next one alone.
+        m.begin(m.next_id(), "next".into(), None, now, now + Duration::from_secs(60));
+        assert!(!m.running().unwrap().interrupt_pending());
+        m.end();
+    }
+}
