@@ -93,6 +93,7 @@ def test_crash_and_hang_fail_alone(runtime, tmp_path):
     assert run.names("failed") == {
         "test_crash_inside",
         "test_hang_inside",
+        "test_stuck_inside",
         "test_crash_outside",
         "test_hang_outside",
         "test_assert_is_rewritten",
@@ -101,7 +102,9 @@ def test_crash_and_hang_fail_alone(runtime, tmp_path):
     assert run.names("passed") == {
         "test_first_passes",
         "test_after_crash_inside_passes",
+        "test_before_hang_inside_passes",
         "test_after_hang_inside_passes",
+        "test_after_stuck_inside_passes",
         "test_after_crash_outside_passes",
         "test_last_passes",
     }, run.output
@@ -111,8 +114,13 @@ def test_crash_and_hang_fail_alone(runtime, tmp_path):
         assert "a new Blender is started for the next test" in text, text
     for name, seconds in (("test_hang_inside", 5), ("test_hang_outside", 3)):  # ini; the test's mark
         text = run.message(name)
-        assert f"still running after {seconds} s (--blender-timeout, ini blender_timeout or " in text, text
-        assert "Blender was killed" in text, text
+        # Interrupted in Blender at the test's timeout, where it was running; Blender kept.
+        assert f"interrupted in Blender after running past {seconds} s (--blender-timeout, ini " in text, text
+        assert "Blender is kept for the next test" in text and "interrupted after" in text, text
+        assert "last frames" in text, text
+    text = run.message("test_stuck_inside")  # swallows every interrupt: only a new Blender ends it
+    assert "still running after 5 s (--blender-timeout, ini blender_timeout or " in text, text
+    assert "Blender was killed" in text, text
     text = run.message("test_assert_is_rewritten")
     assert "assert count_objects() == 4" in text and "AssertionError: assert 3 == 4" in text, text
     assert "where 3 = count_objects()" in text, text

@@ -52,6 +52,9 @@ pub const DEFAULT_POLL_LIMIT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_OUTBOX_MAX_COUNT: usize = 1000;
 pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_REMEMBERED_IDS: usize = 4096;
+/// How long a job interrupted at its deadline gets to answer before its caller is told `timeout`
+/// (it may sit in a C call that does not return to Python).
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 /// `blendwire.Client`: each call, answer included; and the (re)connect attempts within it.
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -100,6 +103,7 @@ pub fn defaults() -> Value {
         "client_connect_timeout": DEFAULT_CLIENT_CONNECT_TIMEOUT.as_secs_f64(),
         "mcp_timeout": DEFAULT_MCP_TIMEOUT.as_secs_f64(),
         "mcp_connect_timeout": DEFAULT_MCP_CONNECT_TIMEOUT.as_secs_f64(),
+        "interrupt_grace": INTERRUPT_GRACE.as_secs_f64(),
     })
 }
 

@@ -47,17 +47,21 @@ class Client:
         """Send any JSON object; return the whole response object."""
         return self._client.request(message)
 
-    def execute(self, code):
-        """Run Python `code` in Blender (fresh globals with `bpy`); return what it printed."""
+    def execute(self, code, *, timeout_seconds=None):
+        """Run Python `code` in Blender (fresh globals with `bpy`); return what it printed.
+
+        `timeout_seconds`: the job's deadline in Blender (`params._timeout_seconds`; default the
+        service's): code still running then is interrupted, and this raises CommandError with
+        `error_code == "interrupted"`."""
         # Base64 both ways, as blender-remote's client does: survives any quoting or encoding.
-        result = self.call(
-            "execute_code",
-            {
-                "code": base64.b64encode(code.encode("utf-8")).decode("ascii"),
-                "code_is_base64": True,
-                "return_as_base64": True,
-            },
-        )
+        params = {
+            "code": base64.b64encode(code.encode("utf-8")).decode("ascii"),
+            "code_is_base64": True,
+            "return_as_base64": True,
+        }
+        if timeout_seconds is not None:
+            params["_timeout_seconds"] = float(timeout_seconds)
+        result = self.call("execute_code", params)
         text = result.get("result", "")
         if result.get("result_is_base64"):
             text = base64.b64decode(text).decode("utf-8")

@@ -46,10 +46,18 @@ STOP_TIMEOUT = 15.0
 SERVING_RE = re.compile(
     r"^blendwire: serving on (?P<host>\S+):(?P<port>\d+) \(Blender (?P<version>[0-9.]+), (?P<runtime>\w+)\)$"
 )
+# Seconds the client waits beyond a job's deadline and the core's interrupt grace for the answer.
+_ANSWER_SLACK = 3.0
 MARKER = "BLENDWIRE-TEST"  # the runner's result line (blendwire.pytest_runner.MARKER)
 _OUTPUT_LINES = 200  # Blender's last output lines kept for crash reports
 _SESSION_KEY = pytest.StashKey["BlenderSession"]()
 _USES_BLENDER = pytest.StashKey[bool]()  # on an item: the test used Blender
+
+
+def _core_defaults() -> dict:
+    from . import _core  # the wheel's core; plain Python, no Blender
+
+    return _core.defaults()
 
 
 class BlenderError(Exception):
@@ -210,11 +218,14 @@ class BlenderProcess:
         self._clients: dict[float, Any] = {timeout: self.client}
 
     def client_for(self, timeout: float) -> Any:
-        """A client whose calls wait at most `timeout` seconds (one per distinct timeout)."""
+        """A client for calls whose jobs get `timeout` seconds in Blender (one per distinct timeout):
+        it waits long enough for Blender's own answer after the deadline (`interrupted`, or
+        `timeout` after the core's interrupt grace), plus time for the answer to arrive."""
         if timeout not in self._clients:
             from .client import Client
 
-            self._clients[timeout] = Client(self.host, self.port, timeout=timeout, connect_timeout=5.0)
+            wait = timeout + _core_defaults()["interrupt_grace"] + _ANSWER_SLACK
+            self._clients[timeout] = Client(self.host, self.port, timeout=wait, connect_timeout=5.0)
         return self._clients[timeout]
 
     def _pump(self, stream: Any, watch: bool) -> None:
@@ -341,11 +352,18 @@ class BlenderSession:
         self.process = None
         return f"{what}: {state}; a new Blender is started for the next test\n{process.tail()}"
 
-    def timed_out(self, what: str, timeout: float | None = None) -> str:
-        """After a call ran past the timeout: Blender is killed and replaced at the next ensure().
+    def interrupted(self, what: str, timeout: float | None, error: Exception) -> str:
+        """A job that ran past the timeout and was interrupted in Blender: Blender is kept."""
+        return (
+            f"{what}: interrupted in Blender after running past {timeout or self.timeout:g} s "
+            "(--blender-timeout, ini blender_timeout or @pytest.mark.blender_timeout(S)); "
+            f"Blender is kept for the next test\n{error}"
+        )
 
-        Where the main-thread interrupt will plug in: interrupt the running job instead (and keep
-        this Blender when it answers), killing only when the interrupt is not honoured."""
+    def timed_out(self, what: str, timeout: float | None = None) -> str:
+        """After a call ran past the timeout and its interrupt did not end it (a C call that does
+        not return, code that swallows the interrupt) or no answer came: Blender is killed and
+        replaced at the next ensure()."""
         process = self.process
         self.process = None
         if process is not None:
@@ -369,11 +387,17 @@ class BlenderSession:
     def guard(self, fn, *args: Any, what: str = "the call to Blender", timeout: float | None = None) -> Any:
         """`fn(*args)` (a call to Blender); a timeout or a lost Blender becomes a BlenderError saying
         what happened, and Blender is replaced for the next test."""
-        from .errors import ConnectionFailed, ConnectionLost, Timeout
+        from .errors import CommandError, ConnectionFailed, ConnectionLost, Timeout
 
         __tracebackhide__ = True  # the report starts in the test, not here
         try:
             return fn(*args)
+        except CommandError as e:
+            if e.error_code == "interrupted":
+                raise BlenderError(self.interrupted(what, timeout, e)) from None
+            if e.error_code == "timeout":  # still running after the interrupt grace
+                raise BlenderError(self.timed_out(what, timeout)) from None
+            raise
         except Timeout:
             raise BlenderError(self.timed_out(what, timeout)) from None
         except (ConnectionLost, ConnectionFailed):
@@ -416,14 +440,19 @@ class BlenderHandle:
 
     def call(self, type: str, params: dict | None = None) -> Any:
         """The command's result; `blendwire.CommandError` when it fails, BlenderError when Blender
-        crashed or the call ran past the timeout (Blender is then replaced for the next test)."""
+        crashed or the call ran past the timeout (its job is interrupted in Blender at the timeout;
+        Blender is replaced for the next test only when that does not end it)."""
         __tracebackhide__ = True
+        params = {"_timeout_seconds": self._timeout, **(params or {})}  # the test's deadline in Blender
         return self._session.guard(self.client.call, type, params, timeout=self._timeout)
 
     def run(self, code: str) -> str:
         """Run Python `code` in Blender (fresh globals with `bpy`); return what it printed."""
         __tracebackhide__ = True
-        return self._session.guard(self.client.execute, code, timeout=self._timeout)
+        return self._session.guard(self._execute, code, timeout=self._timeout)
+
+    def _execute(self, code: str) -> str:
+        return self.client.execute(code, timeout_seconds=self._timeout)
 
     execute = run
 
@@ -561,7 +590,9 @@ class _Hooks:
             process = self.session.ensure()
             timeout = _test_timeout(item) or self.session.timeout
             client = process.client_for(timeout)
-            out = self.session.guard(client.execute, code, what="the test in Blender", timeout=timeout)
+            out = self.session.guard(
+                lambda: client.execute(code, timeout_seconds=timeout), what="the test in Blender", timeout=timeout
+            )
         except BlenderError as e:
             failure = str(e)
         except CommandError as e:

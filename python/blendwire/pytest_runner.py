@@ -26,6 +26,8 @@ import traceback
 import types
 from typing import Any
 
+from .errors import Interrupted
+
 __all__ = ["MARKER", "decode_value", "main", "reset_scene", "run"]
 
 MARKER = "BLENDWIRE-TEST"
@@ -193,6 +195,8 @@ def run(spec: dict) -> dict:
         func = getattr(target, spec["func"])
         args = {k: decode_value(v) for k, v in (spec.get("args") or {}).items()}
         func(**args)
+    except Interrupted:
+        raise  # the test ran past its deadline: the service answers `interrupted` (when, where)
     except BaseException as e:  # the test's own failures, skips, SystemExit, KeyboardInterrupt
         result = _outcome_of(e, path)
     finally:
