@@ -409,24 +409,11 @@ def touch(path: str) -> None:
 
 
 def descendants(pid: int) -> list[int]:
-    """All processes below `pid` (children, grandchildren, ...), from /proc."""
-    children: dict = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    """All processes below `pid` (children, grandchildren, ...): the package's own helper, which
+    the pytest plugin uses too (imported here, so this module stays importable without it)."""
+    from blendwire.supervisor import descendants as below
+
+    return below(pid)
 
 
 def blendwire_command() -> list[str]:

@@ -135,26 +135,6 @@ def _session(config: pytest.Config) -> BlenderSession | None:
 # ---- the Blender process ---------------------------------------------------------------------------
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc (Blender runs in a session of its own under serve)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def _describe_exit(rc: int | None) -> str:
     if rc is None:
         return "still running"
@@ -272,7 +252,9 @@ class BlenderProcess:
 
     def kill(self) -> None:
         """SIGKILL serve, its Blender and whatever they started (Xvfb)."""
-        for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
+        from .supervisor import descendants  # only when a Blender must be killed: off costs nothing
+
+        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

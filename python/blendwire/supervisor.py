@@ -21,7 +21,7 @@ import time
 from .client import Client
 from .config import SERVE_ENV, SERVE_ERROR, SERVE_READY
 
-__all__ = ["START_TIMEOUT", "STOP_GRACE", "SuperviseError", "run"]
+__all__ = ["START_TIMEOUT", "STOP_GRACE", "SuperviseError", "descendants", "run"]
 
 START_TIMEOUT = 60.0  # seconds Blender gets to start the service
 STOP_GRACE = 1.5  # seconds Blender gets to exit after each shutdown step before the next one
@@ -87,6 +87,27 @@ def _relay(stream, events: queue.Queue, markers: tuple[str, ...]) -> None:
         sys.stderr.write(line)
         sys.stderr.flush()
     events.put(("EOF", None))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, grandchildren, ...), from /proc: Blender runs in a
+    session of its own under serve, so a process group does not reach it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def _kill_group(proc: subprocess.Popen, timeout: float = 3.0) -> None:
