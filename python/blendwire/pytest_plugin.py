@@ -48,7 +48,9 @@ SERVING_RE = re.compile(
 )
 # Seconds the client waits beyond a job's deadline and the core's interrupt grace for the answer.
 _ANSWER_SLACK = 3.0
-MARKER = "BLENDWIRE-TEST"  # the runner's result line (blendwire.pytest_runner.MARKER)
+# The runner's result line (blendwire.pytest_runner.MARKER), written again: importing the runner
+# here would load it into every pytest run, and the plugin must cost nothing when off.
+MARKER = "BLENDWIRE-TEST"
 _OUTPUT_LINES = 200  # Blender's last output lines kept for crash reports
 _SESSION_KEY = pytest.StashKey["BlenderSession"]()
 _USES_BLENDER = pytest.StashKey[bool]()  # on an item: the test used Blender
