@@ -17,6 +17,7 @@ NO_BPY = {
     "persist",
     "logs",
     "client",
+    "jobs",
     "supervisor",
     "cli",
     "__main__",

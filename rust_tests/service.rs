@@ -228,7 +228,7 @@ fn bad_input_gets_errors_and_the_connection_keeps_serving() {
     );
     assert_eq!(
         got[2]["available_commands"],
-        json!(["echo", "fail", "mark", "server_shutdown", "sleep"])
+        json!(["cancel", "echo", "fail", "mark", "server_shutdown", "sleep"])
     );
     assert_eq!(got[3]["message"], "say what");
     assert_eq!(

@@ -1,9 +1,14 @@
-//! A blocking client with one persistent connection, for scripts outside Blender.
+//! A blocking client with persistent connections, for scripts outside Blender.
 //!
-//! Calls are serialised on one connection (responses come back in order). Before a request is
-//! sent, a connection the server has closed meanwhile is detected (a non-blocking peek sees EOF)
-//! and replaced, with backoff and jitter, until the call's timeout; a connection lost after the
-//! request went out is reported as `ConnectionLost`, never retried, since the command may have run.
+//! A call takes an idle connection (or opens one) and gives it back when answered, so calls from
+//! several threads run side by side and a `cancel` or a status reaches the service while another
+//! call waits. Before a request is sent, a connection the server has closed meanwhile is detected
+//! (a non-blocking peek sees EOF) and replaced, with backoff and jitter, until the call's timeout;
+//! a connection lost after the request went out is reported as `ConnectionLost`, never retried,
+//! since the command may have run.
+//!
+//! `request_streaming` also hands the caller the job's progress messages and a tick every
+//! [`TICK`] while it waits, where the caller may cancel (Ctrl-C in Python, an MCP cancellation).
 //!
 //! What a request looks like (`command_request`, the token) and what a response means
 //! (`outcome`) live here too, so the Python `Client` and `blendwire mcp` read answers alike.
@@ -16,6 +21,7 @@ use serde_json::{Map, Value};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Pipelining bounds of `request_many`: as many as the service queues per connection.
@@ -23,6 +29,28 @@ const MAX_IN_FLIGHT: usize = crate::service::PIPELINE_DEPTH;
 /// Well under a loopback socket's initial receive buffer (128 KiB), so that writing the requests
 /// never blocks on a service that is itself blocked writing answers we have not read yet.
 const IN_FLIGHT_BYTES: usize = 64 * 1024;
+/// Idle connections kept for the next calls (more are closed when given back).
+const MAX_IDLE: usize = 4;
+/// How often a streaming call hands its caller a tick while it waits.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What a streaming call hands its caller while it waits for the answer.
+#[derive(Debug)]
+pub enum Event {
+    /// A `{"status": "progress", ...}` message of the job.
+    Progress(Value),
+    /// Nothing arrived for a [`TICK`].
+    Tick,
+}
+
+/// What the caller of a streaming call wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Wait for the answer no longer than this (after cancelling the job: its own answer comes
+    /// soon, or the connection is dropped then).
+    GiveUpAt(Instant),
+}
 
 pub struct Client {
     host: String,
@@ -32,7 +60,10 @@ pub struct Client {
     connect_timeout: Duration,
     /// Sent as `"token"` with every request (services started with a token require it).
     token: Option<String>,
-    conn: Mutex<Option<Conn>>,
+    idle: Mutex<Vec<Conn>>,
+    /// Names this client's requests (`<prefix>-<n>`), for `cancel`.
+    id_prefix: String,
+    ids: AtomicU64,
 }
 
 struct Conn {
@@ -54,8 +85,15 @@ impl Client {
             timeout,
             connect_timeout,
             token: None,
-            conn: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+            id_prefix: random_prefix(),
+            ids: AtomicU64::new(0),
         }
+    }
+
+    /// A fresh request id, unique to this client (and, practically, among clients).
+    pub fn next_id(&self) -> Value {
+        Value::String(format!("{}-{}", self.id_prefix, self.ids.fetch_add(1, Relaxed) + 1))
     }
 
     /// The client sends `token` with every request; an empty one is none.
@@ -86,12 +124,15 @@ impl Client {
         self.timeout
     }
 
+    /// Whether an idle connection is open (one in use by a call is not counted).
     pub fn is_connected(&self) -> bool {
-        self.conn.lock().is_some()
+        !self.idle.lock().is_empty()
     }
 
+    /// Close the idle connections (calls in progress keep theirs until they end).
     pub fn close(&self) {
-        self.conn.lock().take();
+        let idle = std::mem::take(&mut *self.idle.lock());
+        drop(idle);
     }
 
     fn addr_text(&self) -> String {
@@ -101,7 +142,49 @@ impl Client {
     /// Send one request (already serialised JSON) and return the response object.
     pub fn request_bytes(&self, request: &[u8]) -> Result<Value, ClientError> {
         let deadline = Instant::now() + self.timeout;
-        self.on_connection(|conn| self.exchange(conn, request, deadline))
+        self.on_connection(|conn| {
+            self.send(conn, request, deadline)?;
+            self.read_answer(conn, deadline, None)
+        })
+    }
+
+    /// How long a call of `request` waits for its answer: the client's timeout, or longer when
+    /// the request gives its job a later deadline (`params._timeout_seconds`): then until that
+    /// deadline, the interrupt grace and a moment for the answer, so that the job's own answer
+    /// (`interrupted`, ...) is read rather than given up on.
+    pub fn wait_for(&self, request: &Value) -> Duration {
+        let job = crate::protocol::requested_timeout(request).map_or(Duration::ZERO, |t| {
+            t + crate::settings::INTERRUPT_GRACE + crate::settings::ANSWER_SLACK
+        });
+        self.timeout.max(job)
+    }
+
+    /// Send one request and return the response object, waiting up to `wait` and handing
+    /// `on_event` the job's progress messages and a tick every [`TICK`] meanwhile; it may shorten
+    /// the wait (see [`Flow`]).
+    pub fn request_streaming(
+        &self,
+        request: &[u8],
+        wait: Duration,
+        on_event: &mut dyn FnMut(Event) -> Flow,
+    ) -> Result<Value, ClientError> {
+        let deadline = Instant::now() + wait;
+        self.on_connection(|conn| {
+            self.send(conn, request, deadline)?;
+            self.read_answer(conn, deadline, Some(on_event))
+        })
+        .map_err(|e| match e {
+            ClientError::Timeout { addr, .. } => ClientError::Timeout { addr, after: wait },
+            other => other,
+        })
+    }
+
+    /// Cancel this service's queued or running job(s) with request id `id` (on a connection of
+    /// its own, so it is heard while the job's call waits). The `cancel` command's result.
+    pub fn cancel(&self, id: &Value) -> Result<Value, ClientError> {
+        let mut params = Map::new();
+        params.insert("id".into(), id.clone());
+        self.request(&command_request(crate::protocol::CANCEL, Value::Object(params)))
     }
 
     /// Send several requests (each serialised JSON) without waiting for each answer, and return
@@ -113,20 +196,29 @@ impl Client {
         self.on_connection(|conn| self.exchange_many(conn, requests))
     }
 
-    /// Run `f` on the connection, (re)connecting first if there is none or the server closed it.
+    /// Run `f` on an idle connection (one the server has not closed), or a new one; give it back
+    /// afterwards unless the call failed (then the stream position is unknown: it is closed).
     fn on_connection<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, ClientError>) -> Result<T, ClientError> {
-        let mut slot = self.conn.lock();
-        if slot.as_ref().is_some_and(|c| !c.is_open()) {
-            *slot = None;
-        }
-        let conn = match slot.as_mut() {
-            Some(conn) => conn,
-            None => slot.insert(self.connect(Instant::now() + self.connect_timeout)?),
+        let idle = {
+            let mut idle = self.idle.lock();
+            loop {
+                match idle.pop() {
+                    Some(c) if c.is_open() => break Some(c),
+                    Some(_) => continue,
+                    None => break None,
+                }
+            }
         };
-        let result = f(conn);
-        if result.is_err() {
-            // Whatever happened, the stream position is unknown now.
-            *slot = None;
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => self.connect(Instant::now() + self.connect_timeout)?,
+        };
+        let result = f(&mut conn);
+        if result.is_ok() {
+            let mut idle = self.idle.lock();
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+            }
         }
         result
     }
@@ -151,7 +243,7 @@ impl Client {
             if !batch.is_empty() {
                 self.send(conn, &batch, deadline).map_err(midway)?;
             }
-            let answer = self.read_answer(conn, deadline).map_err(midway)?;
+            let answer = self.read_answer(conn, deadline, None).map_err(midway)?;
             in_flight_bytes -= requests[answers.len()].len();
             answers.push(answer);
         }
@@ -163,11 +255,6 @@ impl Client {
         self.request_bytes(&self.encode(request.clone()))
     }
 
-    fn exchange(&self, conn: &mut Conn, request: &[u8], deadline: Instant) -> Result<Value, ClientError> {
-        self.send(conn, request, deadline)?;
-        self.read_answer(conn, deadline)
-    }
-
     /// Write request bytes, within the deadline.
     fn send(&self, conn: &mut Conn, bytes: &[u8], deadline: Instant) -> Result<(), ClientError> {
         conn.bound(Io::Write, deadline).ok_or_else(|| self.timed_out())?;
@@ -177,16 +264,33 @@ impl Client {
         })
     }
 
-    /// Read the next complete answer.
-    fn read_answer(&self, conn: &mut Conn, deadline: Instant) -> Result<Value, ClientError> {
+    /// Read the next complete answer. Progress messages before it go to `events` (and are
+    /// skipped without one); with `events` the read also wakes every [`TICK`] to hand it a tick.
+    fn read_answer(
+        &self,
+        conn: &mut Conn,
+        mut deadline: Instant,
+        mut events: Option<&mut dyn FnMut(Event) -> Flow>,
+    ) -> Result<Value, ClientError> {
         loop {
             if let Some(frame) = conn.decoder.next_frame() {
-                return frame.map_err(|e| ClientError::Protocol {
+                let frame = frame.map_err(|e| ClientError::Protocol {
                     addr: self.addr_text(),
                     detail: e.to_string(),
-                });
+                })?;
+                if !is_progress(&frame) {
+                    return Ok(frame);
+                }
+                if let Some(on_event) = events.as_mut() {
+                    deadline = flow(on_event(Event::Progress(frame)), deadline);
+                }
+                continue;
             }
-            conn.bound(Io::Read, deadline).ok_or_else(|| self.timed_out())?;
+            let wake = match events {
+                Some(_) => deadline.min(Instant::now() + TICK),
+                None => deadline,
+            };
+            conn.bound(Io::Read, wake).ok_or_else(|| self.timed_out())?;
             match conn.stream.read(&mut conn.chunk) {
                 Ok(0) => return Err(self.lost("the server closed the connection before answering")),
                 Ok(n) => conn.decoder.extend(&conn.chunk[..n]),
@@ -196,7 +300,11 @@ impl Client {
                     if Instant::now() >= deadline {
                         return Err(self.timed_out());
                     }
-                    conn.read_timeout = None;
+                    if let Some(on_event) = events.as_mut() {
+                        deadline = flow(on_event(Event::Tick), deadline);
+                    } else {
+                        conn.read_timeout = None;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.lost(&e.to_string())),
@@ -261,6 +369,31 @@ impl Client {
             detail: detail.to_string(),
         }
     }
+}
+
+/// A `{"status": "progress", ...}` message (sent before the answer to requests that asked).
+fn is_progress(frame: &Value) -> bool {
+    frame.get("status").and_then(Value::as_str) == Some("progress")
+}
+
+fn flow(flow: Flow, deadline: Instant) -> Instant {
+    match flow {
+        Flow::Continue => deadline,
+        Flow::GiveUpAt(at) => deadline.min(at),
+    }
+}
+
+/// 64 random bits as hex, from the standard library's per-process random hasher keys.
+fn random_prefix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
 
 /// What a response says instead of a `result`.

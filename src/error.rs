@@ -31,6 +31,16 @@ pub enum JobError {
     },
     #[error("the job was cancelled: the service is shutting down")]
     Cancelled,
+    /// Its client cancelled it before it ran.
+    #[error("'{command}' was cancelled by its client before it ran")]
+    CancelledQueued { command: String },
+    /// Its client cancelled it while it ran: interrupted as at a deadline.
+    #[error("'{command}' was cancelled by its client after {} s of running; last frames:\n{frames}", fmt_secs(*.after))]
+    CancelledRunning {
+        command: String,
+        after: Duration,
+        frames: String,
+    },
     #[error("no command dispatcher is set in Blender (is the blendwire add-on enabled?)")]
     NoDispatcher,
     #[error("the handler's result cannot be sent as JSON: {0}")]
@@ -49,7 +59,7 @@ impl JobError {
             JobError::Expired => "expired",
             JobError::Interrupted { .. } => "interrupted",
             JobError::StillRunning { .. } => "timeout",
-            JobError::Cancelled => "cancelled",
+            JobError::Cancelled | JobError::CancelledQueued { .. } | JobError::CancelledRunning { .. } => "cancelled",
             JobError::NoDispatcher => "no_dispatcher",
             JobError::Unserializable(_) => "unserializable_result",
             JobError::Handler { code, .. } => code,

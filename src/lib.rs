@@ -15,6 +15,7 @@ pub mod logbuffer;
 pub mod mcp;
 pub mod metrics;
 pub mod parentwatch;
+pub mod progress;
 pub mod protocol;
 pub mod queue;
 pub mod router;

@@ -1,5 +1,10 @@
 //! `blendwire mcp`: a Model Context Protocol server over stdio (the official SDK, `rmcp`) whose
-//! tools forward to a blendwire / BLD Remote MCP service through one persistent `Client`.
+//! tools forward to a blendwire / BLD Remote MCP service through a `Client` (persistent
+//! connections, one per concurrent call).
+//!
+//! Every call names its Blender job (the request `id`): an agent's `notifications/cancelled`
+//! cancels that job (queued: dropped; running: interrupted), and with a `progressToken` the job's
+//! progress and printed output come back as `notifications/progress`.
 //!
 //! Nothing talks to Blender until a tool is called, so `initialize` and `tools/list` are answered
 //! at once whether Blender runs or not. The blocking `Client` runs on tokio's blocking pool, never
@@ -7,21 +12,22 @@
 //! the scene; `execute_code` (and the persist writes) are reported as interrupted instead.
 //! Logs go to stderr: stdout carries the protocol.
 
-use crate::client::{self, Client, ResponseError};
+use crate::client::{self, Client, Event, Flow, ResponseError};
 use crate::error::ClientError;
 use base64::Engine as _;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeResult,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The longest server-side wait the service accepts (`params._timeout_seconds`).
 const MAX_JOB_SECONDS: f64 = 3600.0;
@@ -95,6 +101,16 @@ pub struct BlenderTools {
     screenshot_seq: AtomicU64,
 }
 
+/// The MCP request a tool call serves (cancellation, progress token); None outside one (tests).
+type Rq<'a> = Option<&'a RequestContext<RoleServer>>;
+
+/// What a call has reported as MCP progress so far.
+#[derive(Default)]
+struct Reported {
+    count: u64,
+    percent: f64,
+}
+
 /// Why a tool produced no result; becomes an `isError` tool result with this text.
 struct Failure(String);
 
@@ -115,10 +131,60 @@ impl BlenderTools {
         }
     }
 
-    /// One request/response on the shared connection, on the blocking pool.
-    async fn exchange(&self, bytes: Arc<Vec<u8>>) -> Result<Value, ClientError> {
+    /// One request/response on a connection of the client, on the blocking pool. While it waits,
+    /// the MCP request's cancellation cancels the Blender job (by the request's `id`), and the
+    /// job's progress messages become `notifications/progress` when the agent gave a token.
+    async fn exchange(&self, bytes: Arc<Vec<u8>>, id: &Value, rq: Rq<'_>) -> Result<Value, ClientError> {
         let client = Arc::clone(&self.client);
-        match tokio::task::spawn_blocking(move || client.request_bytes(&bytes)).await {
+        // The tool's timeout_seconds is checked against this server's --timeout: no longer wait.
+        let wait = self.timeout;
+        let given_up = Arc::new(AtomicBool::new(false));
+        let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        let call = {
+            let given_up = Arc::clone(&given_up);
+            tokio::task::spawn_blocking(move || {
+                let mut giving_up = false;
+                client.request_streaming(&bytes, wait, &mut |event| {
+                    if let Event::Progress(msg) = event {
+                        let _ = progress_tx.send(msg);
+                    }
+                    if !giving_up && given_up.load(Ordering::Relaxed) {
+                        giving_up = true;
+                        return Flow::GiveUpAt(Instant::now() + crate::supervisor::GRACE);
+                    }
+                    Flow::Continue
+                })
+            })
+        };
+        tokio::pin!(call);
+        let token = rq.and_then(|rq| rq.meta.get_progress_token());
+        let mut reported = Reported::default();
+        let cancelled = async {
+            match rq {
+                Some(rq) => rq.ct.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(cancelled);
+        let mut cancel_sent = false;
+        let joined = loop {
+            tokio::select! {
+                joined = &mut call => break joined,
+                Some(msg) = progress_rx.recv() => self.forward_progress(rq, token.as_ref(), &mut reported, &msg).await,
+                _ = &mut cancelled, if !cancel_sent => {
+                    cancel_sent = true;
+                    given_up.store(true, Ordering::Relaxed);
+                    let (client, id) = (Arc::clone(&self.client), id.clone());
+                    eprintln!("blendwire mcp: the agent cancelled a call; cancelling its Blender job");
+                    let _ = tokio::task::spawn_blocking(move || client.cancel(&id)).await;
+                }
+            }
+        };
+        // Progress that came just before the answer still goes first.
+        while let Ok(msg) = progress_rx.try_recv() {
+            self.forward_progress(rq, token.as_ref(), &mut reported, &msg).await;
+        }
+        match joined {
             Ok(result) => result,
             // Only on a panic in the client, or runtime shutdown: the stream state is unknown.
             Err(e) => Err(ClientError::ConnectionLost {
@@ -128,10 +194,44 @@ impl BlenderTools {
         }
     }
 
+    /// A job's progress message as `notifications/progress`: the fraction as a percentage when the
+    /// job reports one (else a count of updates, so it always rises), its message and new output
+    /// as the text.
+    async fn forward_progress(&self, rq: Rq<'_>, token: Option<&ProgressToken>, reported: &mut Reported, msg: &Value) {
+        let (Some(rq), Some(token)) = (rq, token) else { return };
+        reported.count += 1;
+        let mut note = match msg.get("fraction").and_then(Value::as_f64) {
+            Some(f) => {
+                reported.percent = reported.percent.max(f * 100.0);
+                ProgressNotificationParam::new(token.clone(), reported.percent).with_total(100.0)
+            }
+            None if reported.percent > 0.0 => {
+                ProgressNotificationParam::new(token.clone(), reported.percent).with_total(100.0)
+            }
+            None => ProgressNotificationParam::new(token.clone(), reported.count as f64),
+        };
+        let text: Vec<&str> = ["message", "output"]
+            .iter()
+            .filter_map(|k| msg.get(*k).and_then(Value::as_str))
+            .map(|t| t.trim_end())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !text.is_empty() {
+            note = note.with_message(text.join("\n"));
+        }
+        let _ = rq.peer.notify_progress(note).await;
+    }
+
     /// Send `{"type": command, "params": params}`; the `result` of a success response.
-    async fn command(&self, command: &str, params: Value, retry: Retry) -> Result<Value, Failure> {
-        let bytes = Arc::new(self.client.encode(client::command_request(command, params)));
-        let mut outcome = self.exchange(Arc::clone(&bytes)).await;
+    async fn command(&self, command: &str, params: Value, retry: Retry, rq: Rq<'_>) -> Result<Value, Failure> {
+        let mut request = client::command_request(command, params);
+        let id = self.client.next_id();
+        request["id"] = id.clone();
+        if rq.is_some_and(|rq| rq.meta.get_progress_token().is_some()) {
+            request["progress"] = Value::Bool(true);
+        }
+        let bytes = Arc::new(self.client.encode(request));
+        let mut outcome = self.exchange(Arc::clone(&bytes), &id, rq).await;
         let mut retried = false;
         if retry == Retry::Once && matches!(outcome, Err(ClientError::ConnectionLost { .. })) {
             // The Client reconnects (with backoff, up to the connect timeout) on the next request.
@@ -140,7 +240,7 @@ impl BlenderTools {
                 self.addr
             );
             retried = true;
-            outcome = self.exchange(bytes).await;
+            outcome = self.exchange(bytes, &id, rq).await;
         }
         self.note_reachability(&outcome);
         let response = outcome.map_err(|e| Failure(self.explain(command, e, retry, retried)))?;
@@ -186,15 +286,15 @@ impl BlenderTools {
         }
     }
 
-    async fn json_tool(&self, command: &str, params: Value, retry: Retry) -> ToolOutcome {
-        let result = self.command(command, params, retry).await?;
+    async fn json_tool(&self, command: &str, params: Value, retry: Retry, rq: Rq<'_>) -> ToolOutcome {
+        let result = self.command(command, params, retry, rq).await?;
         Ok(vec![ContentBlock::text(match result {
             Value::String(s) => s,
             other => other.to_string(),
         })])
     }
 
-    async fn execute_code(&self, args: &Map<String, Value>) -> ToolOutcome {
+    async fn execute_code(&self, args: &Map<String, Value>, rq: Rq<'_>) -> ToolOutcome {
         let code = required_str(args, "code")?;
         let mut params = json!({"code": code});
         if let Some(t) = args.get("timeout_seconds").filter(|v| !v.is_null()) {
@@ -208,7 +308,7 @@ impl BlenderTools {
                 }
             }
         }
-        let result = self.command("execute_code", params, Retry::Never).await?;
+        let result = self.command("execute_code", params, Retry::Never, rq).await?;
         let output = result.get("output");
         let text = |key: &str| {
             output
@@ -235,7 +335,7 @@ impl BlenderTools {
         Ok(content)
     }
 
-    async fn screenshot(&self, args: &Map<String, Value>) -> ToolOutcome {
+    async fn screenshot(&self, args: &Map<String, Value>, rq: Rq<'_>) -> ToolOutcome {
         let max_size = match args.get("max_size").filter(|v| !v.is_null()) {
             None => 800,
             Some(v) => v.as_u64().filter(|n| (1..=16384).contains(n)).ok_or_else(|| {
@@ -261,7 +361,7 @@ impl BlenderTools {
         let path_text = path.to_string_lossy().into_owned();
         let params = json!({"max_size": max_size, "format": format, "filepath": path_text});
         // Taking a screenshot changes nothing in the scene: safe to resend once.
-        let result = self.command("get_viewport_screenshot", params, Retry::Once).await;
+        let result = self.command("get_viewport_screenshot", params, Retry::Once, rq).await;
         let result = match result {
             Ok(r) => r,
             Err(f) => {
@@ -274,7 +374,7 @@ impl BlenderTools {
             .and_then(Value::as_str)
             .unwrap_or(&path_text)
             .to_string();
-        let bytes = self.fetch_file(&written).await?;
+        let bytes = self.fetch_file(&written, rq).await?;
         let size = match (
             result.get("width").and_then(Value::as_u64),
             result.get("height").and_then(Value::as_u64),
@@ -296,7 +396,7 @@ impl BlenderTools {
 
     /// The screenshot file Blender wrote, then deleted. Read here when Blender is on this machine;
     /// otherwise (or if this process cannot see it, e.g. a sandboxed /tmp) through Blender itself.
-    async fn fetch_file(&self, path: &str) -> Result<Vec<u8>, Failure> {
+    async fn fetch_file(&self, path: &str, rq: Rq<'_>) -> Result<Vec<u8>, Failure> {
         if self.loopback {
             let p = PathBuf::from(path);
             // File I/O blocks: keep it off the workers, as the client calls.
@@ -315,7 +415,7 @@ impl BlenderTools {
             Value::String(path.to_string())
         );
         let result = self
-            .command("execute_code", json!({"code": code}), Retry::Never)
+            .command("execute_code", json!({"code": code}), Retry::Never, rq)
             .await?;
         let encoded = result
             .get("output")
@@ -331,9 +431,9 @@ impl BlenderTools {
     /// The service's status first (answered without Blender's main thread), so a job that keeps
     /// the main thread busy is reported instead of waited for; the scene only when it is idle
     /// (or the peer has no `get_status`, as the BLD Remote add-on).
-    async fn connection_status(&self) -> ToolOutcome {
+    async fn connection_status(&self, rq: Rq<'_>) -> ToolOutcome {
         let started = std::time::Instant::now();
-        let main_thread = match self.command("get_status", json!({}), Retry::Once).await {
+        let main_thread = match self.command("get_status", json!({}), Retry::Once, rq).await {
             Ok(status) => status.get("main_thread").cloned(),
             // Not reachable: say so now rather than wait to connect a second time.
             Err(Failure(message)) if self.reachable.load(Ordering::Relaxed) == 0 => {
@@ -352,7 +452,7 @@ impl BlenderTools {
                 "round_trip_ms": (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
             })
         } else {
-            match self.command("get_scene_info", json!({}), Retry::Once).await {
+            match self.command("get_scene_info", json!({}), Retry::Once, rq).await {
                 Ok(info) => json!({
                     "connected": true,
                     "address": self.addr,
@@ -369,18 +469,21 @@ impl BlenderTools {
         Ok(vec![ContentBlock::text(status.to_string())])
     }
 
-    async fn dispatch(&self, name: &str, args: &Map<String, Value>) -> Option<ToolOutcome> {
+    async fn dispatch(&self, name: &str, args: &Map<String, Value>, rq: Rq<'_>) -> Option<ToolOutcome> {
         Some(match name {
-            "get_scene_info" => self.json_tool("get_scene_info", json!({}), Retry::Once).await,
+            "get_scene_info" => self.json_tool("get_scene_info", json!({}), Retry::Once, rq).await,
             "get_object_info" => match required_str(args, "name") {
-                Ok(n) => self.json_tool("get_object_info", json!({"name": n}), Retry::Once).await,
+                Ok(n) => {
+                    self.json_tool("get_object_info", json!({"name": n}), Retry::Once, rq)
+                        .await
+                }
                 Err(f) => Err(f),
             },
-            "execute_code" => self.execute_code(args).await,
-            "get_viewport_screenshot" => self.screenshot(args).await,
+            "execute_code" => self.execute_code(args, rq).await,
+            "get_viewport_screenshot" => self.screenshot(args, rq).await,
             "put_persist_data" => match (required_str(args, "key"), args.get("data").filter(|v| !v.is_null())) {
                 (Ok(key), Some(data)) => {
-                    self.json_tool("put_persist_data", json!({"key": key, "data": data}), Retry::Never)
+                    self.json_tool("put_persist_data", json!({"key": key, "data": data}), Retry::Never, rq)
                         .await
                 }
                 (Err(f), _) => Err(f),
@@ -392,18 +495,18 @@ impl BlenderTools {
                     if let Some(d) = args.get("default") {
                         params["default"] = d.clone();
                     }
-                    self.json_tool("get_persist_data", params, Retry::Once).await
+                    self.json_tool("get_persist_data", params, Retry::Once, rq).await
                 }
                 Err(f) => Err(f),
             },
             "remove_persist_data" => match required_str(args, "key") {
                 Ok(key) => {
-                    self.json_tool("remove_persist_data", json!({"key": key}), Retry::Never)
+                    self.json_tool("remove_persist_data", json!({"key": key}), Retry::Never, rq)
                         .await
                 }
                 Err(f) => Err(f),
             },
-            "check_connection_status" => self.connection_status().await,
+            "check_connection_status" => self.connection_status(rq).await,
             _ => return None,
         })
     }
@@ -512,10 +615,10 @@ impl ServerHandler for BlenderTools {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = request.arguments.unwrap_or_default();
-        match self.dispatch(&request.name, &args).await {
+        match self.dispatch(&request.name, &args, Some(&context)).await {
             Some(Ok(content)) => Ok(CallToolResult::success(content).into()),
             Some(Err(Failure(message))) => Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into()),
             None => Err(ErrorData::invalid_params(
@@ -558,7 +661,7 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let Err(Failure(message)) = rt.block_on(tools.command("get_scene_info", json!({}), Retry::Once)) else {
+        let Err(Failure(message)) = rt.block_on(tools.command("get_scene_info", json!({}), Retry::Once, None)) else {
             panic!("port 1 answered");
         };
         assert!(

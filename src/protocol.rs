@@ -10,6 +10,13 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The command the service answers itself, without the main thread.
 pub const SERVER_SHUTDOWN: &str = "server_shutdown";
 
+/// blendwire's cancel command (`{"type": "cancel", "params": {"id": ...}}`): answered by the service
+/// itself, at once.
+pub const CANCEL: &str = "cancel";
+
+/// Longest request `id`, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+
 /// blendwire's status command: answered by the service itself when it has a status source.
 pub const GET_STATUS: &str = "get_status";
 
@@ -24,11 +31,39 @@ pub struct Request {
     pub params: Map<String, Value>,
     /// From `params._timeout_seconds`; `None` means the service default.
     pub timeout: Option<Duration>,
+    /// The client's name for the job (top-level `"id"`): echoed in its answer and progress
+    /// messages, named by `cancel`.
+    pub id: Option<Value>,
+    /// Top-level `"progress": true`: send progress messages (and the job's stdout as it is
+    /// printed) before the answer.
+    pub progress: bool,
 }
 
 impl Request {
     pub fn is_legacy(&self) -> bool {
         self.command == LEGACY
+    }
+}
+
+/// A request `id` as the text `cancel` matches: a string as it is, an integer as its digits.
+pub fn id_key(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The rule for a request `id`: a non-empty string of up to [`MAX_ID_CHARS`] characters, or an
+/// integer.
+pub fn check_id(id: Value) -> Result<Value, RequestError> {
+    match &id {
+        Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS => Ok(id),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(id),
+        _ => Err(RequestError::Invalid(format!(
+            "\"id\" must be a non-empty string of up to {MAX_ID_CHARS} characters or an integer naming the job, \
+             e.g. \"id\": \"render-1\"; got {}",
+            crate::client::excerpt(&id, 60)
+        ))),
     }
 }
 
@@ -40,6 +75,19 @@ pub fn parse_request(value: Value) -> Result<Request, RequestError> {
         Value::Number(_) => return Err(RequestError::NotAnObject("a number")),
         Value::Bool(_) => return Err(RequestError::NotAnObject("a boolean")),
         Value::Null => return Err(RequestError::NotAnObject("null")),
+    };
+    let id = match obj.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(id) => Some(check_id(id)?),
+    };
+    let progress = match obj.remove("progress") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => {
+            return Err(RequestError::Invalid(
+                "\"progress\" must be true (send progress messages before the answer) or false".into(),
+            ))
+        }
     };
     let mut params = match obj.remove("params") {
         None | Some(Value::Null) => Map::new(),
@@ -57,6 +105,8 @@ pub fn parse_request(value: Value) -> Result<Request, RequestError> {
                 command,
                 params,
                 timeout,
+                id,
+                progress,
             })
         }
         Some(_) => Err(RequestError::Invalid(
@@ -79,9 +129,16 @@ pub fn parse_request(value: Value) -> Result<Request, RequestError> {
                 command: LEGACY.into(),
                 params: legacy,
                 timeout: None,
+                id: None,
+                progress: false,
             })
         }
     }
+}
+
+/// The job deadline a request asks for (`params._timeout_seconds`), as the service reads it.
+pub fn requested_timeout(request: &Value) -> Option<Duration> {
+    timeout_secs(request.get("params")?.get("_timeout_seconds")?.clone())
 }
 
 /// BLD Remote MCP's rule for `_timeout_seconds`: a positive number (or numeric string) capped at an
@@ -162,6 +219,20 @@ mod tests {
         // Legacy requests have no params: a `_timeout_seconds` beside them is not looked at.
         let r = parse_request(json!({"code": "x", "params": {"_timeout_seconds": 5}})).unwrap();
         assert_eq!((r.params.len(), r.timeout), (1, None));
+    }
+
+    #[test]
+    fn id_and_progress() {
+        let r = parse_request(json!({"type": "x", "id": "job-1", "progress": true})).unwrap();
+        assert_eq!((r.id, r.progress), (Some(json!("job-1")), true));
+        let r = parse_request(json!({"type": "x", "id": 7})).unwrap();
+        assert_eq!((id_key(r.id.as_ref().unwrap()), r.progress), ("7".to_string(), false));
+        for bad in [json!(""), json!(1.5), json!([1]), json!("x".repeat(MAX_ID_CHARS + 1))] {
+            let e = parse_request(json!({"type": "x", "id": bad})).unwrap_err();
+            assert!(e.to_string().contains("\"id\" must be"), "{e}");
+        }
+        let e = parse_request(json!({"type": "x", "progress": "yes"})).unwrap_err();
+        assert!(e.to_string().contains("\"progress\" must be true"), "{e}");
     }
 
     #[test]

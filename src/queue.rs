@@ -8,6 +8,7 @@ use crate::error::JobError;
 use crate::metrics::BridgeMetrics;
 use crate::shutdown::StopReason;
 use crate::supervisor::MainThread;
+pub use crate::supervisor::Origin;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
@@ -82,8 +83,7 @@ pub struct Job {
     pub payload: Payload,
     pub deadline: Instant,
     id: u64,
-    /// The client's address, where there is one (for the status).
-    client: Option<String>,
+    origin: Origin,
     enqueued: Instant,
     reply: oneshot::Sender<JobResult>,
 }
@@ -93,6 +93,15 @@ pub struct Job {
 pub struct Ticket {
     pub id: u64,
     pub rx: oneshot::Receiver<JobResult>,
+}
+
+/// What a `cancel` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled {
+    /// Queued jobs dropped (answered `cancelled` at once).
+    pub queued: usize,
+    /// The running job was named: it is being interrupted.
+    pub running: bool,
 }
 
 /// What the main thread finds when it asks for work.
@@ -164,6 +173,18 @@ impl Bridge {
 
     /// Queue a job of `client` (shown in the status while it runs); never waits.
     pub fn submit_from(&self, payload: Payload, deadline: Instant, client: Option<String>) -> Result<Ticket, JobError> {
+        self.submit_job(
+            payload,
+            deadline,
+            Origin {
+                client,
+                ..Origin::default()
+            },
+        )
+    }
+
+    /// Queue a job (its origin: for the status, `cancel` and progress); never waits.
+    pub fn submit_job(&self, payload: Payload, deadline: Instant, origin: Origin) -> Result<Ticket, JobError> {
         let (reply, rx) = oneshot::channel();
         let id = self.main.next_id();
         {
@@ -178,7 +199,7 @@ impl Bridge {
                 payload,
                 deadline,
                 id,
-                client,
+                origin,
                 enqueued: Instant::now(),
                 reply,
             });
@@ -255,6 +276,40 @@ impl Bridge {
         n
     }
 
+    /// A client cancels its job(s) named `key`: queued ones are dropped and answered at once, a
+    /// running one is interrupted (its own answer then says so).
+    pub fn cancel(&self, key: &str) -> Cancelled {
+        let removed: Vec<Job> = {
+            let mut st = self.state.lock();
+            let mut removed = Vec::new();
+            for job in std::mem::take(&mut st.jobs) {
+                if job.origin.key.as_deref() == Some(key) {
+                    removed.push(job);
+                } else {
+                    st.jobs.push_back(job);
+                }
+            }
+            removed
+        };
+        for job in &removed {
+            self.metrics.cancelled.inc();
+            log::info!(
+                "{} (id {key}) cancelled by its client while queued",
+                job.payload.label()
+            );
+        }
+        let queued = removed.len();
+        for job in removed {
+            let command = job.payload.label();
+            let _ = job.reply.send(Err(JobError::CancelledQueued { command }));
+        }
+        let running = self.main.cancel(key);
+        if running {
+            log::info!("the running job (id {key}) is cancelled by its client: interrupting it");
+        }
+        Cancelled { queued, running }
+    }
+
     /// Run one job on the main thread with `exec`, unless nobody waits for it any more or its
     /// deadline passed. Returns whether `exec` was called.
     pub fn run(&self, job: Job, exec: impl FnOnce(&Payload) -> JobResult) -> bool {
@@ -270,7 +325,7 @@ impl Bridge {
         }
         let started = Instant::now();
         self.main
-            .begin(job.id, job.payload.label(), job.client, job.enqueued, job.deadline);
+            .begin(job.id, job.payload.label(), job.origin, job.enqueued, job.deadline);
         // Marked ended when this returns, after the reply is sent (so a waiter never sees its job
         // not running and no answer yet), or if `exec` panics (the interrupter must never signal
         // a thread that is gone). No Python runs between the two, so a signal sent meanwhile
@@ -367,6 +422,37 @@ mod tests {
             Ok(json!(1))
         }));
         assert_eq!(b.metrics.results_dropped.get(), 1);
+    }
+
+    #[test]
+    fn a_cancel_drops_the_queued_jobs_it_names_and_answers_them() {
+        let b = Bridge::new(8);
+        let named = |key: &str| Origin {
+            key: Some(key.into()),
+            ..Origin::default()
+        };
+        let mut a = b.submit_job(cmd("a"), later(), named("x")).unwrap();
+        let mut other = b.submit_job(cmd("b"), later(), named("y")).unwrap();
+        assert_eq!(
+            b.cancel("x"),
+            Cancelled {
+                queued: 1,
+                running: false
+            }
+        );
+        assert_eq!(
+            a.rx.try_recv().unwrap(),
+            Err(JobError::CancelledQueued { command: "a".into() })
+        );
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            b.cancel("x"),
+            Cancelled {
+                queued: 0,
+                running: false
+            }
+        );
+        assert!(other.rx.try_recv().is_err(), "the other job still waits");
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub const DEFAULT_REMEMBERED_IDS: usize = 4096;
 /// How long a job interrupted at its deadline gets to answer before its caller is told `timeout`
 /// (it may sit in a C call that does not return to Python).
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+/// After a job's deadline and the interrupt grace, how long a client still waits for the answer
+/// to arrive.
+pub const ANSWER_SLACK: Duration = Duration::from_secs(1);
 /// `blendwire.Client`: each call, answer included; and the (re)connect attempts within it.
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -13,6 +13,7 @@
 //! thread) interrupts the running job at once, the same way.
 
 use crate::error::fmt_secs;
+use crate::progress::Progress;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
@@ -32,13 +33,44 @@ pub const GRACE: Duration = crate::settings::INTERRUPT_GRACE;
 /// the runtime SIGINT/SIGTERM).
 pub const INTERRUPT_SIGNAL: i32 = libc::SIGUSR2;
 
-/// Why a running job is interrupted.
+/// Why a running job is interrupted. A stop outranks a cancel, which outranks the deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
     /// Its deadline passed.
     Deadline,
+    /// Its client cancelled it (a `cancel` request naming its id).
+    Cancel,
     /// A stop was requested (the reason's string).
     Stop(String),
+}
+
+impl Cause {
+    fn rank(&self) -> u8 {
+        match self {
+            Cause::Deadline => 0,
+            Cause::Cancel => 1,
+            Cause::Stop(_) => 2,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Cause::Deadline => "deadline",
+            Cause::Cancel => "cancel",
+            Cause::Stop(_) => "stop",
+        }
+    }
+}
+
+/// Who sent a job and how it is followed: shown in the status, named by `cancel`, its progress.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The client's address, where there is one.
+    pub client: Option<String>,
+    /// The request's `id` as text: the client's name for the job, which `cancel` names.
+    pub key: Option<String>,
+    /// Where the job's progress goes, when its client asked for progress.
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// The job the main thread runs now.
@@ -47,7 +79,7 @@ pub struct Running {
     pub id: u64,
     /// `execute_code`, or `router:command addon.cmd` for router jobs.
     pub command: String,
-    pub client: Option<String>,
+    pub origin: Origin,
     /// When it was queued: its deadline is counted from there.
     pub submitted: Instant,
     pub started: Instant,
@@ -68,7 +100,8 @@ impl Running {
     pub fn describe(&self) -> (Duration, String) {
         let why = match &self.cause {
             Some(Cause::Stop(reason)) => format!("the service is stopping ({reason})"),
-            _ => format!(
+            Some(Cause::Cancel) => "cancelled by its client".to_string(),
+            Some(Cause::Deadline) | None => format!(
                 "deadline {} s",
                 fmt_secs(round_ms(self.deadline.saturating_duration_since(self.submitted)))
             ),
@@ -110,13 +143,13 @@ impl MainThread {
     }
 
     /// Main thread: job `id` starts now.
-    pub fn begin(&self, id: u64, command: String, client: Option<String>, submitted: Instant, deadline: Instant) {
+    pub fn begin(&self, id: u64, command: String, origin: Origin, submitted: Instant, deadline: Instant) {
         self.interrupter.get_or_init(|| spawn_interrupter(self.inner.clone()));
         let mut st = self.inner.state.lock();
         st.running = Some(Running {
             id,
             command,
-            client,
+            origin,
             submitted,
             started: Instant::now(),
             deadline,
@@ -148,7 +181,7 @@ impl MainThread {
     /// in execute_code, must still be answered). Jobs are not interrupted between jobs: the stop
     /// itself ends the loop then.
     pub fn interrupt_for_stop(&self, reason: &str) {
-        self.interrupt_if(reason, |r| {
+        self.interrupt_if(Cause::Stop(reason.to_string()), |r| {
             // SAFETY: pthread_self has no preconditions; pthread_equal compares two handles.
             unsafe { libc::pthread_equal(r.thread, libc::pthread_self()) == 0 }
         });
@@ -157,19 +190,35 @@ impl MainThread {
     /// Interrupt the running job for a stop, whichever thread asks (the runtime's SIGINT/SIGTERM
     /// handler runs on the main thread itself).
     pub fn interrupt(&self, reason: &str) {
-        self.interrupt_if(reason, |_| true);
+        self.interrupt_if(Cause::Stop(reason.to_string()), |_| true);
     }
 
-    fn interrupt_if(&self, reason: &str, allowed: impl FnOnce(&Running) -> bool) {
+    /// Interrupt the running job if its request's id is `key` (its client cancels it). True if
+    /// it runs now.
+    pub fn cancel(&self, key: &str) -> bool {
+        self.interrupt_if(Cause::Cancel, |r| r.origin.key.as_deref() == Some(key))
+    }
+
+    /// Interrupt the running job for `cause` if `allowed` says so (a weaker cause than one already
+    /// pending is ignored). True if a job was found to interrupt.
+    fn interrupt_if(&self, cause: Cause, allowed: impl FnOnce(&Running) -> bool) -> bool {
         let mut st = self.inner.state.lock();
         let Some(r) = st.running.as_mut().filter(|r| allowed(r)) else {
-            return;
+            return false;
         };
-        if !matches!(r.cause, Some(Cause::Stop(_))) {
-            r.cause = Some(Cause::Stop(reason.to_string()));
+        if r.cause.as_ref().is_none_or(|c| c.rank() < cause.rank()) {
+            r.cause = Some(cause);
         }
         drop(st);
         self.inner.changed.notify_all();
+        true
+    }
+
+    /// Where the running job reports progress, if its client asked for progress (None between
+    /// jobs and when nobody listens). Any thread: a render the job started reports from Blender's
+    /// render thread.
+    pub fn progress(&self) -> Option<Arc<Progress>> {
+        self.inner.state.lock().running.as_ref()?.origin.progress.clone()
     }
 
     /// Deliver interrupts with `signal` (the runtime installed its handler); 0 turns them off.
@@ -205,16 +254,26 @@ impl MainThread {
                     .deadline
                     .checked_duration_since(now)
                     .map_or_else(|| -(now.duration_since(r.deadline).as_secs_f64()), |d| d.as_secs_f64());
-                json!({
+                let mut s = json!({
                     "state": "running",
                     "job": r.id,
                     "command": r.command,
-                    "client": r.client,
+                    "client": r.origin.client,
                     "running_s": r.started.elapsed().as_secs_f64(),
                     "deadline_in_s": left,
                     "interrupt_pending": r.interrupt_pending(),
                     "interrupts_sent": r.interrupts_sent,
-                })
+                });
+                if let Some(key) = &r.origin.key {
+                    s["request_id"] = json!(key);
+                }
+                if let Some(cause) = &r.cause {
+                    s["interrupt_cause"] = json!(cause.name());
+                }
+                if let Some((fraction, message)) = r.origin.progress.as_ref().map(|p| p.latest()) {
+                    s["progress"] = json!({"fraction": fraction, "message": message});
+                }
+                s
             }
         }
     }
@@ -300,7 +359,10 @@ mod tests {
         m.begin(
             id,
             "execute_code".into(),
-            Some("127.0.0.1:5".into()),
+            Origin {
+                client: Some("127.0.0.1:5".into()),
+                ..Origin::default()
+            },
             now,
             now + Duration::from_secs(60),
         );
@@ -320,7 +382,13 @@ mod tests {
     fn a_job_past_its_deadline_is_interrupted_again_and_again() {
         let m = MainThread::default();
         let now = Instant::now();
-        m.begin(m.next_id(), "loop".into(), None, now, now + Duration::from_millis(20));
+        m.begin(
+            m.next_id(),
+            "loop".into(),
+            Origin::default(),
+            now,
+            now + Duration::from_millis(20),
+        );
         wait("two interrupts", || m.running().is_some_and(|r| r.interrupts_sent >= 2));
         assert_eq!(m.running().and_then(|r| r.cause), Some(Cause::Deadline));
         let msg = m.pending_message().unwrap();
@@ -333,7 +401,13 @@ mod tests {
     fn a_stop_from_another_thread_interrupts_and_one_from_the_job_does_not() {
         let m = Arc::new(MainThread::default());
         let now = Instant::now();
-        m.begin(m.next_id(), "exit".into(), None, now, now + Duration::from_secs(60));
+        m.begin(
+            m.next_id(),
+            "exit".into(),
+            Origin::default(),
+            now,
+            now + Duration::from_secs(60),
+        );
         m.interrupt_for_stop("shutdown");
         assert!(m.pending_message().is_none(), "the job asked for the stop itself");
         let m2 = m.clone();
@@ -344,8 +418,41 @@ mod tests {
         assert!(m.pending_message().unwrap().contains("stopping (SIGTERM)"));
         m.end();
         // A stop between jobs leaves the next one alone.
-        m.begin(m.next_id(), "next".into(), None, now, now + Duration::from_secs(60));
+        m.begin(
+            m.next_id(),
+            "next".into(),
+            Origin::default(),
+            now,
+            now + Duration::from_secs(60),
+        );
         assert!(!m.running().unwrap().interrupt_pending());
         m.end();
+    }
+
+    #[test]
+    fn a_cancel_interrupts_only_the_job_it_names_and_a_stop_outranks_it() {
+        let m = Arc::new(MainThread::default());
+        let now = Instant::now();
+        let origin = Origin {
+            key: Some("job-7".into()),
+            ..Origin::default()
+        };
+        m.begin(m.next_id(), "loop".into(), origin, now, now + Duration::from_secs(60));
+        assert!(!m.cancel("job-8"));
+        assert!(!m.running().unwrap().interrupt_pending());
+        assert!(m.cancel("job-7"));
+        assert_eq!(m.running().and_then(|r| r.cause), Some(Cause::Cancel));
+        assert_eq!(m.snapshot()["interrupt_cause"], "cancel");
+        assert_eq!(m.snapshot()["request_id"], "job-7");
+        m.interrupt("SIGTERM");
+        assert_eq!(m.running().and_then(|r| r.cause), Some(Cause::Stop("SIGTERM".into())));
+        assert!(m.cancel("job-7"), "still running");
+        assert_eq!(
+            m.running().and_then(|r| r.cause),
+            Some(Cause::Stop("SIGTERM".into())),
+            "a cancel does not weaken a stop"
+        );
+        m.end();
+        assert!(!m.cancel("job-7"));
     }
 }

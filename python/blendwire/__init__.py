@@ -2,7 +2,8 @@
 
 Importable in plain Python. The modules, imports pointing one way (each only imports those above):
 
-- `_core` (Rust), `errors`, `config`, `persist`, `logs`, `client`: no bpy;
+- `_core` (Rust), `errors`, `config`, `persist`, `logs`, `client`, `jobs` (`progress()` for code
+  running in a job): no bpy;
 - `commands` (the BLD Remote handlers), `registry` (the cr8 handlers and add-on discovery): handlers;
 - `runtime` (the main-thread loop, its phases and the watchdog's save), then `blender` (the command
   service) and `router` (the engine router): the runtime, inside Blender;
@@ -23,12 +24,14 @@ from .errors import (
     ServiceError,
     Timeout,
 )
+from .jobs import progress
 
 __version__ = _core.__version__
 
 __all__ = [
     "__version__",
     "Client",
+    "progress",
     "status",
     "BlendwireError",
     "CommandError",

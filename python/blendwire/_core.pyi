@@ -81,6 +81,16 @@ def interrupt_message() -> str | None:
 def interrupt_running(reason: str) -> None:
     """Interrupt the running job (if any) for a stop with `reason`, even from the main thread."""
 
+def report_progress(fraction: float | None = None, message: str | None = None) -> bool:
+    """The running job reports progress (`blendwire.progress`): True if its client asked for
+    progress, else False. ValueError for a fraction outside 0..1."""
+
+def job_output(text: str) -> bool:
+    """The running job printed `text`: streamed to its client if it asked for progress."""
+
+def job_streams() -> bool:
+    """Whether the running job's client asked for progress (then its stdout is streamed)."""
+
 # ---- command service -----------------------------------------------------------------------
 
 def start_service(
@@ -255,7 +265,8 @@ def run_mcp_stdio(
 # ---- client --------------------------------------------------------------------------------
 
 class Client:
-    """A persistent connection to a blendwire / BLD Remote service. Thread-safe (calls serialise).
+    """Persistent connections to a blendwire / BLD Remote service. Thread-safe: concurrent calls
+    each use a connection of their own (idle ones are kept for the next calls).
 
     Connects lazily; reconnects with backoff and jitter (until `timeout`) when the connection is
     found closed before a call is sent. A connection lost after sending raises ConnectionLost and is
@@ -272,10 +283,21 @@ class Client:
         """`timeout` bounds each call; `connect_timeout` (at most `timeout`) bounds the
         (re)connect attempts, retried with backoff, before ConnectionFailed. `token` is sent with
         every request (for services started with one)."""
-    def call(self, type: str, params: Mapping[str, Any] | None = None) -> Any:
-        """Send `{"type": type, "params": params}`; return the response's `result`.
+    def call(
+        self,
+        type: str,
+        params: Mapping[str, Any] | None = None,
+        progress: Callable[[dict], Any] | None = None,
+        job_id: str | int | None = None,
+    ) -> Any:
+        """Send `{"type": type, "params": params, "id": job_id}`; return the response's `result`.
         Raises CommandError (status error; `.error_code`), Timeout, ConnectionFailed, ConnectionLost,
-        ProtocolError."""
+        ProtocolError. `progress` gets each progress message (the request asks for them);
+        KeyboardInterrupt while waiting, or an exception out of `progress`, cancels the job and is
+        raised. `job_id` defaults to a fresh id of this client."""
+    def cancel(self, job_id: str | int | None = None) -> bool:
+        """Cancel the job `job_id`, or (None) every call of this client still waiting; True if a
+        queued or running job was found."""
     def call_many(
         self, calls: Iterable[str | tuple[str] | tuple[str, Mapping[str, Any] | None]], return_errors: bool = False
     ) -> list[Any]:

@@ -1,5 +1,5 @@
 """The `blendwire` command: `serve` (Blender with the service, in the foreground), `status`,
-`call` and `mcp`. Argument parsing and what each command prints; the settings are checked by the
+`cancel`, `call` and `mcp`. Argument parsing and what each command prints; the settings are checked by the
 core before Blender starts, the child process is `blendwire.supervisor`'s and serving inside Blender
 is `blendwire.serve`'s.
 """
@@ -166,14 +166,37 @@ def _main_thread_line(main):
     if main.get("state") != "running":
         return "main thread: idle"
     line = f"main thread: running {main.get('command')} for {_fmt_seconds(main.get('running_s'))}"
-    if main.get("client"):
-        line += f" (client {main['client']})"
+    who = [f"client {main['client']}"] if main.get("client") else []
+    if main.get("request_id") is not None:
+        who.append(f"id {main['request_id']}")
+    if who:
+        line += f" ({', '.join(who)})"
     left = main.get("deadline_in_s")
     if left is not None:
         line += f", deadline in {_fmt_seconds(left)}" if left >= 0 else f", {_fmt_seconds(-left)} past its deadline"
+    progress = main.get("progress") or {}
+    if progress.get("fraction") is not None or progress.get("message"):
+        done = f"{progress['fraction']:.0%}" if progress.get("fraction") is not None else ""
+        line += f", progress {' '.join(x for x in (done, progress.get('message') or '') if x)}"
     if main.get("interrupt_pending"):
-        line += f", interrupting ({main.get('interrupts_sent', 0)} sent)"
+        cause = main.get("interrupt_cause")
+        line += f", interrupting{' (' + cause + ')' if cause else ''}, {main.get('interrupts_sent', 0)} sent"
     return line
+
+
+def _cmd_cancel(args):
+    port = args.port if args.port is not None else env_port()
+    _probe(args.host, port, args.timeout)
+    job_id = int(args.id) if args.id.isdigit() else args.id
+    try:
+        with Client(args.host, port, args.timeout) as c:
+            found = c.cancel(job_id)
+    except BlendwireError as e:
+        raise _Fail(f"{type(e).__name__}: {e}") from None
+    if not found:
+        raise _Fail(f"no queued or running job has id {args.id} (finished already?)")
+    print(f"cancelled {args.id}", flush=True)
+    return 0
 
 
 # ---- call ----------------------------------------------------------------------------------------
@@ -333,6 +356,18 @@ def _parser():
     st.add_argument("--timeout", type=float, default=10.0, help="seconds (default %(default)s)")
     st.add_argument("--json", action="store_true", help="print the raw status JSON")
     st.set_defaults(func=_cmd_status)
+
+    cn = sub.add_parser(
+        "cancel",
+        help="cancel a queued or running job by its request id",
+        description="Cancel the job(s) a client sent with this request id (`blendwire status` shows "
+        "the running job's id): a queued job is dropped, a running one interrupted.",
+    )
+    cn.add_argument("id", metavar="ID", help="the request id (an integer id as digits)")
+    cn.add_argument("--host", default=d["host"])
+    cn.add_argument("--port", type=int, help=f"default: $BLD_REMOTE_MCP_PORT or {d['port']}")
+    cn.add_argument("--timeout", type=float, default=10.0, help="seconds (default %(default)s)")
+    cn.set_defaults(func=_cmd_cancel)
 
     c = sub.add_parser(
         "call",

@@ -7,11 +7,15 @@ from . import _core
 
 
 class Client:
-    """One persistent connection to the service (thread-safe; reconnects with backoff and jitter
-    when the connection is found closed before a call). See `_core.Client` for the error types.
+    """Persistent connections to the service (thread-safe: calls from several threads each use
+    a connection of their own; reconnects with backoff and jitter when a connection is found
+    closed before a call). See `_core.Client` for the error types.
 
         with blendwire.Client(port=6688) as c:
             print(c.execute("print(len(bpy.data.objects))"))
+
+    Ctrl-C (KeyboardInterrupt) during a call cancels its job in Blender (queued: dropped; running:
+    interrupted) before it is raised; so does `cancel()` from another thread.
     """
 
     def __init__(self, host=None, port=None, timeout=None, connect_timeout=None, token=None):
@@ -28,9 +32,21 @@ class Client:
             token,
         )
 
-    def call(self, type, params=None):
-        """Send a command; return its `result`. Raises CommandError on `status: error`."""
-        return self._client.call(type, params)
+    def call(self, type, params=None, *, progress=None, job_id=None):
+        """Send a command; return its `result`. Raises CommandError on `status: error`
+        (`error_code == "cancelled"` when its job was cancelled).
+
+        `progress`: a callable given each progress message of the job (a dict with `fraction`,
+        `message`, `output` (text printed since the last one), `elapsed_s`, as far as known),
+        at most ~20 a second, before the result; an exception it raises cancels the job and
+        is raised here. `job_id`: the job's name for `cancel(job_id)` (default: a fresh one)."""
+        return self._client.call(type, params, progress, job_id)
+
+    def cancel(self, job_id=None):
+        """Cancel the job named `job_id`, or (None) every call of this client still waiting: a
+        queued job is dropped, a running one interrupted; each call then raises CommandError with
+        `error_code == "cancelled"`. Returns whether a job was found to cancel."""
+        return self._client.cancel(job_id)
 
     def call_many(self, calls, *, return_errors=False):
         """Send many commands without waiting for each answer (pipelined on the one connection;
@@ -47,12 +63,14 @@ class Client:
         """Send any JSON object; return the whole response object."""
         return self._client.request(message)
 
-    def execute(self, code, *, timeout_seconds=None):
+    def execute(self, code, *, timeout_seconds=None, progress=None, job_id=None):
         """Run Python `code` in Blender (fresh globals with `bpy`); return what it printed.
 
         `timeout_seconds`: the job's deadline in Blender (`params._timeout_seconds`; default the
         service's): code still running then is interrupted, and this raises CommandError with
-        `error_code == "interrupted"`."""
+        `error_code == "interrupted"`. `progress`: called with each progress message while the
+        code runs: what it reports with `blendwire.progress(fraction, message)`, what it prints
+        (`output`), and the progress of renders it starts (see `call`)."""
         # Base64 both ways, as blender-remote's client does: survives any quoting or encoding.
         params = {
             "code": base64.b64encode(code.encode("utf-8")).decode("ascii"),
@@ -61,7 +79,7 @@ class Client:
         }
         if timeout_seconds is not None:
             params["_timeout_seconds"] = float(timeout_seconds)
-        result = self.call("execute_code", params)
+        result = self.call("execute_code", params, progress=progress, job_id=job_id)
         text = result.get("result", "")
         if result.get("result_is_base64"):
             text = base64.b64decode(text).decode("utf-8")

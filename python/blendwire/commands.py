@@ -11,6 +11,7 @@ import builtins
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -54,13 +55,58 @@ class _Outcome:
         self.exit_requested = False
 
 
+class _StreamedOutput(io.StringIO):
+    """Captures like StringIO, and hands each write to the job's client as it is printed (for
+    requests with `"progress": true`; the answer still carries all of it)."""
+
+    def write(self, s):
+        n = super().write(s)
+        _core.job_output(s)
+        return n
+
+
+# Cycles: "... | Sample 12/128"; EEVEE: "Rendering 3 / 64 samples".
+_SAMPLES = re.compile(r"(?:Sample|Rendering)\s+(\d+)\s*/\s*(\d+)")
+
+
+def _render_stats(stats, *_):
+    # Blender 4+ passes the stats line; 3.4 passes None (then the frame handler below speaks).
+    if isinstance(stats, str) and stats:
+        m = _SAMPLES.search(stats)
+        done, total = (int(m[1]), int(m[2])) if m else (0, 0)
+        _core.report_progress(min(1.0, done / total) if total else None, stats)
+
+
+def _render_frame(scene, *_):
+    frame = getattr(scene, "frame_current", None)
+    _core.report_progress(None, "rendering" if frame is None else f"rendering frame {frame}")
+
+
+# Blender's render handlers, reporting as the job's progress while a streaming job runs.
+_RENDER_HANDLERS = (("render_stats", _render_stats), ("render_pre", _render_frame))
+
+
+def _hook_renders(on):
+    for name, fn in _RENDER_HANDLERS:
+        handlers = getattr(bpy.app.handlers, name, None)
+        if handlers is None:
+            continue
+        if on and fn not in handlers:
+            handlers.append(fn)
+        elif not on and fn in handlers:
+            handlers.remove(fn)
+
+
 def _run_code(code):
     """exec `code` with fresh globals, capturing stdout/stderr. Never raises for errors in `code`."""
     out = _Outcome()
     globs = {"__builtins__": builtins, "bpy": bpy}
-    stdout, stderr = io.StringIO(), io.StringIO()
+    streaming = _core.job_streams()
+    stdout, stderr = (_StreamedOutput() if streaming else io.StringIO()), io.StringIO()
     saved = sys.stdout, sys.stderr
     start = time.time()
+    if streaming:
+        _hook_renders(True)
     sys.stdout, sys.stderr = stdout, stderr
     try:
         exec(compile(code, "<string>", "exec"), globs)
@@ -74,6 +120,8 @@ def _run_code(code):
         out.traceback = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
     finally:
         sys.stdout, sys.stderr = saved
+        if streaming:
+            _hook_renders(False)
         out.duration = time.time() - start
     out.stdout, out.stderr = stdout.getvalue(), stderr.getvalue()
     return out

@@ -197,7 +197,8 @@ class BlenderProcess:
 
         self.timeout = timeout
         self.client = Client(self.host, self.port, timeout=timeout, connect_timeout=5.0)
-        self._clients: dict[float, Any] = {timeout: self.client}
+        # Not the session client: a test's call must outwait its job's deadline (see client_for).
+        self._clients: dict[float, Any] = {}
 
     def client_for(self, timeout: float) -> Any:
         """A client for calls whose jobs get `timeout` seconds in Blender (one per distinct timeout):

@@ -36,6 +36,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(enable_interrupts, m)?)?;
     m.add_function(wrap_pyfunction!(interrupt_message, m)?)?;
     m.add_function(wrap_pyfunction!(interrupt_running, m)?)?;
+    m.add_function(wrap_pyfunction!(report_progress, m)?)?;
+    m.add_function(wrap_pyfunction!(job_output, m)?)?;
+    m.add_function(wrap_pyfunction!(job_streams, m)?)?;
     m.add("INTERRUPT_SIGNAL", crate::supervisor::INTERRUPT_SIGNAL)?;
     Ok(())
 }
@@ -162,6 +165,40 @@ fn interrupt_message() -> Option<String> {
 #[pyfunction]
 fn interrupt_running(reason: &str) {
     queue::global().main.interrupt(reason);
+}
+
+/// The running job reports progress (`blendwire.progress`). True if its client listens; False
+/// outside a job, off the main thread, or when the client did not ask for progress.
+#[pyfunction]
+#[pyo3(signature = (fraction = None, message = None))]
+fn report_progress(fraction: Option<f64>, message: Option<String>) -> PyResult<bool> {
+    let fraction = fraction
+        .map(crate::progress::fraction)
+        .transpose()
+        .map_err(errors::invalid)?;
+    let Some(progress) = queue::global().main.progress() else {
+        return Ok(false);
+    };
+    progress.report(fraction, message);
+    Ok(true)
+}
+
+/// The running job printed `text`: streamed to its client if it asked for progress.
+#[pyfunction]
+fn job_output(text: &str) -> bool {
+    match queue::global().main.progress() {
+        Some(progress) => {
+            progress.output(text);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether the job running on this thread streams its progress and output to its client.
+#[pyfunction]
+fn job_streams() -> bool {
+    queue::global().main.progress().is_some()
 }
 
 /// Hand pending core log records to Python's `logging` now (tick and pump do this themselves).

@@ -1,12 +1,14 @@
 //! `blendwire._core.Client`: the blocking client, GIL released during I/O.
 
 use super::{errors, seconds_or};
-use crate::client::{self, Client, ResponseError};
+use crate::client::{self, Client, Event, Flow, ResponseError};
 use crate::settings;
+use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 use serde_json::{Map, Value};
+use std::time::Instant;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyClient>()
@@ -15,6 +17,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyclass(name = "Client", module = "blendwire._core", frozen)]
 struct PyClient {
     inner: Client,
+    /// The ids of this client's calls waiting for their answer (what `cancel()` cancels).
+    in_flight: Mutex<Vec<Value>>,
 }
 
 fn to_json(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
@@ -25,8 +29,8 @@ fn to_py(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
     Ok(super::json::to_py(py, v)?.unbind())
 }
 
-/// `{"type": type, "params": params}` as bytes, with the client's token.
-fn command_bytes(client: &Client, r#type: &str, params: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
+/// `{"type": type, "params": params}`.
+fn command(r#type: &str, params: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
     let params = match params {
         Some(p) if !p.is_none() => to_json(p, "params")?,
         _ => Value::Object(Map::new()),
@@ -34,13 +38,83 @@ fn command_bytes(client: &Client, r#type: &str, params: Option<&Bound<'_, PyAny>
     if !params.is_object() {
         return Err(PyTypeError::new_err("params must be a dict"));
     }
-    Ok(client.encode(client::command_request(r#type, params)))
+    Ok(client::command_request(r#type, params))
+}
+
+/// `{"type": type, "params": params}` as bytes, with the client's token.
+fn command_bytes(client: &Client, r#type: &str, params: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
+    Ok(client.encode(command(r#type, params)?))
+}
+
+/// A request id given by the caller, under the service's rule for ids.
+fn request_id(id: &Bound<'_, PyAny>) -> PyResult<Value> {
+    crate::protocol::check_id(to_json(id, "job_id")?).map_err(|e| errors::invalid(e.to_string()))
+}
+
+/// Removes a call's id from the in-flight list when the call ends, however it ends.
+struct InFlight<'a>(&'a PyClient, Value);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut ids = self.0.in_flight.lock();
+        if let Some(i) = ids.iter().position(|v| *v == self.1) {
+            ids.swap_remove(i);
+        }
+    }
 }
 
 impl PyClient {
     fn send(&self, py: Python<'_>, bytes: &[u8]) -> PyResult<Value> {
         py.detach(|| self.inner.request_bytes(bytes))
             .map_err(errors::client_error)
+    }
+
+    /// One call that can be cancelled: `request` gets `id` (and `"progress": true` with a
+    /// callback). While it waits, the calling thread's signals are checked (Ctrl-C) and progress
+    /// messages go to `on_progress`; a KeyboardInterrupt, or an exception out of the callback,
+    /// cancels the job, waits a moment for its answer, and is raised.
+    fn send_cancellable(
+        &self,
+        py: Python<'_>,
+        mut request: Value,
+        id: Value,
+        on_progress: Option<Py<PyAny>>,
+    ) -> PyResult<Value> {
+        request["id"] = id.clone();
+        if on_progress.is_some() {
+            request["progress"] = Value::Bool(true);
+        }
+        let wait = self.inner.wait_for(&request);
+        let bytes = self.inner.encode(request);
+        self.in_flight.lock().push(id.clone());
+        let _in_flight = InFlight(self, id.clone());
+        let mut raised: Option<PyErr> = None;
+        let outcome = py.detach(|| {
+            self.inner.request_streaming(&bytes, wait, &mut |event| {
+                if raised.is_some() {
+                    return Flow::Continue;
+                }
+                raised = Python::attach(|py| {
+                    if let (Event::Progress(msg), Some(cb)) = (event, on_progress.as_ref()) {
+                        if let Err(e) = to_py(py, &msg).and_then(|m| cb.call1(py, (m,))) {
+                            return Some(e);
+                        }
+                    }
+                    py.check_signals().err()
+                });
+                if raised.is_none() {
+                    return Flow::Continue;
+                }
+                // Cancelled here: the job's own answer (`cancelled`) normally follows at once; a
+                // job in a long C call is left to the service and this connection dropped.
+                let _ = self.inner.cancel(&id);
+                Flow::GiveUpAt(Instant::now() + crate::supervisor::GRACE)
+            })
+        });
+        if let Some(e) = raised {
+            return Err(e);
+        }
+        outcome.map_err(errors::client_error)
     }
 }
 
@@ -67,14 +141,46 @@ impl PyClient {
         )?;
         Ok(PyClient {
             inner: Client::new(&host, port, timeout, connect_timeout).with_token(token),
+            in_flight: Mutex::new(Vec::new()),
         })
     }
 
     /// Send `{"type": type, "params": params}`; return `result`, or raise CommandError.
-    #[pyo3(signature = (r#type, params = None))]
-    fn call(&self, py: Python<'_>, r#type: &str, params: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-        let bytes = command_bytes(&self.inner, r#type, params)?;
-        result_of(py, self.send(py, &bytes)?)
+    /// `progress`: called with each progress message of the job (a dict) before the answer.
+    /// `job_id`: the request's id (default: a fresh one), which `cancel(job_id)` names.
+    #[pyo3(signature = (r#type, params = None, progress = None, job_id = None))]
+    fn call(
+        &self,
+        py: Python<'_>,
+        r#type: &str,
+        params: Option<&Bound<'_, PyAny>>,
+        progress: Option<Py<PyAny>>,
+        job_id: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let request = command(r#type, params)?;
+        let id = match job_id {
+            Some(id) if !id.is_none() => request_id(id)?,
+            _ => self.inner.next_id(),
+        };
+        let progress = progress.filter(|cb| !cb.is_none(py));
+        result_of(py, self.send_cancellable(py, request, id, progress)?)
+    }
+
+    /// Cancel the job with request id `job_id` (queued: dropped; running: interrupted), or with
+    /// None every call of this client still waiting. Returns whether a job was found to cancel.
+    #[pyo3(signature = (job_id = None))]
+    fn cancel(&self, py: Python<'_>, job_id: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let ids = match job_id {
+            Some(id) if !id.is_none() => vec![request_id(id)?],
+            _ => self.in_flight.lock().clone(),
+        };
+        let mut found = false;
+        for id in ids {
+            let response = py.detach(|| self.inner.cancel(&id)).map_err(errors::client_error)?;
+            let result = result_of(py, response)?;
+            found |= result.bind(py).get_item("cancelled")?.is_truthy()?;
+        }
+        Ok(found)
     }
 
     /// Pipelined calls: `calls` is a sequence of `(type, params)` (or `type` alone); returns the

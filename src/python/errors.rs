@@ -121,6 +121,9 @@ pub fn interrupted(py: Python<'_>, err: &PyErr, running: Option<&crate::supervis
         Some(r) => (r.command.clone(), r.describe()),
         None => ("the job".into(), (std::time::Duration::ZERO, "interrupted".into())),
     };
+    if running.is_some_and(|r| r.cause == Some(crate::supervisor::Cause::Cancel)) {
+        return JobError::CancelledRunning { command, after, frames };
+    }
     JobError::Interrupted {
         command,
         after,

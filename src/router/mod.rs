@@ -392,7 +392,9 @@ async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
                 | JobError::Expired
                 | JobError::Interrupted { .. }
                 | JobError::StillRunning { .. } => "TIMEOUT",
-                JobError::Cancelled => "CANCELLED",
+                JobError::Cancelled | JobError::CancelledQueued { .. } | JobError::CancelledRunning { .. } => {
+                    "CANCELLED"
+                }
             };
             Reply::failed(&cmd.message_id, &cmd.route, code, &e.to_string())
         }

@@ -4,6 +4,7 @@
 use super::Ctx;
 use crate::error::{JobError, RequestError};
 use crate::framing::Decoder;
+use crate::progress::Progress;
 use crate::protocol;
 use crate::queue::JobResult;
 use crate::shutdown::Shutdown;
@@ -106,22 +107,51 @@ impl Connection {
     }
 
     /// Wait for the main thread's answer, reading ahead meanwhile so that a reset is noticed.
-    pub(super) async fn await_reply(&mut self, rx: &mut oneshot::Receiver<JobResult>, deadline: Instant) -> Waited {
+    /// `progress`: the job's progress and request id, when its client asked for progress messages:
+    /// they are sent as the job reports, at most one per `progress::MIN_INTERVAL`, and what is
+    /// left goes out just before the answer.
+    pub(super) async fn await_reply(
+        &mut self,
+        rx: &mut oneshot::Receiver<JobResult>,
+        deadline: Instant,
+        progress: Option<(&Progress, Option<&Value>)>,
+    ) -> Waited {
         let timer = tokio::time::sleep_until(deadline.into());
         tokio::pin!(timer);
+        let mut next_progress = Instant::now();
         loop {
             let can_read = self.decoder.buffered() <= self.ctx.limits.max_frame_bytes;
-            tokio::select! {
+            let event = tokio::select! {
                 biased;
-                reply = &mut *rx => return Waited::Done(reply.unwrap_or(Err(JobError::Cancelled))),
+                reply = &mut *rx => Event::Reply(reply.unwrap_or(Err(JobError::Cancelled))),
                 _ = &mut timer => return Waited::TimedOut,
                 _ = self.shutdown.signalled() => return Waited::Shutdown,
+                _ = progress_due(progress.map(|p| p.0), next_progress) => Event::Progress,
                 // A client that closes while its request waits has given up on it (BLD Remote
                 // clients never half-close), so its job is not run.
                 read = self.rd.read(&mut self.chunk), if can_read => match read {
                     Ok(0) | Err(_) => return Waited::ClientGone,
-                    Ok(n) => self.decoder.extend(&self.chunk[..n]),
+                    Ok(n) => Event::Read(n),
                 },
+            };
+            match event {
+                Event::Read(n) => self.decoder.extend(&self.chunk[..n]),
+                Event::Reply(result) => {
+                    // The last progress (output printed just before the job returned) comes first.
+                    if let Some(msg) = progress.and_then(|(p, id)| p.take(id)) {
+                        self.encode(&msg);
+                    }
+                    return Waited::Done(result);
+                }
+                Event::Progress => {
+                    if let Some(msg) = progress.and_then(|(p, id)| p.take(id)) {
+                        self.encode(&msg);
+                        if !self.flush().await {
+                            return Waited::ClientGone;
+                        }
+                    }
+                    next_progress = Instant::now() + crate::progress::MIN_INTERVAL;
+                }
             }
         }
     }
@@ -154,6 +184,25 @@ impl Connection {
     /// Tell the client nothing more comes (after the answer that ends a broken stream).
     pub(super) async fn close_write(&mut self) {
         let _ = self.wr.shutdown().await;
+    }
+}
+
+/// What woke a connection waiting for its job.
+enum Event {
+    Reply(JobResult),
+    Read(usize),
+    Progress,
+}
+
+/// Resolves when the job has reported something and `not_before` has passed (never without
+/// progress). A report made meanwhile is kept by `Progress` and seen then.
+async fn progress_due(progress: Option<&Progress>, not_before: Instant) {
+    match progress {
+        Some(p) => {
+            tokio::time::sleep_until(not_before.into()).await;
+            p.changed().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

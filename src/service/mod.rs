@@ -10,7 +10,7 @@ mod pipeline;
 use crate::error::ServiceError;
 use crate::framing::Limits;
 use crate::metrics::ServiceMetrics;
-use crate::protocol::SERVER_SHUTDOWN;
+use crate::protocol::{CANCEL, SERVER_SHUTDOWN};
 use crate::queue::Bridge;
 use crate::shutdown::{Controller, StopFlag, StopReason};
 use std::collections::HashSet;
@@ -168,7 +168,7 @@ impl Service {
             .commands
             .iter()
             .cloned()
-            .chain([SERVER_SHUTDOWN.to_string()])
+            .chain([SERVER_SHUTDOWN.to_string(), CANCEL.to_string()])
             .collect();
         known.sort();
         known.dedup();

@@ -8,12 +8,14 @@
 use super::connection::{Connection, Waited};
 use super::Ctx;
 use crate::error::{JobError, RequestError};
+use crate::progress::Progress;
 use crate::protocol::{self, parse_request, Request, SERVER_SHUTDOWN};
-use crate::queue::{JobResult, Payload};
+use crate::queue::{JobResult, Origin, Payload};
 use crate::shutdown::StopReason;
 use crate::supervisor::GRACE;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -53,15 +55,19 @@ struct Job {
     command: String,
     legacy: bool,
     wait: Duration,
+    /// The request's `id`, echoed in its answer and progress messages.
+    request_id: Option<Value>,
+    /// Where the job reports progress, when the client asked for it.
+    progress: Option<Arc<Progress>>,
 }
 
 impl Job {
     fn answer(&self, result: JobResult) -> Step {
-        match result {
-            Ok(result) if self.legacy => Step::Reply(result),
-            Ok(result) => Step::Reply(protocol::success(result)),
-            Err(e) => Step::Reply(protocol::job_error(&e)),
-        }
+        Step::Reply(match result {
+            Ok(result) if self.legacy => result,
+            Ok(result) => with_id(protocol::success(result), &self.request_id),
+            Err(e) => with_id(protocol::job_error(&e), &self.request_id),
+        })
     }
 
     /// The answer if the main thread is done with the job (or dropped it).
@@ -78,25 +84,30 @@ impl Job {
     /// run); one that runs is interrupted then (`crate::supervisor`), and its own answer, normally
     /// `interrupted`, is waited for up to `GRACE` more.
     async fn finish(mut self, conn: &mut Connection) -> Step {
-        let mut waited = conn.await_reply(&mut self.rx, self.deadline).await;
+        let progress = self.progress.as_deref().map(|p| (p, self.request_id.as_ref()));
+        let mut waited = conn.await_reply(&mut self.rx, self.deadline, progress).await;
         if matches!(waited, Waited::TimedOut) && conn.ctx.bridge.main.is_running(self.id) {
-            waited = match conn.await_reply(&mut self.rx, self.deadline + GRACE).await {
+            waited = match conn.await_reply(&mut self.rx, self.deadline + GRACE, progress).await {
                 Waited::TimedOut => {
-                    return Step::Reply(protocol::job_error(&JobError::StillRunning {
+                    let e = JobError::StillRunning {
                         command: self.command,
                         after: self.wait,
                         grace: GRACE,
-                    }))
+                    };
+                    return Step::Reply(with_id(protocol::job_error(&e), &self.request_id));
                 }
                 other => other,
             };
         }
         match waited {
             Waited::Done(result) => self.answer(result),
-            Waited::TimedOut => Step::Reply(protocol::job_error(&JobError::Timeout {
-                command: self.command,
-                after: self.wait,
-            })),
+            Waited::TimedOut => {
+                let e = JobError::Timeout {
+                    command: self.command,
+                    after: self.wait,
+                };
+                Step::Reply(with_id(protocol::job_error(&e), &self.request_id))
+            }
             Waited::ClientGone | Waited::Shutdown => Step::End(End::Close),
         }
     }
@@ -219,6 +230,9 @@ fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr) -> Pending {
             json!({"message": "Server shutdown initiated"}),
         ))));
     }
+    if request.command == protocol::CANCEL {
+        return Pending::Ready(Step::Reply(cancel(ctx, &request)));
+    }
     if !request.is_legacy() && !ctx.commands.contains(&request.command) {
         return Pending::Ready(unknown(ctx, request.command));
     }
@@ -230,6 +244,8 @@ fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr) -> Pending {
         command,
         params,
         timeout,
+        id: request_id,
+        progress,
     } = request;
     let legacy = command == protocol::LEGACY;
     let wait = timeout.unwrap_or(ctx.default_timeout);
@@ -238,7 +254,13 @@ fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr) -> Pending {
         name: command.clone(),
         params,
     };
-    match ctx.bridge.submit_from(payload, deadline, Some(peer.to_string())) {
+    let progress = progress.then(|| Arc::new(Progress::default()));
+    let origin = Origin {
+        client: Some(peer.to_string()),
+        key: request_id.as_ref().map(protocol::id_key),
+        progress: progress.clone(),
+    };
+    match ctx.bridge.submit_job(payload, deadline, origin) {
         Ok(ticket) => Pending::Waiting(Job {
             id: ticket.id,
             rx: ticket.rx,
@@ -246,9 +268,43 @@ fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr) -> Pending {
             command,
             legacy,
             wait,
+            request_id,
+            progress,
         }),
-        Err(e) => Pending::Ready(Step::Reply(protocol::job_error(&e))),
+        Err(e) => Pending::Ready(Step::Reply(with_id(protocol::job_error(&e), &request_id))),
     }
+}
+
+/// `{"type": "cancel", "params": {"id": ...}}`: drop the queued jobs with that id and interrupt the
+/// running one; answered at once. Naming a job that is not there (done already) is no error.
+fn cancel(ctx: &Ctx, request: &Request) -> Value {
+    let id = match request.params.get("id").cloned().map(protocol::check_id) {
+        Some(Ok(id)) => id,
+        Some(Err(e)) => return protocol::request_error(&e),
+        None => {
+            let e = RequestError::Invalid(
+                "cancel needs the id of the job to cancel: {\"type\": \"cancel\", \"params\": {\"id\": \"render-1\"}} \
+                 (the \"id\" the job's request was sent with)"
+                    .into(),
+            );
+            return protocol::request_error(&e);
+        }
+    };
+    let found = ctx.bridge.cancel(&protocol::id_key(&id));
+    let mut result = serde_json::Map::new();
+    result.insert("id".into(), id);
+    result.insert("cancelled".into(), json!(found.queued > 0 || found.running));
+    result.insert("queued".into(), json!(found.queued));
+    result.insert("running".into(), json!(found.running));
+    with_id(protocol::success(Value::Object(result)), &request.id)
+}
+
+/// An answer to a request that had an `id` carries it too.
+fn with_id(mut answer: Value, id: &Option<Value>) -> Value {
+    if let (Some(id), Some(obj)) = (id, answer.as_object_mut()) {
+        obj.insert("id".into(), id.clone());
+    }
+    answer
 }
 
 fn unknown(ctx: &Ctx, name: String) -> Step {
@@ -290,6 +346,8 @@ mod tests {
             command: "echo".into(),
             legacy: false,
             wait: Duration::ZERO,
+            request_id: None,
+            progress: None,
         };
         let mut p = Pipeline::default();
         p.pending.push_back(Pending::Waiting(job));
