@@ -248,6 +248,10 @@ impl Shared {
             return reply.unwrap_or(Err(JobError::Cancelled));
         }
         if !self.bridge.main.is_running(ticket.id) {
+            // It may have ended just now (a job is marked ended after its reply is sent).
+            if let Ok(reply) = ticket.rx.try_recv() {
+                return reply;
+            }
             return Err(JobError::Timeout {
                 command,
                 after: timeout,
