@@ -4,8 +4,9 @@ Against real Blender (`blendwire serve`): busy loops, loops of short sleeps, one
 that catches BaseException and loops again are interrupted at their `_timeout_seconds`; the caller
 gets `interrupted` with where it was; a second client is served after each; `get_status` answers
 while each runs (it never waits for the main thread); stops (`server_shutdown`, SIGTERM to
-`blendwire serve`) end Blender while a runaway job runs. Every wait polls a condition up to a
-deadline.
+`blendwire serve`) end Blender while a runaway job runs. A job in a long C call (a Cycles render)
+shows an interrupt pending while it runs past its deadline, and the interrupt lands once the call
+returns to Python. Every wait polls a condition up to a deadline.
 """
 
 import os
@@ -55,16 +56,18 @@ def main_thread(server):
 
 
 def wait_running(server, conn, command="execute_code"):
-    """Wait until the status shows this connection's job running; returns the main_thread object."""
+    """Wait until the status shows this connection's job running; returns the main_thread object.
+    (The previous test's job may still show for a moment after its answer: it is marked ended
+    after its reply is sent.)"""
+    client = f"127.0.0.1:{conn.sock.getsockname()[1]}"
 
     def running():
         mt = main_thread(server)
-        return mt if mt["state"] == "running" else None
+        return mt if mt["state"] == "running" and mt["client"] == client else None
 
     mt = bwtest.poll_until(running, ANSWER_WAIT)
-    assert mt, f"{command} never ran within {ANSWER_WAIT} s: {status(server)}\n{server.output()}"
+    assert mt, f"{command} of {client} never ran within {ANSWER_WAIT} s: {status(server)}\n{server.output()}"
     assert mt["command"] == command, mt
-    assert mt["client"] == f"127.0.0.1:{conn.sock.getsockname()[1]}", mt
     return mt
 
 
@@ -180,6 +183,113 @@ def test_a_job_queued_behind_a_runaway_one_runs_after_the_interrupt(server):
             wait_for(lambda: status(server)["bridge"]["queue_depth"] == 1, ANSWER_WAIT, "the second job to queue")
             assert_interrupted(runaway.read())
             assert stdout_of(assert_success(waiting.read())) == "after\n"
+
+
+# ---- a long call outside Python -------------------------------------------------------------------
+
+# A real long C call: a Cycles render (CPU, tiny image, samples without end, stopped by Cycles' own
+# time limit), on a copy of the scene so the module's other tests keep theirs. It outlasts the
+# deadline and the interrupt grace by far, so it is past its deadline while in C; after it, Python
+# that never ends by itself: only the interrupt, landing once control is back in Python, ends it.
+RENDER_SECONDS = 10
+RENDER_SCENE = "bw_long_render"
+
+
+# A render handler: Python that Blender runs inside the render call, after the render proper, and
+# whose exceptions it prints (to the job's captured stderr) and swallows. It sleeps, so the repeated
+# interrupt surely lands in it; it notes what it caught in bpy.app.driver_namespace.
+RENDER_HANDLER = "bw_slow_render_post"
+
+
+def long_render_code(started, with_handler):
+    handler = (
+        "import time\n"
+        f"bpy.app.driver_namespace[{RENDER_HANDLER!r}] = []\n"
+        f"def {RENDER_HANDLER}(*args):\n"
+        f"    caught = bpy.app.driver_namespace[{RENDER_HANDLER!r}]\n"
+        "    try:\n"
+        "        time.sleep(0.5)\n"
+        "    except BaseException as e:\n"
+        "        caught.append(type(e).__name__)\n"
+        "        raise\n"
+        f"bpy.app.handlers.render_post.append({RENDER_HANDLER})\n"
+    )
+    return (
+        "import bpy\n"
+        "sc = bpy.context.scene.copy()\n"
+        f"sc.name = {RENDER_SCENE!r}\n"
+        "sc.render.engine = 'CYCLES'\n"
+        "sc.cycles.device = 'CPU'\n"
+        "sc.render.resolution_x = sc.render.resolution_y = 32\n"
+        "sc.render.resolution_percentage = 100\n"
+        "sc.cycles.samples = 1 << 24\n"
+        "sc.cycles.use_adaptive_sampling = False\n"
+        "sc.cycles.use_denoising = False\n"
+        f"sc.cycles.time_limit = {RENDER_SECONDS}\n"
+        + (handler if with_handler else "")
+        + f"open({started!r}, 'w').close()\n"
+        "bpy.ops.render.render(write_still=False, scene=sc.name)\n"
+        "while True:\n"
+        "    pass\n"
+    )
+
+
+CLEAN_UP_RENDER = (
+    f"bpy.app.driver_namespace.pop({RENDER_HANDLER!r}, None)\n"
+    f"sc = bpy.data.scenes.get({RENDER_SCENE!r})\n"
+    "if sc is not None:\n"
+    "    bpy.data.scenes.remove(sc)\n"
+    "for h in list(bpy.app.handlers.render_post):\n"
+    f"    if getattr(h, '__name__', '') == {RENDER_HANDLER!r}:\n"
+    "        bpy.app.handlers.render_post.remove(h)\n"
+)
+
+
+@pytest.mark.parametrize("with_handler", [False, True], ids=["render", "render_with_handler"])
+def test_a_long_c_call_is_interrupted_once_it_returns_to_python(server, tmp_flag_dir, with_handler):
+    """While the render runs past its deadline the status says so (running, interrupt pending);
+    the caller gets `interrupted` if the render returns within the grace, else `timeout` saying the
+    job still runs; either way the interrupt lands once control is back in Python and the next
+    request is served. The first landing is often in Python that Blender calls and whose exception
+    it prints and swallows (Cycles' own `render()` around the C call, a render handler): the
+    interrupt is sent again until the job ends, so the loop after the render is ended all the same.
+    """
+    started = os.path.join(tmp_flag_dir, "render_started")
+    try:
+        with Conn(server.port, server.host, timeout=ANSWER_WAIT) as c:
+            c.send(exec_req(long_render_code(started, with_handler), _timeout_seconds=DEADLINE))
+            bwtest.wait_file(started, ANSWER_WAIT)
+            client = f"127.0.0.1:{c.sock.getsockname()[1]}"
+
+            def past_deadline():
+                mt = main_thread(server)
+                return mt if mt["state"] == "running" and mt["client"] == client and mt["interrupt_pending"] else None
+
+            mt = bwtest.poll_until(past_deadline, ANSWER_WAIT)
+            assert mt, f"the render never showed an interrupt pending: {status(server)}\n{server.output()}"
+            assert mt["command"] == "execute_code", mt
+            assert mt["interrupts_sent"] >= 1, mt
+            resp = c.read()
+            if resp.get("error_code") == "timeout":
+                message = resp["message"]
+                assert "'execute_code' is still running" in message, message
+                assert "does not return to Python" in message, message
+            else:
+                assert_interrupted(resp)
+        # Served once the render returned: the interrupt ended the loop after it.
+        assert_served(server)
+        if with_handler:
+            # The handler got an interrupt too (Blender swallowed it); the loop after got the next.
+            caught = stdout_of(
+                assert_success(
+                    bwtest.execute(
+                        server.port, f"print(bpy.app.driver_namespace.get({RENDER_HANDLER!r}))", host=server.host
+                    )
+                )
+            )
+            assert caught == "['Interrupted']\n", caught
+    finally:
+        bwtest.execute(server.port, CLEAN_UP_RENDER, host=server.host, timeout=ANSWER_WAIT)
 
 
 # ---- stops during a runaway job ------------------------------------------------------------------

@@ -1,15 +1,23 @@
 //! The router's connection state machine under tokio's paused clock: the real 300 s watchdog and
-//! 2–10 s backoff run in virtual time against a scripted connector.
+//! 2–10 s backoff run in virtual time against a scripted connector. Then, on the real clock, what
+//! happens when Blender's main thread does not answer the router in time: against the scripted
+//! connector (auth) and against a websocket engine stand-in with the real session (registry_update).
 
-use blendwire::queue::Bridge;
+use blendwire::backoff::BackoffPolicy;
+use blendwire::queue::{Bridge, Next, Payload, RouterOp};
+use blendwire::router::session::WsConnector;
 use blendwire::router::{run_manager, ConnState, ConnectError, Connector, Link, LinkEnd, RouterConfig, Shared};
 use blendwire::shutdown::{Controller, StopReason};
+use blendwire::socketio::{self, Packet};
+use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
 
 /// What the scripted engine does on each attempt.
 #[derive(Clone, Copy)]
@@ -26,6 +34,8 @@ struct Script {
     /// What happens once the plan is used up.
     then: Mutex<Option<Attempt>>,
     attempts: Mutex<Vec<Instant>>,
+    /// The auth each attempt was given.
+    auths: Mutex<Vec<Value>>,
 }
 
 #[derive(Clone)]
@@ -47,8 +57,9 @@ impl Link for FakeLink {
 
 impl Connector for FakeEngine {
     type Link = FakeLink;
-    async fn connect(&self, _auth: Value) -> Result<FakeLink, ConnectError> {
+    async fn connect(&self, auth: Value) -> Result<FakeLink, ConnectError> {
         self.0.attempts.lock().push(Instant::now());
+        self.0.auths.lock().push(auth);
         let next = self
             .0
             .plan
@@ -77,9 +88,10 @@ fn start(plan: Vec<Attempt>, then: Attempt) -> Harness {
     *script.plan.lock() = plan.into();
     *script.then.lock() = Some(then);
     let bridge = Arc::new(Bridge::new(64));
-    // No main thread here: the auth request times out at once and fallback_auth ({}) is sent.
+    // No main thread here: the auth request times out at once and fallback_auth is sent.
     let config = RouterConfig {
         auth_timeout: Duration::from_millis(1),
+        fallback_auth: json!({"token": "fallback"}),
         ..RouterConfig::default()
     };
     let shared = Shared::new(config, bridge.clone());
@@ -231,6 +243,7 @@ async fn disabled_watchdog_never_fires() {
     let bridge = Arc::new(Bridge::new(1024));
     let mut config = RouterConfig {
         auth_timeout: Duration::from_millis(1),
+        fallback_auth: json!({"token": "fallback"}),
         ..RouterConfig::default()
     };
     config.watchdog.duration = None;
@@ -245,4 +258,218 @@ async fn disabled_watchdog_never_fires() {
     assert_eq!(shared.watchdog_left(), None);
     let failures: Value = shared.snapshot()["consecutive_failures"].clone();
     assert!(failures.as_u64().unwrap() > 100);
+}
+
+// ---- a main thread that does not answer in time (real clock) ------------------------------------
+
+/// What the stand-in main thread does with one router job.
+#[derive(Clone)]
+enum Turn {
+    Answer(Value),
+    /// Busy with something else until the job's deadline has passed: the job is then not run.
+    Busy,
+}
+
+/// Plays Blender's main thread on a std thread: the `n`th job of each router op gets `turn(op, n)`.
+struct MainThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// (op, turn) of every job taken, in order.
+    log: Arc<Mutex<Vec<(RouterOp, &'static str)>>>,
+}
+
+impl MainThread {
+    fn start(bridge: Arc<Bridge>, turn: impl Fn(RouterOp, usize) -> Turn + Send + 'static) -> MainThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log: Arc<Mutex<Vec<(RouterOp, &'static str)>>> = Arc::default();
+        let (stop2, log2) = (stop.clone(), log.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Next::Job(job) = bridge.next_job(Duration::from_millis(20), Duration::ZERO) else {
+                    continue;
+                };
+                let Payload::Router { op, .. } = job.payload else {
+                    panic!("not a router job: {:?}", job.payload)
+                };
+                let n = log2.lock().iter().filter(|(o, _)| *o == op).count();
+                match turn(op, n) {
+                    Turn::Busy => {
+                        log2.lock().push((op, "busy"));
+                        // Busy until the job's deadline (a known instant, not a wait for readiness).
+                        let left = job.deadline.saturating_duration_since(std::time::Instant::now());
+                        std::thread::sleep(left + Duration::from_millis(5));
+                        assert!(!bridge.run(job, |_| unreachable!("run after its deadline")));
+                    }
+                    Turn::Answer(v) => {
+                        log2.lock().push((op, "answered"));
+                        bridge.run(job, move |_| Ok(v));
+                    }
+                }
+            }
+        });
+        MainThread {
+            stop,
+            thread: Some(thread),
+            log,
+        }
+    }
+
+    fn log(&self) -> Vec<(RouterOp, &'static str)> {
+        self.log.lock().clone()
+    }
+}
+
+impl Drop for MainThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Polls `cond` every 5 ms until it holds; panics naming `what` after 30 s.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < give_up, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Quick settings for the real-clock tests: a short main-thread wait, quick retries.
+fn quick_config(url: String) -> RouterConfig {
+    RouterConfig {
+        url,
+        auth_timeout: Duration::from_millis(200),
+        backoff: BackoffPolicy {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+            factor: 2.0,
+            jitter: 0.5,
+        },
+        ..RouterConfig::default()
+    }
+}
+
+fn registry_payload() -> Value {
+    json!({"type": "registry_updated", "total_addons": 1, "available_tools": [{"name": "t", "addon_id": "a"}]})
+}
+
+fn auth_payload() -> Value {
+    json!({"token": "tok", "username": "tester", "blend_file_path": ""})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_connect_without_auth_while_the_main_thread_does_not_answer() {
+    let script = Arc::new(Script::default());
+    *script.then.lock() = Some(Attempt::Accept(None));
+    let bridge = Arc::new(Bridge::new(64));
+    // No fallback_auth (the default): nothing to send while the main thread is busy.
+    let shared = Shared::new(quick_config("http://127.0.0.1:9".into()), bridge.clone());
+    let mut stop = Controller::new();
+    let main = MainThread::start(bridge.clone(), |op, n| match op {
+        RouterOp::Auth if n < 3 => Turn::Busy,
+        RouterOp::Auth => Turn::Answer(auth_payload()),
+        _ => Turn::Answer(registry_payload()),
+    });
+    tokio::spawn(run_manager(
+        FakeEngine(script.clone()),
+        shared.clone(),
+        stop.handle().unwrap(),
+    ));
+
+    wait_until("connected", || matches!(shared.state(), ConnState::Connected { .. })).await;
+    // Three attempts failed without a CONNECT, each a failure like any other; the fourth connected
+    // with what the main thread answered.
+    let auths: Vec<(RouterOp, &str)> = main.log().into_iter().filter(|(op, _)| *op == RouterOp::Auth).collect();
+    assert_eq!(
+        auths.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+        ["busy", "busy", "busy", "answered"]
+    );
+    assert_eq!(
+        *script.auths.lock(),
+        vec![auth_payload()],
+        "a CONNECT was sent without the main thread's auth"
+    );
+    assert_eq!(shared.metrics.attempts.get(), 4);
+    let last_error = shared.snapshot()["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        last_error.contains("not connecting without credentials"),
+        "{last_error}"
+    );
+    assert!(stop.stop(Duration::from_secs(2)).await);
+}
+
+/// A cr8_engine stand-in on a real websocket: accepts one Socket.IO client on `/blender` and
+/// reports what it receives (`("connect", auth)`, then `(event, data)` per event).
+async fn engine_stand_in(listener: tokio::net::TcpListener, seen: tokio::sync::mpsc::UnboundedSender<(String, Value)>) {
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let open = r#"0{"sid":"e1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
+    ws.send(Message::Text(open.into())).await.unwrap();
+    while let Some(Ok(msg)) = ws.next().await {
+        let Message::Text(text) = msg else { continue };
+        match socketio::decode(text.as_str()) {
+            Ok(Packet::Connect { ns, data }) => {
+                assert_eq!(ns, "/blender");
+                let _ = seen.send(("connect".into(), data.unwrap_or_default()));
+                ws.send(Message::Text(r#"40/blender,{"sid":"n1"}"#.into()))
+                    .await
+                    .unwrap();
+            }
+            Ok(Packet::Event { name, mut args, .. }) => {
+                let data = if args.is_empty() { Value::Null } else { args.remove(0) };
+                let _ = seen.send((name, data));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the engine stand-in heard next.
+async fn heard(seen: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) -> (String, Value) {
+    tokio::time::timeout(Duration::from_secs(30), seen.recv())
+        .await
+        .expect("the engine stand-in heard nothing in 30 s")
+        .expect("the engine stand-in ended")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_update_is_sent_once_the_main_thread_answers_after_missing_its_deadline() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(engine_stand_in(listener, tx));
+
+    let bridge = Arc::new(Bridge::new(64));
+    let config = quick_config(url);
+    let connector = WsConnector::new(&config).unwrap();
+    let shared = Shared::new(config, bridge.clone());
+    // Busy for the first two registry requests (a GUI still loading, a long job), then answers.
+    let main = MainThread::start(bridge.clone(), |op, n| match op {
+        RouterOp::Auth => Turn::Answer(auth_payload()),
+        RouterOp::Registry if n < 2 => Turn::Busy,
+        _ => Turn::Answer(registry_payload()),
+    });
+    let mut stop = Controller::new();
+    tokio::spawn(run_manager(connector, shared.clone(), stop.handle().unwrap()));
+
+    assert_eq!(heard(&mut seen).await, ("connect".to_string(), auth_payload()));
+    assert_eq!(
+        heard(&mut seen).await,
+        ("registry_update".to_string(), registry_payload())
+    );
+    assert_eq!(heard(&mut seen).await.0, "connection_status");
+    let registry: Vec<&str> = main
+        .log()
+        .iter()
+        .filter(|(op, _)| *op == RouterOp::Registry)
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(registry, ["busy", "busy", "answered"]);
+    // Still the same session: one connect, nothing failed.
+    assert_eq!(shared.metrics.connects.get(), 1);
+    assert!(matches!(shared.state(), ConnState::Connected { .. }));
+    assert!(stop.stop(Duration::from_secs(2)).await);
 }

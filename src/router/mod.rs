@@ -37,7 +37,8 @@ pub struct RouterConfig {
     pub watchdog: WatchdogPolicy,
     /// Websocket + Engine.IO + namespace handshake, per attempt.
     pub handshake_timeout: Duration,
-    /// How long the main thread may take to answer the auth request before `fallback_auth` is sent.
+    /// How long the main thread may take to answer the auth (or registry) request before the
+    /// attempt fails (or `fallback_auth` is sent; the registry is asked again).
     pub auth_timeout: Duration,
     /// Deadline of a command's main-thread job.
     pub command_timeout: Duration,
@@ -47,7 +48,8 @@ pub struct RouterConfig {
     pub outbox_max_count: usize,
     pub outbox_max_bytes: usize,
     pub remembered_ids: usize,
-    /// Used when the main thread does not answer the auth request in time.
+    /// Sent when the main thread does not answer the auth request in time; empty (the default):
+    /// no CONNECT is sent then, the attempt fails and the next one asks again.
     pub fallback_auth: Value,
 }
 
@@ -113,6 +115,10 @@ pub enum ConnectError {
     Protocol(String),
     #[error("handshake timed out")]
     Timeout,
+    /// Blender's main thread did not answer the auth request in time and there is no
+    /// `fallback_auth`: nothing was sent.
+    #[error("no auth from Blender's main thread ({0}); not connecting without credentials")]
+    NoAuth(String),
 }
 
 /// Why an established connection ended.
@@ -242,6 +248,10 @@ impl Shared {
             return reply.unwrap_or(Err(JobError::Cancelled));
         }
         if !self.bridge.main.is_running(ticket.id) {
+            // It may have ended just now (a job is marked ended after its reply is sent).
+            if let Ok(reply) = ticket.rx.try_recv() {
+                return reply;
+            }
             return Err(JobError::Timeout {
                 command,
                 after: timeout,
@@ -258,41 +268,74 @@ impl Shared {
     }
 
     /// The CONNECT auth payload, read again for every attempt (tokens expire).
-    async fn auth(&self) -> Value {
-        match self
+    ///
+    /// The main thread did not answer in time (busy, or nothing drains the queue): the configured
+    /// `fallback_auth` is sent if there is one, else no CONNECT at all (`ConnectError::NoAuth`): the
+    /// attempt fails like any other (backoff, watchdog) and the next one asks again, rather than
+    /// presenting the engine a CONNECT without a token. The main thread answered something that is
+    /// not an object, or an error: asking again soon would not help; the fallback is sent (the
+    /// engine decides).
+    async fn auth(&self) -> Result<Value, ConnectError> {
+        let why = match self
             .main_thread(RouterOp::Auth, Map::new(), self.config.auth_timeout)
             .await
         {
-            Ok(v) if v.is_object() => v,
-            other => {
-                let why = match other {
-                    Err(e) => e.to_string(),
-                    Ok(v) => format!("the auth handler returned {}, not an object", json_kind(&v)),
-                };
-                // Name the keys only: the values are credentials.
-                let sent = match self.config.fallback_auth.as_object() {
-                    Some(o) if !o.is_empty() => {
-                        let keys: Vec<&str> = o.keys().map(String::as_str).collect();
-                        format!("the fallback auth (keys {})", keys.join(", "))
-                    }
-                    _ => "an empty auth {}".to_string(),
-                };
-                log::warn!("no engine auth from the main thread ({why}); sending {sent}");
-                self.config.fallback_auth.clone()
+            Ok(v) if v.is_object() => return Ok(v),
+            Ok(v) => format!("the auth handler returned {}, not an object", json_kind(&v)),
+            Err(e) if not_answered(&e) && !self.has_fallback_auth() => {
+                return Err(ConnectError::NoAuth(e.to_string()));
             }
-        }
+            Err(e) => e.to_string(),
+        };
+        // Name the keys only: the values are credentials.
+        let sent = match self.config.fallback_auth.as_object() {
+            Some(o) if !o.is_empty() => {
+                let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+                format!("the fallback auth (keys {})", keys.join(", "))
+            }
+            _ => "an empty auth {}".to_string(),
+        };
+        log::warn!("no engine auth from the main thread ({why}); sending {sent}");
+        Ok(self.config.fallback_auth.clone())
     }
 
-    /// The `registry_update` payload, from the main thread.
+    fn has_fallback_auth(&self) -> bool {
+        self.config.fallback_auth.as_object().is_some_and(|o| !o.is_empty())
+    }
+
+    /// The `registry_update` payload, from the main thread; `None` if its handler failed.
+    ///
+    /// While the main thread does not answer within `auth_timeout` (busy with a long job, a GUI
+    /// still loading) it is asked again after a backoff (the router's policy), one warning per
+    /// failed try, for as long as the caller polls this: a session drops it when it ends, which
+    /// also withdraws the request still queued.
     pub async fn registry(&self) -> Option<Value> {
-        match self
-            .main_thread(RouterOp::Registry, Map::new(), self.config.auth_timeout)
-            .await
-        {
-            Ok(v) => Some(v),
-            Err(e) => {
-                log::warn!("could not build registry_update: {e}");
-                None
+        let mut backoff = Backoff::new(self.config.backoff);
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            match self
+                .main_thread(RouterOp::Registry, Map::new(), self.config.auth_timeout)
+                .await
+            {
+                Ok(v) => {
+                    if tries > 1 {
+                        log::info!("registry_update built at try {tries}");
+                    }
+                    return Some(v);
+                }
+                Err(e) if not_answered(&e) => {
+                    let delay = backoff.next_delay();
+                    log::warn!(
+                        "registry_update not built yet (try {tries}): {e}; asking the main thread again in {:.1} s",
+                        delay.as_secs_f64()
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    log::warn!("could not build registry_update: {e}");
+                    return None;
+                }
             }
         }
     }
@@ -339,6 +382,20 @@ impl Shared {
                 tokio::spawn(run_command(self.clone(), cmd));
             }
         }
+    }
+}
+
+/// The main thread did not answer (it never got to the job, or the job outlasted its deadline):
+/// asking again later may work, unlike an answer that is an error.
+fn not_answered(e: &JobError) -> bool {
+    match e {
+        JobError::Busy { .. }
+        | JobError::Timeout { .. }
+        | JobError::Expired
+        | JobError::Interrupted { .. }
+        | JobError::StillRunning { .. }
+        | JobError::Cancelled => true,
+        JobError::NoDispatcher | JobError::Unserializable(_) | JobError::Handler { .. } => false,
     }
 }
 
@@ -464,7 +521,12 @@ pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut st
         shared.metrics.attempts.inc();
         shared.set_state(ConnState::Connecting { attempt });
         let outcome = tokio::select! {
-            outcome = async { connector.connect(shared.auth().await).await } => outcome,
+            outcome = async {
+                match shared.auth().await {
+                    Ok(auth) => connector.connect(auth).await,
+                    Err(e) => Err(e),
+                }
+            } => outcome,
             _ = stop.signalled() => break 'outer false,
             _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
         };

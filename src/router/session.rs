@@ -157,17 +157,26 @@ impl WsLink {
     }
 
     async fn serve(&mut self, shared: &Arc<Shared>) -> Result<(), LinkEnd> {
-        if let Some(registry) = shared.registry().await {
-            self.emit("registry_update", &registry).await?;
-        }
-        self.emit(
-            "connection_status",
-            &json!({"status": "Connected", "message": "Blender registered"}),
-        )
-        .await?;
+        // The registry comes from the main thread, which may be busy for a while: it is asked
+        // (again, while unanswered) alongside serving, so pings and commands are answered
+        // meanwhile; when the session ends the request is dropped with it.
+        let registry = shared.registry();
+        tokio::pin!(registry);
+        let mut registered = false;
         loop {
             self.flush(shared).await?;
             tokio::select! {
+                payload = &mut registry, if !registered => {
+                    registered = true;
+                    if let Some(payload) = payload {
+                        self.emit("registry_update", &payload).await?;
+                    }
+                    self.emit(
+                        "connection_status",
+                        &json!({"status": "Connected", "message": "Blender registered"}),
+                    )
+                    .await?;
+                }
                 msg = tokio::time::timeout(self.ping_window, self.ws.next()) => match msg {
                     Err(_) => return Err(LinkEnd::PingTimeout),
                     Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return Err(LinkEnd::Closed),
