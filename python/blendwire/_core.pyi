@@ -177,7 +177,9 @@ def start_router(
     a connect disarms it; after `watchdog_seconds` (0 = never) the bridge stop reason "watchdog" is
     raised: pump() returns "watchdog" / take_stop_request() gives "watchdog", and the Blender side
     must save and quit. Every setting left None takes its default (see defaults());
-    `watchdog_seconds=None` reads $BLENDWIRE_WATCHDOG_SECONDS, else 300.
+    `watchdog_seconds=None` reads $BLENDWIRE_WATCHDOG_SECONDS, else 300. The CONNECT auth is the
+    dispatcher's "auth" answer; if the main thread does not answer in time, `fallback_auth`, and
+    without one the attempt sends no CONNECT and counts as failed.
     Raises ServiceError if already running, ValueError("{setting} {rule}") for settings that break
     a rule of check_router_settings() (e.g. an https:// URL: this build has no TLS)."""
 

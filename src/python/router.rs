@@ -30,7 +30,8 @@ pub fn shared() -> Option<Arc<Shared>> {
 }
 
 /// Start the router. `fallback_auth` is sent when the main thread does not answer the auth
-/// request in time (the router dispatcher's "auth" op is asked first, on every attempt). Every
+/// request in time (the router dispatcher's "auth" op is asked first, on every attempt); without
+/// one such an attempt sends no CONNECT and counts as failed (retried with backoff). Every
 /// setting left `None` takes its default from `crate::settings`.
 #[pyfunction]
 #[pyo3(signature = (url, **settings))]

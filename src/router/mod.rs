@@ -394,7 +394,9 @@ fn not_answered(e: &JobError) -> bool {
         | JobError::Expired
         | JobError::Interrupted { .. }
         | JobError::StillRunning { .. }
-        | JobError::Cancelled => true,
+        | JobError::Cancelled
+        | JobError::CancelledQueued { .. }
+        | JobError::CancelledRunning { .. } => true,
         JobError::NoDispatcher | JobError::Unserializable(_) | JobError::Handler { .. } => false,
     }
 }

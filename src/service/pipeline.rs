@@ -99,6 +99,12 @@ impl Job {
                 other => other,
             };
         }
+        // A job that ended right at its deadline may have answered meanwhile: its answer wins.
+        if matches!(waited, Waited::TimedOut) {
+            if let Ok(result) = self.rx.try_recv() {
+                waited = Waited::Done(result);
+            }
+        }
         match waited {
             Waited::Done(result) => self.answer(result),
             Waited::TimedOut => {
