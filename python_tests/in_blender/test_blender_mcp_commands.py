@@ -276,3 +276,19 @@ def test_hosted_execute_code_uses_blendwires_runner(hosted, runner_calls):
     assert failed["status"] == "error"
     assert json.loads(failed["message"])["exception_type"] == "KeyError"
     assert runner_calls == ["print('hosted', 6 * 7)", "raise KeyError('k')"]
+
+
+def test_bundled_addon_is_found_without_importing_its_server(monkeypatch):
+    path = addon_file("mcp-for-blender==2.2.4")
+    site = os.path.dirname(os.path.dirname(os.path.dirname(path)))
+    monkeypatch.syspath_prepend(site)
+    monkeypatch.delitem(sys.modules, "blender_mcp", raising=False)
+    try:
+        assert blender_mcp.find_bundled_addon() == path
+        assert "blender_mcp" not in sys.modules  # the MCP server package (and its deps) not imported
+        blender_mcp.reset()  # look again at the next request
+        assert ok("get_addon_info")["protocol_version"] == PROTOCOL["mcp-for-blender==2.2.4"]
+        assert blender_mcp.hosted()["source"] == "bundled"
+    finally:
+        blender_mcp.unload_addon()
+    assert ok("get_addon_info")["name"] == "blendwire"
