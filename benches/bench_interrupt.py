@@ -328,12 +328,19 @@ def _set_interrupts(port, on):
         raise RuntimeError(f"switching interrupts {'on' if on else 'off'} did not take: {out!r}")
 
 
+def _machine_busy_ns():
+    """Busy CPU time of the whole machine, all cores, in ns (/proc/stat)."""
+    v = [int(x) for x in _read("/proc/stat").split("\n", 1)[0].split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) * 1e9 / os.sysconf("SC_CLK_TCK")
+
+
 def _cost_round(srv, sock, payload, window):
-    """Calls on `sock` for `window` seconds (after 20 unmeasured): calls/s and CPU per call."""
+    """Calls on `sock` for `window` seconds (after 20 unmeasured): calls/s, CPU per call, and what
+    the rest of the machine used meanwhile (other sessions compete for the same cores)."""
     for _ in range(20):
         _call(sock, payload)
     pids = srv.blender_pids()
-    c0 = _counters(pids)
+    c0, m0, p0 = _counters(pids), _machine_busy_ns(), time.process_time_ns()
     n, fails, t0 = 0, 0, time.perf_counter()
     t_end = t0 + window
     while time.perf_counter() < t_end:
@@ -341,33 +348,39 @@ def _cost_round(srv, sock, payload, window):
         n += 1
         fails += r.get("status") != "success"
     wall = time.perf_counter() - t0
-    c1 = _counters(pids)
+    c1, m1, p1 = _counters(pids), _machine_busy_ns(), time.process_time_ns()
+    other = (m1 - m0) - (c1[0] - c0[0]) - (p1 - p0)
     return {
         "calls_per_s": (n - fails) / wall,
         "failures": fails,
         "cpu_us_per_call": (c1[0] - c0[0]) / 1e3 / max(n, 1),
         "interrupter_us_per_call": (c1[1] - c0[1]) / 1e3 / max(n, 1),
         "interrupter_wakeups_per_call": (c1[2] - c0[2]) / max(n, 1),
+        "other_cpu_pct": max(0.0, 100 * other / 1e9 / wall),
     }
 
 
 def _compare(rounds_with, rounds_without):
-    """Medians of each side's rounds, failures summed, and with ÷ without."""
+    """Medians of each side's rounds (failures summed), and with ÷ without: the median of the
+    ratios of each pair of adjacent rounds (so a burst of load elsewhere skews one pair, not the
+    median), with the quartiles of those ratios."""
 
     def side(rounds):
         m = {f: statistics.median(r[f] for r in rounds) for f in rounds[0]}
         m["failures"] = sum(r["failures"] for r in rounds)
         return m
 
+    ratios = sorted(a["calls_per_s"] / b["calls_per_s"] for a, b in zip(rounds_with, rounds_without, strict=True))
+    q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 3
     w = {"with": side(rounds_with), "without": side(rounds_without)}
-    w["ratio"] = w["with"]["calls_per_s"] / w["without"]["calls_per_s"]
+    w["ratio"], w["ratio_q1"], w["ratio_q3"] = statistics.median(ratios), q[0], q[2]
     w["rounds"] = {"with": rounds_with, "without": rounds_without}
     return w
 
 
 def run_cost(bench, srv, runtime):
     quick = bench.args.quick
-    pairs, window, warm = (1, 0.3, 50) if quick else (10, 0.5, 200)
+    pairs, window, warm = (1, 0.3, 50) if quick else (20, 0.25, 200)
     out = {"pairs": pairs, "window_s": window}
     try:
         for key, _label, payload in COST_WORKLOADS:
@@ -403,9 +416,9 @@ def render_cost(res):
         "(`MainThread::begin`/`end`, which status needs too) and the interrupter thread waking at "
         "each job's start and end run in both; the interrupter's own CPU is shown apart:",
         "",
-        "| workload | Blender | with: calls/s | without: calls/s | with ÷ without | Blender CPU µs/call "
-        "with | without | of it, interrupter thread µs/call | its wake-ups/call | fail |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| workload | Blender | with: calls/s | without: calls/s | with ÷ without (quartiles) | Blender CPU "
+        "µs/call with | without | of it, interrupter thread µs/call | its wake-ups/call | other processes % | fail |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for runtime, r in res.items():
         for key, label, _p in COST_WORKLOADS:
@@ -415,16 +428,19 @@ def render_cost(res):
             a, b = w["with"], w["without"]
             L.append(
                 f"| {label} | {RUNTIMES[runtime]} | {a['calls_per_s']:,.0f} | {b['calls_per_s']:,.0f} | "
-                f"{w['ratio']:.3f} | {a['cpu_us_per_call']:.1f} | {b['cpu_us_per_call']:.1f} | "
-                f"{a['interrupter_us_per_call']:.2f} | {a['interrupter_wakeups_per_call']:.2f} | "
+                f"{w['ratio']:.3f} ({w['ratio_q1']:.2f}–{w['ratio_q3']:.2f}) | {a['cpu_us_per_call']:.1f} | "
+                f"{b['cpu_us_per_call']:.1f} | {a['interrupter_us_per_call']:.2f} | "
+                f"{a['interrupter_wakeups_per_call']:.2f} | {(a['other_cpu_pct'] + b['other_cpu_pct']) / 2:.0f} | "
                 f"{a['failures'] + b['failures']} |"
             )
     if res:
         r = next(iter(res.values()))
         L += [
             "",
-            f"Medians of {r['pairs']} rounds each ({r['window_s']:g} s per round); CPU from the Blender "
-            "process's per-thread schedstat (all threads).",
+            f"{r['pairs']} pairs of rounds per workload ({r['window_s']:g} s each, the order alternating); "
+            "calls/s and CPU are medians over the rounds, with ÷ without the median of the pairs' "
+            "ratios. CPU from the Blender process's per-thread schedstat (all threads); other processes "
+            "= the machine's busy CPU (% of one core) minus Blender's and the client's.",
         ]
     return L
 
@@ -523,14 +539,18 @@ def compare_packages(B, other, log_dir, pairs, window):
             finally:
                 srv.stop(shutdown_port=srv.port)
     print(f"\nThis build (with) vs {other} (without); medians of {pairs} servers each, {window:g} s per round:\n")
-    print("| workload | with: calls/s | without: calls/s | with ÷ without | CPU µs/call with | without | fail |")
-    print("|---|--:|--:|--:|--:|--:|--:|")
+    print(
+        "| workload | with: calls/s | without: calls/s | with ÷ without (quartiles) | CPU µs/call with | without "
+        "| other processes % | fail |"
+    )
+    print("|---|--:|--:|--:|--:|--:|--:|--:|")
     for key, label, _p in COST_WORKLOADS:
         w = _compare(rounds[key][True], rounds[key][False])
         a, b = w["with"], w["without"]
         print(
-            f"| {label} | {a['calls_per_s']:,.0f} | {b['calls_per_s']:,.0f} | {w['ratio']:.3f} | "
-            f"{a['cpu_us_per_call']:.1f} | {b['cpu_us_per_call']:.1f} | {a['failures'] + b['failures']} |"
+            f"| {label} | {a['calls_per_s']:,.0f} | {b['calls_per_s']:,.0f} | {w['ratio']:.3f} "
+            f"({w['ratio_q1']:.2f}–{w['ratio_q3']:.2f}) | {a['cpu_us_per_call']:.1f} | {b['cpu_us_per_call']:.1f} | "
+            f"{(a['other_cpu_pct'] + b['other_cpu_pct']) / 2:.0f} | {a['failures'] + b['failures']} |"
         )
         print(f"  rounds with: {[round(r['calls_per_s']) for r in w['rounds']['with']]}", file=sys.stderr)
         print(f"  rounds without: {[round(r['calls_per_s']) for r in w['rounds']['without']]}", file=sys.stderr)
