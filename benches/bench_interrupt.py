@@ -516,18 +516,21 @@ def targets(R):
     return out
 
 
-def compare_packages(B, other, log_dir, pairs, window):
-    """The normal path of this build vs the blendwire package in `other` (another build, e.g. one
-    without the interrupter thread), `blender -b`, servers started in turn (never two at once)."""
+def compare_packages(B, other, log_dir, pairs, window, this=None):
+    """The normal path of this build (or the package in `this`) vs the blendwire package in `other`
+    (another build, e.g. one without the interrupter thread), `blender -b`, servers started in turn
+    (never two at once)."""
     rounds = {key: {True: [], False: []} for key, _l, _p in COST_WORKLOADS}
     for i in range(pairs):
         for mine in (True, False) if i % 2 == 0 else (False, True):
             log = os.path.join(log_dir, f"blendwire-{'this' if mine else 'other'}-{i}.log")
-            srv = B.start_blendwire(False, log, package=None if mine else other)
+            package = this if mine else other
+            srv = B.start_blendwire(False, log, package=package)
             try:
                 core = _execute(srv.port, "import blendwire._core as c\nprint(c.__file__, end='')")
-                if mine == core.startswith(os.path.abspath(other)):
-                    raise RuntimeError(f"the server runs the wrong build: {core}")
+                expect = os.path.abspath(package) if package else os.path.dirname(B.VENV_BIN)
+                if not core.startswith(expect + os.sep):
+                    raise RuntimeError(f"the server runs the wrong build: {core}, not one under {expect}")
                 for key, _label, payload in COST_WORKLOADS:
                     sock = _connect(srv.port)
                     try:
@@ -538,7 +541,7 @@ def compare_packages(B, other, log_dir, pairs, window):
                         sock.close()
             finally:
                 srv.stop(shutdown_port=srv.port)
-    print(f"\nThis build (with) vs {other} (without); medians of {pairs} servers each, {window:g} s per round:\n")
+    print(f"\n{this or 'This build'} (with) vs {other} (without); {pairs} servers each, {window:g} s per round:\n")
     print(
         "| workload | with: calls/s | without: calls/s | with ÷ without (quartiles) | CPU µs/call with | without "
         "| other processes % | fail |"
@@ -573,6 +576,7 @@ def main():
         help="instead: calls/s of this build vs the blendwire package in DIR (an unpacked wheel of "
         "another build), blender -b, servers in turn",
     )
+    ap.add_argument("--package", metavar="DIR", help="with --other-package: the build to compare (default: the venv's)")
     ap.add_argument("--pairs", type=int, default=4, help="with --other-package: servers of each build")
     ap.add_argument("--window", type=float, default=2.0, help="with --other-package: seconds per round")
     args = ap.parse_args()
@@ -582,7 +586,7 @@ def main():
     log_dir = tempfile.mkdtemp(prefix="blendwire-bench-interrupt-")
     if args.other_package:
         try:
-            compare_packages(B, args.other_package, log_dir, args.pairs, args.window)
+            compare_packages(B, args.other_package, log_dir, args.pairs, args.window, args.package)
         finally:
             for srv in list(B.LIVE_SERVERS):
                 srv.stop()
