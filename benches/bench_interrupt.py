@@ -164,10 +164,14 @@ def run_latency(bench, srv, runtime):
             if ra is None or rb is None:
                 raise RuntimeError(f"no answer 10 s after a runaway job's deadline ({kind}): the main thread is lost")
             ok = isinstance(ra, dict) and ra.get("error_code") == "interrupted" and rb.get("status") == "success"
+            job = {"kind": kind, "answer_ms": (ta - deadline) * 1e3, "next_ms": (tb - deadline) * 1e3, "ok": ok}
             if not ok:
-                wrong.append({"kind": kind, "caller": ra, "next": rb})
-                _say(f"  WRONG ANSWER ({kind}): caller {str(ra)[:300]}; next request {str(rb)[:200]}")
-            jobs.append({"kind": kind, "answer_ms": (ta - deadline) * 1e3, "next_ms": (tb - deadline) * 1e3, "ok": ok})
+                wrong.append({**job, "caller": ra, "next": rb})
+                _say(
+                    f"  WRONG ANSWER ({kind}; caller answered {job['answer_ms']:.1f} ms, the other client "
+                    f"{job['next_ms']:.1f} ms after the deadline): caller {str(ra)[:300]}; next request {str(rb)[:120]}"
+                )
+            jobs.append(job)
     finally:
         a.close()
         b.close()
