@@ -24,7 +24,8 @@ blendwire GUI's max_tick_ms / max_job_ms (get_status) before and after the 8-cli
 
 Issue 12's rows (benches/bench_interrupt.py, against blendwire -b and the GUI): runaway jobs
 interrupted at their deadline (time to the caller's `interrupted` answer and to another client's
-next request being served), and calls/s with the interrupt machinery on and off on the same Blender.
+next request being served), and calls/s with the interrupt handler and signal on and off on the same
+Blender, with the interrupter thread's CPU and wake-ups per call (on in both).
 
 Every workload uses the same raw-protocol client code for both servers (send the JSON, read until
 the bytes parse as one JSON object, TCP_NODELAY). Warm-up calls are excluded; each workload runs
