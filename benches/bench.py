@@ -22,6 +22,11 @@ blendwire -b idle vs a plain `blender -b` sleeping in Python; a STAND-IN for the
 add-on's dispatch (benches/blender_mcp_standin.py, GUI) against blendwire GUI, 1 and 8 clients;
 blendwire GUI's max_tick_ms / max_job_ms (get_status) before and after the 8-client flood.
 
+Issue 12's rows (benches/bench_interrupt.py, against blendwire -b and the GUI): runaway jobs
+interrupted at their deadline (time to the caller's `interrupted` answer and to another client's
+next request being served), and calls/s with the interrupt handler and signal on and off on the same
+Blender, with the interrupter thread's CPU and wake-ups per call (on in both).
+
 Every workload uses the same raw-protocol client code for both servers (send the JSON, read until
 the bytes parse as one JSON object, TCP_NODELAY). Warm-up calls are excluded; each workload runs
 ROUNDS rounds, each bounded in calls and in time; the table shows the median over rounds.
@@ -47,6 +52,9 @@ import traceback
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python_tests"))
 import bwtest  # noqa: E402  (standard library only: raw JSON over a socket, waiting, processes)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_interrupt  # noqa: E402  (issue 12's rows: interrupting runaway jobs, and what that costs)
 
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 HOST = "127.0.0.1"
@@ -525,8 +533,14 @@ class Server:
             LIVE_SERVERS.remove(self)
 
 
-def start_blendwire(gui, log_path, timeout=90.0):
-    cmd = [os.path.join(VENV_BIN, "blendwire"), "serve", "--port", "0"] + (["--gui"] if gui else [])
+def start_blendwire(gui, log_path, timeout=90.0, package=None):
+    """`blendwire serve --port 0` (--gui); `package`: a directory holding another build's
+    `blendwire` package (an unpacked wheel), served instead of the venv's."""
+    cmd = [os.path.join(VENV_BIN, "blendwire")]
+    if package:
+        boot = f"import sys; sys.path.insert(0, {package!r}); from blendwire.cli import main; sys.exit(main())"
+        cmd = [sys.executable, "-c", boot]
+    cmd += ["serve", "--port", "0"] + (["--gui"] if gui else [])
     env = dict(os.environ)
     env.pop("BLD_REMOTE_MCP_START_NOW", None)
     srv = Server("blendwire-gui" if gui else "blendwire", cmd, env, log_path)
@@ -919,8 +933,9 @@ def render(meta, bench):
             _compare_row(R, label, ("clients", "client_blendwire_many"), ("clients", "client_blender_remote"), 1)
         )
     lines += render_extra(R)
+    lines += bench_interrupt.render(R)
     lines.append("")
-    lines.append("Targets (issue 2: background, one persistent connection, get_scene_info; then issue 5):")
+    lines.append("Targets (issue 2: background, one persistent connection, get_scene_info; then issues 5 and 12):")
     for t in meta["targets"]:
         lines.append(f"- {t['name']}: {t['value']} → **{t['verdict']}**")
     lines.append("")
@@ -1078,6 +1093,7 @@ def targets(bench):
             }
         )
     out += targets5(R)
+    out += bench_interrupt.targets(R)
     return out
 
 
@@ -1309,6 +1325,8 @@ def main():
         bench.sequential("clients", srv, "client_blendwire", "client_blendwire", bw_seq)
         bench.sequential("clients", srv, "client_blendwire_many", "client_blendwire_many", bw_seq)
         bench.sequential("clients", srv, "client_blender_remote", "client_blender_remote", bw_oneshot)
+        print("issue 12 (runaway jobs interrupted; the machinery's cost), blender -b:", file=sys.stderr, flush=True)
+        bench_interrupt.run(bench, srv, "b")
         srv.stop(shutdown_port=srv.port)
 
         print("plain loopback copy of the same response bytes (Python server process):", file=sys.stderr, flush=True)
@@ -1379,6 +1397,8 @@ def main():
             )
             bench.sequential("gui", srv, "persistent_scene", "persistent_scene", bw_seq)
             bench.sequential("gui", srv, "persistent_exec", "persistent_exec", bw_seq)
+            print("issue 12 (runaway jobs interrupted; the machinery's cost), GUI:", file=sys.stderr, flush=True)
+            bench_interrupt.run(bench, srv, "gui")
             srv.stop(shutdown_port=srv.port)
 
             print("plain Blender GUI (no add-on), idle:", file=sys.stderr, flush=True)
