@@ -13,6 +13,9 @@ measurement is one more `Measure` at the end of the list.
     gets its `interrupted` answer, and the other client its scene.
   * interrupt_cost: calls/s of `get_scene_info` and `execute_code print(1)` on one persistent
     connection with the interrupt machinery on and off, alternating rounds on the same Blender.
+  * progress: a job that prints as fast as it can, with `"progress": true` and without: progress
+    messages/s its client receives (coalesced to ~20/s), whether all its output was streamed, and
+    its prints/s either way (what streaming costs the job).
 
 Standalone (only these rows, against a fresh `blendwire serve`):
     .venv/bin/python benches/bench_interrupt.py [--quick] [--gui] [--measure KEY]
@@ -259,6 +262,142 @@ def targets_latency(res):
 
 
 # --------------------------------------------------------------------------------------------
+# Progress: what a job that prints continuously costs, and what its client receives
+# --------------------------------------------------------------------------------------------
+
+PRINT_LINES = 200_000  # the tight loop's lines (50,000 with --quick): a few MB of answer
+TIGHT = (
+    "import time\n"
+    "t = time.perf_counter()\n"
+    "for n in range({lines}):\n"
+    "    print('progress line', n)\n"
+    "print('seconds', time.perf_counter() - t)\n"
+)
+STEADY_S = 2.0  # a job printing a line every millisecond for this long (1 s with --quick)
+STEADY = (
+    "import time\n"
+    "end = time.perf_counter() + {secs}\n"
+    "while time.perf_counter() < end:\n"
+    "    print('progress line')\n"
+    "    time.sleep(0.001)\n"
+)
+
+
+def _job(port, code, progress):
+    """Run `code` (with `"progress": progress`); its answer's stdout and the progress messages."""
+    req = {"type": "execute_code", "params": {"code": code, "_timeout_seconds": 120}}
+    if progress:
+        req["progress"] = True
+    s = _connect(port)
+    msgs, buf = [], b""
+    try:
+        s.sendall(json.dumps(req).encode())
+        while True:
+            values, buf = bwtest.read_values(s, 1, buf, timeout=180)
+            v = values[0]
+            if v.get("status") != "progress":
+                break
+            msgs.append(v)
+    finally:
+        s.close()
+    if v.get("status") != "success":
+        raise RuntimeError(f"printer job failed: {str(v)[:300]}")
+    return v["result"]["result"], msgs
+
+
+def _rate(msgs):
+    """Messages/s as the service sent them (`elapsed_s`), the last one left out: it goes with the
+    answer, whenever the job ends."""
+    sent = [m["elapsed_s"] for m in msgs[:-1]]
+    return (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 2 and sent[-1] > sent[0] else None
+
+
+def run_progress(bench, srv, runtime):
+    lines = PRINT_LINES // 4 if bench.args.quick else PRINT_LINES
+    secs = STEADY_S / 2 if bench.args.quick else STEADY_S
+    rounds = 1 if bench.args.quick else 3
+    on, off, steady = [], [], []
+    for i in range(rounds):  # alternate, as the cost rows do: a burst elsewhere skews one round
+        for progress in (True, False) if i % 2 == 0 else (False, True):
+            out, msgs = _job(srv.port, TIGHT.format(lines=lines), progress)
+            streamed = "".join(m.get("output", "") for m in msgs)
+            (on if progress else off).append(
+                {
+                    "prints_per_s": lines / float(out.rsplit("seconds", 1)[1]),
+                    "messages": len(msgs),
+                    "all_streamed": streamed == out,
+                }
+            )
+        out, msgs = _job(srv.port, STEADY.format(secs=secs), True)
+        steady.append(
+            {"messages_per_s": _rate(msgs), "all_streamed": "".join(m.get("output", "") for m in msgs) == out}
+        )
+
+    def med(rs, k):
+        vals = [r[k] for r in rs if r[k] is not None]
+        return statistics.median(vals) if vals else None
+
+    out = {
+        "lines": lines,
+        "steady_s": secs,
+        "rounds": rounds,
+        "prints_per_s_on": med(on, "prints_per_s"),
+        "prints_per_s_off": med(off, "prints_per_s"),
+        "messages_per_s": med(steady, "messages_per_s"),
+        "all_output_streamed": all(r["all_streamed"] for r in on + steady),
+        "off_sent_no_progress": all(r["messages"] == 0 for r in off),
+        "runs_on": on,
+        "runs_off": off,
+        "runs_steady": steady,
+    }
+    _say(
+        f"  {'issue12-' + runtime:14s} {'progress, printing job':32s} {_fmt(out['messages_per_s'])} msgs/s; "
+        f"prints/s {_fmt(out['prints_per_s_on'], 0)} streamed vs {_fmt(out['prints_per_s_off'], 0)} not"
+    )
+    return out
+
+
+def render_progress(res):
+    L = [
+        "",
+        f"Issue 12, progress: progress messages/s a client receives from a job printing a line every "
+        f'millisecond for {STEADY_S:g} s (`"progress": true`: its stdout streamed as progress messages), '
+        f"and what streaming costs a job printing {PRINT_LINES:,} lines as fast as it can (with and "
+        "without `progress`); the median of alternating rounds:",
+        "",
+        "| Blender | progress messages/s received | all output streamed | job's prints/s streamed "
+        "| not streamed | ratio |",
+        "|---|--:|---|--:|--:|--:|",
+    ]
+    for runtime, r in res.items():
+        on, off = r["prints_per_s_on"], r["prints_per_s_off"]
+        L.append(
+            f"| {RUNTIMES[runtime]} | {_fmt(r['messages_per_s'])} | {'yes' if r['all_output_streamed'] else 'NO'} | "
+            f"{_fmt(on, 0)} | {_fmt(off, 0)} | {_fmt(on / off if on and off else None, 2)} |"
+        )
+    L += [
+        "",
+        "Messages are coalesced on the I/O thread (at most one per 50 ms); each print of a streamed job "
+        "also hands its text to the core (a lock and an append), the price of seeing the output live.",
+    ]
+    return L
+
+
+def targets_progress(res):
+    out = []
+    for runtime, r in res.items():
+        rate = r["messages_per_s"]
+        out.append(
+            {
+                "name": f"progress messages/s, printing job ({RUNTIMES[runtime]}): about 20 at most",
+                "value": _fmt(rate),
+                "verdict": "met" if rate is not None and rate <= 22 and r["all_output_streamed"] else "MISSED",
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # The cost of the interrupt machinery on the normal path
 # --------------------------------------------------------------------------------------------
 
@@ -480,6 +619,7 @@ def targets_cost(res):
 MEASURES = [
     Measure("interrupt_latency", ("b", "gui"), run_latency, render_latency, targets_latency),
     Measure("interrupt_cost", ("b", "gui"), run_cost, render_cost, targets_cost),
+    Measure("progress", ("b", "gui"), run_progress, render_progress, targets_progress),
 ]
 
 

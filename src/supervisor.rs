@@ -118,6 +118,10 @@ fn round_ms(d: Duration) -> Duration {
 #[derive(Debug, Default)]
 struct State {
     running: Option<Running>,
+    /// When the interrupter looks again by itself (None: only when notified). A job that begins
+    /// with a later deadline need not wake it, and an ending job never does: a wake-up per job
+    /// was most of the machinery's cost on the normal path (benches/bench_interrupt.py).
+    sleeping_until: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +150,7 @@ impl MainThread {
     pub fn begin(&self, id: u64, command: String, origin: Origin, submitted: Instant, deadline: Instant) {
         self.interrupter.get_or_init(|| spawn_interrupter(self.inner.clone()));
         let mut st = self.inner.state.lock();
+        let wake = st.sleeping_until.is_none_or(|t| deadline < t);
         st.running = Some(Running {
             id,
             command,
@@ -159,13 +164,15 @@ impl MainThread {
             thread: unsafe { libc::pthread_self() },
         });
         drop(st);
-        self.inner.changed.notify_all();
+        if wake {
+            self.inner.changed.notify_all();
+        }
     }
 
-    /// Main thread: the running job is done.
+    /// Main thread: the running job is done. The interrupter is not woken: when it looks again
+    /// it finds no job (or the next one) and goes back to sleep.
     pub fn end(&self) {
         self.inner.state.lock().running = None;
-        self.inner.changed.notify_all();
     }
 
     pub fn running(&self) -> Option<Running> {
@@ -303,12 +310,14 @@ fn interrupter(inner: &Inner) {
     let mut st = inner.state.lock();
     loop {
         let Some(r) = st.running.as_mut() else {
+            st.sleeping_until = None;
             inner.changed.wait(&mut st);
             continue;
         };
         let now = Instant::now();
         if r.cause.is_none() && now < r.deadline {
             let deadline = r.deadline;
+            st.sleeping_until = Some(deadline);
             inner.changed.wait_until(&mut st, deadline);
             continue;
         }
@@ -329,6 +338,7 @@ fn interrupter(inner: &Inner) {
         }
         let id = r.id;
         let until = Instant::now() + REPEAT;
+        st.sleeping_until = Some(until);
         // Wait out the repeat interval unless the job ends (a new job is looked at afresh).
         while st.running.as_ref().is_some_and(|r| r.id == id) {
             if inner.changed.wait_until(&mut st, until).timed_out() {

@@ -85,8 +85,13 @@ def report_progress(fraction: float | None = None, message: str | None = None) -
     """The running job reports progress (`blendwire.progress`): True if its client asked for
     progress, else False. ValueError for a fraction outside 0..1."""
 
-def job_output(text: str) -> bool:
-    """The running job printed `text`: streamed to its client if it asked for progress."""
+class JobOutput:
+    """A job's captured stdout whose native `write` also streams to the job's client (when it
+    asked for progress; else a plain capture)."""
+
+    def __init__(self) -> None: ...
+    def write(self, s: str) -> int: ...
+    def getvalue(self) -> str: ...
 
 def job_streams() -> bool:
     """Whether the running job's client asked for progress (then its stdout is streamed)."""

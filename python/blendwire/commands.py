@@ -55,14 +55,22 @@ class _Outcome:
         self.exit_requested = False
 
 
-class _StreamedOutput(io.StringIO):
-    """Captures like StringIO, and hands each write to the job's client as it is printed (for
-    requests with `"progress": true`; the answer still carries all of it)."""
+class _StreamedOutput(io.TextIOBase):
+    """Captures like StringIO, and hands the job's client each write as it is printed (for requests
+    with `"progress": true`; the answer still carries all of it). `write` is the core's own
+    (`_core.JobOutput`), not a Python method, so streaming costs a job that prints a lot next to
+    nothing."""
 
-    def write(self, s):
-        n = super().write(s)
-        _core.job_output(s)
-        return n
+    def __init__(self):
+        super().__init__()
+        self._sink = _core.JobOutput()
+        self.write = self._sink.write
+
+    def writable(self):
+        return True
+
+    def getvalue(self):
+        return self._sink.getvalue()
 
 
 # Cycles: "... | Sample 12/128"; EEVEE: "Rendering 3 / 64 samples".

@@ -37,8 +37,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(interrupt_message, m)?)?;
     m.add_function(wrap_pyfunction!(interrupt_running, m)?)?;
     m.add_function(wrap_pyfunction!(report_progress, m)?)?;
-    m.add_function(wrap_pyfunction!(job_output, m)?)?;
     m.add_function(wrap_pyfunction!(job_streams, m)?)?;
+    m.add_class::<JobOutput>()?;
     m.add("INTERRUPT_SIGNAL", crate::supervisor::INTERRUPT_SIGNAL)?;
     Ok(())
 }
@@ -183,22 +183,42 @@ fn report_progress(fraction: Option<f64>, message: Option<String>) -> PyResult<b
     Ok(true)
 }
 
-/// The running job printed `text`: streamed to its client if it asked for progress.
-#[pyfunction]
-fn job_output(text: &str) -> bool {
-    match queue::global().main.progress() {
-        Some(progress) => {
-            progress.output(text);
-            true
-        }
-        None => false,
-    }
-}
-
 /// Whether the job running on this thread streams its progress and output to its client.
 #[pyfunction]
 fn job_streams() -> bool {
     queue::global().main.progress().is_some()
+}
+
+/// A job's captured stdout that also streams each write to the job's client (`"progress": true`):
+/// its `write` is native, so a job that prints a lot pays about what an `io.StringIO` costs.
+#[pyclass(module = "blendwire._core", frozen)]
+struct JobOutput {
+    text: Mutex<String>,
+    progress: Option<std::sync::Arc<crate::progress::Progress>>,
+}
+
+#[pymethods]
+impl JobOutput {
+    /// Bound to the running job's progress (a plain capture when its client did not ask).
+    #[new]
+    fn new() -> Self {
+        JobOutput {
+            text: Mutex::new(String::new()),
+            progress: queue::global().main.progress(),
+        }
+    }
+
+    fn write(&self, s: &str) -> usize {
+        self.text.lock().push_str(s);
+        if let Some(p) = &self.progress {
+            p.output(s);
+        }
+        s.chars().count()
+    }
+
+    fn getvalue(&self) -> String {
+        self.text.lock().clone()
+    }
 }
 
 /// Hand pending core log records to Python's `logging` now (tick and pump do this themselves).
