@@ -168,7 +168,9 @@ def _execute(code: str, strict_json: bool) -> dict:
     if callable(check):
         handle = next(_Pending.handles)
         _Pending.entries[handle] = (check, out, err, strict_json)
-        return _poll(handle, False)  # finished already: answer now
+        # First asked on a later turn, as Blender Lab's add-on does: work the code started (a
+        # render job with INVOKE_DEFAULT) only begins once the main loop turns.
+        return {_core.PENDING_KEY: handle}
     return _answer(namespace.get("result"), strict_json, out, err)
 
 
