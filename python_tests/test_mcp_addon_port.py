@@ -291,7 +291,9 @@ def test_the_real_blender_lab_client(server, serve_factory):
     # A service with the default deadline (30 s): a render in -b is one long C call, longer than
     # this module's deadline.
     plain = serve_factory(server.runtime, extra=["--mcp-addon-port", "0"])
-    found = bwtest.poll_until(lambda: next((MCP_LINE.match(x) for x in plain.stdout_lines if MCP_LINE.match(x)), None), 10)
+    found = bwtest.poll_until(
+        lambda: next((MCP_LINE.match(x) for x in plain.stdout_lines if MCP_LINE.match(x)), None), 10
+    )
     results = {}
 
     async def body():
