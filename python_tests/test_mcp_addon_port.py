@@ -316,3 +316,44 @@ def test_the_real_blender_lab_client(server, serve_factory):
     assert not too_old or not plain.version.startswith(("4.", "5.")), failed
     assert not {k: v for k, v in failed.items() if k not in too_old}, failed
     assert '"objects"' in results["execute_blender_code"][1], results["execute_blender_code"]
+
+
+# ---- settings and token -----------------------------------------------------------------------------
+
+
+def run_cli(*args, env=None):
+    import subprocess
+
+    return subprocess.run(
+        bwtest.blendwire_command() + list(args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_the_port_rules_are_the_cores_before_blender_starts():
+    same = run_cli("serve", "--port", "7001", "--mcp-addon-port", "7001")
+    assert same.returncode == 1 and "--mcp-addon-port must differ from the command service's port" in same.stderr
+    bad_env = run_cli("serve", "--port", "7001", env={"BLENDWIRE_MCP_ADDON_PORT": "nine"})
+    assert bad_env.returncode == 1 and "$BLENDWIRE_MCP_ADDON_PORT" in bad_env.stderr, bad_env.stderr
+    assert "BLENDWIRE_MCP_ADDON_PORT" in run_cli("serve", "--help").stdout
+
+
+@pytest.mark.runtimes("background")
+def test_the_token_rule_holds_on_both_dialects(server, serve_factory):
+    sp = serve_factory("background", extra=["--mcp-addon-port", "0"], env={"BLENDWIRE_TOKEN": "s3cret"})
+    found = bwtest.poll_until(lambda: next((MCP_LINE.match(x) for x in sp.stdout_lines if MCP_LINE.match(x)), None), 10)
+    port = int(found["port"])
+    code = {"type": "execute", "code": "result['ran'] = True", "strict_json": True}
+    refused, _ = lab_raw(port, (json.dumps(code) + "\0").encode())
+    assert refused["status"] == "error" and refused["error_code"] == "unauthorized", refused
+    allowed, _ = lab_raw(port, (json.dumps({**code, "token": "s3cret"}) + "\0").encode())
+    assert allowed == {"status": "ok", "result": {"ran": True}}, allowed
+    with Conn(port) as c:
+        assert c.request({"type": "get_scene_info", "params": {}})["error_code"] == "unauthorized"
+        assert c.request({"type": "get_status", "params": {}, "token": "s3cret"})["status"] == "success"
+        # server_shutdown on this listener too (with the token: serve_factory's own sends none).
+        assert c.request({"type": "server_shutdown", "params": {}, "token": "s3cret"})["status"] == "success"
+    assert sp.wait_exit() == 0, sp.output()
