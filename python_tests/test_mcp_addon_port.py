@@ -215,6 +215,38 @@ def test_lab_runaway_loop_is_interrupted_and_status_shows_it(server):
     assert lab(server.addon_port, "result['after'] = True") == {"status": "ok", "result": {"after": True}}
 
 
+def pending_lab_requests(server):
+    code = "import blendwire.blender_lab as bl\nprint(len(bl._Pending.entries))"
+    return int(bwtest.stdout_of(assert_success(bwtest.execute(server.port, code))).strip())
+
+
+def test_lab_deferred_request_is_dropped_when_its_client_leaves(server):
+    before = pending_lab_requests(server)
+    req = {"type": "execute", "code": "def check_is_finished():\n    return None\n", "strict_json": True}
+    with socket.create_connection((bwtest.HOST, server.addon_port), timeout=ANSWER_WAIT) as s:
+        s.sendall((json.dumps(req) + "\0").encode())
+        assert bwtest.poll_until(lambda: pending_lab_requests(server) == before + 1, ANSWER_WAIT)
+    assert bwtest.poll_until(lambda: pending_lab_requests(server) == before, ANSWER_WAIT), "not dropped"
+
+
+def test_lab_request_cancelled_by_its_id(server):
+    answers = []
+    req = {"type": "execute", "code": "while True:\n    pass\n", "strict_json": True, "id": "lab-runaway"}
+    t = threading.Thread(
+        target=lambda: answers.append(lab_raw(server.addon_port, (json.dumps(req) + "\0").encode())[0]), daemon=True
+    )
+    t.start()
+    with Conn(server.addon_port) as c:
+
+        def cancelled():
+            r = c.request({"type": "cancel", "params": {"id": "lab-runaway"}}, timeout=ANSWER_WAIT)
+            return r["result"]["cancelled"]
+
+        assert bwtest.poll_until(cancelled, ANSWER_WAIT, interval=0.05)
+    t.join(ANSWER_WAIT)
+    assert answers and answers[0]["error_code"] == "cancelled", answers
+
+
 @pytest.mark.runtimes("background")
 def test_lab_limits(server):
     big = {"type": "execute", "code": "x = '" + "a" * (10 * 1024 * 1024) + "'", "strict_json": True}
