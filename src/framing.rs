@@ -60,6 +60,8 @@ pub struct Decoder {
     limits: Limits,
     /// Set after a fatal error: nothing more is decoded.
     broken: bool,
+    /// Size in bytes of the frame `next_frame` returned last.
+    last_len: usize,
 }
 
 impl Decoder {
@@ -71,7 +73,27 @@ impl Decoder {
             scan: Scan::Idle,
             limits,
             broken: false,
+            last_len: 0,
         }
+    }
+
+    /// Bytes received and not yet returned as (or skipped before) a frame.
+    pub fn unconsumed(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// The first byte after the last frame that is not white space, if it has arrived (between
+    /// frames only: what follows a request tells its framing apart).
+    pub fn next_byte(&self) -> Option<u8> {
+        if self.mid_frame() {
+            return None;
+        }
+        self.unconsumed().iter().copied().find(|b| !b.is_ascii_whitespace())
+    }
+
+    /// Size in bytes of the frame returned last.
+    pub fn last_frame_len(&self) -> usize {
+        self.last_len
     }
 
     pub fn extend(&mut self, bytes: &[u8]) {
@@ -195,6 +217,7 @@ impl Decoder {
                     } else {
                         serde_json::from_slice::<Value>(frame).map_err(|e| RequestError::InvalidJson(e.to_string()))
                     };
+                    self.last_len = self.pos - self.start;
                     self.start = self.pos;
                     self.scan = Scan::Idle;
                     return Some(parsed);
@@ -312,6 +335,20 @@ mod tests {
         d.extend(&[b'['; 11]);
         assert_eq!(d.next_frame(), Some(Err(RequestError::TooDeep { limit: 10 })));
         assert!(d.next_frame().is_none());
+    }
+
+    #[test]
+    fn the_byte_after_a_frame_tells_the_framing() {
+        let mut d = Decoder::new(Limits::default());
+        d.extend(b"{\"type\":\"execute\"}");
+        assert!(matches!(d.next_frame(), Some(Ok(_))));
+        assert_eq!((d.next_byte(), d.last_frame_len()), (None, 18));
+        d.extend(b" \0junk");
+        assert_eq!(d.next_byte(), Some(0));
+        let mut d = Decoder::new(Limits::default());
+        d.extend(b"{\"a\":1}{");
+        assert!(matches!(d.next_frame(), Some(Ok(_))));
+        assert_eq!(d.next_byte(), Some(b'{'));
     }
 
     #[test]

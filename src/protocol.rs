@@ -24,6 +24,35 @@ pub const GET_STATUS: &str = "get_status";
 /// dispatcher; its result is the whole response (BLD Remote MCP's legacy reply has no `status`).
 pub const LEGACY: &str = "_legacy";
 
+/// The protocols of the MCP add-on listener, told apart per connection by their framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// blender-mcp / mcp-for-blender: BLD Remote's shapes (unframed JSON, persistent connection);
+    /// the Python handler answers the whole response.
+    BlenderMcp,
+    /// Blender Lab's MCP add-on: one NUL-terminated JSON request per connection, one
+    /// NUL-terminated answer, then close.
+    BlenderLab,
+}
+
+impl Dialect {
+    /// The name `_core.set_dispatcher(fn, dialect=...)` and the status use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::BlenderMcp => "blender_mcp",
+            Dialect::BlenderLab => "blender_lab",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Dialect> {
+        match name {
+            "blender_mcp" => Some(Dialect::BlenderMcp),
+            "blender_lab" => Some(Dialect::BlenderLab),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub command: String,

@@ -6,6 +6,7 @@
 
 use crate::error::JobError;
 use crate::metrics::BridgeMetrics;
+use crate::protocol::Dialect;
 use crate::shutdown::StopReason;
 use crate::supervisor::MainThread;
 pub use crate::supervisor::Origin;
@@ -35,6 +36,35 @@ pub enum Payload {
     Command { name: String, params: Map<String, Value> },
     /// Work for the router's dispatcher.
     Router { op: RouterOp, params: Map<String, Value> },
+    /// A request of the MCP add-on listener, for its dialect's dispatcher (blender-mcp: the
+    /// command type; Blender Lab: `execute` or `poll`).
+    Addon {
+        dialect: Dialect,
+        name: String,
+        params: Map<String, Value>,
+    },
+}
+
+/// The marker a main-thread handler answers with when its work goes on after it returned (an
+/// object with `check_is_finished()`): `{PENDING_KEY: handle}`. The I/O side then asks again
+/// with a poll job (`{"handle": ..., "cancel": false}`) until the answer is something else; the
+/// router's commands and Blender Lab's deferred answers work this way.
+pub const PENDING_KEY: &str = "__blendwire_pending__";
+
+/// The handle of a pending answer, if `v` is one.
+pub fn pending_handle(v: &Value) -> Option<Value> {
+    v.as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get(PENDING_KEY))
+        .cloned()
+}
+
+/// The params of a poll job for `handle` (`cancel`: drop it, the waiter gives up).
+pub fn poll_params(handle: &Value, cancel: bool) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("handle".into(), handle.clone());
+    m.insert("cancel".into(), Value::Bool(cancel));
+    m
 }
 
 /// What the router asks of the main thread.
@@ -63,6 +93,12 @@ impl Payload {
                 format!("router:command {}.{}", text("addon_id"), text("command"))
             }
             Payload::Router { op, .. } => format!("router:{}", op.name()),
+            Payload::Addon {
+                dialect: Dialect::BlenderLab,
+                name,
+                ..
+            } => format!("blender_lab:{name}"),
+            Payload::Addon { name, .. } => name.clone(),
         }
     }
 }
@@ -386,7 +422,7 @@ mod tests {
         while let Some(job) = b.try_next() {
             b.run(job, |p| match p {
                 Payload::Command { name, .. } => Ok(json!(name)),
-                Payload::Router { .. } => Ok(Value::Null),
+                _ => Ok(Value::Null),
             });
         }
         assert_eq!(r1.try_recv().unwrap(), Ok(json!("a")));

@@ -15,6 +15,16 @@ use std::time::Duration;
 
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 6688;
+/// The port both MCP add-on ecosystems expect (blender-mcp and Blender Lab); the second listener
+/// is off unless a port is given (`--mcp-addon-port`, [`MCP_ADDON_PORT_ENV`]).
+pub const DEFAULT_MCP_ADDON_PORT: u16 = 9876;
+/// Read by the CLI and the add-on when no `mcp_addon_port` is given.
+pub const MCP_ADDON_PORT_ENV: &str = "BLENDWIRE_MCP_ADDON_PORT";
+/// Blender Lab's own limits (its add-on's, kept for its clients): a request larger than this gets
+/// an error; one not whole within [`LAB_READ_TIMEOUT`] gets "Client timed out". Both are capped by
+/// the service's `max_request_bytes` / `read_timeout`.
+pub const LAB_MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
+pub const LAB_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
@@ -78,6 +88,10 @@ pub fn defaults() -> Value {
     json!({
         "host": DEFAULT_HOST,
         "port": DEFAULT_PORT,
+        "mcp_addon_port": DEFAULT_MCP_ADDON_PORT,
+        "mcp_addon_port_env": MCP_ADDON_PORT_ENV,
+        "lab_max_request_bytes": LAB_MAX_REQUEST_BYTES,
+        "lab_read_timeout": LAB_READ_TIMEOUT.as_secs_f64(),
         "queue_capacity": DEFAULT_QUEUE_CAPACITY,
         "max_connections": DEFAULT_MAX_CONNECTIONS,
         "max_request_bytes": DEFAULT_MAX_REQUEST_BYTES,
@@ -148,6 +162,31 @@ pub fn watchdog_from_env() -> Result<Option<f64>, String> {
 
 pub fn port(value: i64) -> Result<u16, String> {
     u16::try_from(value).map_err(|_| format!("must be between 0 and 65535 (0 picks a free port), got {value}"))
+}
+
+/// The MCP add-on listener's port: a port, and not the command service's own.
+pub fn mcp_addon_port(value: i64, service_port: u16) -> Result<u16, String> {
+    let p = port(value)?;
+    if p != 0 && p == service_port {
+        return Err(format!(
+            "must differ from the command service's port ({service_port}); both ecosystems expect {DEFAULT_MCP_ADDON_PORT}"
+        ));
+    }
+    Ok(p)
+}
+
+/// The MCP add-on port from [`MCP_ADDON_PORT_ENV`], if set (`Err` names the variable and its value).
+pub fn mcp_addon_port_from_env() -> Result<Option<i64>, String> {
+    let Ok(raw) = std::env::var(MCP_ADDON_PORT_ENV) else {
+        return Ok(None);
+    };
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    raw.trim()
+        .parse::<i64>()
+        .map(Some)
+        .map_err(|_| format!("(from ${MCP_ADDON_PORT_ENV}) must be a port number (0 picks a free port), got {raw:?}"))
 }
 
 /// A whole number in `min..=max`.
@@ -357,6 +396,8 @@ impl Checker {
 pub struct ServiceSettings {
     pub host: Option<String>,
     pub port: Option<i64>,
+    /// The second listener (blender-mcp and Blender Lab dialects); `None`: off.
+    pub mcp_addon_port: Option<i64>,
     pub commands: Vec<String>,
     pub default_timeout: Option<f64>,
     pub max_request_bytes: Option<i64>,
@@ -384,6 +425,9 @@ impl ServiceSettings {
             Some(p) => c.check("port", port(p), DEFAULT_PORT),
             None => DEFAULT_PORT,
         };
+        let mcp_addon_port = self
+            .mcp_addon_port
+            .map(|p| c.check("mcp_addon_port", mcp_addon_port(p, port), 0));
         let default_timeout = c.seconds("default_timeout", self.default_timeout, DEFAULT_TIMEOUT);
         let max_frame_bytes = c.count(
             "max_request_bytes",
@@ -405,6 +449,7 @@ impl ServiceSettings {
             config: ServiceConfig {
                 host,
                 port,
+                mcp_addon_port,
                 commands: self.commands,
                 default_timeout,
                 limits: Limits {
@@ -558,6 +603,23 @@ mod tests {
             ..ServiceSettings::default()
         };
         assert!(problems(with_token).is_empty());
+    }
+
+    #[test]
+    fn mcp_addon_port_rules() {
+        let r = ServiceSettings {
+            mcp_addon_port: Some(9876),
+            ..ServiceSettings::default()
+        };
+        assert_eq!(r.resolve(true).unwrap().config.mcp_addon_port, Some(9876));
+        let same = problems(ServiceSettings {
+            port: Some(7000),
+            mcp_addon_port: Some(7000),
+            ..ServiceSettings::default()
+        });
+        assert_eq!(same[0].0, "mcp_addon_port");
+        assert!(same[0].1.starts_with("must differ"), "{}", same[0].1);
+        assert!(mcp_addon_port(0, 0).is_ok(), "two free ports");
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub fn snapshot(bridge: &Bridge, service: Option<&ServiceInfo>, router: Option<&
                 "connections_total": sm.connections_total.get(),
                 "requests": sm.requests.get(),
                 "errors": sm.errors.snapshot(),
+                // The second listener (blender-mcp and Blender Lab), or null when off.
+                "mcp_addon": s.mcp_addon.as_ref().map(|a| a.snapshot()),
             })
         }
         None => json!({"running": false}),

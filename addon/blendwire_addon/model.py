@@ -36,6 +36,7 @@ USERNAME_MAX = 64
 _LABELS = {
     "host": "Host",
     "port": "Port",
+    "mcp_addon_port": "MCP add-on port",
     "token": "Token",
     "queue_capacity": "Queue size",
     "url": "Engine URL",
@@ -45,6 +46,17 @@ _LABELS = {
 
 def _sentences(problems):
     return [f"{_LABELS.get(name, name)} {text}." for name, text in problems]
+
+
+def sentences(problems):
+    """The core's (setting, rule) problems as sentences naming the preferences."""
+    return _sentences(problems)
+
+
+def sentence(core_error):
+    """A core ValueError text ("setting rule ...") as a sentence naming the preference."""
+    name, _, rest = core_error.partition(" ")
+    return f"{_LABELS.get(name, name)} {rest}." if rest and name.isidentifier() else core_error
 
 
 def validate(s):

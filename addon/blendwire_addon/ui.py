@@ -33,6 +33,8 @@ class Defaults:
     host = _CORE["host"]
     port = _CORE["port"]
     start_with_blender = False
+    mcp_addon = False
+    mcp_addon_port = _CORE["mcp_addon_port"]
     token = ""
     queue_size = _CORE["queue_capacity"]
     tick_budget_ms = _CORE["tick_budget_ms"]
@@ -56,6 +58,19 @@ class BlendwirePreferences(bpy.types.AddonPreferences):
         min=model.PORT_RANGE[0],
         max=model.PORT_RANGE[1],
         description="TCP port; env BLD_REMOTE_MCP_PORT wins when the service auto-starts from it",
+    )
+    mcp_addon: BoolProperty(
+        name="Serve MCP add-on clients",
+        default=Defaults.mcp_addon,
+        description="Also listen for the clients of the blender-mcp and Blender Lab MCP add-ons "
+        f"(off: env {_CORE['mcp_addon_port_env']} decides)",
+    )
+    mcp_addon_port: IntProperty(
+        name="MCP add-on port",
+        default=Defaults.mcp_addon_port,
+        min=model.PORT_RANGE[0],
+        max=model.PORT_RANGE[1],
+        description=f"Port of the MCP add-on listener; both ecosystems expect {_CORE['mcp_addon_port']}",
     )
     start_with_blender: BoolProperty(
         name="Start with Blender",
@@ -113,6 +128,11 @@ class BlendwirePreferences(bpy.types.AddonPreferences):
         col = self.layout.column()
         for prop in ("host", "port", "token", "start_with_blender", "queue_size", "tick_budget_ms", "log_level"):
             col.prop(self, prop)
+        row = col.row()
+        row.prop(self, "mcp_addon")
+        sub = row.row()
+        sub.enabled = self.mcp_addon
+        sub.prop(self, "mcp_addon_port")
         col.separator()
         col.label(text="Router (cr8_engine)")
         for prop in ("engine_url", "username", "watchdog_seconds"):
@@ -141,24 +161,42 @@ def effective_log_level(s):
     return model.log_level(getattr(s, "log_level", "ENV"), os.environ.get("BLD_REMOTE_LOG_LEVEL"))
 
 
+def mcp_addon_port(s):
+    """The MCP add-on listener's port from the preferences (else env BLENDWIRE_MCP_ADDON_PORT),
+    None: off. ValueError with a sentence for the UI when the variable is not a number."""
+    if getattr(s, "mcp_addon", False):
+        return int(s.mcp_addon_port)
+    try:
+        return _core.mcp_addon_port_from_env()
+    except ValueError as e:
+        raise ValueError(model.sentence(str(e))) from None
+
+
 def start_service(s, port=None):
     """Validate, then start. Returns (host, port); raises ValueError with a sentence for the UI."""
     port = int(s.port if port is None else port)
+    addon_port = mcp_addon_port(s)
     problems = model.validate(s)
     if not (model.PORT_RANGE[0] <= port <= model.PORT_RANGE[1]):
         problems.append(f"Port {port} is out of range: use {model.PORT_RANGE[0]}-{model.PORT_RANGE[1]}.")
     if problems:
         raise ValueError(" ".join(problems))
     host = s.host.strip()
-    taken = model.port_problem(host, port)
-    if taken:
-        raise ValueError(taken)
+    if addon_port is not None:
+        problems = model.sentences(_core.check_service_settings(port=port, mcp_addon_port=addon_port))
+        if problems:
+            raise ValueError(" ".join(problems))
+    for p in (port, addon_port):
+        taken = model.port_problem(host, p) if p else None
+        if taken:
+            raise ValueError(taken)
     level = effective_log_level(s)
     logs.setup(level)
     try:
         return bw.start(
             host,
             port,
+            mcp_addon_port=addon_port,
             queue_capacity=s.queue_size,
             tick_budget_ms=s.tick_budget_ms,
             token=s.token or None,

@@ -4,7 +4,8 @@ Importable in plain Python. The modules, imports pointing one way (each only imp
 
 - `_core` (Rust), `errors`, `config`, `persist`, `logs`, `client`, `jobs` (`progress()` for code
   running in a job): no bpy;
-- `commands` (the BLD Remote handlers), `registry` (the cr8 handlers and add-on discovery): handlers;
+- `commands` (the BLD Remote handlers), `registry` (the cr8 handlers and add-on discovery),
+  `blender_mcp` and `blender_lab` (the MCP add-on listener's dialects): handlers;
 - `runtime` (the main-thread loop, its phases and the watchdog's save), then `blender` (the command
   service) and `router` (the engine router): the runtime, inside Blender;
 - `serve` (serving inside Blender), `supervisor` (Blender as a child process), `cli`: the command;

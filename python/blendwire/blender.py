@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 
-from . import _core, commands, logs, runtime
+from . import _core, blender_lab, blender_mcp, commands, logs, runtime
 from .config import env_port, env_start_now
 from .errors import ServiceError, require_main_thread
 from .runtime import ensure_timer, mode, request_stop
 
 __all__ = [
     "address",
+    "mcp_addon_address",
     "ensure_timer",
     "env_port",
     "env_start_now",
@@ -37,10 +38,16 @@ def address() -> tuple[str, int] | None:
     return _core.service_address()
 
 
+def mcp_addon_address() -> tuple[str, int] | None:
+    """(host, port) of the MCP add-on listener (blender-mcp, Blender Lab) while it runs, else None."""
+    return _core.mcp_addon_address()
+
+
 def start(
     host: str | None = None,
     port: int | None = None,
     *,
+    mcp_addon_port: int | None = None,
     queue_capacity: int | None = None,
     tick_budget_ms: float | None = None,
     default_timeout: float | None = None,
@@ -62,6 +69,9 @@ def start(
     other than loopback is refused without one (execute_code runs arbitrary code).
     `log_level` (a `logging` level name or number; default: env `BLD_REMOTE_LOG_LEVEL`, else the
     core's INFO): the core's records and the `blendwire` logger; DEBUG shows connections open/close.
+    `mcp_addon_port`: also listen there for the MCP add-ons' clients (blender-mcp and Blender Lab,
+    told apart per connection; both expect 9876; 0 picks a free port; see `mcp_addon_address()`),
+    with the same limits, token and queue; None: off.
     Raises PortInUse when the port is taken, ServiceError when already running or insecure,
     ValueError for a bad setting.
     """
@@ -73,10 +83,13 @@ def start(
     if queue_capacity is not None:
         _core.set_queue_capacity(int(queue_capacity))
     _core.set_dispatcher(commands.dispatch)
+    _core.set_dispatcher(blender_mcp.dispatch, dialect="blender_mcp")
+    _core.set_dispatcher(blender_lab.dispatch, dialect="blender_lab")
     bound = _core.start_service(
         host,
         env_port() if port is None else int(port),
         commands.COMMANDS,
+        mcp_addon_port=_opt(int, mcp_addon_port),
         default_timeout=_opt(float, default_timeout),
         max_request_bytes=_opt(int, max_request_bytes),
         max_connections=_opt(int, max_connections),
@@ -101,7 +114,8 @@ def stop(*, shutdown_core: bool = False, timeout: float = 2.0) -> bool:
     if shutdown_core:
         _core.stop_router(timeout)
     was_running = bool(_core.stop_service(timeout))
-    _core.set_dispatcher(None)
+    for dialect in (None, "blender_mcp", "blender_lab"):
+        _core.set_dispatcher(None, dialect=dialect)
     runtime.end_serving()
     if shutdown_core:
         _core.shutdown(timeout)

@@ -60,6 +60,14 @@ def _cmd_serve(args):
     if args.bpy and args.gui:
         raise _Fail("--gui needs a Blender executable; the bpy module has no UI (drop --bpy)")
     service = {k: getattr(args, k) for k in _SERVICE_FLAGS if getattr(args, k) is not None}
+    mcp_addon_port = args.mcp_addon_port
+    if mcp_addon_port is None:
+        try:
+            mcp_addon_port = _core.mcp_addon_port_from_env()
+        except ValueError as e:
+            raise _core_error(e) from None
+    if mcp_addon_port is not None:
+        service["mcp_addon_port"] = mcp_addon_port
     token = os.environ.get("BLENDWIRE_TOKEN") or None  # what blendwire.blender.start will use
     _check(_core.check_service_settings(host=args.host, port=port, token=token, **service))
     settings = {"host": args.host, "port": port, "service": service, **_router_settings(args)}
@@ -138,6 +146,13 @@ def _cmd_status(args):
         f"service: {'on ' + str(svc.get('host')) + ':' + str(svc.get('port')) if svc.get('running') else 'off'}"
         f", connections {svc.get('connections_open', 0)}, requests {svc.get('requests', 0)}"
     )
+    addon = svc.get("mcp_addon")
+    if addon:
+        conns = addon.get("connections") or {}
+        print(
+            f"MCP add-on listener: on {addon.get('host')}:{addon.get('port')}, connections: "
+            f"blender-mcp {conns.get('blender_mcp', 0)}, Blender Lab {conns.get('blender_lab', 0)}"
+        )
     print(
         f"queue: {bridge.get('queue_depth', 0)}/{bridge.get('capacity', '?')}, "
         f"completed {bridge.get('completed', 0)}, failed {bridge.get('failed', 0)}"
@@ -280,6 +295,13 @@ def _parser():
     s.add_argument("file", nargs="?", metavar="FILE.blend", help="a .blend file to open")
     s.add_argument("--host", default=d["host"], help="address to listen on (default %(default)s)")
     s.add_argument("--port", type=int, help=f"port (default: $BLD_REMOTE_MCP_PORT or {d['port']}; 0 = a free port)")
+    s.add_argument(
+        "--mcp-addon-port",
+        type=int,
+        metavar="PORT",
+        help="also serve the MCP add-ons' clients (blender-mcp and Blender Lab, told apart per connection) "
+        f"on PORT; both expect {d['mcp_addon_port']} (default: ${d['mcp_addon_port_env']}, else off; 0 = a free port)",
+    )
     which = s.add_mutually_exclusive_group()
     which.add_argument("--blender", metavar="PATH", help="Blender executable (default: $BLENDER or blender on PATH)")
     which.add_argument("--bpy", action="store_true", help="run in this process on the bpy module")

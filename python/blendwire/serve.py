@@ -67,6 +67,9 @@ def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str |
         "pid": os.getpid(),
         "blender": ".".join(str(v) for v in bpy.app.version),
     }
+    addon = blender.mcp_addon_address()
+    if addon is not None:
+        info["mcp_addon_host"], info["mcp_addon_port"] = addon
     if mode == "gui":
         bpy.app.timers.register(_announce_when_responsive(announce, info), first_interval=0.0)
         return None

@@ -39,6 +39,12 @@ def serving_line(info: dict) -> None:
     print(
         f"blendwire: serving on {info['host']}:{info['port']} (Blender {info['blender']}, {info['mode']})", flush=True
     )
+    if info.get("mcp_addon_port") is not None:
+        print(
+            f"blendwire: MCP add-on protocols (blender-mcp, Blender Lab) on "
+            f"{info['mcp_addon_host']}:{info['mcp_addon_port']}",
+            flush=True,
+        )
 
 
 def find_blender(path: str | None) -> str:

@@ -3,6 +3,7 @@
 use super::errors;
 use crate::error::JobError;
 use crate::logbuffer;
+use crate::protocol::Dialect;
 use crate::queue::{self, JobResult, Next, Payload};
 use crate::settings;
 use crate::shutdown::StopReason;
@@ -13,6 +14,16 @@ use std::time::{Duration, Instant};
 
 static DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
 static ROUTER_DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+/// The MCP add-on listener's dispatchers, one per dialect.
+static BLENDER_MCP_DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+static BLENDER_LAB_DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+
+fn addon_slot(dialect: Dialect) -> &'static Mutex<Option<Py<PyAny>>> {
+    match dialect {
+        Dialect::BlenderMcp => &BLENDER_MCP_DISPATCHER,
+        Dialect::BlenderLab => &BLENDER_LAB_DISPATCHER,
+    }
+}
 
 /// How often a waiting pump gives Python's signal handlers a turn.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
@@ -40,12 +51,28 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(job_streams, m)?)?;
     m.add_class::<JobOutput>()?;
     m.add("INTERRUPT_SIGNAL", crate::supervisor::INTERRUPT_SIGNAL)?;
+    m.add("PENDING_KEY", crate::queue::PENDING_KEY)?;
     Ok(())
 }
 
+/// The main-thread handler of the command service (`dialect` None or "bld_remote"), or of one of
+/// the MCP add-on listener's dialects ("blender_mcp", "blender_lab"): `fn(name, params)`.
 #[pyfunction]
-fn set_dispatcher(fn_: Option<Py<PyAny>>) {
-    replace(&DISPATCHER, fn_);
+#[pyo3(signature = (fn_, dialect = None))]
+fn set_dispatcher(fn_: Option<Py<PyAny>>, dialect: Option<&str>) -> PyResult<()> {
+    let slot = match dialect {
+        None | Some("bld_remote") => &DISPATCHER,
+        Some(name) => match Dialect::from_name(name) {
+            Some(d) => addon_slot(d),
+            None => {
+                return Err(errors::invalid(format!(
+                    "unknown dialect {name:?}; use \"bld_remote\", \"blender_mcp\" or \"blender_lab\""
+                )))
+            }
+        },
+    };
+    replace(slot, fn_);
+    Ok(())
 }
 
 #[pyfunction]
@@ -231,6 +258,7 @@ fn execute(py: Python<'_>, payload: &Payload) -> JobResult {
     let (slot, name, params) = match payload {
         Payload::Command { name, params } => (&DISPATCHER, name.as_str(), params),
         Payload::Router { op, params } => (&ROUTER_DISPATCHER, op.name(), params),
+        Payload::Addon { dialect, name, params } => (addon_slot(*dialect), name.as_str(), params),
     };
     let dispatcher = slot
         .lock()

@@ -34,6 +34,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(start_service, m)?)?;
     m.add_function(wrap_pyfunction!(stop_service, m)?)?;
     m.add_function(wrap_pyfunction!(service_address, m)?)?;
+    m.add_function(wrap_pyfunction!(mcp_addon_address, m)?)?;
     m.add_function(wrap_pyfunction!(stop_when_process_exits, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
@@ -121,6 +122,15 @@ fn service_address() -> Option<(String, u16)> {
     info()
         .filter(|s| s.is_serving())
         .map(|s| (s.addr().ip().to_string(), s.addr().port()))
+}
+
+/// (host, port) of the MCP add-on listener while the service runs with one, else None.
+#[pyfunction]
+fn mcp_addon_address() -> Option<(String, u16)> {
+    info()
+        .filter(|s| s.is_serving())
+        .and_then(|s| s.mcp_addon_addr())
+        .map(|a| (a.ip().to_string(), a.port()))
 }
 
 /// The status, without the GIL: also what the service answers `get_status` with on its thread.

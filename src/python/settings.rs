@@ -15,6 +15,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_engine_url, m)?)?;
     m.add_function(wrap_pyfunction!(is_loopback, m)?)?;
     m.add_function(wrap_pyfunction!(log_level_name, m)?)?;
+    m.add_function(wrap_pyfunction!(mcp_addon_port_from_env, m)?)?;
     Ok(())
 }
 
@@ -70,6 +71,7 @@ pub fn service_settings(
     };
     for (key, value) in given(kwargs)? {
         match key.as_str() {
+            "mcp_addon_port" => s.mcp_addon_port = Some(arg(&key, &value)?),
             "default_timeout" => s.default_timeout = Some(arg(&key, &value)?),
             "max_request_bytes" => s.max_request_bytes = Some(arg(&key, &value)?),
             "max_connections" => s.max_connections = Some(arg(&key, &value)?),
@@ -165,4 +167,12 @@ fn is_loopback(host: &str) -> bool {
 #[pyfunction]
 fn log_level_name(value: &Bound<'_, PyAny>) -> PyResult<&'static str> {
     Ok(log_level(value)?.name())
+}
+
+/// The MCP add-on port from `$BLENDWIRE_MCP_ADDON_PORT` (None: unset); ValueError
+/// "mcp_addon_port (from $BLENDWIRE_MCP_ADDON_PORT) must ..." when it is not a number. The port's
+/// own rules are checked with the other settings.
+#[pyfunction]
+fn mcp_addon_port_from_env() -> PyResult<Option<i64>> {
+    settings::mcp_addon_port_from_env().map_err(|rule| errors::setting("mcp_addon_port", rule))
 }

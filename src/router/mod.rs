@@ -25,7 +25,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Key of the marker a Python handler returns for a command still running (`check_is_finished`).
-pub const PENDING_KEY: &str = "__blendwire_pending__";
+pub use crate::queue::PENDING_KEY;
+use crate::queue::{pending_handle, poll_params};
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -412,13 +413,6 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-fn pending_handle(v: &Value) -> Option<Value> {
-    v.as_object()
-        .filter(|o| o.len() == 1)
-        .and_then(|o| o.get(PENDING_KEY))
-        .cloned()
-}
-
 async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
     log::debug!(
         "command {}.{} (message_id {})",
@@ -463,12 +457,7 @@ async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
 
 async fn poll(shared: &Shared, handle: Value) -> JobResult {
     let give_up_at = Instant::now() + shared.config.poll_limit;
-    let params = |cancel: bool| {
-        let mut m = Map::new();
-        m.insert("handle".into(), handle.clone());
-        m.insert("cancel".into(), Value::Bool(cancel));
-        m
-    };
+    let params = |cancel: bool| poll_params(&handle, cancel);
     loop {
         tokio::time::sleep(shared.config.poll_interval).await;
         if Instant::now() >= give_up_at {

@@ -17,6 +17,16 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+/// How one read ended.
+pub(super) enum Read {
+    /// Bytes arrived (or the client half-closed: see `at_eof`).
+    Data,
+    /// The client is gone, or the service stops.
+    Closed,
+    /// The deadline passed first.
+    TimedOut,
+}
+
 /// How waiting for a main-thread job ended.
 pub(super) enum Waited {
     Done(JobResult),
@@ -40,6 +50,10 @@ pub(super) struct Connection {
     pub(super) shutdown: Shutdown,
     /// For the close line in the log (every way out of the task ends in Drop).
     peer: SocketAddr,
+    /// A frame taken to tell the dialect apart, handed out again by `next_frame`.
+    pushed_back: Option<Result<Value, RequestError>>,
+    /// A NUL byte has arrived (Blender Lab's request terminator).
+    saw_nul: bool,
 }
 
 impl Connection {
@@ -58,6 +72,8 @@ impl Connection {
             ctx,
             shutdown,
             peer,
+            pushed_back: None,
+            saw_nul: false,
         }
     }
 
@@ -72,7 +88,62 @@ impl Connection {
 
     /// The next whole request that has arrived, if any (decoded under the size and depth limits).
     pub(super) fn next_frame(&mut self) -> Option<Result<Value, RequestError>> {
-        self.decoder.next_frame()
+        self.pushed_back.take().or_else(|| self.decoder.next_frame())
+    }
+
+    /// Hand `frame` out again as the next one.
+    pub(super) fn push_back(&mut self, frame: Result<Value, RequestError>) {
+        self.pushed_back = Some(frame);
+    }
+
+    pub(super) fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// Whether a NUL byte has arrived on this connection.
+    pub(super) fn saw_nul(&self) -> bool {
+        self.saw_nul
+    }
+
+    /// Read more of the client's bytes, up to `until` (`None`: no deadline).
+    pub(super) async fn read_some(&mut self, until: Option<Instant>) -> Read {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.signalled() => Read::Closed,
+            read = self.rd.read(&mut self.chunk) => match read {
+                Ok(0) => {
+                    self.eof = true;
+                    Read::Data
+                }
+                Ok(n) => {
+                    self.saw_nul |= self.chunk[..n].contains(&0);
+                    self.decoder.extend(&self.chunk[..n]);
+                    Read::Data
+                }
+                Err(_) => Read::Closed,
+            },
+            _ = sleep_until_opt(until) => Read::TimedOut,
+        }
+    }
+
+    /// Wait until `until` (reading and ignoring what the client sends). False if the client left
+    /// or the service stops meanwhile.
+    pub(super) async fn idle_until(&mut self, until: Instant) -> bool {
+        loop {
+            if Instant::now() >= until {
+                return true;
+            }
+            let can_read = self.decoder.buffered() <= self.ctx.limits.max_frame_bytes && !self.eof;
+            tokio::select! {
+                biased;
+                _ = self.shutdown.signalled() => return false,
+                read = self.rd.read(&mut self.chunk), if can_read => match read {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => self.decoder.extend(&self.chunk[..n]),
+                },
+                _ = tokio::time::sleep_until(until.into()) => return true,
+            }
+        }
     }
 
     /// Read more of the client's bytes (nothing is pending). False: close the connection.
@@ -83,22 +154,13 @@ impl Connection {
             (false, _) => None,
         };
         let stalled_at = self.partial_since.map(|t| t + self.ctx.read_timeout);
-        tokio::select! {
-            biased;
-            _ = self.shutdown.signalled() => false,
-            read = self.rd.read(&mut self.chunk) => match read {
-                Ok(0) => {
-                    self.eof = true;
-                    true
-                }
-                Ok(n) => {
-                    self.decoder.extend(&self.chunk[..n]);
-                    true
-                }
-                Err(_) => false,
-            },
-            _ = sleep_until_opt(stalled_at) => {
-                let e = RequestError::Incomplete { after: self.ctx.read_timeout };
+        match self.read_some(stalled_at).await {
+            Read::Data => true,
+            Read::Closed => false,
+            Read::TimedOut => {
+                let e = RequestError::Incomplete {
+                    after: self.ctx.read_timeout,
+                };
                 self.encode(&protocol::request_error(&e));
                 self.flush().await;
                 false
@@ -165,6 +227,19 @@ impl Connection {
         crate::encode::write_value(&mut self.out, response);
     }
 
+    /// Serialise Blender Lab's answer: ASCII JSON (`\u` escapes, as its add-on writes) and the
+    /// NUL that ends it.
+    pub(super) fn encode_lab(&mut self, response: &Value) {
+        if response.get("status").and_then(Value::as_str) == Some("error") {
+            let code = response.get("error_code").and_then(Value::as_str).unwrap_or("error");
+            self.ctx.metrics.errors.inc(code);
+        }
+        let mut utf8 = Vec::new();
+        crate::encode::write_value(&mut utf8, response);
+        ascii_escape(&utf8, &mut self.out);
+        self.out.push(0);
+    }
+
     /// Write the buffered answers. False if the client cannot take them (then close).
     pub(super) async fn flush(&mut self) -> bool {
         if self.out.is_empty() {
@@ -184,6 +259,27 @@ impl Connection {
     /// Tell the client nothing more comes (after the answer that ends a broken stream).
     pub(super) async fn close_write(&mut self) {
         let _ = self.wr.shutdown().await;
+    }
+}
+
+/// Compact JSON text → the same text with every non-ASCII character as `\uXXXX` (UTF-16, so
+/// surrogate pairs beyond the BMP). Non-ASCII can only occur inside strings, where the escape
+/// means the same character.
+fn ascii_escape(json: &[u8], out: &mut Vec<u8>) {
+    let Ok(text) = std::str::from_utf8(json) else {
+        out.extend_from_slice(json);
+        return;
+    };
+    out.reserve(json.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c as u8);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.extend_from_slice(format!("\\u{u:04x}").as_bytes());
+            }
+        }
     }
 }
 
@@ -217,5 +313,17 @@ impl Drop for Connection {
     fn drop(&mut self) {
         log::debug!("connection from {} closed", self.peer);
         self.ctx.metrics.connections_open.add(-1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lab_answers_are_ascii() {
+        let mut out = Vec::new();
+        super::ascii_escape("{\"a\":\"é🦀\"}".as_bytes(), &mut out);
+        assert_eq!(std::str::from_utf8(&out).unwrap(), r#"{"a":"\u00e9\ud83e\udd80"}"#);
+        let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back["a"], "é🦀");
     }
 }

@@ -2,7 +2,7 @@
 //! gets one `too_many_connections` answer and is closed.
 
 use super::connection::Connection;
-use super::{pipeline, Ctx};
+use super::{dialect, pipeline, Ctx};
 use crate::error::RequestError;
 use crate::protocol;
 use crate::shutdown::Shutdown;
@@ -11,7 +11,16 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-pub(super) async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: Shutdown) {
+/// Which listener: what its connections speak.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kind {
+    /// The command service (BLD Remote's protocol).
+    BldRemote,
+    /// The MCP add-on listener: blender-mcp's or Blender Lab's, told apart per connection.
+    McpAddon,
+}
+
+pub(super) async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: Shutdown, kind: Kind) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -25,7 +34,10 @@ pub(super) async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, mut shutdo
                     log::debug!("connection from {peer} opened");
                     ctx.metrics.connections_total.inc();
                     let connection = Connection::new(stream, peer, ctx.clone(), shutdown.clone());
-                    tokio::spawn(pipeline::serve(connection));
+                    match kind {
+                        Kind::BldRemote => tokio::spawn(pipeline::serve(connection, None)),
+                        Kind::McpAddon => tokio::spawn(dialect::serve(connection)),
+                    };
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

@@ -2,19 +2,26 @@
 //! `listener` accepts (and refuses beyond the connection limit), `connection` turns bytes into
 //! frames and answers into bytes (with the size limit and both timeouts), `pipeline` queues a
 //! connection's requests for the main thread and answers them in request order.
+//!
+//! A second listener (`mcp_addon_port`) speaks the MCP add-ons' protocols with the same limits,
+//! token, queue and deadlines: `dialect` tells a connection's protocol apart by its framing;
+//! blender-mcp's goes through `pipeline` like BLD Remote's, Blender Lab's one request through `lab`.
 
 mod connection;
+mod dialect;
+mod lab;
 mod listener;
 mod pipeline;
 
 use crate::error::ServiceError;
 use crate::framing::Limits;
 use crate::metrics::ServiceMetrics;
-use crate::protocol::{CANCEL, SERVER_SHUTDOWN};
+use crate::protocol::{Dialect, CANCEL, SERVER_SHUTDOWN};
 use crate::queue::Bridge;
 use crate::shutdown::{Controller, StopFlag, StopReason};
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -26,6 +33,8 @@ pub use pipeline::PIPELINE_DEPTH;
 pub struct ServiceConfig {
     pub host: String,
     pub port: u16,
+    /// The MCP add-on listener (blender-mcp and Blender Lab), on the same host; None: off.
+    pub mcp_addon_port: Option<u16>,
     /// Command types the main-thread dispatcher handles.
     pub commands: Vec<String>,
     /// Server-side wait for the main thread, unless `params._timeout_seconds` says otherwise.
@@ -59,6 +68,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             host: s::DEFAULT_HOST.into(),
             port: s::DEFAULT_PORT,
+            mcp_addon_port: None,
             commands: vec![],
             default_timeout: s::DEFAULT_TIMEOUT,
             limits: Limits {
@@ -91,11 +101,41 @@ pub struct ServiceInfo {
     started: Instant,
     stopped: StopFlag,
     pub metrics: Arc<ServiceMetrics>,
+    /// The MCP add-on listener, when there is one.
+    pub mcp_addon: Option<Arc<AddonListener>>,
+}
+
+/// The MCP add-on listener's address and its connections by dialect.
+#[derive(Debug)]
+pub struct AddonListener {
+    pub addr: SocketAddr,
+    pub blender_mcp_connections: AtomicU64,
+    pub blender_lab_connections: AtomicU64,
+}
+
+impl AddonListener {
+    /// For the status: `{host, port, connections: {blender_mcp, blender_lab}}`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "host": self.addr.ip().to_string(),
+            "port": self.addr.port(),
+            "dialects": ["blender_mcp", "blender_lab"],
+            "connections": {
+                "blender_mcp": self.blender_mcp_connections.load(Relaxed),
+                "blender_lab": self.blender_lab_connections.load(Relaxed),
+            },
+        })
+    }
 }
 
 impl ServiceInfo {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The MCP add-on listener's address, when there is one.
+    pub fn mcp_addon_addr(&self) -> Option<SocketAddr> {
+        self.mcp_addon.as_ref().map(|a| a.addr)
     }
 
     pub fn uptime(&self) -> Duration {
@@ -122,6 +162,40 @@ struct Ctx {
     token: Option<String>,
     status: Option<StatusSource>,
     metrics: Arc<ServiceMetrics>,
+    addon: Option<Arc<AddonListener>>,
+}
+
+impl Ctx {
+    /// Count a connection of the MCP add-on listener by its dialect.
+    fn metrics_addon(&self, dialect: Dialect) {
+        if let Some(a) = &self.addon {
+            match dialect {
+                Dialect::BlenderMcp => a.blender_mcp_connections.fetch_add(1, Relaxed),
+                Dialect::BlenderLab => a.blender_lab_connections.fetch_add(1, Relaxed),
+            };
+        }
+    }
+}
+
+/// Bind `host:port` for a listener of this service (the errors name the port).
+fn bind(host: &str, port: u16) -> Result<std::net::TcpListener, ServiceError> {
+    let addr = crate::addr::resolve(host, port).map_err(|detail| ServiceError::BadAddress {
+        host: host.to_string(),
+        detail,
+    })?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => ServiceError::PortInUse {
+            host: host.to_string(),
+            port,
+        },
+        std::io::ErrorKind::AddrNotAvailable => ServiceError::BadAddress {
+            host: host.to_string(),
+            detail: e.to_string(),
+        },
+        _ => ServiceError::Io(e),
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 impl Service {
@@ -137,19 +211,12 @@ impl Service {
                 host: config.host.clone(),
             });
         }
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => ServiceError::PortInUse {
-                host: config.host.clone(),
-                port: config.port,
-            },
-            std::io::ErrorKind::AddrNotAvailable => ServiceError::BadAddress {
-                host: config.host.clone(),
-                detail: e.to_string(),
-            },
-            _ => ServiceError::Io(e),
-        })?;
-        listener.set_nonblocking(true)?;
+        let listener = bind(&config.host, config.port)?;
         let addr = listener.local_addr()?;
+        let addon_listener = match config.mcp_addon_port {
+            Some(port) => Some(bind(&config.host, port)?),
+            None => None,
+        };
         // One I/O thread is plenty: the main thread is the bottleneck, and an idle Blender
         // should carry as few threads as possible.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -158,9 +225,21 @@ impl Service {
             .enable_io()
             .enable_time()
             .build()?;
-        let listener = {
+        let (listener, addon_listener) = {
             let _guard = runtime.enter();
-            TcpListener::from_std(listener)?
+            let addon = match addon_listener {
+                Some(l) => Some(TcpListener::from_std(l)?),
+                None => None,
+            };
+            (TcpListener::from_std(listener)?, addon)
+        };
+        let addon = match &addon_listener {
+            Some(l) => Some(Arc::new(AddonListener {
+                addr: l.local_addr()?,
+                blender_mcp_connections: AtomicU64::new(0),
+                blender_lab_connections: AtomicU64::new(0),
+            })),
+            None => None,
         };
         let shutdown = Controller::new();
         let metrics = Arc::new(ServiceMetrics::default());
@@ -184,16 +263,27 @@ impl Service {
             token: config.token.filter(|t| !t.is_empty()),
             status: config.status,
             metrics: metrics.clone(),
+            addon: addon.clone(),
         });
         if let Some(handle) = shutdown.handle() {
-            runtime.spawn(listener::accept_loop(listener, ctx, handle));
+            runtime.spawn(listener::accept_loop(
+                listener,
+                ctx.clone(),
+                handle,
+                listener::Kind::BldRemote,
+            ));
         }
         log::info!("command service listening on {addr}");
+        if let (Some(l), Some(handle), Some(a)) = (addon_listener, shutdown.handle(), &addon) {
+            runtime.spawn(listener::accept_loop(l, ctx, handle, listener::Kind::McpAddon));
+            log::info!("MCP add-on listener (blender-mcp, Blender Lab) on {}", a.addr);
+        }
         let info = Arc::new(ServiceInfo {
             addr,
             started: Instant::now(),
             stopped: shutdown.flag(),
             metrics: metrics.clone(),
+            mcp_addon: addon,
         });
         Ok(Service {
             runtime: Some(runtime),

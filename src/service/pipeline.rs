@@ -9,7 +9,7 @@ use super::connection::{Connection, Waited};
 use super::Ctx;
 use crate::error::{JobError, RequestError};
 use crate::progress::Progress;
-use crate::protocol::{self, parse_request, Request, SERVER_SHUTDOWN};
+use crate::protocol::{self, parse_request, Dialect, Request, SERVER_SHUTDOWN};
 use crate::queue::{JobResult, Origin, Payload};
 use crate::shutdown::StopReason;
 use crate::supervisor::GRACE;
@@ -47,12 +47,13 @@ enum Pending {
     Waiting(Job),
 }
 
-struct Job {
+pub(super) struct Job {
     /// The bridge's id of the job: is it running (then it is interrupted at the deadline)?
     id: u64,
     rx: oneshot::Receiver<JobResult>,
     deadline: Instant,
     command: String,
+    /// The handler's result is the whole response (legacy forms, blender-mcp, Blender Lab).
     legacy: bool,
     wait: Duration,
     /// The request's `id`, echoed in its answer and progress messages.
@@ -84,13 +85,36 @@ impl Job {
     /// run); one that runs is interrupted then (`crate::supervisor`), and its own answer, normally
     /// `interrupted`, is waited for up to `GRACE` more.
     async fn finish(mut self, conn: &mut Connection) -> Step {
+        self.finish_inner(conn).await
+    }
+
+    /// The answer, as the client gets it; None if the client left or the service stops.
+    pub(super) async fn answer_of(mut self, conn: &mut Connection) -> Option<Value> {
+        match self.finish_inner(conn).await {
+            Step::Reply(v) => Some(v),
+            Step::End(_) => None,
+        }
+    }
+
+    /// Give up on the job: it still runs if it was queued, its answer is dropped. A job whose
+    /// waiter is gone is not run, so the answer is awaited (up to the job's deadline) on a task
+    /// of its own.
+    pub(super) fn detach(self) {
+        let rx = self.rx;
+        let until = self.deadline + GRACE;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout_at(until.into(), rx).await;
+        });
+    }
+
+    async fn finish_inner(&mut self, conn: &mut Connection) -> Step {
         let progress = self.progress.as_deref().map(|p| (p, self.request_id.as_ref()));
         let mut waited = conn.await_reply(&mut self.rx, self.deadline, progress).await;
         if matches!(waited, Waited::TimedOut) && conn.ctx.bridge.main.is_running(self.id) {
             waited = match conn.await_reply(&mut self.rx, self.deadline + GRACE, progress).await {
                 Waited::TimedOut => {
                     let e = JobError::StillRunning {
-                        command: self.command,
+                        command: self.command.clone(),
                         after: self.wait,
                         grace: GRACE,
                     };
@@ -109,7 +133,7 @@ impl Job {
             Waited::Done(result) => self.answer(result),
             Waited::TimedOut => {
                 let e = JobError::Timeout {
-                    command: self.command,
+                    command: self.command.clone(),
                     after: self.wait,
                 };
                 Step::Reply(with_id(protocol::job_error(&e), &self.request_id))
@@ -124,6 +148,8 @@ struct Pipeline {
     pending: VecDeque<Pending>,
     /// After server_shutdown or a fatal framing error no further request is taken.
     last_taken: bool,
+    /// The MCP add-on listener's blender-mcp connections; None: the BLD Remote service.
+    dialect: Option<Dialect>,
 }
 
 impl Pipeline {
@@ -138,7 +164,7 @@ impl Pipeline {
             }
             let Some(frame) = conn.next_frame() else { return };
             let p = match frame {
-                Ok(value) => prepare(&conn.ctx, value, conn.peer()),
+                Ok(value) => prepare(&conn.ctx, value, conn.peer(), self.dialect),
                 Err(e) if e.is_fatal() => Pending::Ready(Step::End(End::ReplyThenClose(protocol::request_error(&e)))),
                 Err(e) => Pending::Ready(Step::Reply(protocol::request_error(&e))),
             };
@@ -162,12 +188,17 @@ impl Pipeline {
     }
 }
 
-/// Serve one connection until it closes, the client leaves or the service stops.
-pub(super) async fn serve(mut conn: Connection) {
+/// Serve one connection until it closes, the client leaves or the service stops. `dialect`:
+/// `Some(BlenderMcp)` on the MCP add-on listener (every command goes to its dispatcher, whose
+/// answer is the whole response), None on the BLD Remote service.
+pub(super) async fn serve(mut conn: Connection, dialect: Option<Dialect>) {
     if conn.shutdown.is_signalled() {
         return;
     }
-    let mut pipeline = Pipeline::default();
+    let mut pipeline = Pipeline {
+        dialect,
+        ..Pipeline::default()
+    };
     loop {
         pipeline.take_requests(&mut conn);
         let Some(front) = pipeline.pending.pop_front() else {
@@ -218,13 +249,10 @@ pub(super) async fn serve(mut conn: Connection) {
 }
 
 /// Validate a request; answer it at once or queue it for the main thread.
-fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr) -> Pending {
+fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr, dialect: Option<Dialect>) -> Pending {
     ctx.metrics.requests.inc();
-    if let Some(token) = &ctx.token {
-        let given = value.get("token").and_then(Value::as_str).unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return Pending::Ready(Step::Reply(protocol::request_error(&RequestError::Unauthorized)));
-        }
+    if let Err(e) = authorize(ctx, &value) {
+        return Pending::Ready(Step::Reply(e));
     }
     let request = match parse_request(value) {
         Ok(r) => r,
@@ -239,7 +267,7 @@ fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr) -> Pending {
     if request.command == protocol::CANCEL {
         return Pending::Ready(Step::Reply(cancel(ctx, &request)));
     }
-    if !request.is_legacy() && !ctx.commands.contains(&request.command) {
+    if dialect.is_none() && !request.is_legacy() && !ctx.commands.contains(&request.command) {
         return Pending::Ready(unknown(ctx, request.command));
     }
     // The status is the core's own data: answered here, so it never waits for a busy main thread.
@@ -253,32 +281,72 @@ fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr) -> Pending {
         id: request_id,
         progress,
     } = request;
-    let legacy = command == protocol::LEGACY;
-    let wait = timeout.unwrap_or(ctx.default_timeout);
-    let deadline = Instant::now() + wait;
-    let payload = Payload::Command {
-        name: command.clone(),
-        params,
+    let (payload, whole) = match dialect {
+        // blender-mcp's handler answers the whole response, as its add-on's execute_command does.
+        Some(dialect) => (
+            Payload::Addon {
+                dialect,
+                name: command.clone(),
+                params,
+            },
+            true,
+        ),
+        None => (
+            Payload::Command {
+                name: command.clone(),
+                params,
+            },
+            command == protocol::LEGACY,
+        ),
     };
+    let wait = timeout.unwrap_or(ctx.default_timeout);
+    match submit(ctx, payload, wait, peer, request_id.clone(), progress, whole) {
+        Ok(job) => Pending::Waiting(job),
+        Err(e) => Pending::Ready(Step::Reply(with_id(protocol::job_error(&e), &request_id))),
+    }
+}
+
+/// With a token, a request must carry it: the `unauthorized` answer otherwise.
+pub(super) fn authorize(ctx: &Ctx, request: &Value) -> Result<(), Value> {
+    if let Some(token) = &ctx.token {
+        let given = request.get("token").and_then(Value::as_str).unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return Err(protocol::request_error(&RequestError::Unauthorized));
+        }
+    }
+    Ok(())
+}
+
+/// Queue a main-thread job whose deadline is `wait` from now. `whole`: the handler's result is
+/// the whole response (no status/result wrapper added).
+pub(super) fn submit(
+    ctx: &Ctx,
+    payload: Payload,
+    wait: Duration,
+    peer: std::net::SocketAddr,
+    request_id: Option<Value>,
+    progress: bool,
+    whole: bool,
+) -> Result<Job, JobError> {
+    let deadline = Instant::now() + wait;
+    let command = payload.label();
     let progress = progress.then(|| Arc::new(Progress::default()));
     let origin = Origin {
         client: Some(peer.to_string()),
         key: request_id.as_ref().map(protocol::id_key),
         progress: progress.clone(),
     };
-    match ctx.bridge.submit_job(payload, deadline, origin) {
-        Ok(ticket) => Pending::Waiting(Job {
-            id: ticket.id,
-            rx: ticket.rx,
-            deadline,
-            command,
-            legacy,
-            wait,
-            request_id,
-            progress,
-        }),
-        Err(e) => Pending::Ready(Step::Reply(with_id(protocol::job_error(&e), &request_id))),
-    }
+    let ticket = ctx.bridge.submit_job(payload, deadline, origin)?;
+    Ok(Job {
+        id: ticket.id,
+        rx: ticket.rx,
+        deadline,
+        command,
+        legacy: whole,
+        wait,
+        request_id,
+        progress,
+    })
 }
 
 /// `{"type": "cancel", "params": {"id": ...}}`: drop the queued jobs with that id and interrupt the

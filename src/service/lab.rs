@@ -1,0 +1,140 @@
+//! A Blender Lab connection: its one request (`{"type": "execute", "code": ..., "strict_json":
+//! bool}`, NUL-terminated), run as a main-thread job of the `blender_lab` dispatcher with the
+//! service's deadline, interrupt and cancel; a deferred answer (`check_is_finished` left in the
+//! code's namespace) is asked for again with poll jobs until it is there, the client leaves or an
+//! hour passes. One NUL-terminated answer, then the connection closes.
+
+use super::connection::Connection;
+use super::pipeline::{self, Job};
+use crate::error::RequestError;
+use crate::protocol::{self, Dialect};
+use crate::queue::{pending_handle, poll_params, Payload};
+use crate::settings::{DEFAULT_POLL_INTERVAL, DEFAULT_POLL_LIMIT, LAB_MAX_REQUEST_BYTES};
+use serde_json::{json, Map, Value};
+use std::time::{Duration, Instant};
+
+/// Blender Lab's answer to a client that did not send its request whole in time.
+pub const TIMED_OUT: &str = "Client timed out";
+
+fn error(message: impl Into<String>) -> Value {
+    json!({"status": "error", "message": message.into()})
+}
+
+/// Answer `request` (the JSON before the NUL), then close.
+pub(super) async fn serve(mut conn: Connection, request: Result<Value, RequestError>) {
+    conn.ctx.metrics.requests.inc();
+    let answer = match request {
+        Ok(v) => answer(&mut conn, v).await,
+        Err(e) => Some(error(format!("Invalid request: {e}"))),
+    };
+    if let Some(answer) = answer {
+        conn.encode_lab(&answer);
+        if conn.flush().await {
+            conn.close_write().await;
+        }
+    }
+}
+
+/// A client that sent part of a request and then nothing within the limit.
+pub(super) async fn timed_out(mut conn: Connection) {
+    conn.encode_lab(&error(TIMED_OUT));
+    if conn.flush().await {
+        conn.close_write().await;
+    }
+}
+
+/// The answer, or None when the client left or the service stops (nothing is sent then).
+async fn answer(conn: &mut Connection, request: Value) -> Option<Value> {
+    let max = conn.ctx.limits.max_frame_bytes.min(LAB_MAX_REQUEST_BYTES);
+    if conn.decoder().last_frame_len() > max {
+        return Some(error(format!(
+            "Request too large: {} bytes, the limit is {max} bytes",
+            conn.decoder().last_frame_len()
+        )));
+    }
+    if let Err(e) = pipeline::authorize(&conn.ctx, &request) {
+        return Some(e);
+    }
+    let params = match check(request) {
+        Ok(p) => p,
+        Err(answer) => return Some(answer),
+    };
+    let request_id = params.get("id").cloned();
+    let started = Instant::now();
+    let job = match submit(conn, "execute", params, request_id.clone()) {
+        Ok(job) => job,
+        Err(refused) => return Some(refused),
+    };
+    let mut answer = job.answer_of(conn).await?;
+    // Deferred: the code left check_is_finished(); ask again each poll interval.
+    while let Some(handle) = pending_handle(&answer) {
+        if started.elapsed() >= DEFAULT_POLL_LIMIT || !conn.idle_until(Instant::now() + DEFAULT_POLL_INTERVAL).await {
+            // Gone or given up: the main thread drops the deferred code.
+            if let Ok(job) = submit(conn, "poll", poll_params(&handle, true), None) {
+                job.detach();
+            }
+            if started.elapsed() < DEFAULT_POLL_LIMIT {
+                return None;
+            }
+            return Some(error(format!(
+                "check_is_finished did not return a result within {} s",
+                DEFAULT_POLL_LIMIT.as_secs()
+            )));
+        }
+        let job = match submit(conn, "poll", poll_params(&handle, false), request_id.clone()) {
+            Ok(job) => job,
+            Err(refused) => return Some(refused),
+        };
+        answer = job.answer_of(conn).await?;
+    }
+    Some(answer)
+}
+
+/// Blender Lab's request rules: `type` must be `execute`, `code` a string, `strict_json` a bool;
+/// other fields are ignored (but `id`, blendwire's name for the job, is kept for `cancel`).
+fn check(request: Value) -> Result<Map<String, Value>, Value> {
+    let Value::Object(mut obj) = request else {
+        return Err(error("Invalid request: expected a JSON object"));
+    };
+    match obj.get("type") {
+        Some(Value::String(t)) if t == "execute" => {}
+        Some(Value::String(t)) => return Err(error(format!("Unknown request type: {t}"))),
+        Some(other) => return Err(error(format!("Unknown request type: {other}"))),
+        None => return Err(error("Missing request type")),
+    }
+    let code = match obj.remove("code") {
+        Some(Value::String(code)) => code,
+        _ => return Err(error("Missing or invalid 'code': it must be a string of Python code")),
+    };
+    let strict_json = match obj.get("strict_json") {
+        Some(Value::Bool(b)) => *b,
+        _ => {
+            return Err(error(
+                "'strict_json' must be true or false; the tool that sent this request is buggy",
+            ))
+        }
+    };
+    let mut params = Map::new();
+    params.insert("code".into(), Value::String(code));
+    params.insert("strict_json".into(), Value::Bool(strict_json));
+    match obj.remove("id").map(protocol::check_id) {
+        Some(Ok(id)) => {
+            params.insert("id".into(), id);
+        }
+        Some(Err(e)) => return Err(error(e.to_string())),
+        None => {}
+    }
+    Ok(params)
+}
+
+/// Queue one main-thread job of this request; a refusal (`busy`, ...) is answered at once.
+fn submit(conn: &Connection, op: &str, params: Map<String, Value>, request_id: Option<Value>) -> Result<Job, Value> {
+    let payload = Payload::Addon {
+        dialect: Dialect::BlenderLab,
+        name: op.into(),
+        params,
+    };
+    let wait: Duration = conn.ctx.default_timeout;
+    pipeline::submit(&conn.ctx, payload, wait, conn.peer(), request_id, false, true)
+        .map_err(|e| protocol::job_error(&e))
+}
