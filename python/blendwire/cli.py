@@ -14,7 +14,7 @@ import sys
 
 from . import _core, supervisor
 from .client import Client
-from .config import env_port
+from .config import BLENDER_MCP_ADDON_ENV, check_blender_mcp_addon, env_port
 from .errors import BlendwireError
 
 __all__ = ["main"]
@@ -71,12 +71,30 @@ def _cmd_serve(args):
     token = os.environ.get("BLENDWIRE_TOKEN") or None  # what blendwire.blender.start will use
     _check(_core.check_service_settings(host=args.host, port=port, token=token, **service))
     settings = {"host": args.host, "port": port, "service": service, **_router_settings(args)}
+    addon = _blender_mcp_addon(args, mcp_addon_port)
+    if addon is not None:
+        settings["blender_mcp_addon"] = addon
     if args.bpy:
         return _serve_bpy(settings, blend_file)
     try:
         return supervisor.run(args.blender, args.gui, blend_file, settings)
     except supervisor.SuperviseError as e:
         raise _Fail(str(e)) from None
+
+
+def _blender_mcp_addon(args, mcp_addon_port):
+    """The checked, absolute path of --blender-mcp-addon (else $BLENDWIRE_BLENDER_MCP_ADDON), or None."""
+    flag, path = "--blender-mcp-addon", args.blender_mcp_addon
+    if path is None:
+        flag, path = f"${BLENDER_MCP_ADDON_ENV}", os.environ.get(BLENDER_MCP_ADDON_ENV) or None
+    if path is None:
+        return None
+    if mcp_addon_port is None:
+        raise _Fail(f"{flag} needs --mcp-addon-port (or ${DEFAULTS['mcp_addon_port_env']}): its clients connect there")
+    try:
+        return check_blender_mcp_addon(path)
+    except ValueError as e:
+        raise _Fail(f"{flag} {e}") from None
 
 
 def _router_settings(args):
@@ -301,6 +319,14 @@ def _parser():
         metavar="PORT",
         help="also serve the MCP add-ons' clients (blender-mcp and Blender Lab, told apart per connection) "
         f"on PORT; both expect {d['mcp_addon_port']} (default: ${d['mcp_addon_port_env']}, else off; 0 = a free port)",
+    )
+    s.add_argument(
+        "--blender-mcp-addon",
+        metavar="PATH",
+        help="host this blender-mcp add-on file (e.g. <site-packages>/blender_mcp/bundled/addon.py of blender-mcp "
+        "or mcp-for-blender) for the --mcp-addon-port clients: its whole command table, without its own "
+        f"transport (default: ${BLENDER_MCP_ADDON_ENV}; else the add-on enabled in Blender or an importable "
+        "blender_mcp package, else blendwire's own core commands)",
     )
     which = s.add_mutually_exclusive_group()
     which.add_argument("--blender", metavar="PATH", help="Blender executable (default: $BLENDER or blender on PATH)")

@@ -8,11 +8,21 @@ environment variables that the peer add-on defines.
 
 from __future__ import annotations
 
+import ast
 import os
 
 from . import _core
 
-__all__ = ["SERVE_ENV", "SERVE_ERROR", "SERVE_READY", "default", "env_port", "env_start_now"]
+__all__ = [
+    "BLENDER_MCP_ADDON_ENV",
+    "SERVE_ENV",
+    "SERVE_ERROR",
+    "SERVE_READY",
+    "check_blender_mcp_addon",
+    "default",
+    "env_port",
+    "env_start_now",
+]
 
 # `blendwire serve` hands its settings to its Blender child as JSON in this variable; the child
 # answers with marker lines on stdout: READY {json} once commands can be served, ERROR {json}.
@@ -40,3 +50,33 @@ def env_port() -> int:
 def env_start_now() -> bool:
     """True when `BLD_REMOTE_MCP_START_NOW` is true/1/yes/on (any case): start at add-on load."""
     return os.environ.get("BLD_REMOTE_MCP_START_NOW", "").strip().lower() in ("true", "1", "yes", "on")
+
+
+# `blendwire serve --blender-mcp-addon PATH`: the blender-mcp add-on file the served Blender hosts
+# (`blendwire.blender_mcp.load_addon(PATH)`); this variable when the flag is not given.
+BLENDER_MCP_ADDON_ENV = "BLENDWIRE_BLENDER_MCP_ADDON"
+
+
+def check_blender_mcp_addon(path: str) -> str:
+    """The absolute path of the blender-mcp add-on file `path`, checked before Blender starts: it
+    must exist and look like the add-on (Python defining `class BlenderMCPServer` with an
+    `execute_command` method, and `register()`), read without importing it (that needs bpy).
+    ValueError says what is wrong."""
+    full = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(full):
+        raise ValueError(f"{path!r}: no such file (the add-on file, e.g. blender_mcp/bundled/addon.py)")
+    try:
+        with open(full, "rb") as f:
+            tree = ast.parse(f.read(), filename=full)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{path!r} is not a readable Python file: {e}") from None
+    top = {node.name: node for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef))}
+    server = top.get("BlenderMCPServer")
+    methods = {n.name for n in getattr(server, "body", ()) if isinstance(n, ast.FunctionDef)}
+    if not isinstance(server, ast.ClassDef) or "execute_command" not in methods or "register" not in top:
+        raise ValueError(
+            f"{path!r} does not look like the blender-mcp add-on (no class BlenderMCPServer with "
+            "execute_command, or no register()); give the add-on file of blender-mcp or mcp-for-blender, "
+            "e.g. <site-packages>/blender_mcp/bundled/addon.py"
+        )
+    return full

@@ -46,6 +46,14 @@ def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str |
     if blend_file:
         bpy.ops.wm.open_mainfile(filepath=blend_file)
     logs.setup()
+    if settings.get("blender_mcp_addon"):
+        # Before the service starts: the first blender-mcp request already finds the add-on.
+        from . import blender_mcp
+
+        try:
+            blender_mcp.load_addon(settings["blender_mcp_addon"])
+        except blender_mcp.BlenderMCPAddonError as e:
+            raise ServeError(f"could not host the blender-mcp add-on (--blender-mcp-addon): {e}") from None
     try:
         host, port = blender.start(
             settings.get("host"), settings.get("port"), quit_on_shutdown=True, **settings.get("service", {})
