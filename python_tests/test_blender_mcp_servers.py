@@ -70,14 +70,16 @@ INTERNET_194 = {
     "import_generated_asset_hunyuan",
 }
 
-# ---- mcp-for-blender 2.2.4: 14 tools -----------------------------------------------------------------
+# ---- mcp-for-blender 2.2.4: 14 tools, 9 listed to a plain client -------------------------------------
 CALLS_224 = {
     "get_addon_status": {},
     "get_scene_info": {"user_prompt": "what is in the scene"},
     "execute_blender_code": {"code": CODE},
-    "search_mentions": {"query": "Cu"},
     "record_trajectory_feedback": {"feedback": "accept"},
     "disable_telemetry": {},
+    # Its Viewport app's tools (`visibility: ["app"]`): listed only to MCP Apps hosts, which call
+    # them; callable by any client.
+    "search_mentions": {"query": "Cu"},
     "viewport_latest": {},
 }
 # The viewport tools need a UI (a window to grab); viewport_pick clicks on the capture just taken.
@@ -88,10 +90,16 @@ GUI_224 = {
     "viewport_pick": {"seq": 1, "x": 0.5, "y": 0.5},
 }
 INTERNET_224 = {"generate_3d", "search_assets", "import_asset"}
+APP_ONLY_224 = {"search_mentions", "viewport_latest", "viewport_capture", "open_viewport", "viewport_pick"}
 
 TOOLS = {
     "blender-mcp": (CALLS_194, GUI_194, INTERNET_194),
     "mcp-for-blender": (CALLS_224, GUI_224, INTERNET_224),
+}
+# What a plain client (no MCP Apps extension: Claude Desktop, Cursor, the `mcp` client) is listed.
+LISTED = {
+    "blender-mcp": set(CALLS_194) | set(GUI_194) | INTERNET_194,
+    "mcp-for-blender": (set(CALLS_224) | set(GUI_224) | INTERNET_224) - APP_ONLY_224,
 }
 
 
@@ -191,10 +199,9 @@ def test_every_offline_tool_with_the_bundled_addon_hosted(server, serve_factory,
     need(package)
     sp = serve_factory(server.runtime, extra=["--mcp-addon-port", "0", "--blender-mcp-addon", bundled_addon(package)])
     port = addon_port(sp)
-    calls, gui, internet = TOOLS[package]
     results, names = call_all(package, port, calls_for(package, server.runtime), str(tmp_path))
     # The lists above are the whole tool set: a new tool must be sorted into one of them.
-    assert names == set(calls) | set(gui) | internet, sorted(names ^ (set(calls) | set(gui) | internet))
+    assert names == LISTED[package], sorted(names ^ LISTED[package])
     failed = {k: v[1][:500] for k, v in results.items() if v[0]}
     assert not failed, failed
     # What they answered is the add-on's: the real scene, the code's output, the add-on's version.

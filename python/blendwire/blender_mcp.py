@@ -153,6 +153,16 @@ class BlenderMCPServer:
         # The add-on reads its preferences and fails closed; without it there is no consent.
         return {"consent": False}
 
+    def set_telemetry_consent(self, consent: bool = False) -> dict[str, Any]:
+        # disable_telemetry sends consent False: that is what get_telemetry_consent reports here.
+        # Opting in is the add-on's preference, which exists only for an add-on enabled in Blender.
+        if consent:
+            return {
+                "error": "Telemetry consent is a preference of the blender-mcp add-on enabled in Blender; "
+                "blendwire records no consent (it stays off)"
+            }
+        return {"consent": False}
+
     def get_scene_info(self) -> dict[str, Any]:
         try:
             scene = bpy.context.scene
@@ -245,6 +255,7 @@ def _vector(values):
 BUILTIN_COMMANDS = (
     "get_addon_info",
     "get_telemetry_consent",
+    "set_telemetry_consent",
     "get_scene_info",
     "get_object_info",
     "list_scene_items",
@@ -462,13 +473,28 @@ def dispatch(command_type: str, params: Any) -> dict[str, Any]:
     try:
         if command_type == "execute_code":
             return _hosted_execute_code(host, params)
-        if host is None:
+        if host is None or (command_type in _PREFERENCE_COMMANDS and not _has_preferences(host)):
             return _BUILTIN.execute_command({"type": command_type, "params": params})
         # The add-on logs every command to stdout ("Executing handler for ..."): not ours to relay.
         with contextlib.redirect_stdout(io.StringIO()):
             return host.server.execute_command({"type": command_type, "params": params})
     finally:
         commands.running -= 1
+
+
+# Commands of the add-on that read or write its preferences (`preferences.addons[__name__]`), which
+# a hosted add-on file does not have (it is not enabled in Blender): its get_telemetry_consent
+# fails closed (no consent) and its set_telemetry_consent fails ("Could not read addon
+# preferences"), so disable_telemetry would report an error. blendwire's answers say the same
+# truthfully: consent off, and switching it off succeeds.
+_PREFERENCE_COMMANDS = ("set_telemetry_consent",)
+
+
+def _has_preferences(host: _Hosted) -> bool:
+    try:
+        return bpy.context.preferences.addons.get(host.module.__name__) is not None
+    except Exception:
+        return False
 
 
 def _hosted_execute_code(host: _Hosted | None, params: dict[str, Any]) -> dict[str, Any]:
