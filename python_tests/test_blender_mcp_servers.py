@@ -186,6 +186,11 @@ def call_all(package, port, calls, home):
     return results, names
 
 
+def mentions(results):
+    """The names search_mentions found (resource links in its structured content)."""
+    return [item["name"] for item in results["search_mentions"][2].structured_content["items"]]
+
+
 def calls_for(package, runtime):
     calls, gui, _ = TOOLS[package]
     return {**calls, **(gui if runtime == "gui" else {})}
@@ -206,9 +211,11 @@ def test_every_offline_tool_with_the_bundled_addon_hosted(server, serve_factory,
     assert not failed, failed
     # What they answered is the add-on's: the real scene, the code's output, the add-on's version.
     status = json.loads(results["get_addon_status"][1].split("\n\n")[0])
-    assert status["up_to_date"] is True and status["source"] != "blendwire", status
+    assert status["up_to_date"] is True and "describe_node_type" in status["capabilities"], status
     assert "objects 3" in results["execute_blender_code"][1], results["execute_blender_code"][1]
     assert "Cube" in results["get_scene_info"][1], results["get_scene_info"][1]
+    if package == "mcp-for-blender":
+        assert mentions(results) == ["Cube"], results["search_mentions"][2]
     if server.runtime == "gui":
         shot = "get_viewport_screenshot" if package == "blender-mcp" else "viewport_capture"
         assert any(c.type == "image" for c in results[shot][2].content), results[shot][1]
@@ -252,8 +259,14 @@ def test_without_the_addon_status_tools_say_what_to_install_and_core_tools_work(
     for name in status_tools:
         text = results[name][1]
         assert "not available" in text and "--blender-mcp-addon" in text and "mcp-for-blender" in text, (name, text)
+    # blendwire's get_addon_info: the core commands only; 2.2.4 shows every integration off.
     status = json.loads(results["get_addon_status"][1].split("\n\n")[0])
-    assert status["up_to_date"] is True, status
+    assert status["up_to_date"] is True and "get_scene_info" in status["capabilities"], status
+    assert "describe_node_type" not in status["capabilities"], status
+    if package == "mcp-for-blender":
+        assert set(status["libraries"].values()) == {"off"}, status
+        assert all(v.startswith("off") for v in status["generators"].values()), status
+        assert mentions(results) == ["Cube"], results["search_mentions"][2]
     assert "objects 3" in results["execute_blender_code"][1], results["execute_blender_code"][1]
     assert "Cube" in results["get_scene_info"][1], results["get_scene_info"][1]
     if server.runtime == "gui":
