@@ -166,7 +166,7 @@ ERROR_TEXT = re.compile(r"^\s*(Error|Could not|Couldn't|Failed|Screenshot failed
 
 
 def is_error(result):
-    return bool(getattr(result, "isError", False)) or bool(ERROR_TEXT.search(text_of(result)))
+    return bool(result.is_error) or bool(ERROR_TEXT.search(text_of(result)))
 
 
 def call_all(package, port, calls, home):
@@ -191,6 +191,13 @@ def mentions(results):
     return [item["name"] for item in results["search_mentions"][2].structured_content["items"]]
 
 
+def assert_no_ui_screenshot(package, port, tool, home):
+    """Without a UI (-b, the bpy module) the screenshot tool fails saying why and what to run."""
+    results, _ = call_all(package, port, {tool: {"max_size": 400}}, home)
+    failed, text, _ = results[tool]
+    assert failed and "not available in background mode" in text and "blendwire serve --gui" in text, text
+
+
 def calls_for(package, runtime):
     calls, gui, _ = TOOLS[package]
     return {**calls, **(gui if runtime == "gui" else {})}
@@ -202,7 +209,13 @@ def calls_for(package, runtime):
 @pytest.mark.parametrize("package", ["blender-mcp", "mcp-for-blender"])
 def test_every_offline_tool_with_the_bundled_addon_hosted(server, serve_factory, package, tmp_path):
     need(package)
-    sp = serve_factory(server.runtime, extra=["--mcp-addon-port", "0", "--blender-mcp-addon", bundled_addon(package)])
+    # The flag for one, its variable for the other.
+    if package == "blender-mcp":
+        sp = serve_factory(server.runtime, extra=["--mcp-addon-port", "0", "--blender-mcp-addon", bundled_addon(package)])
+    else:
+        sp = serve_factory(
+            server.runtime, extra=["--mcp-addon-port", "0"], env={"BLENDWIRE_BLENDER_MCP_ADDON": bundled_addon(package)}
+        )
     port = addon_port(sp)
     results, names = call_all(package, port, calls_for(package, server.runtime), str(tmp_path))
     # The lists above are the whole tool set: a new tool must be sorted into one of them.
@@ -216,9 +229,11 @@ def test_every_offline_tool_with_the_bundled_addon_hosted(server, serve_factory,
     assert "Cube" in results["get_scene_info"][1], results["get_scene_info"][1]
     if package == "mcp-for-blender":
         assert mentions(results) == ["Cube"], results["search_mentions"][2]
+    shot = "get_viewport_screenshot" if package == "blender-mcp" else "viewport_capture"
     if server.runtime == "gui":
-        shot = "get_viewport_screenshot" if package == "blender-mcp" else "viewport_capture"
         assert any(c.type == "image" for c in results[shot][2].content), results[shot][1]
+    else:
+        assert_no_ui_screenshot(package, port, shot, str(tmp_path))
 
 
 # ---- without the add-on -----------------------------------------------------------------------------
@@ -271,17 +286,23 @@ def test_without_the_addon_status_tools_say_what_to_install_and_core_tools_work(
     assert "Cube" in results["get_scene_info"][1], results["get_scene_info"][1]
     if server.runtime == "gui":
         assert any(c.type == "image" for c in results[shot][2].content), results[shot][1]
+    else:
+        assert_no_ui_screenshot(package, port, shot, str(tmp_path))
 
 
 # ---- the flag's checks, before Blender starts --------------------------------------------------------
 
 
-def run_cli(*args, env=None, drop=()):
+def run_cli(*args, env=None, drop=(), timeout=60):
     import subprocess
 
     full = {k: v for k, v in os.environ.items() if k not in drop}
     return subprocess.run(
-        bwtest.blendwire_command() + list(args), capture_output=True, text=True, timeout=60, env={**full, **(env or {})}
+        bwtest.blendwire_command() + list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**full, **(env or {})},
     )
 
 
@@ -298,3 +319,14 @@ def test_the_addon_path_is_checked_before_blender_starts(tmp_path):
         alone = run_cli("serve", "--port", "0", "--blender-mcp-addon", real, drop=["BLENDWIRE_MCP_ADDON_PORT"])
         assert alone.returncode == 1 and "needs --mcp-addon-port" in alone.stderr, alone.stderr
     assert "BLENDWIRE_BLENDER_MCP_ADDON" in run_cli("serve", "--help").stdout
+
+
+def test_an_addon_whose_register_fails_stops_serve_with_the_reason(tmp_path):
+    broken = tmp_path / "addon.py"
+    broken.write_text(
+        "class BlenderMCPServer:\n    def execute_command(self, command):\n        return {}\n\n\n"
+        "def register():\n    raise RuntimeError('boom')\n"
+    )
+    r = run_cli("serve", "--port", "0", "--mcp-addon-port", "0", "--blender-mcp-addon", str(broken), timeout=180)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "could not host the blender-mcp add-on" in r.stderr and "RuntimeError: boom" in r.stderr, r.stderr[-2000:]

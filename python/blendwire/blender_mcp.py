@@ -473,7 +473,13 @@ def dispatch(command_type: str, params: Any) -> dict[str, Any]:
     try:
         if command_type == "execute_code":
             return _hosted_execute_code(host, params)
-        if host is None or (command_type in _PREFERENCE_COMMANDS and not _has_preferences(host)):
+        if (
+            host is None
+            or (command_type in _PREFERENCE_COMMANDS and not _has_preferences(host))
+            or (command_type == "get_viewport_screenshot" and bpy.app.background)
+        ):
+            # Without a UI the add-on's screenshot fails on an operator's poll ("context is
+            # incorrect"); blendwire's says why and what to run instead.
             return _BUILTIN.execute_command({"type": command_type, "params": params})
         # The add-on logs every command to stdout ("Executing handler for ..."): not ours to relay.
         with contextlib.redirect_stdout(io.StringIO()):
