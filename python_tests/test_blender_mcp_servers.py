@@ -211,7 +211,9 @@ def test_every_offline_tool_with_the_bundled_addon_hosted(server, serve_factory,
     need(package)
     # The flag for one, its variable for the other.
     if package == "blender-mcp":
-        sp = serve_factory(server.runtime, extra=["--mcp-addon-port", "0", "--blender-mcp-addon", bundled_addon(package)])
+        sp = serve_factory(
+            server.runtime, extra=["--mcp-addon-port", "0", "--blender-mcp-addon", bundled_addon(package)]
+        )
     else:
         sp = serve_factory(
             server.runtime, extra=["--mcp-addon-port", "0"], env={"BLENDWIRE_BLENDER_MCP_ADDON": bundled_addon(package)}
