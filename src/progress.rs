@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Streamed stdout kept for the client between two messages; beyond it the oldest text is dropped
-/// (and counted): the final answer still carries all of it.
+/// (down to half of it, and counted): the final answer still carries all of it.
 pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
 
 #[derive(Debug, Default)]
@@ -69,7 +69,9 @@ impl Progress {
         let mut st = self.state.lock();
         st.output.push_str(text);
         if st.output.len() > MAX_PENDING_OUTPUT {
-            let mut cut = st.output.len() - MAX_PENDING_OUTPUT;
+            // Down to half the bound, so that a job printing faster than it is sent moves the kept
+            // text once per half MiB, not on every write.
+            let mut cut = st.output.len() - MAX_PENDING_OUTPUT / 2;
             while !st.output.is_char_boundary(cut) {
                 cut += 1;
             }
