@@ -9,7 +9,9 @@ def test_defaults_are_the_documented_ones():
     d = _core.defaults()
     assert (d["host"], d["port"], d["queue_capacity"], d["watchdog_seconds"]) == ("127.0.0.1", 6688, 1024, 300.0)
     assert d["max_request_bytes"] == 64 * 1024 * 1024 and d["tick_budget_ms"] == 8.0
-    assert (d["client_timeout"], d["mcp_timeout"]) == (30.0, 600.0)
+    # The client outwaits the service's default deadline and the interrupt grace (and a moment).
+    assert d["client_timeout"] == d["default_timeout"] + d["interrupt_grace"] + 1.0 == 33.0
+    assert d["mcp_timeout"] == 600.0
 
 
 def test_check_and_start_share_their_rules():

@@ -68,8 +68,11 @@ pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 /// After a job's deadline and the interrupt grace, how long a client still waits for the answer
 /// to arrive.
 pub const ANSWER_SLACK: Duration = Duration::from_secs(1);
-/// `blendwire.Client`: each call, answer included; and the (re)connect attempts within it.
-pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// `blendwire.Client`: each call, answer included; and the (re)connect attempts within it. It
+/// outwaits the service's default deadline and the interrupt grace, so that a job stopped at that
+/// deadline is heard as `interrupted` rather than given up on a moment before (33 s).
+pub const DEFAULT_CLIENT_TIMEOUT: Duration =
+    Duration::from_secs(DEFAULT_TIMEOUT.as_secs() + INTERRUPT_GRACE.as_secs() + ANSWER_SLACK.as_secs());
 pub const DEFAULT_CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `blendwire mcp`: a tool call may run long (renders); reaching Blender must fail fast.
 pub const DEFAULT_MCP_TIMEOUT: Duration = Duration::from_secs(600);

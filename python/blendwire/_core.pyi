@@ -202,7 +202,7 @@ def defaults() -> dict[str, Any]:
     engine_url, socketio_path, namespace, watchdog_seconds (300), watchdog_env (the variable read
     when watchdog_seconds is None), watchdog_after_failures, backoff_initial, backoff_max,
     backoff_jitter, handshake_timeout, auth_timeout, command_timeout, poll_interval, poll_limit,
-    outbox_max_count, outbox_max_bytes, client_timeout (30), client_connect_timeout (5),
+    outbox_max_count, outbox_max_bytes, client_timeout (33), client_connect_timeout (5),
     mcp_timeout (600), mcp_connect_timeout (2). Client and run_mcp_stdio take None for these."""
 
 def check_service_settings(

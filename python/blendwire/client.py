@@ -20,7 +20,7 @@ class Client:
 
     def __init__(self, host=None, port=None, timeout=None, connect_timeout=None, token=None):
         # timeout bounds each call; connect_timeout bounds the (re)connect attempts within it;
-        # None takes the core's default (127.0.0.1:6688, 30 s, 5 s: `_core.defaults()`).
+        # None takes the core's default (127.0.0.1:6688, 33 s, 5 s: `_core.defaults()`).
         # token: for services started with BLENDWIRE_TOKEN (default: that variable, if set).
         if token is None:
             token = os.environ.get("BLENDWIRE_TOKEN") or None
