@@ -166,16 +166,7 @@ class BlenderMCPServer:
     def get_scene_info(self) -> dict[str, Any]:
         try:
             scene = bpy.context.scene
-            objects = []
-            for obj in list(scene.objects)[:10]:
-                loc = obj.location
-                objects.append(
-                    {
-                        "name": obj.name,
-                        "type": obj.type,
-                        "location": [round(float(loc.x), 2), round(float(loc.y), 2), round(float(loc.z), 2)],
-                    }
-                )
+            objects = commands.scene_objects(scene, visible=False)
             return {
                 "name": scene.name,
                 "object_count": len(scene.objects),

@@ -23,7 +23,7 @@ import bpy
 from . import _core, persist
 from .errors import CommandError
 
-__all__ = ["COMMANDS", "dispatch", "running"]
+__all__ = ["COMMANDS", "dispatch", "running", "scene_objects"]
 
 # The peer only says "not available in background mode"; this also says what to do instead.
 _NO_SCREENSHOT_IN_BACKGROUND = (
@@ -138,19 +138,26 @@ def _run_code(code):
 # ---- handlers: each takes the params dict --------------------------------------------------------
 
 
+def scene_objects(scene, visible=True, limit=10):
+    """The scene info's `objects`: the first `limit` objects' name, type and location (to 2 places),
+    and with `visible` whether each is visible (blender-mcp's shape leaves that out)."""
+    objects = []
+    for obj in list(scene.objects)[:limit]:
+        loc = obj.location
+        entry = {
+            "name": obj.name,
+            "type": obj.type,
+            "location": [round(float(loc.x), 2), round(float(loc.y), 2), round(float(loc.z), 2)],
+        }
+        if visible:
+            entry["visible"] = obj.visible_get()
+        objects.append(entry)
+    return objects
+
+
 def get_scene_info(params):
     scene = bpy.context.scene
-    objects = []
-    for obj in list(scene.objects)[:10]:
-        loc = obj.location
-        objects.append(
-            {
-                "name": obj.name,
-                "type": obj.type,
-                "location": [round(float(loc.x), 2), round(float(loc.y), 2), round(float(loc.z), 2)],
-                "visible": obj.visible_get(),
-            }
-        )
+    objects = scene_objects(scene)
     return {
         "name": scene.name,
         "object_count": len(scene.objects),
