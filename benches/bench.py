@@ -58,8 +58,8 @@ sys.path.insert(0, os.path.join(ROOT, "python_tests"))
 import bwtest  # noqa: E402  (standard library only: raw JSON over a socket, waiting, processes)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_interrupt  # noqa: E402  (issue 12's rows: interrupting runaway jobs, and what that costs)
 import bench_agents  # noqa: E402  (issue 13's rows: the agents' add-on protocols)
+import bench_interrupt  # noqa: E402  (issue 12's rows: interrupting runaway jobs, and what that costs)
 
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 HOST = "127.0.0.1"

@@ -35,7 +35,9 @@ HOST = "127.0.0.1"
 N_CLIENTS = 8
 MCP_LINE = "blendwire: MCP add-on protocols (blender-mcp, Blender Lab) on "
 LAB_REQUEST = (
-    json.dumps({"type": "execute", "code": "import bpy\nresult['objects'] = len(bpy.data.objects)", "strict_json": True})
+    json.dumps(
+        {"type": "execute", "code": "import bpy\nresult['objects'] = len(bpy.data.objects)", "strict_json": True}
+    )
     + "\0"
 ).encode()
 ADDON_READY = "BlenderMCP server started on"
@@ -86,7 +88,13 @@ def _say(msg):
 
 def addon_file():
     """1.9.4's bundled add-on file in .venv-blender-mcp (scripts/setup makes it), or None."""
-    found = sorted(glob.glob(os.path.join(ROOT, ".venv-blender-mcp", "lib", "python3*", "site-packages", "blender_mcp", "bundled", "addon.py")))
+    found = sorted(
+        glob.glob(
+            os.path.join(
+                ROOT, ".venv-blender-mcp", "lib", "python3*", "site-packages", "blender_mcp", "bundled", "addon.py"
+            )
+        )
+    )
     return found[0] if found else None
 
 
@@ -242,7 +250,7 @@ def run(bench, log_dir, only=("addon", "lab")):
     bench.results[("issue13", "meta")] = {
         "addon_file": addon,
         "lab_quoted": LAB_QUOTED,
-        "lab_quoted_source": "../shared/protocols.md §5 (measured earlier; Blender Lab's add-on is not installable here)",
+        "lab_quoted_source": "../shared/protocols.md §5 (measured earlier; its add-on is not installable here)",
     }
     if "lab" in only:
         _say("issue 13: blendwire serve -b --mcp-addon-port (Blender Lab one-shot):")
@@ -306,7 +314,8 @@ def render(R):
             "transport vs blendwire hosting the same file (`--mcp-addon-port --blender-mcp-addon`), get_scene_info, "
             "the same raw client for both:",
             "",
-            "| workload | blendwire calls/s | p50 ms | p99 ms | fail | add-on calls/s | p50 ms | p99 ms | fail | ratio |",
+            "| workload | blendwire calls/s | p50 ms | p99 ms | fail "
+            "| add-on calls/s | p50 ms | p99 ms | fail | ratio |",
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for label, a, b, key in (
@@ -363,7 +372,8 @@ def targets(R):
         ok = r >= 100 and not bw1["failures"]
         out.append(
             {
-                "name": "issue 13: GUI, blender-mcp add-on hosted by blendwire vs its own transport, 1 client, p50 ≥ 100× better",
+                "name": "issue 13: GUI, blender-mcp add-on hosted by blendwire vs its own transport, 1 client, "
+                "p50 ≥ 100× better",
                 "value": f"{bw1['p50_ms']:.3f} vs {ad1['p50_ms']:.3f} ms ({r:,.0f}×)",
                 "verdict": "pass" if ok else "MISS",
             }
@@ -386,7 +396,8 @@ def targets(R):
             x = r["calls_per_s"] / q["b"]["calls_per_s"]
             out.append(
                 {
-                    "name": f"issue 13: Blender Lab one-shot, `-b`, {n} client{'s' if n > 1 else ''}, calls/s ≥ {want:g}× "
+                    "name": f"issue 13: Blender Lab one-shot, `-b`, {n} client{'s' if n > 1 else ''}, "
+                    f"calls/s ≥ {want:g}× "
                     "the Lab add-on (QUOTED, not measured: its single-connection rate)",
                     "value": f"{r['calls_per_s']:,.0f} vs {q['b']['calls_per_s']:,.0f} calls/s ({x:.1f}×)",
                     "verdict": ("pass" if x >= want and not r["failures"] else "MISS") + " (vs a quoted number)",

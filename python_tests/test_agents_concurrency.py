@@ -104,7 +104,7 @@ def test_every_dialect_at_once_answers_every_request_with_its_own_answer(server)
         try:
             start.wait(ANSWER_WAIT)
             fn(port, cid, record)
-        except BaseException as e:  # noqa: BLE001 (reported below, with the client that failed)
+        except BaseException as e:  # reported below, with the client that failed
             with lock:
                 crashed.append((fn.__name__, cid, repr(e)))
 
@@ -138,4 +138,8 @@ def test_every_dialect_at_once_answers_every_request_with_its_own_answer(server)
     assert "name" in assert_success(bwtest.request(server.port, "get_scene_info"))
     with Conn(server.addon_port, timeout=ANSWER_WAIT) as c:
         assert c.request({"type": "get_scene_info", "params": {}})["status"] == "success"
-    assert lab_request(server.addon_port, "after") == {"status": "ok", "result": {"token": "after"}, "stdout": "after\n"}
+    assert lab_request(server.addon_port, "after") == {
+        "status": "ok",
+        "result": {"token": "after"},
+        "stdout": "after\n",
+    }
