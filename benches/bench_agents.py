@@ -40,7 +40,7 @@ LAB_REQUEST = (
     )
     + "\0"
 ).encode()
-ADDON_READY = "BlenderMCP server started on"
+ADDON_READY = "bench-agents: blender-mcp add-on serving"
 
 # Blender Lab's own add-on, measured earlier (../shared/protocols.md §5), not in this run.
 LAB_QUOTED = {
@@ -51,13 +51,17 @@ LAB_QUOTED = {
 # The add-on's own server, started the way its auto-start does it (register(), then
 # BlenderMCPServer(port).start() on the main thread), on a free port instead of 9876, bound to
 # 127.0.0.1 (its default host is "localhost"), with its auto-start switched off so that it never
-# binds the default port.
+# binds the default port, and .venv's site-packages appended to sys.path (for `requests`).
 ADDON_SCRIPT = r"""
 import importlib.util, os, sys
 import bpy
 
 path = os.environ["BENCH_AGENTS_ADDON"]
 port = int(os.environ["BENCH_AGENTS_PORT"])
+# The add-on imports `requests`, which Debian's Blender lacks: take it from the same venv that
+# `blendwire serve` gives its Blender (so both servers load the add-on with the same modules).
+for p in os.environ["BENCH_AGENTS_SITE"].split(os.pathsep):
+    p in sys.path or sys.path.append(p)
 spec = importlib.util.spec_from_file_location("blender_mcp_bundled_addon", path)
 mod = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = mod
@@ -74,7 +78,8 @@ def _start():
     server = mod.BlenderMCPServer(host="127.0.0.1", port=port)
     bpy.types.blendermcp_server = server
     server.start()
-    sys.stdout.flush()
+    if server.running:  # a line of its own: the add-on's threads print too
+        print("\nbench-agents: blender-mcp add-on serving", flush=True)
     return None
 
 
@@ -204,6 +209,9 @@ def _start_addon(B, addon, log_dir):
     env = dict(os.environ)
     env["BENCH_AGENTS_ADDON"] = addon
     env["BENCH_AGENTS_PORT"] = str(bwtest.free_port())
+    env["BENCH_AGENTS_SITE"] = os.pathsep.join(
+        sorted(glob.glob(os.path.join(os.path.dirname(B.VENV_BIN), "lib", "python3*", "site-packages")))
+    )
     srv = B.start_marked(
         "blender-mcp-addon",
         B._xvfb([bench_blender(), "--python", script]),
