@@ -45,7 +45,7 @@ ADDON_READY = "bench-agents: blender-mcp add-on serving"
 # Blender Lab's own add-on, measured earlier (../shared/protocols.md §5), not in this run.
 LAB_QUOTED = {
     "b": {"p50_ms": 0.20, "calls_per_s": 4762.0, "note": "one connection at a time"},
-    "gui": {"p50_ms": 252.0, "calls_per_s": None, "note": "its default 0.25 s poll (52 ms at 0.05 s)"},
+    "gui": {"p50_ms": 252.0, "calls_per_s": None, "note": "at its default 0.25 s poll; 52 ms at 0.05 s"},
 }
 
 # The add-on's own server, started the way its auto-start does it (register(), then
