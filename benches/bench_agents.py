@@ -308,7 +308,7 @@ def _f(v, digits):
 
 
 def _x(a, b):
-    return "—" if not a or not b else f"{a / b:,.0f}×" if a / b >= 10 else f"{a / b:.1f}×"
+    return "—" if not a or not b else f"{a / b:,.0f}×" if a / b >= 10 else f"{a / b:.2f}×"
 
 
 def render(R):
@@ -407,7 +407,7 @@ def targets(R):
                     "name": f"issue 13: Blender Lab one-shot, `-b`, {n} client{'s' if n > 1 else ''}, "
                     f"calls/s ≥ {want:g}× "
                     "the Lab add-on (QUOTED, not measured: its single-connection rate)",
-                    "value": f"{r['calls_per_s']:,.0f} vs {q['b']['calls_per_s']:,.0f} calls/s ({x:.1f}×)",
+                    "value": f"{r['calls_per_s']:,.0f} vs {q['b']['calls_per_s']:,.0f} calls/s ({x:.2f}×)",
                     "verdict": ("pass" if x >= want and not r["failures"] else "MISS") + " (vs a quoted number)",
                 }
             )
