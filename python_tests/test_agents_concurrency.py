@@ -1,7 +1,9 @@
 """Every agent dialect at once against one `blendwire serve --mcp-addon-port`: BLD Remote clients on
 the main port (persistent), blender-mcp clients on the add-on port (persistent, two requests in
 flight), and Blender Lab clients (one NUL-framed request per connection), all hammering the same
-Blender from threads, in every runtime (background, bpy, and the GUI in the `gui` phase).
+Blender from threads, in every runtime (background, bpy, and the GUI in the `gui` phase); the
+blender-mcp commands answered by blendwire itself, and by blender-mcp 1.9.4's own add-on file hosted
+with `--blender-mcp-addon`.
 
 Every request carries a token of its own (client, call) that the answer must bring back, so an
 answer delivered to the wrong request or connection fails the test; afterwards the service is idle
@@ -9,6 +11,7 @@ and answers each dialect again. Waits are on conditions with deadlines; nothing 
 """
 
 import json
+import pathlib
 import re
 import socket
 import threading
@@ -19,7 +22,10 @@ from bwtest import Conn, assert_success
 
 ANSWER_WAIT = 120.0
 CLIENTS = 4  # per dialect
-CALLS = 30  # per client
+CALLS = 50  # per client
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# blender-mcp 1.9.4's own add-on file (scripts/setup installs it into .venv-blender-mcp).
+ADDON = next(iter(sorted(ROOT.glob(".venv-blender-mcp/lib/python*/site-packages/blender_mcp/bundled/addon.py"))), None)
 MCP_LINE = re.compile(r"^blendwire: MCP add-on protocols \(blender-mcp, Blender Lab\) on (?P<host>\S+):(?P<port>\d+)$")
 
 
@@ -28,11 +34,16 @@ def server(request):
     """`blendwire serve --port 0 --mcp-addon-port 0` (no blender-mcp add-on: blendwire answers its
     core commands); `.addon_port` is the second listener's port."""
     sp = bwtest.start_serve(request.param, extra=["--mcp-addon-port", "0"])
+    with_addon_port(sp)
+    yield sp
+    sp.shutdown()
+
+
+def with_addon_port(sp):
     found = bwtest.poll_until(lambda: next((MCP_LINE.match(x) for x in sp.stdout_lines if MCP_LINE.match(x)), None), 10)
     assert found, f"no MCP add-on line\n{sp.output()}"
     sp.addon_port = int(found["port"])
-    yield sp
-    sp.shutdown()
+    return sp
 
 
 def _code(token):
@@ -88,7 +99,16 @@ def blender_lab_client(port, cid, record):
         record(token, resp == {"status": "ok", "result": {"token": token}, "stdout": token + "\n"}, resp)
 
 
-def test_every_dialect_at_once_answers_every_request_with_its_own_answer(server):
+@pytest.mark.parametrize("hosted", [False, True], ids=["blendwire-answers", "addon-hosted"])
+def test_every_dialect_at_once_answers_every_request_with_its_own_answer(server, serve_factory, hosted):
+    """Without the blender-mcp add-on (blendwire answers its core commands), and with 1.9.4's own
+    add-on file hosted (`--blender-mcp-addon`: its command table answers them)."""
+    if hosted:
+        if ADDON is None:
+            pytest.skip("no .venv-blender-mcp (scripts/setup makes it)")
+        server = with_addon_port(
+            serve_factory(server.runtime, extra=["--mcp-addon-port", "0", "--blender-mcp-addon", str(ADDON)])
+        )
     lock = threading.Lock()
     answered, wrong, crashed = [], [], []
 
