@@ -27,6 +27,10 @@ interrupted at their deadline (time to the caller's `interrupted` answer and to 
 next request being served), and calls/s with the interrupt handler and signal on and off on the same
 Blender, with the interrupter thread's CPU and wake-ups per call (on in both).
 
+Issue 13's rows (benches/bench_agents.py, GUI runs only): the real blender-mcp 1.9.4 add-on in the GUI
+with its own transport vs blendwire hosting the same add-on file on `--mcp-addon-port`, 1 and 8
+clients; Blender Lab one-shot requests against blendwire's listener in -b and the GUI.
+
 Every workload uses the same raw-protocol client code for both servers (send the JSON, read until
 the bytes parse as one JSON object, TCP_NODELAY). Warm-up calls are excluded; each workload runs
 ROUNDS rounds, each bounded in calls and in time; the table shows the median over rounds.
@@ -54,6 +58,7 @@ sys.path.insert(0, os.path.join(ROOT, "python_tests"))
 import bwtest  # noqa: E402  (standard library only: raw JSON over a socket, waiting, processes)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_agents  # noqa: E402  (issue 13's rows: the agents' add-on protocols)
 import bench_interrupt  # noqa: E402  (issue 12's rows: interrupting runaway jobs, and what that costs)
 
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -934,8 +939,9 @@ def render(meta, bench):
         )
     lines += render_extra(R)
     lines += bench_interrupt.render(R)
+    lines += bench_agents.render(R)
     lines.append("")
-    lines.append("Targets (issue 2: background, one persistent connection, get_scene_info; then issues 5 and 12):")
+    lines.append("Targets (issue 2: background, one persistent connection, get_scene_info; then issues 5, 12 and 13):")
     for t in meta["targets"]:
         lines.append(f"- {t['name']}: {t['value']} → **{t['verdict']}**")
     lines.append("")
@@ -1094,6 +1100,7 @@ def targets(bench):
         )
     out += targets5(R)
     out += bench_interrupt.targets(R)
+    out += bench_agents.targets(R)
     return out
 
 
@@ -1400,6 +1407,9 @@ def main():
             print("issue 12 (runaway jobs interrupted; the machinery's cost), GUI:", file=sys.stderr, flush=True)
             bench_interrupt.run(bench, srv, "gui")
             srv.stop(shutdown_port=srv.port)
+
+            print("issue 13 (the agents' add-on protocols), -b and GUI:", file=sys.stderr, flush=True)
+            bench_agents.run(bench, log_dir)
 
             print("plain Blender GUI (no add-on), idle:", file=sys.stderr, flush=True)
             srv = start_marked(

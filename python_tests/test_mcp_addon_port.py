@@ -3,7 +3,9 @@ protocols beside the BLD Remote service, in every runtime.
 
 Raw sockets for Blender Lab's wire (one NUL-terminated JSON request per connection, a NUL-terminated
 answer, then close): execute, the `result` namespace, stdout/stderr, strict_json both ways, the
-error answers, the weak sandbox (which here never ends Blender), the size limit, an incomplete
+error answers (every request shape, a request in 1-byte writes with UTF-8 characters split, a raw
+NUL inside a string ending the request), the weak sandbox (which here never ends Blender), the size
+limit, an incomplete
 request ("Client timed out"), deferred answers (`check_is_finished`, also in `-b`), a runaway loop
 interrupted at its deadline with the next request served and the status showing it while it runs;
 blender-mcp's wire (unframed, persistent, pipelined) reaching its dispatcher; and the real Blender
@@ -157,6 +159,62 @@ def test_lab_errors(server):
         pieces=True,
     )
     assert slow == {"status": "ok", "result": {"s": "\0"}}, slow
+
+
+def test_lab_every_request_shape(server):
+    """Each malformed shape gets one NUL-terminated error answer (never silence, never a wait for
+    the read timeout), then the connection is closed; valid extras are ignored."""
+    shapes = [
+        (b"\0", "not JSON"),  # an empty request
+        (b"[1, 2]\0", "expected a JSON object"),
+        (b'"execute"\0', "got a string"),
+        (b'{"code": "x = 1", "strict_json": true}\0', "Missing request type"),
+        (b'{"type": 7, "code": "x = 1", "strict_json": true}\0', "Unknown request type: 7"),
+        (b'{"type": "execute", "code": 5, "strict_json": true}\0', "'code'"),
+        (b'{"type": "execute", "code": "x = 1", "strict_json": "yes"}\0', "buggy"),
+        (b'{"type": "execute", "code": "x = 1", "strict_json": true, "id": {"a": 1}}\0', '"id" must be'),
+    ]
+    for data, words in shapes:
+        answer, closed = lab_raw(server.addon_port, data)
+        assert answer["status"] == "error" and words in answer["message"], (data, answer)
+        assert closed, data
+    # Unknown fields are ignored; an integer id names the job.
+    extra, _ = lab_raw(
+        server.addon_port,
+        b'{"type": "execute", "code": "result[\'a\'] = 1", "strict_json": true, "extra": [1], "id": 5}\0',
+    )
+    assert extra == {"status": "ok", "result": {"a": 1}}, extra
+
+
+def test_lab_request_in_one_byte_writes_with_split_utf8(server):
+    req = {"type": "execute", "code": "result['s'] = '\u2603 \u00e9'\nprint('\u2603')", "strict_json": True}
+    data = (json.dumps(req, ensure_ascii=False) + "\0").encode()
+    assert len(data) != len(data.decode()), "the request carries multi-byte UTF-8 characters, split by the writes"
+    answer, closed = lab_raw(server.addon_port, data, pieces=True)
+    assert answer == {"status": "ok", "result": {"s": "\u2603 \u00e9"}, "stdout": "\u2603\n"} and closed, answer
+
+
+def test_lab_raw_nul_inside_a_string_ends_the_request(server):
+    """A Lab client reads and writes up to a NUL, and JSON escapes NUL in strings as \\u0000, so a
+    raw NUL byte can only be a frame's end: a request with one inside a string is malformed JSON,
+    answered at once (also when nothing follows the NUL) and closed; nothing after it runs."""
+    marker = "nul_after_frame_ran"
+    tail = json.dumps(
+        {"type": "execute", "code": f"import bpy\nbpy.data.scenes[0][{marker!r}] = 1", "strict_json": True}
+    ).encode()
+    for data in (
+        b'{"type": "execute", "code": "result[\'s\'] = \'a\0b\'", "strict_json": true}\0',  # whole, NUL inside
+        b'{"type": "execute", "code": "result[\'s\'] = \'a\0',  # the NUL, then nothing: no wait for a timeout
+        b'{"type": "execute", "code": "x = \'\0\'"}' + tail + b"\0",  # a second request after it is not run
+    ):
+        answer, closed = lab_raw(server.addon_port, data, timeout=DEADLINE * 2)
+        assert answer["status"] == "error" and answer["message"].startswith("Invalid request: malformed JSON"), (
+            data,
+            answer,
+        )
+        assert closed, data
+    ran = bwtest.execute(server.port, f"import bpy\nprint({marker!r} in bpy.data.scenes[0], end='')")
+    assert bwtest.stdout_of(assert_success(ran)) == "False"
 
 
 def test_lab_sandbox_refuses_and_blender_stays_up(server):
