@@ -5,7 +5,7 @@
 //! hour passes. One NUL-terminated answer, then the connection closes.
 
 use super::connection::Connection;
-use super::pipeline::{self, Job};
+use super::pipeline::{self, Job, Shape};
 use crate::error::RequestError;
 use crate::protocol::{self, Dialect};
 use crate::queue::{pending_handle, poll_params, Payload};
@@ -135,6 +135,6 @@ fn submit(conn: &Connection, op: &str, params: Map<String, Value>, request_id: O
         params,
     };
     let wait: Duration = conn.ctx.default_timeout;
-    pipeline::submit(&conn.ctx, payload, wait, conn.peer(), request_id, false, true)
+    pipeline::submit(&conn.ctx, payload, wait, conn.peer(), request_id, false, Shape::Whole)
         .map_err(|e| protocol::job_error(&e))
 }

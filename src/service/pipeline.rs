@@ -47,14 +47,24 @@ enum Pending {
     Waiting(Job),
 }
 
+/// How a handler's result becomes the answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// `{"status": "success", "result": <result>}` (the command service's commands).
+    Wrapped,
+    /// The result is the whole answer (the legacy `{"code"}`/`{"message"}` forms, blender-mcp's
+    /// and Blender Lab's handlers).
+    Whole,
+}
+
 pub(super) struct Job {
     /// The bridge's id of the job: is it running (then it is interrupted at the deadline)?
     id: u64,
     rx: oneshot::Receiver<JobResult>,
     deadline: Instant,
     command: String,
-    /// The handler's result is the whole response (legacy forms, blender-mcp, Blender Lab).
-    legacy: bool,
+    /// How the handler's result becomes the answer.
+    shape: Shape,
     wait: Duration,
     /// The request's `id`, echoed in its answer and progress messages.
     request_id: Option<Value>,
@@ -65,7 +75,7 @@ pub(super) struct Job {
 impl Job {
     fn answer(&self, result: JobResult) -> Step {
         Step::Reply(match result {
-            Ok(result) if self.legacy => result,
+            Ok(result) if self.shape == Shape::Whole => result,
             Ok(result) => with_id(protocol::success(result), &self.request_id),
             Err(e) => with_id(protocol::job_error(&e), &self.request_id),
         })
@@ -281,7 +291,7 @@ fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr, dialect: Option<
         id: request_id,
         progress,
     } = request;
-    let (payload, whole) = match dialect {
+    let (payload, shape) = match dialect {
         // blender-mcp's handler answers the whole response, as its add-on's execute_command does.
         Some(dialect) => (
             Payload::Addon {
@@ -289,18 +299,22 @@ fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr, dialect: Option<
                 name: command.clone(),
                 params,
             },
-            true,
+            Shape::Whole,
         ),
         None => (
             Payload::Command {
                 name: command.clone(),
                 params,
             },
-            command == protocol::LEGACY,
+            if command == protocol::LEGACY {
+                Shape::Whole
+            } else {
+                Shape::Wrapped
+            },
         ),
     };
     let wait = timeout.unwrap_or(ctx.default_timeout);
-    match submit(ctx, payload, wait, peer, request_id.clone(), progress, whole) {
+    match submit(ctx, payload, wait, peer, request_id.clone(), progress, shape) {
         Ok(job) => Pending::Waiting(job),
         Err(e) => Pending::Ready(Step::Reply(with_id(protocol::job_error(&e), &request_id))),
     }
@@ -317,8 +331,8 @@ pub(super) fn authorize(ctx: &Ctx, request: &Value) -> Result<(), Value> {
     Ok(())
 }
 
-/// Queue a main-thread job whose deadline is `wait` from now. `whole`: the handler's result is
-/// the whole response (no status/result wrapper added).
+/// Queue a main-thread job whose deadline is `wait` from now; `progress`: the client asked for
+/// progress messages.
 pub(super) fn submit(
     ctx: &Ctx,
     payload: Payload,
@@ -326,7 +340,7 @@ pub(super) fn submit(
     peer: std::net::SocketAddr,
     request_id: Option<Value>,
     progress: bool,
-    whole: bool,
+    shape: Shape,
 ) -> Result<Job, JobError> {
     let deadline = Instant::now() + wait;
     let command = payload.label();
@@ -342,7 +356,7 @@ pub(super) fn submit(
         rx: ticket.rx,
         deadline,
         command,
-        legacy: whole,
+        shape,
         wait,
         request_id,
         progress,
@@ -418,7 +432,7 @@ mod tests {
             rx,
             deadline: Instant::now(),
             command: "echo".into(),
-            legacy: false,
+            shape: Shape::Wrapped,
             wait: Duration::ZERO,
             request_id: None,
             progress: None,
