@@ -327,16 +327,11 @@ impl Bridge {
             }
             removed
         };
-        for job in &removed {
-            self.metrics.cancelled.inc();
-            log::info!(
-                "{} (id {key}) cancelled by its client while queued",
-                job.payload.label()
-            );
-        }
         let queued = removed.len();
         for job in removed {
+            self.metrics.cancelled.inc();
             let command = job.payload.label();
+            log::info!("{command} (id {key}) cancelled by its client while queued");
             let _ = job.reply.send(Err(JobError::CancelledQueued { command }));
         }
         let running = self.main.cancel(key);

@@ -13,8 +13,8 @@ __all__ = ["progress"]
 
 def progress(fraction=None, message=None):
     """Report how far the running job is: `fraction` from 0 to 1 (None: unknown) and/or a short
-    `message`. Returns True if the job's client receives it, False if nobody listens (no job runs
-    on this thread, or its client did not ask for progress). Raises ValueError for a fraction
+    `message`. Returns True if the job's client receives it, False if nobody listens (no job runs,
+    or its client did not ask for progress). Raises ValueError for a fraction
     outside 0..1.
 
         for i, obj in enumerate(objs):

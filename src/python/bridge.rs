@@ -194,8 +194,9 @@ fn interrupt_running(reason: &str) {
     queue::global().main.interrupt(reason);
 }
 
-/// The running job reports progress (`blendwire.progress`). True if its client listens; False
-/// outside a job, off the main thread, or when the client did not ask for progress.
+/// The running job reports progress (`blendwire.progress`, from any thread while it runs: renders
+/// report from Blender's render thread). True if its client listens; False between jobs or when
+/// the client did not ask for progress.
 #[pyfunction]
 #[pyo3(signature = (fraction = None, message = None))]
 fn report_progress(fraction: Option<f64>, message: Option<String>) -> PyResult<bool> {
@@ -210,7 +211,7 @@ fn report_progress(fraction: Option<f64>, message: Option<String>) -> PyResult<b
     Ok(true)
 }
 
-/// Whether the job running on this thread streams its progress and output to its client.
+/// Whether the running job streams its progress and output to its client.
 #[pyfunction]
 fn job_streams() -> bool {
     queue::global().main.progress().is_some()

@@ -220,20 +220,21 @@ impl Connection {
 
     /// Serialise one answer into the output buffer (counting errors by code).
     pub(super) fn encode(&mut self, response: &Value) {
+        self.count_error(response);
+        crate::encode::write_value(&mut self.out, response);
+    }
+
+    fn count_error(&self, response: &Value) {
         if response.get("status").and_then(Value::as_str) == Some("error") {
             let code = response.get("error_code").and_then(Value::as_str).unwrap_or("error");
             self.ctx.metrics.errors.inc(code);
         }
-        crate::encode::write_value(&mut self.out, response);
     }
 
     /// Serialise Blender Lab's answer: ASCII JSON (`\u` escapes, as its add-on writes) and the
     /// NUL that ends it.
     pub(super) fn encode_lab(&mut self, response: &Value) {
-        if response.get("status").and_then(Value::as_str) == Some("error") {
-            let code = response.get("error_code").and_then(Value::as_str).unwrap_or("error");
-            self.ctx.metrics.errors.inc(code);
-        }
+        self.count_error(response);
         let mut utf8 = Vec::new();
         crate::encode::write_value(&mut utf8, response);
         ascii_escape(&utf8, &mut self.out);

@@ -91,16 +91,9 @@ impl Job {
         Some(self.answer(result))
     }
 
-    /// Wait for the answer. At the deadline a job still queued is answered `timeout` (it will not
-    /// run); one that runs is interrupted then (`crate::supervisor`), and its own answer, normally
-    /// `interrupted`, is waited for up to `GRACE` more.
-    async fn finish(mut self, conn: &mut Connection) -> Step {
-        self.finish_inner(conn).await
-    }
-
     /// The answer, as the client gets it; None if the client left or the service stops.
     pub(super) async fn answer_of(mut self, conn: &mut Connection) -> Option<Value> {
-        match self.finish_inner(conn).await {
+        match self.finish(conn).await {
             Step::Reply(v) => Some(v),
             Step::End(_) => None,
         }
@@ -117,7 +110,10 @@ impl Job {
         });
     }
 
-    async fn finish_inner(&mut self, conn: &mut Connection) -> Step {
+    /// Wait for the answer. At the deadline a job still queued is answered `timeout` (it will not
+    /// run); one that runs is interrupted then (`crate::supervisor`), and its own answer, normally
+    /// `interrupted`, is waited for up to `GRACE` more.
+    async fn finish(&mut self, conn: &mut Connection) -> Step {
         let progress = self.progress.as_deref().map(|p| (p, self.request_id.as_ref()));
         let mut waited = conn.await_reply(&mut self.rx, self.deadline, progress).await;
         if matches!(waited, Waited::TimedOut) && conn.ctx.bridge.main.is_running(self.id) {
@@ -219,7 +215,7 @@ pub(super) async fn serve(mut conn: Connection, dialect: Option<Dialect>) {
         };
         let mut step = match front {
             Pending::Ready(step) => step,
-            Pending::Waiting(job) => job.finish(&mut conn).await,
+            Pending::Waiting(mut job) => job.finish(&mut conn).await,
         };
         // Answers already computed behind this one go out in the same write.
         let end = loop {
@@ -379,12 +375,13 @@ fn cancel(ctx: &Ctx, request: &Request) -> Value {
         }
     };
     let found = ctx.bridge.cancel(&protocol::id_key(&id));
-    let mut result = serde_json::Map::new();
-    result.insert("id".into(), id);
-    result.insert("cancelled".into(), json!(found.queued > 0 || found.running));
-    result.insert("queued".into(), json!(found.queued));
-    result.insert("running".into(), json!(found.running));
-    with_id(protocol::success(Value::Object(result)), &request.id)
+    let result = json!({
+        "id": id,
+        "cancelled": found.queued > 0 || found.running,
+        "queued": found.queued,
+        "running": found.running,
+    });
+    with_id(protocol::success(result), &request.id)
 }
 
 /// An answer to a request that had an `id` carries it too.
