@@ -893,6 +893,17 @@ def _compare_row(R, label, a, b, digits):
     )
 
 
+def target_lines(targets):
+    """One Markdown line per target verdict."""
+    return [f"- {t['name']}: {t['value']} → **{t['verdict']}**" for t in targets]
+
+
+def print_standalone(table, targets, log_dir):
+    """What a row module's standalone run prints: its tables, its target verdicts, where the logs are."""
+    print("\n".join(table + target_lines(targets)))
+    print(f"logs: {log_dir}", file=sys.stderr)
+
+
 def render(meta, bench):
     R = bench.results
 
@@ -942,8 +953,7 @@ def render(meta, bench):
     lines += bench_agents.render(R)
     lines.append("")
     lines.append("Targets (issue 2: background, one persistent connection, get_scene_info; then issues 5, 12 and 13):")
-    for t in meta["targets"]:
-        lines.append(f"- {t['name']}: {t['value']} → **{t['verdict']}**")
+    lines += target_lines(meta["targets"])
     lines.append("")
     lines.append(
         "CPU during the rounds (median, % of one core, 200 = both cores; server = the "

@@ -456,10 +456,7 @@ def main():
             srv.stop()
         pool.terminate()
         pool.join()
-    print("\n".join(render(bench.results)))
-    for t in targets(bench.results):
-        print(f"- {t['name']}: {t['value']} → **{t['verdict']}**")
-    print(f"logs: {log_dir}", file=sys.stderr)
+    B.print_standalone(render(bench.results), targets(bench.results), log_dir)
 
 
 if __name__ == "__main__":

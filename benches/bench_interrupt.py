@@ -755,10 +755,7 @@ def main():
     finally:
         for srv in list(B.LIVE_SERVERS):
             srv.stop()
-    print("\n".join(render(ctx.results)))
-    for t in targets(ctx.results):
-        print(f"- {t['name']}: {t['value']} → **{t['verdict']}**")
-    print(f"logs: {log_dir}", file=sys.stderr)
+    B.print_standalone(render(ctx.results), targets(ctx.results), log_dir)
 
 
 if __name__ == "__main__":
