@@ -37,7 +37,8 @@ class ServeError(Exception):
 
 def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str | None = None) -> int | None:
     """Start the service, and the router when `settings` has an engine URL; `announce(info)` once
-    commands are served (info: host, port, mode, pid, blender version).
+    commands are served (info: host, port, mode, pid, blender version), right after this Blender's
+    instance file is written (`blendwire list`; removed when the service stops).
 
     -b / bpy: serve until a stop is requested and return the process exit status (non-zero when
     the watchdog's save failed). GUI: return None at once; the timers serve, and Blender quits
