@@ -147,3 +147,17 @@ def test_choosing_with_none_running_says_how_to_start_one(runtime_dir):
         _core.choose_instance()
     with pytest.raises(LookupError, match="no blendwire instance is running"):
         _core.choose_instance("6688")
+
+
+@pytest.mark.gui
+def test_a_gui_serve_is_listed_and_follows_its_file(serve_factory, runtime_dir, tmp_path):
+    sp = serve_factory("gui", env={"XDG_RUNTIME_DIR": str(runtime_dir)})
+    (i,) = _core.discover_instances()
+    assert (i["port"], i["runtime"], i["blend_file"]) == (sp.port, "gui", None)
+    shot = tmp_path / "gui_shot.blend"
+    bwtest.assert_success(bwtest.execute(sp.port, f"import bpy; bpy.ops.wm.save_as_mainfile(filepath={str(shot)!r})"))
+    assert _core.choose_instance("gui_shot")["port"] == sp.port
+    bwtest.assert_success(bwtest.execute(sp.port, "import bpy; bpy.ops.wm.read_homefile()"))  # File > New
+    assert _core.choose_instance()["blend_file"] is None
+    sp.shutdown()
+    assert os.listdir(runtime_dir / "blendwire") == []
