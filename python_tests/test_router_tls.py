@@ -62,6 +62,7 @@ def test_refused_certificates_are_retried_until_a_good_one_is_served(serve_facto
         assert st["state"] in ("backoff", "connecting")
         assert st["last_error"].startswith('TLS: the certificate the engine presented for "127.0.0.1"'), st
         assert "does not trust" in st["last_error"] and "BLENDWIRE_CA_FILE" in st["last_error"], st
+        assert 'signed by "CN=bw-rogue-ca"' in st["last_error"], st  # which CA
         bwtest.wait_for(lambda: "does not trust" in stderr_text(sp), 10, "the refusal in the log")
         assert not peer.find(lambda r: r["kind"] == "connect"), "no Socket.IO connect through a refused certificate"
 
@@ -100,7 +101,8 @@ def test_without_the_ca_file_a_private_ca_is_refused(serve_factory, pki):
     try:
         sp = serve_router(serve_factory, peer, env={"BLENDWIRE_CA_FILE": ""})
         st = wait_router(sp, lambda st: st["consecutive_failures"] >= 2, "failed attempts (no CA file)")
-        assert "does not trust" in st["last_error"] and "BLENDWIRE_CA_FILE" in st["last_error"], st
+        assert 'signed by "CN=bw-test-ca", an issuer this router does not trust' in st["last_error"], st
+        assert "BLENDWIRE_CA_FILE" in st["last_error"], st
     finally:
         peer.kill()
 
@@ -110,7 +112,7 @@ def test_without_the_ca_file_a_private_ca_is_refused(serve_factory, pki):
     [
         (None, "cannot be read"),
         (b"not a certificate\n", "has no certificate"),
-        (b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n", "cannot be trusted as a CA"),
+        (b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n", "has a certificate that cannot be trusted"),
     ],
 )
 def test_a_bad_ca_file_fails_before_blender_starts(tmp_path, content, expected):
@@ -122,9 +124,10 @@ def test_a_bad_ca_file_fails_before_blender_starts(tmp_path, content, expected):
     env = {**os.environ, "BLENDWIRE_CA_FILE": str(path)}
     by_env = subprocess.run(serve, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert by_env.returncode == 1, (by_env.stdout, by_env.stderr)
-    assert f"--ca-file (from $BLENDWIRE_CA_FILE) {expected} ({path}" in by_env.stderr, by_env.stderr
+    assert f"--ca-file (from $BLENDWIRE_CA_FILE) {expected}" in by_env.stderr, by_env.stderr
+    assert f"({path}" in by_env.stderr, by_env.stderr
     assert "Traceback" not in by_env.stderr and "Blender not found" not in by_env.stderr
     by_flag = subprocess.run(
         [*serve, "--ca-file", str(path)], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
     )
-    assert by_flag.returncode == 1 and f"--ca-file {expected} ({path}" in by_flag.stderr, by_flag.stderr
+    assert by_flag.returncode == 1 and f"--ca-file {expected}" in by_flag.stderr, by_flag.stderr

@@ -6,9 +6,11 @@
 //! verified (rustls' default). The crypto provider is ring: it builds with a C compiler alone,
 //! where aws-lc-rs needs cmake and several more minutes per clean build.
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::CertificateDer;
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,7 +48,11 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaFileE
         probe.add(cert.clone()).map_err(|e| CaFileError::NotUsable {
             path: owned(),
             index: i + 1,
-            why: e.to_string(),
+            // rustls words these for a peer's certificate ("invalid peer certificate: ...").
+            why: match e {
+                rustls::Error::InvalidCertificate(c) => format!("not a well-formed X.509 certificate ({c})"),
+                other => other.to_string(),
+            },
         })?;
     }
     Ok(certs)
@@ -78,13 +84,132 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, CaFile
     }
     log::debug!("TLS: trusting {system} system CA certificates and {extra} from the CA file");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         // The ring provider supports the default versions; this cannot fail with it.
-        .unwrap_or_else(|e| unreachable!("ring lacks TLS 1.2/1.3: {e}"))
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+        .unwrap_or_else(|e| unreachable!("ring lacks TLS 1.2/1.3: {e}"));
+    // rustls' own verifier (chain, name, dates); with no root at all it cannot be built, and
+    // every certificate is refused as by an empty store.
+    let config = match WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build() {
+        Ok(inner) => config
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(IssuerNaming { inner })),
+        Err(_) => config.with_root_certificates(RootCertStore::empty()),
+    };
+    Ok(Arc::new(config.with_no_client_auth()))
+}
+
+/// An issuer that none of the trusted CAs is: named, so that the error says which CA to trust.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown issuer {issuer}")]
+pub struct UntrustedIssuer {
+    pub issuer: String,
+}
+
+/// rustls' verifier, unchanged, except that an unknown issuer is named ([`UntrustedIssuer`]):
+/// rustls reports only that there is one.
+#[derive(Debug)]
+struct IssuerNaming {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for IssuerNaming {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                    // The top of the chain the engine sent is the one whose issuer is unknown.
+                    let top = intermediates.last().unwrap_or(end_entity);
+                    match issuer_name(top) {
+                        Some(issuer) => rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
+                            Arc::new(UntrustedIssuer { issuer }),
+                        ))),
+                        None => e,
+                    }
+                }
+                other => other,
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// One DER element: (tag, contents, what follows). `None` on anything malformed.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *input.first()?;
+    let first = *input.get(1)?;
+    let (len, start) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let bytes = input.get(2..2 + n)?;
+        (bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize), 2 + n)
+    };
+    let end = start.checked_add(len)?;
+    Some((tag, input.get(start..end)?, input.get(end..)?))
+}
+
+/// The issuer of an X.509 certificate as `CN=..., O=...` (its common name and organisation), read
+/// straight from the DER; `None` if it has neither or is not well formed.
+fn issuer_name(cert: &[u8]) -> Option<String> {
+    let (_, certificate, _) = der(cert)?;
+    let (_, tbs, _) = der(certificate)?;
+    let (tag, _, mut rest) = der(tbs)?;
+    if tag == 0xa0 {
+        // [0] version; the serial number follows.
+        rest = der(rest)?.2;
+    }
+    let (_, _, rest) = der(rest)?; // the signature algorithm
+    let (_, mut rdns, _) = der(rest)?; // the issuer Name: SEQUENCE OF SET OF (OID, value)
+    let mut parts = Vec::new();
+    while !rdns.is_empty() {
+        let (_, mut set, next) = der(rdns)?;
+        rdns = next;
+        while !set.is_empty() {
+            let (_, pair, next) = der(set)?;
+            set = next;
+            let (_, oid, value) = der(pair)?;
+            let (_, value, _) = der(value)?;
+            let label = match oid {
+                [0x55, 0x04, 0x03] => "CN",
+                [0x55, 0x04, 0x0a] => "O",
+                _ => continue,
+            };
+            parts.push(format!("{label}={}", String::from_utf8_lossy(value)));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// A failed TLS handshake with `host`, said so that the user knows what to change.
@@ -95,6 +220,15 @@ pub fn describe(err: &rustls::Error, host: &str) -> String {
     );
     match err {
         rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::Other(OtherError(inner)) if inner.downcast_ref::<UntrustedIssuer>().is_some() => {
+                let issuer = inner
+                    .downcast_ref::<UntrustedIssuer>()
+                    .map_or("", |u| u.issuer.as_str());
+                format!(
+                    "the certificate the engine presented for {host:?} is signed by {issuer:?}, an issuer this \
+                     router does not trust; {fix_ca}"
+                )
+            }
             CertificateError::UnknownIssuer => format!(
                 "the certificate the engine presented for {host:?} is signed by an issuer this router does not \
                  trust; {fix_ca}"
@@ -177,6 +311,11 @@ ywIgGmSmdLemgwXLKrbNJXiprsLy2QwLB1nkq53lTX/BkUU=
         );
         let e = load_ca_file(&garbage).unwrap_err();
         assert!(matches!(e, CaFileError::NotUsable { index: 1, .. }), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("certificate 1): not a well-formed X.509 certificate (BadEncoding)"),
+            "{e}"
+        );
 
         let dir = std::env::temp_dir();
         assert!(matches!(
@@ -202,6 +341,16 @@ ywIgGmSmdLemgwXLKrbNJXiprsLy2QwLB1nkq53lTX/BkUU=
             "10.0.0.1",
         );
         assert!(name.contains("not valid for the name \"10.0.0.1\""), "{name}");
+        let named = describe(
+            &rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(UntrustedIssuer {
+                issuer: "CN=rogue".into(),
+            })))),
+            "h",
+        );
+        assert!(
+            named.contains("signed by \"CN=rogue\", an issuer this router does not trust"),
+            "{named}"
+        );
         let expired = describe(&rustls::Error::InvalidCertificate(CertificateError::Expired), "h");
         assert!(expired.contains("validity"), "{expired}");
     }
@@ -213,6 +362,10 @@ ywIgGmSmdLemgwXLKrbNJXiprsLy2QwLB1nkq53lTX/BkUU=
         let two = temp("two.pem", format!("{CA_PEM}\n{CA_PEM}").as_bytes());
         assert_eq!(load_ca_file(&two).unwrap().len(), 2);
         assert!(client_config(Some(&ca)).is_ok());
+        let der = load_ca_file(&ca).unwrap().remove(0);
+        assert_eq!(issuer_name(&der).as_deref(), Some("CN=blendwire-unit-ca"));
+        assert_eq!(issuer_name(&der[..40]), None, "cut short");
+        assert_eq!(issuer_name(b""), None);
         assert!(client_config(None).is_ok());
         assert!(client_config(Some(Path::new("/nonexistent/ca.pem"))).is_err());
     }
