@@ -112,7 +112,10 @@ def test_without_the_ca_file_a_private_ca_is_refused(serve_factory, pki):
     [
         (None, "cannot be read"),
         (b"not a certificate\n", "has no certificate"),
-        (b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n", "has a certificate that cannot be trusted"),
+        (
+            b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
+            "has a certificate that cannot be trusted",
+        ),
     ],
 )
 def test_a_bad_ca_file_fails_before_blender_starts(tmp_path, content, expected):

@@ -229,10 +229,11 @@ def start(url: str | None = None, *, watchdog_seconds: float | None = None, user
     `watchdog_seconds`: default env BLENDWIRE_WATCHDOG_SECONDS, else the core's default (300);
     0 disables the watchdog. An https:// URL connects over TLS: the engine's certificate must name
     its host and chain to the system's trust store or to `ca_file=` (a PEM file; default env
-    BLENDWIRE_CA_FILE); a refused certificate is a failed attempt, retried. Other settings go to `_core.start_router` (backoff_initial,
-    backoff_max, backoff_jitter, watchdog_after_failures, poll_limit, outbox_max_count, ...; None
-    means the core's default). In the GUI a timer must run the router's jobs: this makes sure it
-    runs. Raises ValueError (bad url/settings, checked by the core), ServiceError (already running)."""
+    BLENDWIRE_CA_FILE); a refused certificate is a failed attempt, retried. Other settings go to
+    `_core.start_router` (backoff_initial, backoff_max, backoff_jitter, watchdog_after_failures,
+    poll_limit, outbox_max_count, ...; None means the core's default). In the GUI a timer must run
+    the router's jobs: this makes sure it runs. Raises ValueError (bad url/settings, checked by the
+    core), ServiceError (already running)."""
     require_main_thread("blendwire.router.start")
     url = url or os.environ.get("WS_URL")
     if not url:
