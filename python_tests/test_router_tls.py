@@ -134,3 +134,25 @@ def test_a_bad_ca_file_fails_before_blender_starts(tmp_path, content, expected):
         [*serve, "--ca-file", str(path)], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
     )
     assert by_flag.returncode == 1 and f"--ca-file {expected}" in by_flag.stderr, by_flag.stderr
+
+
+def test_the_core_checks_the_ca_file_once_for_every_caller(pki, monkeypatch, tmp_path):
+    """One rule (the core's) for the CLI, `router.start` and the add-on: given, from the
+    environment, or empty (none)."""
+    from blendwire import _core
+
+    monkeypatch.delenv("BLENDWIRE_CA_FILE", raising=False)
+    good = str(pki["ca"].pem)
+    assert _core.check_router_settings("https://127.0.0.1:8443", ca_file=good) == []
+    assert _core.check_ca_file(good) is None and _core.check_ca_file("") is None
+    missing = str(tmp_path / "missing.pem")
+    [(name, rule)] = _core.check_router_settings("https://127.0.0.1:8443", ca_file=missing)
+    assert name == "ca_file" and rule.startswith(f"cannot be read ({missing}: "), rule
+    assert _core.check_ca_file(missing) == rule
+    monkeypatch.setenv("BLENDWIRE_CA_FILE", missing)
+    [(name, rule)] = _core.check_router_settings("https://127.0.0.1:8443")
+    assert name == "ca_file" and rule.startswith("(from $BLENDWIRE_CA_FILE) cannot be read"), rule
+    assert _core.check_router_settings("https://127.0.0.1:8443", ca_file=good) == [], "the argument wins"
+    with pytest.raises(ValueError, match=r"^ca_file \(from \$BLENDWIRE_CA_FILE\) cannot be read"):
+        _core.start_router("https://127.0.0.1:8443")
+    assert not _core.router_running()
