@@ -11,17 +11,42 @@ import subprocess
 
 import bwtest
 import pytest
-from certs import make_ca, make_cert
+from certs import CA, Cert, make_ca, make_cert
 from engine_peer import EnginePeer
 from test_router import ADDON_ID, TOKEN, execute, serve_router, stderr_text, wait_router
 
 pytestmark = pytest.mark.background
 
 
+def make_expired_cert(folder, ca: CA, host: str) -> Cert:
+    """A certificate for `host` signed by `ca` that expired in 2020 (`openssl ca` takes explicit
+    dates, `openssl x509 -req` does not)."""
+    key, csr, pem, ext = (folder / f"expired.{suffix}" for suffix in ("key", "csr", "pem", "ext"))
+    ext.write_text(f"subjectAltName=IP:{host}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    (folder / "index.txt").write_text("")
+    (folder / "serial").write_text("01\n")
+    cnf = folder / "ca.cnf"
+    cnf.write_text(
+        f"[ca]\ndefault_ca = t\n[t]\ndatabase = {folder}/index.txt\nnew_certs_dir = {folder}\n"
+        f"serial = {folder}/serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n"
+    )
+    for cmd in (
+        ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        + ["-keyout", key, "-out", csr, "-subj", f"/CN={host}"],
+        ["ca", "-batch", "-config", cnf, "-cert", ca.pem, "-keyfile", ca.key, "-in", csr, "-out", pem]
+        + ["-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-extfile", ext],
+    ):
+        done = subprocess.run(["openssl", *map(str, cmd)], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+    chain = folder / "expired-chain.pem"
+    chain.write_text(pem.read_text() + ca.pem.read_text())
+    return Cert(key, pem, chain)
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """A CA with a good certificate for 127.0.0.1 (the peer's address), one for another name, and
-    a certificate for 127.0.0.1 from a CA nobody trusts."""
+    """A CA with a good certificate for 127.0.0.1 (the peer's address), one for another name, an
+    expired one, and a certificate for 127.0.0.1 from a CA nobody trusts."""
     folder = tmp_path_factory.mktemp("pki")
     ca = make_ca(folder, "bw-test-ca")
     rogue = make_ca(folder, "bw-rogue-ca")
@@ -29,6 +54,7 @@ def pki(tmp_path_factory):
         "ca": ca,
         "good": make_cert(folder, ca, "good", ["127.0.0.1", "localhost"]),
         "wrong_name": make_cert(folder, ca, "wrong-name", ["engine.example"]),
+        "expired": make_expired_cert(folder, ca, "127.0.0.1"),
         "untrusted": make_cert(folder, rogue, "untrusted", ["127.0.0.1"]),
     }
 
@@ -77,6 +103,18 @@ def test_refused_certificates_are_retried_until_a_good_one_is_served(serve_facto
             "failed attempts (wrong name)",
         )
         assert '"127.0.0.1"' in st["last_error"] and "engine.example" in st["last_error"], st
+
+        # The right CA and name, but expired.
+        peer.kill()
+        peer.certfile, peer.keyfile = pki["expired"].chain, pki["expired"].key
+        peer.start()
+        attempts = st["attempts"]
+        st = wait_router(
+            sp,
+            lambda st: st["attempts"] >= attempts + 2 and "validity period" in (st["last_error"] or ""),
+            "failed attempts (expired)",
+        )
+        assert "certificate expired" in st["last_error"] and "renew it" in st["last_error"], st
 
         # A good certificate: the next attempt connects; commands round-trip.
         peer.kill()
