@@ -266,19 +266,7 @@ pub fn engine_url(url: &str) -> Result<&str, String> {
             "must be scheme://host:port with no query, spaces or fragment, {example}, got {url:?}"
         ));
     }
-    let authority = rest.split('/').next().unwrap_or("");
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, hostport)| hostport);
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        match v6.split_once(']') {
-            Some((host, after)) => (host, after.strip_prefix(':')),
-            None => (v6, None),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
+    let (host, port) = host_and_port(rest);
     if host.is_empty() {
         return Err(format!("must name a host, {example}, got {url:?}"));
     }
@@ -288,6 +276,29 @@ pub fn engine_url(url: &str) -> Result<&str, String> {
         }
     }
     Ok(trimmed)
+}
+
+/// The host (IPv6 without brackets) and port text of `[user@]host[:port][/path...]`.
+fn host_and_port(rest: &str) -> (&str, Option<&str>) {
+    let authority = rest.split('/').next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, hostport)| hostport);
+    if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => (v6, None),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    }
+}
+
+/// The host of a URL as [`engine_url`] reads it: what a TLS certificate must name.
+pub fn url_host(url: &str) -> &str {
+    let rest = url.trim().split_once("://").map_or(url, |(_, rest)| rest);
+    host_and_port(rest).0
 }
 
 /// [`engine_url`] for the router's connector, which refuses to start on a bad URL.

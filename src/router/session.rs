@@ -57,7 +57,7 @@ impl WsConnector {
             None
         };
         Ok(WsConnector {
-            host: host_of(&ws_url),
+            host: crate::settings::url_host(&config.url).to_string(),
             ws_url,
             tls,
             namespace: config.namespace.clone(),
@@ -127,20 +127,6 @@ impl WsConnector {
             (None, tungstenite::Error::Tls(why)) => ConnectError::Tls(format!("{why} (host {:?})", self.host)),
             _ => ConnectError::Unreachable(e.to_string()),
         }
-    }
-}
-
-/// The host of a `ws(s)://[user@]host[:port]/...` URL, without IPv6 brackets.
-fn host_of(ws_url: &str) -> String {
-    let rest = ws_url.split_once("://").map_or(ws_url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or("");
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, hostport)| hostport);
-    match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6).to_string(),
-        None => authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _)| host)
-            .to_string(),
     }
 }
 
@@ -302,10 +288,11 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(host_of("wss://engine.example:8443/ws/?EIO=4"), "engine.example");
-        assert_eq!(host_of("wss://u:p@127.0.0.1/ws/"), "127.0.0.1");
-        assert_eq!(host_of("wss://[::1]:8443/ws/"), "::1");
-        assert_eq!(host_of("ws://h"), "h");
+        use crate::settings::url_host;
+        assert_eq!(url_host("https://engine.example:8443/base"), "engine.example");
+        assert_eq!(url_host("wss://u:p@127.0.0.1/ws/"), "127.0.0.1");
+        assert_eq!(url_host("https://[::1]:8443"), "::1");
+        assert_eq!(url_host("http://h"), "h");
     }
 
     #[test]
