@@ -3,8 +3,9 @@
 //! Trust is the system's store (rustls-native-certs: Debian's /etc/ssl/certs, or `SSL_CERT_FILE` /
 //! `SSL_CERT_DIR`) plus an optional CA file of the user's ([`CA_FILE_ENV`], the add-on preference):
 //! a hosted engine has a public certificate, a self-hosted one often a private CA. Hostnames are
-//! verified (rustls' default). The crypto provider is ring: it builds with a C compiler alone,
-//! where aws-lc-rs needs cmake and several more minutes per clean build.
+//! verified (rustls' default). The crypto provider is ring: aws-lc-rs builds here too (no cmake
+//! needed), but a clean release build of rustls with it took 65 s against ring's 36 s, and its
+//! binary was 2.2 MB larger; nothing here needs its FIPS mode or post-quantum key exchange.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
