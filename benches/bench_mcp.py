@@ -33,8 +33,8 @@ next starts.
 bench.py calls `run(bench, log_dir)` after its own rows, then `render(results)` and
 `targets(results)`; results live in `bench.results[("issue14", runtime)]`.
 
-Standalone (only these rows):
-    .venv/bin/python benches/bench_mcp.py [--quick] [--only b,gui] [--calls 300]
+Standalone (only these rows; $BLENDWIRE_BIN: another build's `blendwire` for the `blendwire mcp` rows):
+    .venv/bin/python benches/bench_mcp.py [--quick] [--only b,gui] [--calls 300] [--json OUT]
 """
 
 import glob
@@ -67,7 +67,7 @@ EXEC_CODE = "print(1)"
 
 BW_STDIO, BW_HTTP, DCC, BLREMOTE = "blendwire mcp (stdio)", "blendwire mcp --http", "dcc-mcp-blender", "blender-remote"
 SERVERS = (BW_STDIO, BW_HTTP, DCC, BLREMOTE)
-N_COLS = 13  # of the per-runtime table
+N_COLS = 14  # of the per-runtime table
 
 # The GUI pip path of dcc-mcp-blender's README ("in Blender's Python console: import
 # dcc_mcp_blender; dcc_mcp_blender.start_server()"), with the README's isolated-endpoint options,
@@ -230,23 +230,32 @@ async def _series(session, tool, expect, calls, warmup, window):
     """Sequential calls (after `warmup`), until `calls` or `window` seconds: latencies of the
     successful ones and the failures (never timed)."""
     lat, fails, first_error = [], 0, None
+
+    async def call():
+        try:
+            res = await session.call_tool(tool[0], tool[1])
+        except Exception as e:  # a JSON-RPC error answer (McpError), a timeout: a failed call
+            return f"{type(e).__name__}: {e}"
+        return failure(res, expect)
+
     for _ in range(warmup):
-        why = failure(await session.call_tool(tool[0], tool[1]), expect)
+        why = await call()
         if why:
             fails += 1
             first_error = first_error or why
     deadline = time.perf_counter() + window
+    cpu0 = time.process_time()  # the client's own CPU (servers are other processes)
     while len(lat) + fails < calls and time.perf_counter() < deadline:
         t = time.perf_counter()
-        res = await session.call_tool(tool[0], tool[1])
+        why = await call()
         dt = time.perf_counter() - t
-        why = failure(res, expect)
         if why:
             fails += 1
             first_error = first_error or why
         else:
             lat.append(dt)
-    return lat, fails, first_error
+    n = len(lat) + fails
+    return lat, fails, first_error, (time.process_time() - cpu0) / n if n else None
 
 
 async def _measure_calls(transport, tools, calls, warmup, window):
@@ -263,9 +272,10 @@ def _pct(values, q):
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def _stats(lat, fails, first_error):
+def _stats(lat, fails, first_error, client_cpu_s):
     ms = lambda v: round(v * 1000, 3)  # noqa: E731
     return {
+        "client_cpu_ms": ms(client_cpu_s) if client_cpu_s is not None else None,
         "calls": len(lat),
         "failures": fails,
         "first_error": first_error,
@@ -527,7 +537,8 @@ def render(R):
         f"HTTP): blendwire mcp vs dcc-mcp-blender {meta['dcc_mcp_blender'] or '(not installed)'} (PyPI; its server "
         f"runs inside Blender's Python) vs the blender-remote {meta['blender_remote']} MCP server (stdio, against "
         "`blendwire serve`). session = a new agent's first answer from a running service (stdio: MCP process "
-        "spawned; HTTP: new session [+ load_skill]); cold = Blender spawned too. Failures counted, never timed.",
+        "spawned; HTTP: new session [+ load_skill]); cold = Blender spawned too; client CPU = this Python "
+        "client's own CPU per scene-info call. Failures counted, never timed.",
     ]
     for rt in ("b", "gui"):
         out = R.get(("issue14", rt))
@@ -540,8 +551,9 @@ def render(R):
             f"{_f(la0 and la0[0], 2)}/{_f(la1 and la1[0], 2)}:",
             "",
             "| server | session → 1st call ms | server spawned → 1st call ms | cold → 1st call ms "
-            "| scene p50 ms | p99 ms | calls/s | fail | print(1) p50 ms | p99 ms | calls/s | fail |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| scene p50 ms | p99 ms | calls/s | fail | print(1) p50 ms | p99 ms | calls/s | fail "
+            "| client CPU ms/call |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for name in SERVERS:
             row = out.get(name)
@@ -556,7 +568,7 @@ def render(R):
                 f"| {name} | {_f(row.get('session_ms'))} | {_f(row.get('spawn_ms'))} | {_f(row.get('cold_ms'))} "
                 f"| {_f(s.get('p50_ms'), 3)} | {_f(s.get('p99_ms'), 3)} | {_f(s.get('calls_per_s'))} "
                 f"| {s.get('failures', '—')} | {_f(e.get('p50_ms'), 3)} | {_f(e.get('p99_ms'), 3)} "
-                f"| {_f(e.get('calls_per_s'))} | {e.get('failures', '—')} |"
+                f"| {_f(e.get('calls_per_s'))} | {e.get('failures', '—')} | {_f(s.get('client_cpu_ms'), 2)} |"
             )
         ratio_rows = []
         for bw in (BW_STDIO, BW_HTTP):
