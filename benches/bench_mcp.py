@@ -68,6 +68,7 @@ EXEC_CODE = "print(1)"
 BW_STDIO, BW_HTTP, DCC, BLREMOTE = "blendwire mcp (stdio)", "blendwire mcp --http", "dcc-mcp-blender", "blender-remote"
 SERVERS = (BW_STDIO, BW_HTTP, DCC, BLREMOTE)
 N_COLS = 14  # of the per-runtime table
+CALL_TIMEOUT = 60.0  # seconds a request may take before it counts as failed (no run hangs on a server)
 
 # The GUI pip path of dcc-mcp-blender's README ("in Blender's Python console: import
 # dcc_mcp_blender; dcc_mcp_blender.start_server()"), with the README's isolated-endpoint options,
@@ -220,7 +221,7 @@ async def _first_call(transport, tools):
     """Open the transport, initialize (and prepare), one successful scene call: seconds."""
     t0 = time.perf_counter()
     async with transport as streams:
-        async with ClientSession(streams[0], streams[1]) as session:
+        async with ClientSession(streams[0], streams[1], read_timeout_seconds=CALL_TIMEOUT) as session:
             await _prepare(session, tools)
             await _call_ok(session, tools.scene, "scene")
             return time.perf_counter() - t0
@@ -260,7 +261,7 @@ async def _series(session, tool, expect, calls, warmup, window):
 
 async def _measure_calls(transport, tools, calls, warmup, window):
     async with transport as streams:
-        async with ClientSession(streams[0], streams[1]) as session:
+        async with ClientSession(streams[0], streams[1], read_timeout_seconds=CALL_TIMEOUT) as session:
             await _prepare(session, tools)
             scene = await _series(session, tools.scene, "scene", calls, warmup, window)
             exec_ = await _series(session, tools.exec_, "exec", calls, warmup, window)
@@ -298,7 +299,6 @@ def _wait_port(port, timeout):
 
 def _blendwire_rows(B, opts, rt, log_dir, http, out, errlog):
     gui = rt == "gui"
-    venv = B.VENV_BIN
     t0 = time.perf_counter()
     srv = B.start_blendwire(gui, os.path.join(log_dir, f"issue14-blendwire-{rt}.log"))
     try:
@@ -313,30 +313,17 @@ def _blendwire_rows(B, opts, rt, log_dir, http, out, errlog):
         _say(f"  {BW_STDIO}: {_brief(row)}")
 
         if http:
-            row = out[BW_HTTP] = {"how": "`blendwire mcp --http 127.0.0.1:PORT --blender-port PORT`, /mcp"}
-            port = bwtest.free_port()
-            url = f"http://{HOST}:{port}/mcp"
-            cmd = blendwire_mcp() + ["--http", f"{HOST}:{port}", "--blender-port", str(srv.port)]
-            t = time.perf_counter()
-            hsrv = B.Server(
-                "blendwire-mcp-http", cmd, dict(os.environ), os.path.join(log_dir, f"issue14-http-{rt}.log")
-            )
             try:
-                if not _wait_port(port, 30):
-                    raise RuntimeError(f"{' '.join(cmd)} did not listen on {port} within 30 s")
-                anyio.run(_first_call, streamable_http_client(url), BW_TOOLS)
-                row["spawn_ms"] = round((time.perf_counter() - t) * 1000, 1)
-                starts = [anyio.run(_first_call, streamable_http_client(url), BW_TOOLS) for _ in range(opts.mcp_starts)]
-                row["session_ms"] = _median_ms(starts)
-                row.update(anyio.run(_measure_calls, streamable_http_client(url), BW_TOOLS, *_limits(opts, fast=True)))
-                _say(f"  {BW_HTTP}: {_brief(row)}")
-            finally:
-                hsrv.stop()
+                _http_row(B, opts, rt, log_dir, srv, out)
+            except Exception as e:  # the other rows still run
+                out[BW_HTTP] = {"missing": f"failed: {_leaf(e)}"}
+                out.setdefault("errors", []).append(f"{BW_HTTP}: {_leaf(e)}")
+                _say(f"  {BW_HTTP}: failed: {_leaf(e)}")
         else:
             out[BW_HTTP] = {"missing": "not in this build (`blendwire mcp --help` has no --http)"}
             _say(f"  {BW_HTTP}: not in this build")
 
-        br_cmd = [os.path.join(venv, "blender-remote"), "--blender-port", str(srv.port)]
+        br_cmd = [os.path.join(B.VENV_BIN, "blender-remote"), "--blender-port", str(srv.port)]
         row = out[BLREMOTE] = {
             "how": "`blender-remote --blender-port PORT` (its MCP server, stdio) against `blendwire serve`"
         }
@@ -346,6 +333,27 @@ def _blendwire_rows(B, opts, rt, log_dir, http, out, errlog):
         _say(f"  {BLREMOTE}: {_brief(row)}")
     finally:
         srv.stop(shutdown_port=srv.port)
+
+
+def _http_row(B, opts, rt, log_dir, srv, out):
+    """`blendwire mcp --http` against the running service `srv`."""
+    row = out[BW_HTTP] = {"how": "`blendwire mcp --http 127.0.0.1:PORT --blender-port PORT`, /mcp"}
+    port = bwtest.free_port()
+    url = f"http://{HOST}:{port}/mcp"
+    cmd = blendwire_mcp() + ["--http", f"{HOST}:{port}", "--blender-port", str(srv.port)]
+    t = time.perf_counter()
+    hsrv = B.Server("blendwire-mcp-http", cmd, dict(os.environ), os.path.join(log_dir, f"issue14-http-{rt}.log"))
+    try:
+        if not _wait_port(port, 30):
+            raise RuntimeError(f"{' '.join(cmd)} did not listen on {port} within 30 s")
+        anyio.run(_first_call, streamable_http_client(url), BW_TOOLS)
+        row["spawn_ms"] = round((time.perf_counter() - t) * 1000, 1)
+        starts = [anyio.run(_first_call, streamable_http_client(url), BW_TOOLS) for _ in range(opts.mcp_starts)]
+        row["session_ms"] = _median_ms(starts)
+        row.update(anyio.run(_measure_calls, streamable_http_client(url), BW_TOOLS, *_limits(opts, fast=True)))
+        _say(f"  {BW_HTTP}: {_brief(row)}")
+    finally:
+        hsrv.stop()
 
 
 def _dcc_ready(url, timeout=120.0):
