@@ -50,6 +50,7 @@ __all__ = [
     "FleetSettings",
     "Node",
     "Redis",
+    "command",
     "missing_programs",
     "percentile",
 ]
@@ -129,6 +130,11 @@ class _Process:
             self.proc.stdin.close()
         except OSError:
             pass
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the process group (SIGSTOP freezes it: its sockets stay open)."""
+        assert self.running, f"{self.name} is not running"
+        os.killpg(self.proc.pid, signum)
 
     def tail(self, n: int = 20) -> str:
         return f"--- {self.name} stderr:\n" + "\n".join(self.stderr_lines[-n:])
@@ -579,14 +585,14 @@ class Fleet:
         }
 
 
-def command(message_id: str) -> dict:
-    """The engine's `command_received` for the test add-on's add_marker: one object per run, named
-    after the message_id (a second run would make `BW_<id>.001`)."""
+def command(message_id: str, name: str = "add_marker", params: dict | None = None) -> dict:
+    """The engine's `command_received` for the test add-on; by default add_marker: one object per
+    run, named after the message_id (a second run would make `BW_<id>.001`)."""
     return {
         "type": "addon_command",
         "addon_id": ADDON_ID,
-        "command": "add_marker",
-        "params": {"name": f"BW_{message_id}"},
+        "command": name,
+        "params": {"name": f"BW_{message_id}"} if params is None else params,
         "message_id": message_id,
         "metadata": {"route": "direct"},
     }

@@ -9,13 +9,14 @@ must have run once (one marker object, never a `.001`) and been answered once.
 """
 
 import json
+import signal
 import subprocess
 import sys
 import time
 
 import bwtest
 import pytest
-from fleet import FLEET_ROOM, Delivery, Fleet, FleetSettings, missing_programs
+from fleet import FLEET_ROOM, Delivery, Fleet, FleetSettings, command, missing_programs
 
 pytestmark = pytest.mark.bpy
 
@@ -112,6 +113,45 @@ def test_node_sigkilled_blenders_fail_over_and_commands_run_exactly_once(fleet):
     report = fleet.audit(d)
     assert_clean(report)
     assert report["commands"] == 4 * SIZE
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="router bug (issue 15): a reply written to a node that then dies is lost, and the engine's "
+    "retry with the same message_id is ignored as a duplicate, so the command is never answered",
+)
+def test_reply_lost_with_its_node_is_answered_again_on_retry(fleet, tmp_path):
+    """The reply leaves Blender (the outbox is empty) but its node dies before reading it: the
+    engine never sees it and sends the command again, same message_id. The router must not run it
+    again, but it must answer it (again), or the command is lost to the engine."""
+    victim, survivor = fleet.nodes
+    x = fleet.by_name(sorted(fleet.on_node(victim))[0])
+    release = tmp_path / "release"
+    mid = fleet.new_message_id("lost-reply")
+    before = x.router()
+    msg = command(mid, "wait_for_file", {"path": str(release)})
+    survivor.emit("command_received", msg, f"user:{x.username}")
+    bwtest.wait_for(lambda: x.router()["commands_received"] > before["commands_received"], 30, "the command to run")
+    victim.signal(signal.SIGSTOP)  # frozen: what reaches it stays unread in its socket buffer
+    try:
+        release.touch()
+        bwtest.wait_for(
+            lambda: (
+                (st := x.router())["commands_completed"] > before["commands_completed"] and st["queued_replies"] == 0
+            ),
+            30,
+            "the reply to leave Blender",
+        )
+    finally:
+        t0 = time.monotonic()
+        victim.kill()
+    fleet.wait_connected({x.username}, since=t0, timeout=30)
+    assert not [r for (m, _), r in fleet.replies().items() if m == mid], "the reply reached the engine after all"
+    survivor.emit("command_received", msg, f"user:{x.username}")  # the engine's retry
+    try:
+        bwtest.wait_for(lambda: (mid, x.username) in fleet.replies(), 5, f"an answer to the retried {mid}")
+    finally:
+        victim.start()
 
 
 def wait_all(fleet, pred, what, timeout):
