@@ -10,13 +10,14 @@ must have run once (one marker object, never a `.001`) and been answered once.
 
 import json
 import signal
+import ssl
 import subprocess
 import sys
 import time
 
 import bwtest
 import pytest
-from fleet import FLEET_ROOM, Delivery, Fleet, FleetSettings, command, missing_programs
+from fleet import FLEET_ROOM, Delivery, Fleet, FleetSettings, command, engine_io_open, missing_programs
 
 pytestmark = pytest.mark.bpy
 
@@ -54,6 +55,15 @@ def assert_clean(report):
     assert report["lost"] == [], report
     assert report["duplicated"] == [], report
     assert report["stray"] == [], report
+
+
+def test_balancer_proxies_the_websocket_plain_and_over_tls_with_the_tests_ca(fleet):
+    for scheme in ("http", "https"):
+        opened = engine_io_open(fleet.balancer.url(scheme), cafile=fleet.ca.pem)
+        assert opened["sid"] and opened["upgrades"] == [], (scheme, opened)
+    # The certificate is the test CA's: without that CA, verification fails.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        engine_io_open(fleet.balancer.url("https"))
 
 
 def test_fleet_is_spread_over_both_nodes_and_commands_cross_them(fleet):
