@@ -22,6 +22,7 @@ Standard library only on the test side (the nodes need the venv's socketio, aioh
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -78,7 +79,7 @@ def missing_programs() -> list[str]:
 def percentile(values: list[float], p: float) -> float:
     """The p-th percentile (0..100) by nearest rank; values must not be empty."""
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    k = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
     return ordered[k]
 
 
