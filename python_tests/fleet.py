@@ -680,6 +680,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="node losses, alternating nodes (default 3)")
     ap.add_argument("--scheme", choices=("http", "https"), default=DEFAULT_SCHEME, help="engine URL scheme")
     ap.add_argument("--idle-seconds", type=float, default=5.0, help="idle window for RSS/CPU (default 5)")
+    dflt = FleetSettings()
+    ap.add_argument(
+        "--backoff-initial", type=float, default=dflt.backoff_initial, help="the Blenders' first backoff (s)"
+    )
+    ap.add_argument("--backoff-max", type=float, default=dflt.backoff_max, help="the Blenders' longest backoff (s)")
+    ap.add_argument("--backoff-jitter", type=float, default=dflt.backoff_jitter, help="the backoff's ± fraction")
+    ap.add_argument("--watchdog", type=float, default=dflt.watchdog, help="the Blenders' watchdog (s)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object too")
     args = ap.parse_args(argv)
     if args.size < 2:
@@ -691,7 +698,15 @@ def main(argv: list[str]) -> int:
 
     res: dict[str, Any] = {"size": args.size, "scheme": args.scheme, "cpus": os.cpu_count()}
     res["load_average_at_start"] = os.getloadavg()[0]
-    with Fleet(FleetSettings(size=args.size, scheme=args.scheme)) as fleet:
+    settings = FleetSettings(
+        size=args.size,
+        scheme=args.scheme,
+        backoff_initial=args.backoff_initial,
+        backoff_max=args.backoff_max,
+        backoff_jitter=args.backoff_jitter,
+        watchdog=args.watchdog,
+    )
+    with Fleet(settings) as fleet:
         s = fleet.settings
         t = time.monotonic()
         fleet.start_engine()
@@ -726,7 +741,7 @@ def main(argv: list[str]) -> int:
         for n in fleet.nodes:
             n.kill()
         bwtest.wait_for(
-            lambda: all(b.router()["watchdog_s"] is not None for b in fleet.blenders), 60, "every watchdog armed"
+            lambda: all(b.router()["watchdog_s"] is not None for b in fleet.blenders), 180, "every watchdog armed"
         )
         t_back = time.monotonic()
         for n in fleet.nodes:
@@ -739,7 +754,7 @@ def main(argv: list[str]) -> int:
         for n in fleet.nodes:
             n.kill()
         t_loss = time.monotonic()
-        rcs = [b.serve.wait_exit(s.watchdog + 60) for b in fleet.blenders]
+        rcs = [b.serve.wait_exit(s.watchdog + 120) for b in fleet.blenders]
         res["watchdog_all_exited_s"] = time.monotonic() - t_loss
         res["watchdog_exit_0"] = sum(rc == 0 for rc in rcs)
         res["watchdog_saved"] = sum(
