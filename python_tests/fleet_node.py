@@ -56,9 +56,13 @@ def main(argv: list[str]) -> None:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
+    # Names this node's Redis connections, so it can see its own subscription (CLIENT LIST).
+    client_name = f"fleet-node-{args.name}-{os.getpid()}"
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
-        client_manager=socketio.AsyncRedisManager(args.redis_url, channel=CHANNEL),
+        client_manager=socketio.AsyncRedisManager(
+            args.redis_url, channel=CHANNEL, redis_options={"client_name": client_name}
+        ),
         ping_interval=25,
         ping_timeout=20,
         cors_allowed_origins="*",
@@ -111,11 +115,15 @@ def main(argv: list[str]) -> None:
         import redis.asyncio as aioredis
 
         probe = aioredis.Redis.from_url(args.redis_url)
-        before = dict(await probe.pubsub_numsub(CHANNEL)).get(CHANNEL.encode(), 0)
         sio.manager_initialized = True
         sio.manager.initialize()
+
+        async def subscribed():
+            clients = await probe.client_list()
+            return any(c.get("name") == client_name and int(c.get("sub", 0)) >= 1 for c in clients)
+
         deadline = time.monotonic() + 20
-        while dict(await probe.pubsub_numsub(CHANNEL)).get(CHANNEL.encode(), 0) <= before:
+        while not await subscribed():
             if time.monotonic() > deadline:
                 raise SystemExit(f"node {args.name}: not subscribed to {CHANNEL} on {args.redis_url} after 20 s")
             await asyncio.sleep(0.02)
