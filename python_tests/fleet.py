@@ -71,9 +71,14 @@ START_TIMEOUT = 30.0
 PROGRAMS = {"redis-server": "redis-server", "haproxy": "haproxy", "openssl": "openssl"}
 
 
+def which(program: str) -> str | None:
+    """`program` on PATH, or in /usr/sbin (haproxy's home, not on a normal user's PATH)."""
+    return shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+
+
 def missing_programs() -> list[str]:
-    """The Debian packages whose programs are not on PATH (scripts/setup installs them)."""
-    return [pkg for prog, pkg in PROGRAMS.items() if shutil.which(prog) is None]
+    """The Debian packages whose programs are not found (scripts/setup installs them)."""
+    return [pkg for prog, pkg in PROGRAMS.items() if which(prog) is None]
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -200,7 +205,7 @@ class Redis(_Process):
 
     def start(self, timeout: float = START_TIMEOUT) -> Redis:
         self.folder.mkdir(parents=True, exist_ok=True)
-        exe = shutil.which("redis-server")
+        exe = which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: scripts/setup installs it (Debian package redis-server)")
         self._spawn(
@@ -324,7 +329,7 @@ backend nodes
 """
 
     def start(self, timeout: float = START_TIMEOUT) -> Balancer:
-        exe = shutil.which("haproxy")
+        exe = which("haproxy")
         if exe is None:
             raise RuntimeError("haproxy not found: scripts/setup installs it (Debian package haproxy)")
         self.folder.mkdir(parents=True, exist_ok=True)
