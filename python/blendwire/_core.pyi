@@ -157,6 +157,36 @@ def status() -> dict:
 def shutdown(timeout: float | None = None) -> None:
     """Stop the service and the background threads (call at exit / add-on unregister)."""
 
+# ---- running instances (`blendwire list`) --------------------------------------------------
+
+def instances_dir() -> str:
+    """Where running services announce themselves: $XDG_RUNTIME_DIR/blendwire, else
+    <temp dir>/blendwire-<uid> (mode 0700; one 0600 JSON file per instance)."""
+
+def announce_instance(runtime: str, blender_version: str, blend_file: str | None = None) -> str:
+    """Announce the running service in instances_dir() until stop_service() (which removes the
+    file); runtime is "background", "bpy" or "gui". Returns the file's path. RuntimeError when
+    the service is not running, ValueError for an unknown runtime, OSError when the file cannot
+    be written (or the directory is not the user's own with mode 0700)."""
+
+def update_instance(blend_file: str | None) -> bool:
+    """The open .blend file changed (None: unsaved): rewrite the announcement. False when nothing
+    is announced or the path is the same."""
+
+def withdraw_instance() -> bool:
+    """Remove this process's announcement now; True if there was one."""
+
+def discover_instances() -> list[dict[str, Any]]:
+    """The running instances, oldest first; stale files (process gone, pid reused, port not
+    answering) are skipped and deleted. Each: {"format": 1, "pid", "process_start", "host",
+    "port", "mcp_addon_port" (or None), "token_required", "blend_file" (or None), "blender_version",
+    "runtime", "blendwire_version", "started_at" (Unix time)}."""
+
+def choose_instance(selector: str | None = None) -> dict[str, Any]:
+    """The one running instance `selector` names: a port or pid (digits), else part of the .blend
+    file's name (case-insensitive); None: the only one running. LookupError when none runs (saying
+    how to start one), when none matches or when several do (listing them)."""
+
 # ---- router (cr8_engine Socket.IO client) -------------------------------------------------
 
 def start_router(

@@ -15,7 +15,7 @@ use crate::metrics::Counter;
 use crate::queue::{Bridge, JobResult, Payload, RouterOp};
 use crate::shutdown::{Controller, Shutdown, StopReason};
 use crate::watchdog::{Watchdog, WatchdogEvent, WatchdogPolicy};
-use commands::{parse_command, Command, Outbox, Reply, SeenIds};
+use commands::{parse_command, Command, Outbox, Recent, Repeat, Reply};
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 use std::future::Future;
@@ -166,7 +166,7 @@ pub struct Shared {
     last_error: Mutex<Option<String>>,
     outbox: Mutex<Outbox>,
     pub outbox_ready: Notify,
-    seen: Mutex<SeenIds>,
+    recent: Mutex<Recent>,
     pub metrics: RouterMetrics,
 }
 
@@ -174,7 +174,7 @@ impl Shared {
     pub fn new(config: RouterConfig, bridge: Arc<Bridge>) -> Arc<Self> {
         Arc::new(Shared {
             outbox: Mutex::new(Outbox::new(config.outbox_max_count, config.outbox_max_bytes)),
-            seen: Mutex::new(SeenIds::new(config.remembered_ids)),
+            recent: Mutex::new(Recent::new(config.remembered_ids, config.outbox_max_bytes)),
             config,
             bridge,
             state: Mutex::new(ConnState::Stopped),
@@ -370,15 +370,44 @@ impl Shared {
                 None => log::warn!("ignoring command_received: {}", bad.message),
             },
             Ok(cmd) => {
-                let key = format!("{}\u{0}{}", cmd.command, cmd.message_id);
-                if !self.seen.lock().first_time(&key) {
-                    self.metrics.duplicates.inc();
-                    log::info!(
-                        "ignoring repeated command {} (message_id {})",
-                        cmd.command,
-                        cmd.message_id
-                    );
-                    return;
+                let repeat = self.recent.lock().begin(&cmd.key());
+                match repeat {
+                    Repeat::First => {}
+                    Repeat::Running => {
+                        self.metrics.duplicates.inc();
+                        log::info!(
+                            "repeated command {} (message_id {}) is still running: it will be answered once",
+                            cmd.command,
+                            cmd.message_id
+                        );
+                        return;
+                    }
+                    Repeat::Answered(reply) => {
+                        self.metrics.duplicates.inc();
+                        if self.outbox.lock().holds(&cmd.message_id) {
+                            log::info!(
+                                "repeated command {} (message_id {}): its answer waits in the outbox",
+                                cmd.command,
+                                cmd.message_id
+                            );
+                            return;
+                        }
+                        log::info!(
+                            "repeated command {} (message_id {}) already ran: answering it again, not running it again",
+                            cmd.command,
+                            cmd.message_id
+                        );
+                        self.queue_reply(reply.unwrap_or_else(|| {
+                            Reply::failed(
+                                &cmd.message_id,
+                                &cmd.route,
+                                "DUPLICATE",
+                                "this message_id already ran here; its answer was sent and is no longer kept \
+                                 (send a new message_id to run the command again)",
+                            )
+                        }));
+                        return;
+                    }
                 }
                 tokio::spawn(run_command(self.clone(), cmd));
             }
@@ -449,9 +478,14 @@ async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
                     "CANCELLED"
                 }
             };
+            if e.never_ran() {
+                // Nothing ran: the engine's repeat of this message_id may run it.
+                shared.recent.lock().forget(&cmd.key());
+            }
             Reply::failed(&cmd.message_id, &cmd.route, code, &e.to_string())
         }
     };
+    shared.recent.lock().answered(&cmd.key(), &reply);
     shared.queue_reply(reply);
 }
 
