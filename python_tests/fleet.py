@@ -394,10 +394,17 @@ class Delivery:
     """What an engine delivered: per message_id, who had to run it, and what came back."""
 
     expected: dict[str, set[str]] = field(default_factory=dict)  # message_id -> usernames
+    sent: dict[tuple[str, str], int] = field(default_factory=dict)  # (message_id, username) -> emits
     emits: int = 0
 
     def add(self, message_id: str, usernames: set[str]) -> None:
         self.expected[message_id] = set(usernames)
+
+    def sent_to(self, message_id: str, usernames: set[str]) -> None:
+        """One emit of `message_id` whose audience was `usernames`."""
+        self.emits += 1
+        for u in usernames:
+            self.sent[(message_id, u)] = self.sent.get((message_id, u), 0) + 1
 
 
 class Fleet:
@@ -536,65 +543,69 @@ class Fleet:
         timeout: float = 30.0,
     ) -> None:
         """Emit each (message_id, room, usernames) as `add_marker` through the node `via()` returns,
-        and again with the same message_id every `retry` s to whoever has not answered yet (an
-        engine's at-least-once delivery; the router's message_id memory makes it exactly once),
-        until every expected Blender answered."""
+        then, every `retry` s, again with the same message_id to the own room of each Blender that
+        has not answered yet (an engine's at-least-once delivery: a Blender that was reconnecting
+        missed the first; the router's message_id memory runs it once), until all answered."""
         for mid, _, users in sends:
             delivery.add(mid, users)
-        pending = {mid: (room, users) for mid, room, users in sends}
+        node = via()
+        for mid, room, users in sends:
+            node.emit("command_received", command(mid), room)
+            delivery.sent_to(mid, users)
+        missing = {(mid, u) for mid, _, users in sends for u in users}
         deadline = time.monotonic() + timeout
-        while pending:
-            got = self.replies()
-            for mid in list(pending):
-                room, users = pending[mid]
-                if all((mid, u) in got for u in users):
-                    del pending[mid]
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"unanswered after {timeout}s: {sorted(pending)}")
-            node = via()
-            for mid, (room, _users) in pending.items():
-                node.emit("command_received", command(mid), room)
-                delivery.emits += 1
+        while True:
             t_next = time.monotonic() + retry
             while time.monotonic() < t_next:
-                got = self.replies()
-                if all(all((m, u) in got for u in us) for m, (_, us) in pending.items()):
-                    break
+                missing -= set(self.replies())
+                if not missing:
+                    return
                 time.sleep(0.02)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"unanswered after {timeout}s: {sorted(missing)}")
+            node = via()
+            for mid, u in sorted(missing):
+                node.emit("command_received", command(mid), f"user:{u}")
+                delivery.sent_to(mid, {u})
 
     def audit(self, delivery: Delivery, settle: float = 1.0) -> dict[str, Any]:
-        """Count what each Blender ran and answered for `delivery`: lost (no reply), duplicated
-        (more than one reply, or the marker made twice), stray (a reply from a Blender it was not
-        for). Waits `settle` s first, so that a late second answer would be seen."""
+        """What each Blender ran and answered for `delivery`. lost: never answered, or its marker
+        missing; duplicated: run twice (a `.001` marker), answers that differ, or more answers than
+        the engine sent it the message_id (the router answers a repeat of a finished command
+        again, with the same answer: that is `repeat_answers`, not a duplicate); stray: an answer
+        from a Blender it was not for. Waits `settle` s first, so that a late answer is seen."""
         time.sleep(settle)
         got = self.replies()
         lost, duplicated, stray = [], [], []
+        repeat_answers = 0
         for mid, users in delivery.expected.items():
             for u in users:
-                n = len(got.get((mid, u), []))
-                if n == 0:
+                answers = got.get((mid, u), [])
+                sent = delivery.sent.get((mid, u), 0)
+                payloads = {json.dumps(r["data"].get("payload"), sort_keys=True) for r in answers}
+                if not answers:
                     lost.append((mid, u))
-                elif n > 1:
-                    duplicated.append((mid, u, n))
+                elif len(payloads) > 1 or len(answers) > sent:
+                    duplicated.append((mid, u, f"{len(answers)} answers to {sent} emits, {len(payloads)} different"))
+                else:
+                    repeat_answers += len(answers) - 1
         for mid, u in got:
             if mid in delivery.expected and u not in delivery.expected[mid]:
                 stray.append((mid, u))
-        ran_twice = []
         for b in self.blenders:
             if b.serve.proc.poll() is not None:
                 continue
             names = b.markers()
             mine = {f"BW_{mid}" for mid, users in delivery.expected.items() if b.username in users}
-            ran_twice += [(b.username, n) for n in names if n.split(".")[0] in mine and "." in n]
+            duplicated += [(b.username, n, "ran twice") for n in names if n.split(".")[0] in mine and "." in n]
             lost += [(n, b.username, "not run") for n in mine if n not in names]
         return {
             "commands": sum(len(u) for u in delivery.expected.values()),
             "emits": delivery.emits,
             "lost": lost,
-            "duplicated": duplicated + ran_twice,
+            "duplicated": duplicated,
             "stray": stray,
+            "repeat_answers": repeat_answers,
         }
 
     # -- cost
@@ -740,7 +751,7 @@ def main(argv: list[str]) -> int:
         res["watchdog_armed_during_node_loss"] = sum("watchdog armed" in b.log() for b in fleet.blenders)
         audit = fleet.audit(d)
         res["commands"] = {k: (len(v) if isinstance(v, list) else v) for k, v in audit.items()}
-        res["commands"]["duplicates_ignored"] = sum(x["duplicates"] for x in st)
+        res["commands"]["repeats_not_rerun"] = sum(x["duplicates"] for x in st)
 
         # The whole engine lost, back within the watchdog: everyone reconnects.
         for n in fleet.nodes:
@@ -792,7 +803,7 @@ def _print_report(res: dict[str, Any]) -> None:
         ("watchdog armed by a node loss", str(res["watchdog_armed_during_node_loss"])),
         ("commands (run once, answered once)", f"{c['commands']} delivered in {c['emits']} emits; "
          f"lost {c['lost']}, duplicated {c['duplicated']}, stray {c['stray']}; "
-         f"{c['duplicates_ignored']} repeated emits ignored by message_id"),
+         f"{c['repeats_not_rerun']} repeats not run again (message_id), {c['repeat_answers']} answered again"),
         ("engine lost, back within the watchdog", f"all reconnected {res['engine_back_all_reconnected_s']:.2f} s "
          f"after its return; {res['quit_within_watchdog']} quit"),
         (f"engine lost beyond the watchdog ({res['watchdog_s']:g} s)",
