@@ -40,10 +40,12 @@ from typing import Any
 
 import bwtest
 import certs
+from fleet_node import FLEET_ROOM, user_room  # stdlib-only at import: socketio loads in its main()
 
 __all__ = [
     "ADDON_ID",
     "DEFAULT_SCHEME",
+    "FLEET_ROOM",
     "Balancer",
     "Blender",
     "Delivery",
@@ -55,6 +57,7 @@ __all__ = [
     "engine_io_open",
     "missing_programs",
     "percentile",
+    "user_room",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -62,8 +65,6 @@ NODE_SCRIPT = HERE / "fleet_node.py"
 ADDONS = HERE / "fixtures" / "addons"
 ADDON_ID = "bw_test_capability"
 HOST = bwtest.HOST
-NAMESPACE = "/blender"
-FLEET_ROOM = "fleet"  # fleet_node.py puts every Blender in it
 # Plain http until the router speaks TLS everywhere the fleet runs; "https" uses the TLS port.
 DEFAULT_SCHEME = "http"
 START_TIMEOUT = 30.0
@@ -565,7 +566,7 @@ class Fleet:
                 raise AssertionError(f"unanswered after {timeout}s: {sorted(missing)}")
             node = via()
             for mid, u in sorted(missing):
-                node.emit("command_received", command(mid), f"user:{u}")
+                node.emit("command_received", command(mid), user_room(u))
                 delivery.sent_to(mid, {u})
 
     def audit(self, delivery: Delivery, settle: float = 1.0) -> dict[str, Any]:
@@ -673,7 +674,7 @@ def _node_loss_round(fleet: Fleet, victim: Node, survivor: Node, delivery: Deliv
     t0 = time.monotonic()
     victim.kill()
     users = {b.username for b in fleet.blenders}
-    sends = [(fleet.new_message_id(f"during-{u}"), f"user:{u}", {u}) for u in sorted(users)]
+    sends = [(fleet.new_message_id(f"during-{u}"), user_room(u), {u}) for u in sorted(users)]
     sends.append((fleet.new_message_id("all"), FLEET_ROOM, users))
     fleet.deliver(lambda: survivor, sends, delivery)
     back = fleet.wait_connected(moved, since=t0, timeout=60)
@@ -734,7 +735,9 @@ def main(argv: list[str]) -> int:
 
         d = Delivery()
         users = {b.username for b in fleet.blenders}
-        fleet.deliver(lambda: fleet.nodes[0], [(fleet.new_message_id(f"room-{u}"), f"user:{u}", {u}) for u in users], d)
+        fleet.deliver(
+            lambda: fleet.nodes[0], [(fleet.new_message_id(f"room-{u}"), user_room(u), {u}) for u in users], d
+        )
         times: list[float] = []
         for r in range(args.rounds):
             victim, survivor = fleet.nodes[r % 2], fleet.nodes[1 - r % 2]

@@ -17,7 +17,7 @@ import time
 
 import bwtest
 import pytest
-from fleet import FLEET_ROOM, Delivery, Fleet, FleetSettings, command, engine_io_open, missing_programs
+from fleet import FLEET_ROOM, Delivery, Fleet, FleetSettings, command, engine_io_open, missing_programs, user_room
 
 pytestmark = pytest.mark.bpy
 
@@ -75,7 +75,7 @@ def test_fleet_is_spread_over_both_nodes_and_commands_cross_them(fleet):
     n1, n2 = fleet.nodes
     # Through n1 to every Blender's own room (half of them are on n2: Redis carries them), and
     # through n2 to the room of all.
-    fleet.deliver(lambda: n1, one_per_blender(fleet, "room", lambda u: f"user:{u}"), d)
+    fleet.deliver(lambda: n1, one_per_blender(fleet, "room", lambda u: user_room(u)), d)
     fleet.deliver(lambda: n2, broadcast(fleet, "all"), d)
     assert_clean(fleet.audit(d, settle=0.5))
 
@@ -92,7 +92,9 @@ def test_node_sigkilled_blenders_fail_over_and_commands_run_exactly_once(fleet):
     # During the failover: through the survivor, to every Blender's room and to the room of all.
     # Those that were on the victim are not connected yet: the engine sends again until answered.
     d = Delivery()
-    fleet.deliver(lambda: survivor, one_per_blender(fleet, "during", lambda u: f"user:{u}") + broadcast(fleet, "b1"), d)
+    fleet.deliver(
+        lambda: survivor, one_per_blender(fleet, "during", lambda u: user_room(u)) + broadcast(fleet, "b1"), d
+    )
     back = fleet.wait_connected(moved, since=t0, timeout=30)
     times = sorted(back[u] - t0 for u in moved)
     print(f"\nreconnect after SIGKILL of {victim.node_name} ({len(moved)} Blenders): "
@@ -138,7 +140,7 @@ def test_reply_lost_with_its_node_is_answered_again_on_retry(fleet, tmp_path):
     mid = fleet.new_message_id("lost-reply")
     before = x.router()
     msg = command(mid, "wait_for_file", {"path": str(release)})
-    survivor.emit("command_received", msg, f"user:{x.username}")
+    survivor.emit("command_received", msg, user_room(x.username))
     bwtest.wait_for(lambda: x.router()["commands_received"] > before["commands_received"], 30, "the command to run")
     victim.signal(signal.SIGSTOP)  # frozen: what reaches it stays unread in its socket buffer
     try:
@@ -156,7 +158,7 @@ def test_reply_lost_with_its_node_is_answered_again_on_retry(fleet, tmp_path):
     fleet.wait_connected({x.username}, since=t0, timeout=30)
     assert not [r for (m, _), r in fleet.replies().items() if m == mid], "the reply reached the engine after all"
     before_retry = x.router()["duplicates"]
-    survivor.emit("command_received", msg, f"user:{x.username}")  # the engine's retry
+    survivor.emit("command_received", msg, user_room(x.username))  # the engine's retry
     try:
         bwtest.wait_for(lambda: (mid, x.username) in fleet.replies(), 30, f"an answer to the retried {mid}")
         [answer] = fleet.replies()[(mid, x.username)]
