@@ -48,7 +48,7 @@ def _core_error(e, flags=None):
 # ---- serve ---------------------------------------------------------------------------------------
 
 _SERVICE_FLAGS = ("queue_capacity", "max_connections", "max_request_bytes", "read_timeout", "default_timeout")
-_ROUTER_FLAGS = ("backoff_initial", "backoff_max", "backoff_jitter", "watchdog_after_failures")
+_ROUTER_FLAGS = ("backoff_initial", "backoff_max", "backoff_jitter", "watchdog_after_failures", "ca_file")
 
 
 def _cmd_serve(args):
@@ -412,7 +412,13 @@ def _parser():
     r.add_argument(
         "--engine-url",
         metavar="URL",
-        help="connect to the engine at URL, e.g. http://127.0.0.1:8000 (default: $WS_URL; none: no router)",
+        help="connect to the engine at URL, e.g. http://127.0.0.1:8000 or https://engine.example "
+        "(default: $WS_URL; none: no router)",
+    )
+    r.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help=f"CA certificates trusted besides the system's for an https:// engine (default: ${d['ca_file_env']})",
     )
     r.add_argument(
         "--watchdog-seconds",

@@ -24,7 +24,14 @@ __all__ = ["ROUTER_SETTINGS", "ServeError", "child_main", "serve"]
 
 # The router settings `blendwire serve` passes through (its flags), besides engine_url,
 # watchdog_seconds and username.
-ROUTER_SETTINGS = ("backoff_initial", "backoff_max", "backoff_jitter", "watchdog_after_failures", "poll_limit")
+ROUTER_SETTINGS = (
+    "backoff_initial",
+    "backoff_max",
+    "backoff_jitter",
+    "watchdog_after_failures",
+    "poll_limit",
+    "ca_file",
+)
 
 # A fresh GUI runs its first timers about once a second (shader compilation, first draws); READY
 # waits until it turns at its normal pace, at most this long.

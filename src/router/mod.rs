@@ -8,6 +8,7 @@
 
 pub mod commands;
 pub mod session;
+pub mod tls;
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::JobError;
@@ -52,6 +53,8 @@ pub struct RouterConfig {
     /// Sent when the main thread does not answer the auth request in time; empty (the default):
     /// no CONNECT is sent then, the attempt fails and the next one asks again.
     pub fallback_auth: Value,
+    /// CA certificates (PEM) trusted besides the system's store for `https://` engines.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RouterConfig {
@@ -72,6 +75,7 @@ impl Default for RouterConfig {
             outbox_max_bytes: s::DEFAULT_OUTBOX_MAX_BYTES,
             remembered_ids: s::DEFAULT_REMEMBERED_IDS,
             fallback_auth: json!({}),
+            ca_file: None,
         }
     }
 }
@@ -116,6 +120,10 @@ pub enum ConnectError {
     Protocol(String),
     #[error("handshake timed out")]
     Timeout,
+    /// The TLS handshake failed (an untrusted or wrong certificate, or no TLS on the other side);
+    /// the text says what to change.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Blender's main thread did not answer the auth request in time and there is no
     /// `fallback_auth`: nothing was sent.
     #[error("no auth from Blender's main thread ({0}); not connecting without credentials")]
@@ -621,6 +629,8 @@ pub enum RouterError {
     /// `why` is a rule text of `settings::engine_url` (it names the URL).
     #[error("engine URL {why}")]
     BadUrl { url: String, why: String },
+    #[error("ca_file {0}")]
+    CaFile(#[from] tls::CaFileError),
     #[error("cannot start the router: {0}")]
     Io(#[from] std::io::Error),
 }
