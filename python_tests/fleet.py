@@ -65,8 +65,8 @@ NODE_SCRIPT = HERE / "fleet_node.py"
 ADDONS = HERE / "fixtures" / "addons"
 ADDON_ID = "bw_test_capability"
 HOST = bwtest.HOST
-# Plain http until the router speaks TLS everywhere the fleet runs; "https" uses the TLS port.
-DEFAULT_SCHEME = "http"
+# As a hosted cr8_engine is reached: over TLS, terminated by the balancer ("http": its plain port).
+DEFAULT_SCHEME = "https"
 START_TIMEOUT = 30.0
 # The Debian packages scripts/setup installs for the fleet, by the program each provides.
 PROGRAMS = {"redis-server": "redis-server", "haproxy": "haproxy", "openssl": "openssl"}

@@ -69,6 +69,7 @@ def test_balancer_proxies_the_websocket_plain_and_over_tls_with_the_tests_ca(fle
 def test_fleet_is_spread_over_both_nodes_and_commands_cross_them(fleet):
     placement = fleet.placement()
     assert set(placement) == {b.username for b in fleet.blenders}
+    assert {b.router()["url"] for b in fleet.blenders} == {fleet.engine_url}  # https: through the balancer's TLS
     counts = [len(fleet.on_node(n)) for n in fleet.nodes]
     assert min(counts) >= SIZE // 2 - 1, counts  # round robin
     d = Delivery()
