@@ -15,8 +15,9 @@ import tempfile
 import anyio
 import bwtest
 import pytest
-from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+
+from mcp import ClientSession, StdioServerParameters
 
 TOOLS = {
     "get_scene_info": [],

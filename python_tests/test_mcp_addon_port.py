@@ -355,8 +355,9 @@ GUI_TOOLS = {
 
 @contextlib.asynccontextmanager
 async def blmcp_session(port):
-    from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
+
+    from mcp import ClientSession, StdioServerParameters
 
     params = StdioServerParameters(
         command=str(BLMCP),

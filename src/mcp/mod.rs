@@ -1,5 +1,5 @@
-//! `blendwire mcp`: a Model Context Protocol server over stdio (the official SDK, `rmcp`) whose
-//! tools forward to a blendwire / BLD Remote MCP service through a `Client` (persistent
+//! `blendwire mcp`: a Model Context Protocol server over stdio and/or Streamable HTTP (the official
+//! SDK, `rmcp`; HTTP in [`http`]) whose tools forward to a blendwire / BLD Remote MCP service through a `Client` (persistent
 //! connections, one per concurrent call).
 //!
 //! Every call names its Blender job (the request `id`): an agent's `notifications/cancelled`
@@ -10,11 +10,13 @@
 //! at once whether Blender runs or not. The blocking `Client` runs on tokio's blocking pool, never
 //! on a worker. A connection lost mid-call is retried once only for commands that cannot change
 //! the scene; `execute_code` (and the persist writes) are reported as interrupted instead.
-//! Logs go to stderr: stdout carries the protocol.
+//! Logs go to stderr: stdout carries the protocol. Over HTTP, every session shares one client, so
+//! several agents at once each get their own jobs (and connections).
 
 use crate::client::{self, Client, Event, Flow, ResponseError};
 use crate::error::ClientError;
 use base64::Engine as _;
+use parking_lot::Mutex;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeResult,
     ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities,
@@ -23,11 +25,15 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub mod http;
+pub use http::HttpConfig;
 
 /// The longest server-side wait the service accepts (`params._timeout_seconds`).
 const MAX_JOB_SECONDS: f64 = 3600.0;
@@ -44,42 +50,163 @@ pub struct McpConfig {
     pub token: Option<String>,
 }
 
-/// Serve MCP on stdin/stdout until stdin closes. Blocks the calling thread (own tokio runtime).
-pub fn run_stdio(config: McpConfig) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("blendwire-mcp")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the MCP runtime: {e}"))?;
-    let server = BlenderTools::new(config);
-    eprintln!("blendwire mcp: MCP on stdio, Blender service at {}", server.addr);
-    let outcome = runtime.block_on(async move {
-        // stdio_pipes: when the client gave us pipes (the usual case), reads and writes run on the
-        // reactor instead of a blocking thread per message.
-        let running = server
-            .serve(rmcp::transport::stdio_pipes())
-            .await
-            .map_err(|e| match e {
-                rmcp::service::ServerInitializeError::ConnectionClosed(_) => None,
-                other => Some(format!("MCP initialization failed: {other}")),
-            })?;
-        running
-            .waiting()
-            .await
-            .map_err(|e| Some(format!("the MCP service stopped: {e}")))?;
-        Ok::<(), Option<String>>(())
-    });
-    // A call still blocked on Blender (e.g. a long execute_code) must not keep the process alive
-    // after the client went away.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    match outcome {
-        Ok(()) | Err(None) => {
-            eprintln!("blendwire mcp: stdin closed, exiting");
-            Ok(())
+/// Which transports one `blendwire mcp` serves (both share the tools, hence the Blender client).
+pub enum Transports {
+    /// stdin/stdout, until stdin closes.
+    Stdio,
+    /// Streamable HTTP only, until stopped.
+    Http(HttpConfig),
+    /// Both; closing stdin stops both (the agent that started this process is gone).
+    StdioAndHttp(HttpConfig),
+}
+
+/// A running MCP server on a thread of its own (own tokio runtime), stopped by [`McpServer::stop`]
+/// or when dropped.
+pub struct McpServer {
+    http_addr: Option<SocketAddr>,
+    stop: CancellationToken,
+    done: Mutex<mpsc::Receiver<Result<(), String>>>,
+    /// What `done` said once it said it: `wait` can be asked again.
+    outcome: Mutex<Option<Result<(), String>>>,
+}
+
+impl McpServer {
+    /// Start serving. The HTTP listener is bound before this returns, so a taken port, a bad host
+    /// or a missing token off loopback fails here.
+    pub fn start(config: McpConfig, transports: Transports) -> Result<McpServer, String> {
+        let (stdio, http) = match transports {
+            Transports::Stdio => (true, None),
+            Transports::Http(h) => (false, Some(h)),
+            Transports::StdioAndHttp(h) => (true, Some(h)),
+        };
+        let http = match http {
+            Some(h) => Some((http::bind(&h)?, h)),
+            None => None,
+        };
+        let http_addr = match &http {
+            Some((listener, _)) => Some(listener.local_addr().map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("blendwire-mcp")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the MCP runtime: {e}"))?;
+        let server = BlenderTools::new(config);
+        match http_addr {
+            Some(a) => eprintln!(
+                "blendwire mcp: MCP over Streamable HTTP at http://{a}{}{}, Blender service at {}",
+                http::PATH,
+                if stdio { " and on stdio" } else { "" },
+                server.addr
+            ),
+            None => eprintln!("blendwire mcp: MCP on stdio, Blender service at {}", server.addr),
         }
-        Err(Some(msg)) => Err(msg),
+        let stop = CancellationToken::new();
+        let (tx, rx) = mpsc::channel();
+        let stopper = stop.clone();
+        std::thread::Builder::new()
+            .name("blendwire-mcp".into())
+            .spawn(move || {
+                let outcome = runtime.block_on(serve(server, stdio, http, stopper));
+                // A call still blocked on Blender (e.g. a long execute_code) must not keep the
+                // process alive after the client went away.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                let _ = tx.send(outcome);
+            })
+            .map_err(|e| format!("cannot start the MCP server thread: {e}"))?;
+        Ok(McpServer {
+            http_addr,
+            stop,
+            done: Mutex::new(rx),
+            outcome: Mutex::new(None),
+        })
     }
+
+    /// The bound HTTP address (the real port when 0 was asked), if serving HTTP.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Ask it to stop (open HTTP sessions are ended); `wait` tells when it has.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Its outcome once it has stopped, waiting at most `timeout`; None while it runs.
+    pub fn wait(&self, timeout: Duration) -> Option<Result<(), String>> {
+        let mut outcome = self.outcome.lock();
+        if outcome.is_none() {
+            *outcome = match self.done.lock().recv_timeout(timeout) {
+                Ok(result) => Some(result),
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Some(Err(
+                    "the MCP server thread ended without a result (a bug: it panicked)".into(),
+                )),
+            };
+        }
+        outcome.clone()
+    }
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn serve(
+    server: BlenderTools,
+    stdio: bool,
+    http: Option<(std::net::TcpListener, HttpConfig)>,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let http_task =
+        http.map(|(listener, config)| tokio::spawn(http::serve(listener, config, server.clone(), stop.clone())));
+    let outcome = if stdio {
+        let outcome = serve_stdio(server, &stop).await;
+        stop.cancel();
+        outcome
+    } else {
+        stop.cancelled().await;
+        Ok(())
+    };
+    if let Some(task) = http_task {
+        // Sessions end with `stop`; a stream that lingers is not waited for long.
+        match tokio::time::timeout(Duration::from_secs(2), task).await {
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(e)) => return Err(format!("the MCP HTTP server failed: {e}")),
+            _ => {}
+        }
+    }
+    outcome
+}
+
+async fn serve_stdio(server: BlenderTools, stop: &CancellationToken) -> Result<(), String> {
+    // stdio_pipes: when the client gave us pipes (the usual case), reads and writes run on the
+    // reactor instead of a blocking thread per message.
+    let initialized = tokio::select! {
+        initialized = server.serve(rmcp::transport::stdio_pipes()) => initialized,
+        _ = stop.cancelled() => return Ok(()),
+    };
+    let running = match initialized {
+        Ok(running) => running,
+        Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
+            eprintln!("blendwire mcp: stdin closed, exiting");
+            return Ok(());
+        }
+        Err(other) => return Err(format!("MCP initialization failed: {other}")),
+    };
+    let ct = running.cancellation_token();
+    tokio::select! {
+        ended = running.waiting() => {
+            ended.map_err(|e| format!("the MCP service stopped: {e}"))?;
+            eprintln!("blendwire mcp: stdin closed, exiting");
+        }
+        _ = stop.cancelled() => ct.cancel(),
+    }
+    Ok(())
 }
 
 /// May a command be sent again after the connection dropped mid-call?
@@ -91,14 +218,17 @@ enum Retry {
     Never,
 }
 
+/// The tools, shared by every session (clones share the Blender client, hence its connections
+/// and job ids).
+#[derive(Clone)]
 pub struct BlenderTools {
     client: Arc<Client>,
     addr: String,
     loopback: bool,
     timeout: Duration,
     /// Whether the last call reached Blender (UNKNOWN before the first): only changes are logged.
-    reachable: AtomicU8,
-    screenshot_seq: AtomicU64,
+    reachable: Arc<AtomicU8>,
+    screenshot_seq: Arc<AtomicU64>,
 }
 
 /// The MCP request a tool call serves (cancellation, progress token); None outside one (tests).
@@ -126,8 +256,8 @@ impl BlenderTools {
             addr: format!("{}:{}", config.host, config.port),
             loopback,
             timeout: config.timeout,
-            reachable: AtomicU8::new(UNKNOWN),
-            screenshot_seq: AtomicU64::new(0),
+            reachable: Arc::new(AtomicU8::new(UNKNOWN)),
+            screenshot_seq: Arc::new(AtomicU64::new(0)),
         }
     }
 

@@ -1,0 +1,311 @@
+"""`blendwire mcp --http` and `blendwire serve --mcp-http` driven by the official MCP Python SDK
+(`mcp` from PyPI) over Streamable HTTP, against real `blendwire serve` processes: the handshake,
+the tool list, calls, four agents at once on one endpoint, progress and cancellation; and the
+guard rails: a foreign Origin, a Host that is not the listener's, a missing or wrong bearer token
+are refused (403 / 401) and nothing runs in Blender.
+
+Every wait polls a condition with a deadline; nothing asserts on timings.
+"""
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+import anyio
+import bwtest
+import httpx2
+import pytest
+from bwtest import assert_success, wait_for
+from mcp.client.streamable_http import streamable_http_client
+from test_cancel_progress import BUSY, REPORTING, assert_cancelled_not_interrupted, errors
+from test_interrupt import ANSWER_WAIT, main_thread
+from test_mcp import TOOLS, failed, ok, ok_json, text_of
+
+from mcp import ClientSession
+
+pytestmark = pytest.mark.runtimes("background", "bpy")
+
+LISTENING_RE = re.compile(r"MCP over Streamable HTTP at (http://\S+/mcp)")
+TOKEN = "http-secret-token"
+
+
+class McpProcess:
+    """A `blendwire mcp --http 0 ...` subprocess; .url once it listens, its stderr in a temp file."""
+
+    def __init__(self, blender_port, *extra, env=None):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="blendwire-mcp-http-", suffix=".log", delete=False)
+        cmd = bwtest.blendwire_command() + ["mcp", "--http", "0", "--blender-port", str(blender_port), *extra]
+        full_env = {k: v for k, v in os.environ.items() if k != "BLENDWIRE_TOKEN"}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log, env=full_env
+        )
+        found = wait_for(lambda: LISTENING_RE.search(self.stderr()) or self.proc.poll() is not None, 30, "the URL line")
+        assert found and self.proc.poll() is None, self.stderr()
+        self.url = LISTENING_RE.search(self.stderr())[1]
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def stderr(self):
+        with open(self.log.name) as f:
+            return f.read()
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.unlink(self.log.name)
+
+
+@pytest.fixture(scope="module")
+def endpoint(server):
+    mp = McpProcess(server.port)
+    yield mp
+    mp.close()
+
+
+@pytest.fixture(scope="module")
+def token_endpoint(server):
+    mp = McpProcess(server.port, env={"BLENDWIRE_TOKEN": TOKEN})
+    yield mp
+    mp.close()
+
+
+@contextlib.asynccontextmanager
+async def http_session(url, headers=None):
+    """An initialized ClientSession over Streamable HTTP."""
+    async with httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30, read=300)) as client:
+        async with streamable_http_client(url, http_client=client) as (read, write):
+            async with ClientSession(read, write) as session:
+                session.init_result = await session.initialize()
+                yield session
+
+
+def completed(server):
+    bridge = assert_success(bwtest.request(server.port, "get_status", host=server.host, timeout=10))["bridge"]
+    return bridge["completed"] + bridge["failed"]
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+}
+
+
+def post(port, message, headers):
+    """One raw POST to /mcp (http.client sends our Host header as given): (status, headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        base = {
+            "Host": f"127.0.0.1:{port}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        conn.request("POST", "/mcp", json.dumps(message), {**base, **headers})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def raw_session(port, headers):
+    """A session opened by hand (initialize, initialized): the headers that name it."""
+    status, response_headers, text = post(port, INITIALIZE, headers)
+    assert status == 200, (status, text)
+    session = {"Mcp-Session-Id": response_headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-06-18"}
+    status, _, text = post(port, {"jsonrpc": "2.0", "method": "notifications/initialized"}, {**headers, **session})
+    assert status == 202, (status, text)
+    return session
+
+
+def tool_call(code):
+    return {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "execute_code", "arguments": {"code": code}},
+    }
+
+
+# ---- the protocol over HTTP -----------------------------------------------------------------------
+
+
+def test_initialize_list_tools_and_call(server, endpoint):
+    async def body():
+        async with http_session(endpoint.url) as s:
+            assert s.init_result.server_info.name == "blendwire"
+            tools = {t.name: t for t in (await s.list_tools()).tools}
+            assert set(tools) == set(TOOLS)
+            info = ok_json(await s.call_tool("get_scene_info", {}))
+            assert "object_count" in info, info
+            assert text_of(ok(await s.call_tool("execute_code", {"code": "print(6 * 7)"}))) == "42\n"
+            assert "name is required" in failed(await s.call_tool("get_object_info", {}))
+
+    anyio.run(body)
+
+
+def test_four_agents_at_once_each_call_its_own_job(server, endpoint):
+    before = completed(server)
+    calls = 3
+
+    async def agent(n, outputs):
+        async with http_session(endpoint.url) as s:
+            for i in range(calls):
+                code = f"print('agent {n} call {i}')"
+                outputs.append(text_of(ok(await s.call_tool("execute_code", {"code": code}))))
+
+    async def body():
+        outputs = {n: [] for n in range(4)}
+        async with anyio.create_task_group() as tg:
+            for n in range(4):
+                tg.start_soon(agent, n, outputs[n])
+        for n in range(4):
+            assert outputs[n] == [f"agent {n} call {i}\n" for i in range(calls)], outputs
+
+    anyio.run(body)
+    assert completed(server) - before == 4 * calls
+
+
+def test_progress_and_cancel_over_http(server, endpoint):
+    async def body():
+        async with http_session(endpoint.url) as s:
+            notes = []
+
+            async def on_progress(progress, total, message):
+                notes.append((progress, total, message))
+
+            result = await s.call_tool("execute_code", {"code": REPORTING}, progress_callback=on_progress)
+            assert text_of(ok(result)).endswith("listened True\n")
+            assert notes and notes[-1][:2] == (100.0, 100.0), notes
+            assert any("step 5" in (m or "") for _, _, m in notes), notes
+
+            # Abandoning the call makes the SDK send notifications/cancelled: the job is cancelled.
+            before = errors(server)
+            async with anyio.create_task_group() as tg:
+
+                async def runaway():
+                    await s.call_tool("execute_code", {"code": BUSY, "timeout_seconds": 20})
+
+                tg.start_soon(runaway)
+                await anyio.to_thread.run_sync(
+                    lambda: wait_for(lambda: main_thread(server)["state"] == "running", ANSWER_WAIT, "the job to run")
+                )
+                tg.cancel_scope.cancel()
+            await anyio.to_thread.run_sync(
+                lambda: wait_for(lambda: main_thread(server)["state"] == "idle", ANSWER_WAIT, "the job to be cancelled")
+            )
+            assert_cancelled_not_interrupted(server, before)
+            assert text_of(ok(await s.call_tool("execute_code", {"code": "print(6 * 7)"}))) == "42\n"
+        assert "cancelling its Blender job" in endpoint.stderr()
+
+    anyio.run(body)
+
+
+# ---- refused: foreign Origin, bad Host, missing or wrong token; nothing runs -----------------------
+
+
+def test_foreign_origin_and_bad_host_are_refused_and_run_nothing(server, endpoint, tmp_path):
+    ran = tmp_path / "ran"
+    code = f"open({str(ran)!r}, 'w').close()\nprint('ran')"
+    port = endpoint.port
+    session = raw_session(port, {})
+    before = completed(server)
+    refusals = [
+        {"Origin": "http://evil.example"},
+        {"Origin": "https://attacker.test:8443"},
+        {"Origin": "null"},
+        {"Host": f"evil.example:{port}"},  # DNS rebinding: the page's name resolved to 127.0.0.1
+        {"Host": f"127.0.0.1:{port + 1}"},
+    ]
+    for headers in refusals:
+        status, _, text = post(port, INITIALIZE, headers)
+        assert status == 403, (headers, status, text)
+        # In an open session, the call that would run code is refused too.
+        status, _, text = post(port, tool_call(code), {**session, **headers})
+        assert status == 403, (headers, status, text)
+    assert not ran.exists()
+    assert completed(server) == before
+    log = endpoint.stderr()
+    assert "refused an HTTP request (403; Host 127.0.0.1" in log and "Origin http://evil.example" in log, log
+    assert f"refused an HTTP request (403; Host evil.example:{port}, Origin -)" in log, log
+    # Loopback pages and agents without an Origin are served; the same call runs.
+    for headers in ({"Origin": "http://localhost:6274"}, {"Host": f"localhost:{port}"}):
+        status, _, text = post(port, INITIALIZE, headers)
+        assert status == 200, (headers, status, text)
+    status, _, text = post(port, tool_call(code), {**session, "Origin": f"http://127.0.0.1:{port}"})
+    assert status == 200 and "ran" in text, (status, text)
+    assert ran.exists()
+
+
+def test_missing_or_wrong_token_is_refused_and_runs_nothing(server, token_endpoint, tmp_path):
+    ran = tmp_path / "ran"
+    code = f"open({str(ran)!r}, 'w').close()\nprint('ran')"
+    port = token_endpoint.port
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    session = raw_session(port, bearer)
+    before = completed(server)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Bearer "}):
+        for message, extra in ((INITIALIZE, {}), (tool_call(code), session)):
+            status, response_headers, text = post(port, message, {**extra, **headers})
+            assert status == 401 and response_headers.get("www-authenticate") == "Bearer", (headers, status, text)
+            assert TOKEN not in text
+    assert not ran.exists()
+    assert completed(server) == before
+    log = token_endpoint.stderr()
+    assert "without the right bearer token (401" in log and TOKEN not in log, log
+
+    async def body():  # the official client with the token
+        async with http_session(token_endpoint.url, bearer) as s:
+            assert text_of(ok(await s.call_tool("execute_code", {"code": code}))) == "ran\n"
+
+    anyio.run(body)
+    assert ran.exists()
+
+
+def test_off_loopback_needs_a_token_and_bad_flags_say_what_to_do(server):
+    def mcp(*args, env=None):
+        full_env = {k: v for k, v in os.environ.items() if k != "BLENDWIRE_TOKEN"}
+        full_env.update(env or {})
+        return subprocess.run(
+            bwtest.blendwire_command() + ["mcp", *args], capture_output=True, text=True, timeout=30, env=full_env
+        )
+
+    out = mcp("--http", "0.0.0.0:0")
+    assert out.returncode == 1 and "--http must be loopback unless there is a token" in out.stderr, out
+    assert "BLENDWIRE_TOKEN" in out.stderr, out
+    out = mcp("--http", "nope")
+    assert out.returncode == 1 and "--http must be [HOST:]PORT" in out.stderr, out
+    out = mcp("--http", "0", "--allow-origin", "example.com")
+    assert out.returncode == 1 and "--allow-origin must be an origin" in out.stderr, out
+    out = mcp("--stdio")
+    assert out.returncode == 1 and "go with --http" in out.stderr, out
+    with bwtest.taken_port() as taken:
+        out = mcp("--http", str(taken))
+        assert out.returncode == 1 and f"cannot listen for MCP on 127.0.0.1:{taken}" in out.stderr, out
+
+
+# ---- blendwire serve --mcp-http ---------------------------------------------------------------------
+
+
+def test_serve_mcp_http_starts_and_stops_with_serve(server, serve_factory):
+    sp = serve_factory(server.runtime, extra=["--mcp-http", "0"])
+    line = wait_for(lambda: next((x for x in sp.stdout_lines if LISTENING_RE.search(x)), None), 30, "the MCP HTTP line")
+    url = LISTENING_RE.search(line)[1]
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+
+    async def body():
+        async with http_session(url) as s:
+            info = ok_json(await s.call_tool("check_connection_status", {}))
+            assert info["connected"] is True and info["address"] == f"127.0.0.1:{sp.port}", info
+
+    anyio.run(body)
+    sp.shutdown()
+    assert bwtest.connection_refused(port)
