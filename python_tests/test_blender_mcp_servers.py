@@ -136,9 +136,8 @@ def addon_port(sp):
 @contextlib.asynccontextmanager
 async def agent(package, port, home):
     """An initialized ClientSession with the package's MCP server (its own console script)."""
-    from mcp.client.stdio import stdio_client
-
     from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
 
     env = {
         "BLENDER_HOST": bwtest.HOST,

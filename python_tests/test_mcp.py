@@ -15,9 +15,8 @@ import tempfile
 import anyio
 import bwtest
 import pytest
-from mcp.client.stdio import stdio_client
-
 from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 TOOLS = {
     "get_scene_info": [],

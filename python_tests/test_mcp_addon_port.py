@@ -355,9 +355,8 @@ GUI_TOOLS = {
 
 @contextlib.asynccontextmanager
 async def blmcp_session(port):
-    from mcp.client.stdio import stdio_client
-
     from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
 
     params = StdioServerParameters(
         command=str(BLMCP),

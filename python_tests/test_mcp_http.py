@@ -20,12 +20,11 @@ import bwtest
 import httpx2
 import pytest
 from bwtest import assert_success, wait_for
+from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from test_cancel_progress import BUSY, REPORTING, assert_cancelled_not_interrupted, errors
 from test_interrupt import ANSWER_WAIT, main_thread
 from test_mcp import TOOLS, failed, ok, ok_json, text_of
-
-from mcp import ClientSession
 
 pytestmark = pytest.mark.runtimes("background", "bpy")
 

@@ -32,6 +32,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+// A file beside this one, not src/mcp/: a directory named `mcp` under src/ would make ruff take the
+// `mcp` SDK for a first-party package.
+#[path = "mcp_http.rs"]
 pub mod http;
 pub use http::HttpConfig;
 
