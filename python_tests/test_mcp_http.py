@@ -18,13 +18,15 @@ import tempfile
 import anyio
 import bwtest
 import httpx2
+import mcp_types
 import pytest
 from bwtest import assert_success, wait_for
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from test_cancel_progress import BUSY, REPORTING, assert_cancelled_not_interrupted, errors
 from test_interrupt import ANSWER_WAIT, main_thread
-from test_mcp import TOOLS, failed, ok, ok_json, text_of
+from test_mcp import TOOLS, failed, mcp_session, ok, ok_json, text_of
 
 pytestmark = pytest.mark.runtimes("background", "bpy")
 
@@ -77,11 +79,11 @@ def token_endpoint(server):
 
 
 @contextlib.asynccontextmanager
-async def http_session(url, headers=None):
+async def http_session(url, headers=None, message_handler=None):
     """An initialized ClientSession over Streamable HTTP."""
     async with httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30, read=300)) as client:
         async with streamable_http_client(url, http_client=client) as (read, write):
-            async with ClientSession(read, write) as session:
+            async with ClientSession(read, write, message_handler=message_handler) as session:
                 session.init_result = await session.initialize()
                 yield session
 
@@ -206,6 +208,149 @@ def test_progress_and_cancel_over_http(server, endpoint):
         assert "cancelling its Blender job" in endpoint.stderr()
 
     anyio.run(body)
+
+
+# ---- resources, the scene subscription, the prompt ---------------------------------------------------
+
+RESOURCE_NOT_FOUND = -32002
+SETUP = (
+    "m = bpy.data.materials.new('res mat')\n"
+    "c = bpy.data.collections.new('res coll')\n"
+    "bpy.context.scene.collection.children.link(c)\n"
+    "o = bpy.data.objects.new('res obj', bpy.data.meshes.new('res mesh'))\n"
+    "c.objects.link(o)\n"
+    "o.data.materials.append(m)\n"
+    "o.location = (4, 5, 6)\n"
+)
+
+
+def read_json(result):
+    (content,) = result.contents
+    assert content.mime_type == "application/json", content
+    return json.loads(content.text)
+
+
+async def check_resources(s, server, tmp_path):
+    listed = {str(r.uri) for r in (await s.list_resources()).resources}
+    assert listed == {"blender://scene", "blender://materials", "blender://collections", "blender://status"}
+    (template,) = (await s.list_resource_templates()).resource_templates
+    assert template.uri_template == "blender://object/{name}"
+    ok(await s.call_tool("execute_code", {"code": SETUP}))
+
+    scene = read_json(await s.read_resource("blender://scene"))
+    assert scene["name"] and scene["object_count"] >= 1, scene
+    obj = read_json(await s.read_resource("blender://object/res%20obj"))
+    assert obj["name"] == "res obj" and obj["location"] == [4.0, 5.0, 6.0] and obj["materials"] == ["res mat"], obj
+    materials = {m["name"]: m for m in read_json(await s.read_resource("blender://materials"))}
+    assert materials["res mat"]["users"] >= 1, materials
+    collections = {c["name"]: c for c in read_json(await s.read_resource("blender://collections"))}
+    assert collections["res coll"]["objects"] == ["res obj"], collections
+    assert "res coll" in collections[bpy_scene_collection(collections)]["children"], collections
+    with pytest.raises(MCPError) as missing:
+        await s.read_resource("blender://object/no%20such%20object")
+    assert missing.value.code == RESOURCE_NOT_FOUND and "no such object" in str(missing.value.error.message)
+    with pytest.raises(MCPError) as unknown:
+        await s.read_resource("blender://nothing")
+    assert unknown.value.code == RESOURCE_NOT_FOUND and "blender://object/{name}" in unknown.value.error.message
+
+    # The status comes without Blender's main thread: read while a job holds it.
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    with bwtest.Conn(server.port, server.host, timeout=ANSWER_WAIT) as c:
+        c.send({"type": "execute_code", "params": {"code": bwtest.blocking_code(started, release)}})
+        try:
+            await anyio.to_thread.run_sync(lambda: bwtest.wait_file(started, ANSWER_WAIT))
+            status = read_json(await s.read_resource("blender://status"))
+            assert status["main_thread"]["state"] == "running", status
+        finally:
+            bwtest.touch(release)
+        assert_success(c.read())
+
+
+def bpy_scene_collection(collections):
+    """The scene's root collection is listed first; its name depends on the Blender version."""
+    return next(iter(collections))
+
+
+def test_resources_and_prompt_over_http(server, endpoint, tmp_path):
+    async def body():
+        async with http_session(endpoint.url) as s:
+            caps = s.init_result.capabilities
+            assert caps.resources.subscribe is True and caps.prompts is not None, caps
+            await check_resources(s, server, tmp_path)
+
+            (prompt,) = (await s.list_prompts()).prompts
+            assert prompt.name == "blender_workflow" and [a.name for a in prompt.arguments] == ["task"], prompt
+            got = await s.get_prompt("blender_workflow", {"task": "add a red cube"})
+            (message,) = got.messages
+            text = message.content.text
+            for needle in ("get_scene_info", "execute_code", "timeout_seconds", "blendwire.progress", "add a red cube"):
+                assert needle in text, (needle, text)
+            with pytest.raises(MCPError):
+                await s.get_prompt("no_such_prompt")
+
+    anyio.run(body)
+
+
+@pytest.mark.runtimes("background")
+def test_resources_over_stdio(server, tmp_path):
+    async def body():
+        async with mcp_session(server.port, server.host) as s:
+            await check_resources(s, server, tmp_path)
+
+    anyio.run(body)
+
+
+# resources/subscribe is the handshake protocol's (what ClientSession negotiates); the SDK warns that
+# 2026-07-28 replaces it with subscriptions/listen.
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+def test_scene_subscription_is_updated_once_after_jobs_that_changed_it(server):
+    mp = McpProcess(server.port)  # a fresh server: no subscriber or scene snapshot yet
+    updates = {"first": [], "second": []}
+
+    def recorder(name):
+        async def on_message(message):
+            if isinstance(message, mcp_types.ResourceUpdatedNotification):
+                updates[name].append(str(message.params.uri))
+
+        return on_message
+
+    async def body():
+        async with (
+            http_session(mp.url, message_handler=recorder("first")) as s,
+            http_session(mp.url, message_handler=recorder("second")) as s2,
+            http_session(mp.url) as other,
+        ):
+            await s.subscribe_resource("blender://scene")
+            # Another agent's jobs count: five that each add an object, all at once.
+            async with anyio.create_task_group() as tg:
+                for n in range(5):
+                    code = f"bpy.context.scene.collection.objects.link(bpy.data.objects.new('sub{n}', None))"
+                    tg.start_soon(other.call_tool, "execute_code", {"code": code})
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: updates["first"], ANSWER_WAIT, "a scene update"))
+            assert updates["first"][0] == "blender://scene"
+            first = len(updates["first"])
+            assert first < 5, updates  # coalesced
+
+            # A job that changes nothing makes no update: wait until the server has read the
+            # scene again after it (one more completed job), then look.
+            before = completed(server)
+            ok(await other.call_tool("execute_code", {"code": "print(len(bpy.data.objects))"}))
+            await anyio.to_thread.run_sync(
+                lambda: wait_for(lambda: completed(server) >= before + 2, ANSWER_WAIT, "the scene re-read")
+            )
+            assert len(updates["first"]) == first, updates
+
+            # Unsubscribed: the next change reaches the other subscriber only.
+            await s2.subscribe_resource("blender://scene")
+            await s.unsubscribe_resource("blender://scene")
+            ok(await other.call_tool("execute_code", {"code": "bpy.data.objects['sub0'].location.x = 9"}))
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: updates["second"], ANSWER_WAIT, "an update"))
+            assert updates["second"] == ["blender://scene"] and len(updates["first"]) == first, updates
+
+    try:
+        anyio.run(body)
+    finally:
+        mp.close()
 
 
 # ---- refused: foreign Origin, bad Host, missing or wrong token; nothing runs -----------------------

@@ -18,9 +18,11 @@ use crate::error::ClientError;
 use base64::Engine as _;
 use parking_lot::Mutex;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeResult,
-    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, SubscribeRequestParams, Tool, ToolAnnotations,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -36,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 // `mcp` SDK for a first-party package.
 #[path = "mcp_http.rs"]
 pub mod http;
+#[path = "mcp_resources.rs"]
+pub mod resources;
 pub use http::HttpConfig;
 
 /// The longest server-side wait the service accepts (`params._timeout_seconds`).
@@ -232,6 +236,10 @@ pub struct BlenderTools {
     /// Whether the last call reached Blender (UNKNOWN before the first): only changes are logged.
     reachable: Arc<AtomicU8>,
     screenshot_seq: Arc<AtomicU64>,
+    /// Subscriptions to the scene, across sessions.
+    watch: Arc<resources::SceneWatch>,
+    /// This session's subscription (each HTTP session gets its own, see `for_session`).
+    subscription: Arc<resources::Subscriber>,
 }
 
 /// The MCP request a tool call serves (cancellation, progress token); None outside one (tests).
@@ -261,6 +269,16 @@ impl BlenderTools {
             timeout: config.timeout,
             reachable: Arc::new(AtomicU8::new(UNKNOWN)),
             screenshot_seq: Arc::new(AtomicU64::new(0)),
+            watch: Arc::default(),
+            subscription: Arc::default(),
+        }
+    }
+
+    /// The tools for a new session: shared client and scene watch, a subscription of its own.
+    pub fn for_session(&self) -> Self {
+        BlenderTools {
+            subscription: Arc::default(),
+            ..self.clone()
         }
     }
 
@@ -357,6 +375,17 @@ impl BlenderTools {
 
     /// Send `{"type": command, "params": params}`; the `result` of a success response.
     async fn command(&self, command: &str, params: Value, retry: Retry, rq: Rq<'_>) -> Result<Value, Failure> {
+        self.command_coded(command, params, retry, rq).await.map_err(|(f, _)| f)
+    }
+
+    /// As [`Self::command`], with the service's `error_code` when it answered with an error.
+    async fn command_coded(
+        &self,
+        command: &str,
+        params: Value,
+        retry: Retry,
+        rq: Rq<'_>,
+    ) -> Result<Value, (Failure, Option<String>)> {
         let mut request = client::command_request(command, params);
         let id = self.client.next_id();
         request["id"] = id.clone();
@@ -376,16 +405,20 @@ impl BlenderTools {
             outcome = self.exchange(bytes, &id, rq).await;
         }
         self.note_reachability(&outcome);
-        let response = outcome.map_err(|e| Failure(self.explain(command, e, retry, retried)))?;
-        client::outcome(response).map_err(|e| {
-            Failure(match e {
-                ResponseError::NoStatus { response } => format!(
+        let response = outcome.map_err(|e| (Failure(self.explain(command, e, retry, retried)), None))?;
+        client::outcome(response).map_err(|e| match e {
+            ResponseError::NoStatus { response } => (
+                Failure(format!(
                     "unexpected response from {} (no \"status\"): {}",
                     self.addr,
                     client::excerpt(&response, 300)
-                ),
-                command_failed => command_failed.to_string(),
-            })
+                )),
+                None,
+            ),
+            ResponseError::Command { ref code, .. } => {
+                let code = code.clone();
+                (Failure(e.to_string()), code)
+            }
         })
     }
 
@@ -441,7 +474,10 @@ impl BlenderTools {
                 }
             }
         }
-        let result = self.command("execute_code", params, Retry::Never, rq).await?;
+        let result = self.command("execute_code", params, Retry::Never, rq).await;
+        // Even a failed job may have changed the scene part-way.
+        self.watch.job_ended();
+        let result = result?;
         let output = result.get("output");
         let text = |key: &str| {
             output
@@ -724,7 +760,13 @@ pub fn tools() -> Vec<Tool> {
 
 impl ServerHandler for BlenderTools {
     fn get_info(&self) -> ServerConfig {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_prompts()
+            .build();
+        InitializeResult::new(capabilities)
             .with_server_info(Implementation::new("blendwire", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
                 "Tools for a running Blender with the blendwire service at {} (start it with `blendwire serve --port {}`).",
@@ -739,6 +781,79 @@ impl ServerHandler for BlenderTools {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(resources::resources()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            resources::resource_templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Ok(self.read_resource_at(&request.uri, Some(&context)).await?.into())
+    }
+
+    // resources/subscribe is the legacy (handshake) protocol's, which MCP clients negotiate today;
+    // rmcp marks it deprecated in favour of 2026-07-28's subscriptions/listen.
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscribe_to(&request.uri, context.peer).await
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.unsubscribe_from(&request.uri);
+        Ok(())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(resources::prompts()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name != resources::WORKFLOW_PROMPT {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "unknown prompt {:?}; the prompt is {}",
+                    request.name,
+                    resources::WORKFLOW_PROMPT
+                ),
+                None,
+            ));
+        }
+        Ok(resources::workflow_prompt(request.arguments.as_ref()).into())
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

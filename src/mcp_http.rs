@@ -218,7 +218,7 @@ pub(super) async fn serve(
         .enforce_origin_validation()
         .with_cancellation_token(stop.child_token());
     let service = StreamableHttpService::new(
-        move || Ok(tools.clone()),
+        move || Ok(tools.for_session()),
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
