@@ -7,6 +7,7 @@ are refused (403 / 401) and nothing runs in Blender.
 Every wait polls a condition with a deadline; nothing asserts on timings.
 """
 
+import base64
 import contextlib
 import http.client
 import json
@@ -26,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from test_cancel_progress import BUSY, REPORTING, assert_cancelled_not_interrupted, errors
 from test_interrupt import ANSWER_WAIT, main_thread
-from test_mcp import TOOLS, failed, mcp_session, ok, ok_json, text_of
+from test_mcp import TOOLS, failed, mcp_session, ok, ok_json, png_size, text_of
 
 pytestmark = pytest.mark.runtimes("background", "bpy")
 
@@ -453,3 +454,36 @@ def test_serve_mcp_http_starts_and_stops_with_serve(server, serve_factory):
     anyio.run(body)
     sp.shutdown()
     assert bwtest.connection_refused(port)
+
+
+# ---- GUI: the screenshot inline, sized by the caller ------------------------------------------------
+
+
+@pytest.mark.runtimes("gui")
+def test_viewport_screenshot_inline_over_http(server, tmp_path):
+    mp = McpProcess(server.port)
+    leftovers = (
+        "import glob, os, tempfile\nprint(len(glob.glob(os.path.join(tempfile.gettempdir(), 'blender_screenshot_*'))))"
+    )
+
+    async def body():
+        async with http_session(mp.url) as s:
+            before = text_of(ok(await s.call_tool("execute_code", {"code": leftovers})))
+            for max_size, fmt, mime in ((320, "png", "image/png"), (150, "jpeg", "image/jpeg")):
+                result = ok(await s.call_tool("get_viewport_screenshot", {"max_size": max_size, "format": fmt}))
+                (image,) = [c for c in result.content if c.type == "image"]
+                assert image.mime_type == mime, image.mime_type
+                data = base64.b64decode(image.data)
+                if fmt == "png":
+                    assert max(png_size(data)) == max_size
+                else:
+                    assert data[:3] == b"\xff\xd8\xff", data[:8]  # a JPEG
+                (label,) = [c.text for c in result.content if c.type == "text"]
+                assert f"{fmt} screenshot" in label and f"({len(data)} bytes)" in label, label
+            # Inline: Blender kept no file, and nothing names a path.
+            assert text_of(ok(await s.call_tool("execute_code", {"code": leftovers}))) == before
+
+    try:
+        anyio.run(body)
+    finally:
+        mp.close()

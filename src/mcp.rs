@@ -27,9 +27,8 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -231,11 +230,9 @@ enum Retry {
 pub struct BlenderTools {
     client: Arc<Client>,
     addr: String,
-    loopback: bool,
     timeout: Duration,
     /// Whether the last call reached Blender (UNKNOWN before the first): only changes are logged.
     reachable: Arc<AtomicU8>,
-    screenshot_seq: Arc<AtomicU64>,
     /// Subscriptions to the scene, across sessions.
     watch: Arc<resources::SceneWatch>,
     /// This session's subscription (each HTTP session gets its own, see `for_session`).
@@ -259,16 +256,13 @@ type ToolOutcome = Result<Vec<ContentBlock>, Failure>;
 
 impl BlenderTools {
     pub fn new(config: McpConfig) -> Self {
-        let loopback = config.host == "localhost" || config.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         BlenderTools {
             client: Arc::new(
                 Client::new(&config.host, config.port, config.timeout, config.connect_timeout).with_token(config.token),
             ),
             addr: format!("{}:{}", config.host, config.port),
-            loopback,
             timeout: config.timeout,
             reachable: Arc::new(AtomicU8::new(UNKNOWN)),
-            screenshot_seq: Arc::new(AtomicU64::new(0)),
             watch: Arc::default(),
             subscription: Arc::default(),
         }
@@ -521,29 +515,26 @@ impl BlenderTools {
             Some("jpeg") | Some("jpg") => "jpeg",
             Some(other) => return Err(Failure(format!("format must be \"png\" or \"jpeg\", got {other:?}"))),
         };
-        let path = std::env::temp_dir().join(format!(
-            "blendwire-mcp-{}-{}.{}",
-            std::process::id(),
-            self.screenshot_seq.fetch_add(1, Ordering::Relaxed),
-            if format == "png" { "png" } else { "jpg" }
-        ));
-        let path_text = path.to_string_lossy().into_owned();
-        let params = json!({"max_size": max_size, "format": format, "filepath": path_text});
+        // Inline: the image comes in the answer, never through a file path that this process
+        // would have to share with Blender (another machine, WSL, a container).
+        let params = json!({"max_size": max_size, "format": format, "inline": true});
         // Taking a screenshot changes nothing in the scene: safe to resend once.
-        let result = self.command("get_viewport_screenshot", params, Retry::Once, rq).await;
-        let result = match result {
-            Ok(r) => r,
-            Err(f) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(f);
-            }
+        let result = self.command("get_viewport_screenshot", params, Retry::Once, rq).await?;
+        let data = match result.get("data").and_then(Value::as_str) {
+            Some(data) => data.to_string(),
+            // A BLD Remote peer has no inline answer: it names the file it wrote on its side,
+            // which only Blender can be relied on to read.
+            None => match result.get("filepath").and_then(Value::as_str) {
+                Some(path) => base64::engine::general_purpose::STANDARD.encode(self.fetch_file(path, rq).await?),
+                None => {
+                    return Err(Failure(format!(
+                        "unexpected screenshot answer from {} (neither data nor filepath): {}",
+                        self.addr,
+                        client::excerpt(&result, 300)
+                    )))
+                }
+            },
         };
-        let written = result
-            .get("filepath")
-            .and_then(Value::as_str)
-            .unwrap_or(&path_text)
-            .to_string();
-        let bytes = self.fetch_file(&written, rq).await?;
         let size = match (
             result.get("width").and_then(Value::as_u64),
             result.get("height").and_then(Value::as_u64),
@@ -551,34 +542,17 @@ impl BlenderTools {
             (Some(w), Some(h)) => format!("{w}x{h} "),
             _ => String::new(),
         };
+        let bytes = data.len() / 4 * 3 - data.bytes().rev().take_while(|b| *b == b'=').count();
         Ok(vec![
-            ContentBlock::image(
-                base64::engine::general_purpose::STANDARD.encode(&bytes),
-                format!("image/{format}"),
-            ),
+            ContentBlock::image(data, format!("image/{format}")),
             ContentBlock::text(format!(
-                "{size}{format} screenshot of Blender's 3D viewport ({} bytes)",
-                bytes.len()
+                "{size}{format} screenshot of Blender's 3D viewport ({bytes} bytes)"
             )),
         ])
     }
 
-    /// The screenshot file Blender wrote, then deleted. Read here when Blender is on this machine;
-    /// otherwise (or if this process cannot see it, e.g. a sandboxed /tmp) through Blender itself.
+    /// A file Blender wrote (then deleted), read back through Blender itself, wherever it runs.
     async fn fetch_file(&self, path: &str, rq: Rq<'_>) -> Result<Vec<u8>, Failure> {
-        if self.loopback {
-            let p = PathBuf::from(path);
-            // File I/O blocks: keep it off the workers, as the client calls.
-            let read = tokio::task::spawn_blocking(move || {
-                let read = std::fs::read(&p);
-                let _ = std::fs::remove_file(&p);
-                read
-            })
-            .await;
-            if let Ok(Ok(bytes)) = read {
-                return Ok(bytes);
-            }
-        }
         let code = format!(
             "import base64, os\np = {}\ntry:\n    print(base64.b64encode(open(p, 'rb').read()).decode('ascii'), end='')\nfinally:\n    os.remove(p)\n",
             Value::String(path.to_string())
@@ -729,7 +703,7 @@ pub fn tools() -> Vec<Tool> {
         ),
         tool(
             "get_viewport_screenshot",
-            "A screenshot of Blender's 3D viewport as an image (needs Blender with its UI, not background mode).",
+            "A screenshot of Blender's 3D viewport as inline image content, its longest side at most max_size pixels (needs Blender with its UI, not background mode).",
             json!({"type": "object", "properties": {
                 "max_size": {"type": "integer", "minimum": 1, "maximum": 16384, "default": 800, "description": "longest side in pixels; larger screenshots are scaled down"},
                 "format": {"type": "string", "enum": ["png", "jpeg"], "default": "png", "description": "image format"}
