@@ -1,6 +1,7 @@
 //! `blendwire mcp`: a Model Context Protocol server over stdio and/or Streamable HTTP (the official
-//! SDK, `rmcp`; HTTP in [`http`]) whose tools forward to a blendwire / BLD Remote MCP service through a `Client` (persistent
-//! connections, one per concurrent call).
+//! SDK, `rmcp`; HTTP in [`http`], resources and the prompt in [`resources`]) whose tools forward
+//! to a blendwire / BLD Remote MCP service through a `Client` (persistent connections, one per
+//! concurrent call).
 //!
 //! Every call names its Blender job (the request `id`): an agent's `notifications/cancelled`
 //! cancels that job (queued: dropped; running: interrupted), and with a `progressToken` the job's
@@ -519,12 +520,12 @@ impl BlenderTools {
         // would have to share with Blender (another machine, WSL, a container).
         let params = json!({"max_size": max_size, "format": format, "inline": true});
         // Taking a screenshot changes nothing in the scene: safe to resend once.
-        let result = self.command("get_viewport_screenshot", params, Retry::Once, rq).await?;
-        let data = match result.get("data").and_then(Value::as_str) {
-            Some(data) => data.to_string(),
+        let mut result = self.command("get_viewport_screenshot", params, Retry::Once, rq).await?;
+        let data = match result.get_mut("data").map(Value::take) {
+            Some(Value::String(data)) => data,
             // A BLD Remote peer has no inline answer: it names the file it wrote on its side,
             // which only Blender can be relied on to read.
-            None => match result.get("filepath").and_then(Value::as_str) {
+            _ => match result.get("filepath").and_then(Value::as_str) {
                 Some(path) => base64::engine::general_purpose::STANDARD.encode(self.fetch_file(path, rq).await?),
                 None => {
                     return Err(Failure(format!(

@@ -212,11 +212,14 @@ pub(super) async fn serve(
 ) -> Result<(), String> {
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("cannot listen for MCP: {e}"))?;
-    let mcp_config = StreamableHttpServerConfig::default()
+    let mut mcp_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(allowed_hosts(&config, bound))
         .with_allowed_origins(allowed_origins(&config))
         .enforce_origin_validation()
         .with_cancellation_token(stop.child_token());
+    // What the service takes by default, not rmcp's 4 MiB: a large execute_code fails in Blender's
+    // service with its own message, as over stdio, rather than here.
+    mcp_config.max_request_body_bytes = crate::settings::DEFAULT_MAX_REQUEST_BYTES;
     let service = StreamableHttpService::new(
         move || Ok(tools.for_session()),
         Arc::new(LocalSessionManager::default()),
