@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 
 import anyio
@@ -22,12 +23,13 @@ import httpx2
 import mcp_types
 import pytest
 from bwtest import assert_success, wait_for
-from mcp import ClientSession
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from test_cancel_progress import BUSY, REPORTING, assert_cancelled_not_interrupted, errors
 from test_interrupt import ANSWER_WAIT, main_thread
-from test_mcp import TOOLS, failed, mcp_session, ok, ok_json, png_size, text_of
+from test_mcp import TOOLS, failed, ok, ok_json, png_size, text_of
 
 pytestmark = pytest.mark.runtimes("background", "bpy")
 
@@ -293,12 +295,39 @@ def test_resources_and_prompt_over_http(server, endpoint, tmp_path):
 
 
 @pytest.mark.runtimes("background")
-def test_resources_over_stdio(server, tmp_path):
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+def test_resources_prompt_and_subscription_over_stdio(server, tmp_path):
     async def body():
-        async with mcp_session(server.port, server.host) as s:
+        params = StdioServerParameters(
+            command=bwtest.blendwire_command()[0],
+            args=bwtest.blendwire_command()[1:] + ["mcp", "--blender-port", str(server.port)],
+        )
+        updates = []
+        async with (
+            stdio_client(params, errlog=sys.stderr) as (read, write),
+            ClientSession(read, write, message_handler=recorder(updates)) as s,
+        ):
+            await s.initialize()
             await check_resources(s, server, tmp_path)
+            (prompt,) = (await s.list_prompts()).prompts
+            assert "execute_code" in (await s.get_prompt(prompt.name)).messages[0].content.text
+
+            await s.subscribe_resource("blender://scene")
+            ok(await s.call_tool("execute_code", {"code": "bpy.data.objects['res obj'].location.z = 7"}))
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: updates, ANSWER_WAIT, "a scene update"))
+            assert updates == ["blender://scene"], updates
 
     anyio.run(body)
+
+
+def recorder(updates):
+    """A message_handler that records the URIs of resources/updated notifications."""
+
+    async def on_message(message):
+        if isinstance(message, mcp_types.ResourceUpdatedNotification):
+            updates.append(str(message.params.uri))
+
+    return on_message
 
 
 # resources/subscribe is the handshake protocol's (what ClientSession negotiates); the SDK warns that
@@ -308,17 +337,10 @@ def test_scene_subscription_is_updated_once_after_jobs_that_changed_it(server):
     mp = McpProcess(server.port)  # a fresh server: no subscriber or scene snapshot yet
     updates = {"first": [], "second": []}
 
-    def recorder(name):
-        async def on_message(message):
-            if isinstance(message, mcp_types.ResourceUpdatedNotification):
-                updates[name].append(str(message.params.uri))
-
-        return on_message
-
     async def body():
         async with (
-            http_session(mp.url, message_handler=recorder("first")) as s,
-            http_session(mp.url, message_handler=recorder("second")) as s2,
+            http_session(mp.url, message_handler=recorder(updates["first"])) as s,
+            http_session(mp.url, message_handler=recorder(updates["second"])) as s2,
             http_session(mp.url) as other,
         ):
             await s.subscribe_resource("blender://scene")
