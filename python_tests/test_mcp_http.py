@@ -216,13 +216,17 @@ def test_progress_and_cancel_over_http(server, endpoint):
 # ---- resources, the scene subscription, the prompt ---------------------------------------------------
 
 RESOURCE_NOT_FOUND = -32002
-SETUP = (
-    "m = bpy.data.materials.new('res mat')\n"
-    "c = bpy.data.collections.new('res coll')\n"
-    "bpy.context.scene.collection.children.link(c)\n"
-    "o = bpy.data.objects.new('res obj', bpy.data.meshes.new('res mesh'))\n"
-    "c.objects.link(o)\n"
-    "o.data.materials.append(m)\n"
+SETUP = (  # idempotent: each transport's test runs it on the same Blender
+    "m = bpy.data.materials.get('res mat') or bpy.data.materials.new('res mat')\n"
+    "c = bpy.data.collections.get('res coll')\n"
+    "if c is None:\n"
+    "    c = bpy.data.collections.new('res coll')\n"
+    "    bpy.context.scene.collection.children.link(c)\n"
+    "o = bpy.data.objects.get('res obj')\n"
+    "if o is None:\n"
+    "    o = bpy.data.objects.new('res obj', bpy.data.meshes.new('res mesh'))\n"
+    "    c.objects.link(o)\n"
+    "    o.data.materials.append(m)\n"
     "o.location = (4, 5, 6)\n"
 )
 
@@ -314,6 +318,12 @@ def test_resources_prompt_and_subscription_over_stdio(server, tmp_path):
 
             await s.subscribe_resource("blender://scene")
             ok(await s.call_tool("execute_code", {"code": "bpy.data.objects['res obj'].location.z = 7"}))
+            # Reading the scene at once does not swallow the update (other subscribers need it).
+            assert [7.0] == [
+                o["location"][2]
+                for o in read_json(await s.read_resource("blender://scene"))["objects"]
+                if o["name"] == "res obj"
+            ]
             await anyio.to_thread.run_sync(lambda: wait_for(lambda: updates, ANSWER_WAIT, "a scene update"))
             assert updates == ["blender://scene"], updates
 

@@ -151,11 +151,12 @@ pub fn check_origin(origin: &str) -> Result<(), String> {
     }
 }
 
+/// A header for the log: lossy UTF-8, at most 200 characters (it is the client's text).
 fn header_text(request: &Request, name: header::HeaderName) -> Option<String> {
     request
         .headers()
         .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(200).collect())
 }
 
 struct Guard {

@@ -144,14 +144,8 @@ impl BlenderTools {
 
     pub(super) async fn read_resource_at(&self, uri: &str, rq: Rq<'_>) -> Result<ReadResourceResult, ErrorData> {
         let value = match uri {
-            SCENE => {
-                let scene = self.command_coded("get_scene_info", json!({}), Retry::Once, rq).await;
-                if let Ok(v) = &scene {
-                    // What subscribers are told about from now on.
-                    *self.watch.last.lock() = Some(v.to_string());
-                }
-                scene
-            }
+            // Not taken as the subscribers' summary: another subscriber may not have read it yet.
+            SCENE => self.command_coded("get_scene_info", json!({}), Retry::Once, rq).await,
             MATERIALS => self.snippet(MATERIALS_CODE, rq).await,
             COLLECTIONS => self.snippet(COLLECTIONS_CODE, rq).await,
             STATUS => self.command_coded("get_status", json!({}), Retry::Once, rq).await,
