@@ -744,7 +744,9 @@ impl ServerHandler for BlenderTools {
         InitializeResult::new(capabilities)
             .with_server_info(Implementation::new("blendwire", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
-                "Tools for a running Blender with the blendwire service at {} (start it with `blendwire serve --port {}`).",
+                "Tools for a running Blender with the blendwire service at {} (start it with `blendwire serve --port {}`). \
+                 Resources: blender://scene (subscribable), blender://object/{{name}}, blender://materials, \
+                 blender://collections, blender://status. The prompt blender_workflow says how to work with them.",
                 self.addr,
                 self.client.port()
             ))

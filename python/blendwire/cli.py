@@ -465,9 +465,9 @@ def _parser():
         "mcp",
         help="serve the Model Context Protocol on stdio or Streamable HTTP (for LLM agents)",
         description="An MCP server over stdin/stdout (or Streamable HTTP with --http) whose tools "
-        "(scene and object info, execute_code, viewport screenshot, persist data) run in the Blender "
-        "served by `blendwire serve`. It starts without Blender and connects "
-        "on the first tool call. Token: $BLENDWIRE_TOKEN.",
+        "(scene and object info, execute_code, viewport screenshot, persist data), resources (scene, objects, "
+        "materials, collections, status) and workflow prompt work on the Blender served by `blendwire serve`. "
+        "It starts without Blender and connects on the first tool call. Token: $BLENDWIRE_TOKEN.",
     )
     m.add_argument(
         "--http",
