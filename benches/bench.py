@@ -31,6 +31,9 @@ Issue 13's rows (benches/bench_agents.py, GUI runs only): the real blender-mcp 1
 with its own transport vs blendwire hosting the same add-on file on `--mcp-addon-port`, 1 and 8
 clients; Blender Lab one-shot requests against blendwire's listener in -b and the GUI.
 
+Issue 14's rows (benches/bench_mcp.py, -b and GUI): blendwire mcp (stdio, Streamable HTTP) vs
+dcc-mcp-blender vs the blender-remote MCP server, all through the official `mcp` client.
+
 Every workload uses the same raw-protocol client code for both servers (send the JSON, read until
 the bytes parse as one JSON object, TCP_NODELAY). Warm-up calls are excluded; each workload runs
 ROUNDS rounds, each bounded in calls and in time; the table shows the median over rounds.
@@ -60,6 +63,7 @@ import bwtest  # noqa: E402  (standard library only: raw JSON over a socket, wai
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_agents  # noqa: E402  (issue 13's rows: the agents' add-on protocols)
 import bench_interrupt  # noqa: E402  (issue 12's rows: interrupting runaway jobs, and what that costs)
+import bench_mcp  # noqa: E402  (issue 14's rows: MCP servers through one official `mcp` client)
 
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 HOST = "127.0.0.1"
@@ -951,8 +955,11 @@ def render(meta, bench):
     lines += render_extra(R)
     lines += bench_interrupt.render(R)
     lines += bench_agents.render(R)
+    lines += bench_mcp.render(R)
     lines.append("")
-    lines.append("Targets (issue 2: background, one persistent connection, get_scene_info; then issues 5, 12 and 13):")
+    lines.append(
+        "Targets (issue 2: background, one persistent connection, get_scene_info; then issues 5, 12, 13 and 14):"
+    )
     lines += target_lines(meta["targets"])
     lines.append("")
     lines.append(
@@ -1111,6 +1118,7 @@ def targets(bench):
     out += targets5(R)
     out += bench_interrupt.targets(R)
     out += bench_agents.targets(R)
+    out += bench_mcp.targets(R)
     return out
 
 
@@ -1450,6 +1458,9 @@ def main():
             bench.sequential("standin", srv, "persistent_exec", "persistent_exec", bw_seq)
             bench.concurrent("standin", srv, "concurrent8_scene", "persistent_scene", bw_conc)
             srv.stop()
+
+        print("issue 14 (MCP servers through one `mcp` client):", file=sys.stderr, flush=True)
+        bench_mcp.run(bench, log_dir, ("b",) if args.no_gui else ("b", "gui"))
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping everything this run started", file=sys.stderr)

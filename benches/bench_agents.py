@@ -351,8 +351,9 @@ def render(R):
             "blendwire's `--mcp-addon-port`; the Lab add-on's column is QUOTED from ../shared/protocols.md §5 "
             "(measured earlier; its add-on is not installable here), not measured in this run:",
             "",
-            "| Blender | clients | blendwire calls/s | p50 ms | p99 ms | fail | Lab add-on (quoted) | ratio |",
-            "|---|--:|--:|--:|--:|--:|---|--:|",
+            "| Blender | clients | blendwire calls/s | p50 ms | p99 ms | fail | CPU µs/call: Blender + clients "
+            "| Lab add-on (quoted) | ratio |",
+            "|---|--:|--:|--:|--:|--:|--:|---|--:|",
         ]
         for rt, n, r in rows:
             if not r:
@@ -366,9 +367,19 @@ def render(R):
                 ratio = _x(q["p50_ms"], r["p50_ms"]) + " (p50)"
             lines.append(
                 f"| {'`-b`' if rt == 'b' else 'GUI (Xvfb)'} | {n} | {_f(r['calls_per_s'], 0)} | {_f(r['p50_ms'], 3)} "
-                f"| {_f(r['p99_ms'], 3)} | {r['failures']} | {quoted} | {ratio} |"
+                f"| {_f(r['p99_ms'], 3)} | {r['failures']} | {_cpu_per_call(r)} | {quoted} | {ratio} |"
             )
     return lines
+
+
+def _cpu_per_call(r):
+    """CPU time per call of Blender's process and of the clients: on a small machine their sum,
+    not the server, bounds what a one-shot loop reaches (cores / sum)."""
+    rate = r.get("calls_per_s")
+    if not rate or r.get("server_cpu_pct") is None:
+        return "—"
+    server, client = (r[k] * 1e4 / rate for k in ("server_cpu_pct", "client_cpu_pct"))
+    return f"{server:.0f} + {client:.0f}"
 
 
 def targets(R):

@@ -7,6 +7,9 @@ one line per thing that happens (listening, connect with its auth and verdict, e
 disconnect), each with a `time.monotonic()` stamp (CLOCK_MONOTONIC is system-wide, so comparable
 with the test's clock), and reads commands (`emit`, `set_token`) from stdin.
 
+With `certfile`/`keyfile` (`--certfile/--keyfile` as a script) the peer serves https/wss with that
+certificate (chain) and key, e.g. from `certs.make_cert`; its `url` is then `https://...`.
+
 `AttemptRecorder` is a bare TCP listener that accepts and closes at once, recording when each
 connection arrived: with the engine down, it is how the test sees the router's retries from the
 server's side.
@@ -47,7 +50,15 @@ def _peer_main(argv):
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--token", default=None, help="accept only this auth token (default: any)")
+    ap.add_argument("--certfile", default=None, help="serve TLS with this PEM certificate (chain)")
+    ap.add_argument("--keyfile", default=None, help="the PEM private key of --certfile")
     args = ap.parse_args(argv)
+    ssl_context = None
+    if args.certfile:
+        import ssl
+
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.certfile, args.keyfile)
 
     out_lock = threading.Lock()
 
@@ -113,7 +124,7 @@ def _peer_main(argv):
 
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, HOST, args.port, reuse_address=True)
+        site = web.TCPSite(runner, HOST, args.port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         threading.Thread(target=read_stdin, daemon=True).start()
         say("listening", port=args.port, pid=os.getpid())
@@ -127,13 +138,22 @@ def _peer_main(argv):
 
 class EnginePeer:
     """The engine on 127.0.0.1:`port` (a fresh free port by default). `start()` / `kill()` may be
-    called again and again on the same port; `records` keeps everything every run reported."""
+    called again and again on the same port; `records` keeps everything every run reported.
+    `certfile`/`keyfile`: serve TLS (https); they may be changed between runs (a new certificate)."""
 
-    def __init__(self, port: int | None = None, token: str | None = None, python: str | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        token: str | None = None,
+        python: str | None = None,
+        certfile: str | os.PathLike | None = None,
+        keyfile: str | os.PathLike | None = None,
+    ):
         self.port = port or bwtest.free_port()
         self.token = token
         self.python = python or sys.executable
-        self.url = f"http://{HOST}:{self.port}"
+        self.certfile, self.keyfile = certfile, keyfile
+        self.url = f"{'https' if certfile else 'http'}://{HOST}:{self.port}"
         self.records: list[dict] = []
         self.proc: subprocess.Popen | None = None
         self.stderr_lines: list[str] = []
@@ -147,6 +167,8 @@ class EnginePeer:
         cmd = [self.python, os.path.abspath(__file__), "--port", str(self.port)]
         if self.token is not None:
             cmd += ["--token", self.token]
+        if self.certfile is not None:
+            cmd += ["--certfile", os.fspath(self.certfile), "--keyfile", os.fspath(self.keyfile)]
         self.runs += 1
         run = self.runs
         self.proc = subprocess.Popen(

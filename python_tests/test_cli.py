@@ -199,8 +199,8 @@ def test_serve_shutdown_right_after_serving_line(runtime):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--engine-url", "https://engine.example:443"], "--engine-url must start with http:// or ws://"),
-        (["--engine-url", "localhost:8000"], "--engine-url must start with http:// or ws://"),
+        (["--engine-url", "ftp://engine.example:443"], "--engine-url must start with http:// or https://"),
+        (["--engine-url", "localhost:8000"], "--engine-url must start with http:// or https://"),
         (
             ["--engine-url", "http://127.0.0.1:8000", "--backoff-jitter", "2"],
             "--backoff-jitter must be between 0 and 1",

@@ -214,7 +214,9 @@ def test_failures_are_command_failed_and_serving_goes_on(engine, addon_id, comma
     assert peer.wait_reply(mid)["data"]["type"] == "command_completed"
 
 
-def test_duplicate_message_id_runs_once(engine):
+def test_duplicate_message_id_runs_once_and_is_answered_again(engine):
+    """The engine repeats a message_id when the node that should have read the answer died: the
+    command must not run twice, but the repeat must be answered (with the same answer)."""
     peer, sp = engine
     mid = "dup-1"
     before = router_status(sp)["duplicates"]
@@ -222,10 +224,26 @@ def test_duplicate_message_id_runs_once(engine):
     first = peer.wait_reply(mid)["data"]["payload"]["data"]["calls"]
     peer.send_command(ADDON_ID, "count_calls", {}, message_id=mid)
     wait_router(sp, lambda st: st["duplicates"] == before + 1, "the duplicate to be counted")
-    # A later command proves the duplicate was not merely slow: it ran once.
+    bwtest.wait_for(lambda: len(peer.replies(mid)) == 2, 30, "the repeat to be answered again")
+    again = peer.replies(mid)[1]["data"]
+    assert again["type"] == "command_completed" and again["payload"]["data"]["calls"] == first, again
+    # A later command proves the duplicate did not run: calls went up by one only.
     probe = peer.send_command(ADDON_ID, "count_calls", {})
     assert peer.wait_reply(probe)["data"]["payload"]["data"]["calls"] == first + 1
-    assert len(peer.replies(mid)) == 1
+
+
+def test_duplicate_of_a_running_command_is_answered_once(engine, tmp_path):
+    peer, sp = engine
+    release = str(tmp_path / "release")
+    before = router_status(sp)["duplicates"]
+    mid = peer.send_command(ADDON_ID, "wait_for_file", {"path": release})
+    peer.send_command(ADDON_ID, "wait_for_file", {"path": release}, message_id=mid)
+    wait_router(sp, lambda st: st["duplicates"] == before + 1, "the duplicate to be counted")
+    bwtest.touch(release)
+    assert peer.wait_reply(mid)["data"]["type"] == "command_completed"
+    probe = peer.send_command(ADDON_ID, "echo", {"x": 1})  # later than any second answer would be
+    peer.wait_reply(probe)
+    assert len(peer.replies(mid)) == 1, peer.replies(mid)
 
 
 def test_router_own_commands(engine):

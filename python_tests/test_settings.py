@@ -28,8 +28,9 @@ def test_check_and_start_share_their_rules():
 
 def test_router_rules_are_checked_before_connecting():
     assert _core.check_router_settings("http://127.0.0.1:8000") == []
-    (name, rule), *_ = _core.check_router_settings("wss://engine.example", backoff_jitter=2)
-    assert name == "url" and "no TLS" in rule
+    assert _core.check_router_settings("https://engine.example") == []
+    (name, rule), *_ = _core.check_router_settings("ftp://engine.example", backoff_jitter=2)
+    assert name == "url" and rule.startswith("must start with http:// or https://")
     with pytest.raises(ValueError, match="backoff_jitter must be between 0 and 1, got 2"):
         _core.start_router("http://127.0.0.1:8000", backoff_jitter=2)
     assert not _core.router_running()

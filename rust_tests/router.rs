@@ -473,3 +473,34 @@ async fn registry_update_is_sent_once_the_main_thread_answers_after_missing_its_
     assert!(matches!(shared.state(), ConnState::Connected { .. }));
     assert!(stop.stop(Duration::from_secs(2)).await);
 }
+
+/// An `https://` URL whose port speaks plain HTTP: the attempt fails as a TLS error that says so
+/// (and suggests http://), not as a hang or a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_url_to_a_plain_http_port_is_a_clear_tls_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    let connector = WsConnector::new(&quick_config(format!("https://127.0.0.1:{port}"))).unwrap();
+    let err = match connector.connect(auth_payload()).await {
+        Ok(_) => panic!("a plain HTTP port cannot complete a TLS handshake"),
+        Err(e) => e,
+    };
+    match &err {
+        ConnectError::Tls(why) => assert!(
+            why.contains("\"127.0.0.1\" did not answer in TLS") && why.contains("use http://"),
+            "{why}"
+        ),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    assert!(err.to_string().starts_with("TLS: "), "{err}");
+}

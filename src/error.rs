@@ -52,6 +52,15 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// Nothing of the job ran (refused, expired or cancelled in the queue, no dispatcher): running
+    /// it again cannot do anything twice.
+    pub fn never_ran(&self) -> bool {
+        matches!(
+            self,
+            JobError::Busy { .. } | JobError::Expired | JobError::CancelledQueued { .. } | JobError::NoDispatcher
+        )
+    }
+
     pub fn wire_code(&self) -> &str {
         match self {
             JobError::Busy { .. } => "busy",

@@ -11,6 +11,7 @@ pub mod error;
 pub mod framing;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod instances;
 pub mod logbuffer;
 pub mod mcp;
 pub mod metrics;

@@ -44,6 +44,7 @@ pub const MAX_SECONDS: f64 = 30.0 * 86_400.0;
 pub const DEFAULT_ENGINE_URL: &str = "http://127.0.0.1:8000";
 pub const DEFAULT_SOCKETIO_PATH: &str = "/ws/socket.io/";
 pub const DEFAULT_NAMESPACE: &str = "/blender";
+pub use crate::router::tls::CA_FILE_ENV;
 pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(300);
 /// Read when `watchdog_seconds` is not given.
 pub const WATCHDOG_ENV: &str = "BLENDWIRE_WATCHDOG_SECONDS";
@@ -108,6 +109,7 @@ pub fn defaults() -> Value {
         "namespace": DEFAULT_NAMESPACE,
         "watchdog_seconds": DEFAULT_WATCHDOG.as_secs_f64(),
         "watchdog_env": WATCHDOG_ENV,
+        "ca_file_env": CA_FILE_ENV,
         "watchdog_after_failures": DEFAULT_WATCHDOG_AFTER_FAILURES,
         "backoff_initial": DEFAULT_BACKOFF.initial.as_secs_f64(),
         "backoff_max": DEFAULT_BACKOFF.max.as_secs_f64(),
@@ -248,42 +250,23 @@ pub fn jitter(value: f64) -> Result<f64, String> {
     }
 }
 
-/// The engine URL rule: `http://` or `ws://`, a host, an optional valid port, no query.
-/// `Err` is the rule text; `Ok` is the URL trimmed.
+/// The engine URL rule: `http://`, `https://` (TLS), `ws://` or `wss://`, a host, an optional
+/// valid port, no query. `Err` is the rule text; `Ok` is the URL trimmed.
 pub fn engine_url(url: &str) -> Result<&str, String> {
     let trimmed = url.trim();
-    let example = "e.g. http://127.0.0.1:8000";
+    let example = "e.g. http://127.0.0.1:8000 or https://engine.example";
     let Some((scheme, rest)) = trimmed.split_once("://") else {
-        return Err(format!("must start with http:// or ws://, {example}, got {url:?}"));
+        return Err(format!("must start with http:// or https://, {example}, got {url:?}"));
     };
-    match scheme.to_ascii_lowercase().as_str() {
-        "http" | "ws" => {}
-        "https" | "wss" => {
-            return Err(format!(
-                "must start with http:// or ws://, got {url:?}: this build has no TLS yet; use http:// on a \
-                 trusted network or a TLS-terminating proxy in front of the engine"
-            ))
-        }
-        _ => return Err(format!("must start with http:// or ws://, {example}, got {url:?}")),
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https" | "ws" | "wss") {
+        return Err(format!("must start with http:// or https://, {example}, got {url:?}"));
     }
     if rest.contains(['?', '#']) || rest.chars().any(char::is_whitespace) {
         return Err(format!(
             "must be scheme://host:port with no query, spaces or fragment, {example}, got {url:?}"
         ));
     }
-    let authority = rest.split('/').next().unwrap_or("");
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, hostport)| hostport);
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        match v6.split_once(']') {
-            Some((host, after)) => (host, after.strip_prefix(':')),
-            None => (v6, None),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
+    let (host, port) = host_and_port(rest);
     if host.is_empty() {
         return Err(format!("must name a host, {example}, got {url:?}"));
     }
@@ -295,6 +278,29 @@ pub fn engine_url(url: &str) -> Result<&str, String> {
     Ok(trimmed)
 }
 
+/// The host (IPv6 without brackets) and port text of `[user@]host[:port][/path...]`.
+fn host_and_port(rest: &str) -> (&str, Option<&str>) {
+    let authority = rest.split('/').next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, hostport)| hostport);
+    if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => (v6, None),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    }
+}
+
+/// The host of a URL as [`engine_url`] reads it: what a TLS certificate must name.
+pub fn url_host(url: &str) -> &str {
+    let rest = url.trim().split_once("://").map_or(url, |(_, rest)| rest);
+    host_and_port(rest).0
+}
+
 /// [`engine_url`] for the router's connector, which refuses to start on a bad URL.
 pub fn require_engine_url(url: &str) -> Result<(), crate::router::RouterError> {
     engine_url(url)
@@ -303,6 +309,29 @@ pub fn require_engine_url(url: &str) -> Result<(), crate::router::RouterError> {
             url: url.to_string(),
             why,
         })
+}
+
+/// The CA-file rule: a readable PEM file of CA certificates, each usable as a trust anchor.
+/// `Ok` is the path (empty: not set).
+pub fn ca_file(path: &str) -> Result<Option<std::path::PathBuf>, String> {
+    if path.trim().is_empty() {
+        return Ok(None);
+    }
+    let path = std::path::PathBuf::from(path);
+    crate::router::tls::load_ca_file(&path)
+        .map(|_| Some(path))
+        .map_err(|e| e.to_string())
+}
+
+/// The CA file from [`CA_FILE_ENV`] when none is given, checked; the rule text says where it came from.
+pub fn ca_file_or_env(given: Option<&str>) -> Result<Option<std::path::PathBuf>, String> {
+    match given {
+        Some(path) => ca_file(path),
+        None => match std::env::var_os(CA_FILE_ENV) {
+            Some(raw) => ca_file(&raw.to_string_lossy()).map_err(|rule| format!("(from ${CA_FILE_ENV}) {rule}")),
+            None => Ok(None),
+        },
+    }
 }
 
 /// A `logging` level name or number → "DEBUG", "INFO", "WARNING" or "ERROR".
@@ -487,12 +516,15 @@ pub struct RouterSettings {
     pub poll_limit: Option<f64>,
     pub outbox_max_count: Option<i64>,
     pub outbox_max_bytes: Option<i64>,
+    /// Extra CA certificates (PEM) for `https://` engines; `None`: [`CA_FILE_ENV`], else none.
+    pub ca_file: Option<String>,
 }
 
 impl RouterSettings {
     pub fn resolve(self) -> Result<RouterConfig, Vec<Problem>> {
         let mut c = Checker::default();
         c.check("url", engine_url(&self.url).map(drop), ());
+        let ca_file = c.check("ca_file", ca_file_or_env(self.ca_file.as_deref()), None);
         let namespace = self.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
         c.check("namespace", self::namespace(&namespace), ());
         let duration = match self.watchdog_seconds {
@@ -540,6 +572,7 @@ impl RouterSettings {
             outbox_max_count: c.count("outbox_max_count", self.outbox_max_count, 1, DEFAULT_OUTBOX_MAX_COUNT),
             outbox_max_bytes: c.count("outbox_max_bytes", self.outbox_max_bytes, 1, DEFAULT_OUTBOX_MAX_BYTES),
             fallback_auth: self.fallback_auth.unwrap_or_else(|| json!({})),
+            ca_file,
             ..RouterConfig::default()
         };
         c.finish(config)
@@ -632,12 +665,14 @@ mod tests {
             "ws://engine:9/",
             "http://[::1]:80/x",
             "http://h",
+            "https://engine.example",
+            "HTTPS://h:8443/",
+            "wss://[::1]:8443",
         ] {
             assert!(engine_url(ok).is_ok(), "{ok}");
         }
-        let tls = engine_url("https://h").unwrap_err();
-        assert!(tls.contains("no TLS") && tls.contains("http://"), "{tls}");
-        assert!(engine_url("wss://h").is_err());
+        assert!(engine_url("https://").unwrap_err().contains("host"));
+        assert!(engine_url("https://h:0").unwrap_err().contains("bad port"));
         assert!(engine_url("localhost:8000").unwrap_err().starts_with("must start with"));
         assert!(engine_url("http://").unwrap_err().contains("host"));
         assert!(engine_url("http://h:99999").unwrap_err().contains("bad port"));
@@ -648,7 +683,7 @@ mod tests {
     #[test]
     fn router_rules() {
         let bad = RouterSettings {
-            url: "https://h".into(),
+            url: "ftp://h".into(),
             namespace: Some("blender".into()),
             watchdog_seconds: Some(-1.0),
             watchdog_after_failures: Some(0),
@@ -674,6 +709,26 @@ mod tests {
             ..RouterSettings::default()
         };
         assert_eq!(off.resolve().unwrap().watchdog.duration, None);
+    }
+
+    #[test]
+    fn ca_file_rules() {
+        assert_eq!(ca_file(""), Ok(None));
+        let missing = ca_file("/nonexistent/ca.pem").unwrap_err();
+        assert!(missing.starts_with("cannot be read (/nonexistent/ca.pem"), "{missing}");
+        let router = RouterSettings {
+            url: "https://h".into(),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..RouterSettings::default()
+        };
+        let problems = router.resolve().unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].setting, "ca_file");
+        assert!(
+            problems[0].to_string().starts_with("ca_file cannot be read"),
+            "{}",
+            problems[0]
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ _LABELS = {
     "queue_capacity": "Queue size",
     "url": "Engine URL",
     "watchdog_seconds": "Watchdog (s)",
+    "ca_file": "CA file",
 }
 
 
@@ -92,6 +93,11 @@ def validate(s):
         problem = _core.check_engine_url(url)
         if problem:
             problems.append(f"Engine URL {problem}.")
+    ca_file = (getattr(s, "ca_file", "") or "").strip()
+    if ca_file:
+        problem = _core.check_ca_file(bpy_abspath(ca_file))
+        if problem:
+            problems.append(f"CA file {problem}.")
     name = s.username or ""
     if len(name) > USERNAME_MAX or any(c.isspace() or not c.isprintable() for c in name):
         problems.append(f"Username must be at most {USERNAME_MAX} characters without spaces.")
@@ -99,6 +105,16 @@ def validate(s):
     if level not in ("ENV",) + LOG_LEVELS:
         problems.append(f"Log level {level!r} is not one of {', '.join(LOG_LEVELS)}.")
     return problems
+
+
+def bpy_abspath(path):
+    """A preference path as a file path: Blender's `//` (relative to the .blend) resolved when bpy is
+    there (FILE_PATH properties may give one)."""
+    try:
+        import bpy
+    except ImportError:
+        return path
+    return bpy.path.abspath(path)
 
 
 def port_problem(host, port):

@@ -41,6 +41,7 @@ class Defaults:
     engine_url = ""
     username = ""
     watchdog_seconds = float(_CORE["watchdog_seconds"])
+    ca_file = ""
     log_level = "ENV"
 
 
@@ -124,6 +125,14 @@ class BlendwirePreferences(bpy.types.AddonPreferences):
         description="Save the file and quit this long after the engine is lost for good (0: never)",
     )
 
+    ca_file: StringProperty(
+        name="CA file",
+        default=Defaults.ca_file,
+        subtype="FILE_PATH",
+        description="PEM file of CA certificates trusted besides the system's, for an https:// engine with a "
+        f"private CA (empty: env {_CORE['ca_file_env']})",
+    )
+
     def draw(self, context):
         col = self.layout.column()
         for prop in ("host", "port", "token", "start_with_blender", "queue_size", "tick_budget_ms", "log_level"):
@@ -135,7 +144,7 @@ class BlendwirePreferences(bpy.types.AddonPreferences):
         sub.prop(self, "mcp_addon_port")
         col.separator()
         col.label(text="Router (cr8_engine)")
-        for prop in ("engine_url", "username", "watchdog_seconds"):
+        for prop in ("engine_url", "ca_file", "username", "watchdog_seconds"):
             col.prop(self, prop)
         problems = model.validate(self)
         if problems:
@@ -250,12 +259,17 @@ class BLENDWIRE_OT_router_start(bpy.types.Operator):
 
     def execute(self, context):
         s = settings()
-        problems = [p for p in model.validate(s) if p.startswith(("Engine URL", "Username", "Watchdog"))]
+        problems = [p for p in model.validate(s) if p.startswith(("Engine URL", "CA file", "Username", "Watchdog"))]
         if problems:
             self.report({"ERROR"}, "blendwire: " + " ".join(problems))
             return {"CANCELLED"}
         try:
-            router.start(s.engine_url.strip() or None, watchdog_seconds=s.watchdog_seconds, username=s.username or None)
+            router.start(
+                s.engine_url.strip() or None,
+                watchdog_seconds=s.watchdog_seconds,
+                username=s.username or None,
+                ca_file=model.bpy_abspath(s.ca_file.strip()) if s.ca_file.strip() else None,
+            )
         except (ValueError, blendwire.BlendwireError) as e:
             self.report({"ERROR"}, f"blendwire: {e}")
             return {"CANCELLED"}

@@ -157,6 +157,36 @@ def status() -> dict:
 def shutdown(timeout: float | None = None) -> None:
     """Stop the service and the background threads (call at exit / add-on unregister)."""
 
+# ---- running instances (`blendwire list`) --------------------------------------------------
+
+def instances_dir() -> str:
+    """Where running services announce themselves: $XDG_RUNTIME_DIR/blendwire, else
+    <temp dir>/blendwire-<uid> (mode 0700; one 0600 JSON file per instance)."""
+
+def announce_instance(runtime: str, blender_version: str, blend_file: str | None = None) -> str:
+    """Announce the running service in instances_dir() until stop_service() (which removes the
+    file); runtime is "background", "bpy" or "gui". Returns the file's path. RuntimeError when
+    the service is not running, ValueError for an unknown runtime, OSError when the file cannot
+    be written (or the directory is not the user's own with mode 0700)."""
+
+def update_instance(blend_file: str | None) -> bool:
+    """The open .blend file changed (None: unsaved): rewrite the announcement. False when nothing
+    is announced or the path is the same."""
+
+def withdraw_instance() -> bool:
+    """Remove this process's announcement now; True if there was one."""
+
+def discover_instances() -> list[dict[str, Any]]:
+    """The running instances, oldest first; stale files (process gone, pid reused, port not
+    answering) are skipped and deleted. Each: {"format": 1, "pid", "process_start", "host",
+    "port", "mcp_addon_port" (or None), "token_required", "blend_file" (or None), "blender_version",
+    "runtime", "blendwire_version", "started_at" (Unix time)}."""
+
+def choose_instance(selector: str | None = None) -> dict[str, Any]:
+    """The one running instance `selector` names: a port or pid (digits), else part of the .blend
+    file's name (case-insensitive); None: the only one running. LookupError when none runs (saying
+    how to start one), when none matches or when several do (listing them)."""
+
 # ---- router (cr8_engine Socket.IO client) -------------------------------------------------
 
 def start_router(
@@ -175,8 +205,9 @@ def start_router(
     poll_limit: float | None = None,
     outbox_max_count: int | None = None,
     outbox_max_bytes: int | None = None,
+    ca_file: str | None = None,
 ) -> None:
-    """Connect to the engine at `url` (http://host:port) and keep connected: every failure
+    """Connect to the engine at `url` (http://host:port, or https:// for TLS) and keep connected: every failure
     (refused, dropped, namespace rejected) is retried with jittered exponential backoff for as long
     as the router runs. After `watchdog_after_failures` failed attempts in a row the watchdog arms;
     a connect disarms it; after `watchdog_seconds` (0 = never) the bridge stop reason "watchdog" is
@@ -184,9 +215,11 @@ def start_router(
     must save and quit. Every setting left None takes its default (see defaults());
     `watchdog_seconds=None` reads $BLENDWIRE_WATCHDOG_SECONDS, else 300. The CONNECT auth is the
     dispatcher's "auth" answer; if the main thread does not answer in time, `fallback_auth`, and
-    without one the attempt sends no CONNECT and counts as failed.
+    without one the attempt sends no CONNECT and counts as failed. An https:// engine's certificate
+    must name its host and chain to the system's trust store or to `ca_file` (PEM; None reads
+    $BLENDWIRE_CA_FILE); a refused certificate is a failed attempt like any other.
     Raises ServiceError if already running, ValueError("{setting} {rule}") for settings that break
-    a rule of check_router_settings() (e.g. an https:// URL: this build has no TLS)."""
+    a rule of check_router_settings() (e.g. a CA file that is not PEM)."""
 
 def stop_router(timeout: float | None = None) -> bool:
     """Stop the router and close its connection. True if it was running."""
@@ -202,7 +235,8 @@ def defaults() -> dict[str, Any]:
     engine_url, socketio_path, namespace, watchdog_seconds (300), watchdog_env (the variable read
     when watchdog_seconds is None), watchdog_after_failures, backoff_initial, backoff_max,
     backoff_jitter, handshake_timeout, auth_timeout, command_timeout, poll_interval, poll_limit,
-    outbox_max_count, outbox_max_bytes, client_timeout (33), client_connect_timeout (5),
+    outbox_max_count, outbox_max_bytes, ca_file_env (the variable read when ca_file is None),
+    client_timeout (33), client_connect_timeout (5),
     mcp_timeout (600), mcp_connect_timeout (2). Client and McpServer take None for these."""
 
 def check_service_settings(
@@ -238,13 +272,19 @@ def check_router_settings(
     poll_limit: float | None = None,
     outbox_max_count: int | None = None,
     outbox_max_bytes: int | None = None,
+    ca_file: str | None = None,
 ) -> list[tuple[str, str]]:
     """Every problem of these router settings as (setting, rule); [] when start_router would
-    accept them. With watchdog_seconds None, a bad $BLENDWIRE_WATCHDOG_SECONDS is reported."""
+    accept them. With watchdog_seconds None, a bad $BLENDWIRE_WATCHDOG_SECONDS is reported; with
+    ca_file None, a bad $BLENDWIRE_CA_FILE."""
 
 def check_engine_url(url: str) -> str | None:
-    """The engine URL rule: http:// or ws:// (no TLS in this build), a host, a valid port, no
-    query. The problem as a rule text ("must start with http:// or ws://, ...") or None."""
+    """The engine URL rule: http://, https://, ws:// or wss://, a host, a valid port, no query.
+    The problem as a rule text ("must start with http:// or https://, ...") or None."""
+
+def check_ca_file(path: str) -> str | None:
+    """The CA-file rule: a readable PEM file of CA certificates ("" means none). The problem as a
+    rule text ("cannot be read (...)", "has no certificate (...)") or None."""
 
 def is_loopback(host: str) -> bool:
     """The one loopback rule (no name lookup): "localhost" or a loopback IP address."""

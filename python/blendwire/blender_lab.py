@@ -24,7 +24,6 @@ The deadlines, interrupts, cancel and status of the service apply to each of the
 from __future__ import annotations
 
 import builtins
-import io
 import itertools
 import json
 import math
@@ -34,6 +33,7 @@ import traceback
 import bpy
 
 from . import _core
+from .commands import captured_output
 from .errors import CommandError
 
 __all__ = ["REFUSED_OPERATORS", "dispatch"]
@@ -153,16 +153,16 @@ def _answer(result, strict_json: bool, stdout: str, stderr: str) -> dict:
 
 def _execute(code: str, strict_json: bool) -> dict:
     namespace = {"__builtins__": builtins, "__name__": "__main__", "result": {}}
-    stdout, stderr = io.StringIO(), io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = stdout, stderr
-    try:
-        with _Sandbox():
-            exec(compile(code, "<string>", "exec"), namespace)
-    except (Exception, SystemExit) as e:  # not Interrupted/KeyboardInterrupt: the core answers those
-        return _error(_traceback(e), stdout.getvalue(), stderr.getvalue())
-    finally:
-        sys.stdout, sys.stderr = saved
+    with captured_output() as (stdout, stderr):
+        try:
+            with _Sandbox():
+                exec(compile(code, "<string>", "exec"), namespace)
+        except (Exception, SystemExit) as e:  # not Interrupted/KeyboardInterrupt: the core answers those
+            failed = e
+        else:
+            failed = None
+    if failed is not None:
+        return _error(_traceback(failed), stdout.getvalue(), stderr.getvalue())
     out, err = stdout.getvalue(), stderr.getvalue()
     check = namespace.get("check_is_finished")
     if callable(check):

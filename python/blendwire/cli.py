@@ -1,5 +1,5 @@
 """The `blendwire` command: `serve` (Blender with the service, in the foreground), `status`,
-`cancel`, `call` and `mcp`. Argument parsing and what each command prints; the settings are checked by the
+`cancel`, `list`, `call` and `mcp`. Argument parsing and what each command prints; the settings are checked by the
 core before Blender starts, the child process is `blendwire.supervisor`'s and serving inside Blender
 is `blendwire.serve`'s.
 """
@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 from . import _core, supervisor
 from .client import Client
@@ -47,7 +48,7 @@ def _core_error(e, flags=None):
 # ---- serve ---------------------------------------------------------------------------------------
 
 _SERVICE_FLAGS = ("queue_capacity", "max_connections", "max_request_bytes", "read_timeout", "default_timeout")
-_ROUTER_FLAGS = ("backoff_initial", "backoff_max", "backoff_jitter", "watchdog_after_failures")
+_ROUTER_FLAGS = ("backoff_initial", "backoff_max", "backoff_jitter", "watchdog_after_failures", "ca_file")
 
 
 def _cmd_serve(args):
@@ -235,6 +236,55 @@ def _cmd_cancel(args):
     return 0
 
 
+# ---- list ----------------------------------------------------------------------------------------
+
+_LIST_COLUMNS = ("ADDRESS", "PID", "RUNTIME", "BLENDER", "UP", "TOKEN", "MCP ADD-ON", "FILE")
+
+
+def _fmt_age(seconds):
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _cmd_list(args):
+    found = _core.discover_instances()
+    if args.json:
+        print(json.dumps(found, indent=2), flush=True)
+        return 0
+    if not found:
+        print(
+            f"no blendwire instance is running (none announced in {_core.instances_dir()}); "
+            "start one with `blendwire serve [FILE.blend]`",
+            flush=True,
+        )
+        return 0
+    now = time.time()
+    rows = [
+        (
+            f"{i['host']}:{i['port']}",
+            str(i["pid"]),
+            i["runtime"],
+            i["blender_version"],
+            _fmt_age(now - i["started_at"]),
+            "required" if i["token_required"] else "-",
+            "-" if i.get("mcp_addon_port") is None else str(i["mcp_addon_port"]),
+            i.get("blend_file") or "(unsaved)",
+        )
+        for i in found
+    ]
+    widths = [max(len(r[c]) for r in [_LIST_COLUMNS, *rows]) for c in range(len(_LIST_COLUMNS) - 1)]
+    for row in [_LIST_COLUMNS, *rows]:
+        # The last column (the file) is not padded.
+        print("  ".join([cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)] + [row[-1]]), flush=True)
+    return 0
+
+
 # ---- call ----------------------------------------------------------------------------------------
 
 
@@ -394,7 +444,13 @@ def _parser():
     r.add_argument(
         "--engine-url",
         metavar="URL",
-        help="connect to the engine at URL, e.g. http://127.0.0.1:8000 (default: $WS_URL; none: no router)",
+        help="connect to the engine at URL, e.g. http://127.0.0.1:8000 or https://engine.example "
+        "(default: $WS_URL; none: no router)",
+    )
+    r.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help=f"CA certificates trusted besides the system's for an https:// engine (default: ${d['ca_file_env']})",
     )
     r.add_argument(
         "--watchdog-seconds",
@@ -448,6 +504,16 @@ def _parser():
     cn.add_argument("--port", type=int, help=f"default: $BLD_REMOTE_MCP_PORT or {d['port']}")
     cn.add_argument("--timeout", type=float, default=10.0, help="seconds (default %(default)s)")
     cn.set_defaults(func=_cmd_cancel)
+
+    ls = sub.add_parser(
+        "list",
+        help="list the running `blendwire serve` instances",
+        description="List the Blenders served by `blendwire serve` on this machine for this user (each "
+        "announces itself in $XDG_RUNTIME_DIR/blendwire): address, pid, runtime, Blender version, "
+        "uptime, whether a token is required, the MCP add-on port and the open .blend file.",
+    )
+    ls.add_argument("--json", action="store_true", help="print a JSON list (for scripts)")
+    ls.set_defaults(func=_cmd_list)
 
     c = sub.add_parser(
         "call",

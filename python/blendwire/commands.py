@@ -8,6 +8,7 @@ Blender's main thread only, so handlers may use bpy freely. Result fields follow
 import base64
 import binascii
 import builtins
+import contextlib
 import io
 import json
 import os
@@ -23,7 +24,7 @@ import bpy
 from . import _core, persist
 from .errors import CommandError
 
-__all__ = ["COMMANDS", "dispatch", "running", "scene_objects"]
+__all__ = ["COMMANDS", "captured_output", "dispatch", "running", "scene_objects"]
 
 # The peer only says "not available in background mode"; this also says what to do instead.
 _NO_SCREENSHOT_IN_BACKGROUND = (
@@ -105,32 +106,42 @@ def _hook_renders(on):
             handlers.remove(fn)
 
 
-def _run_code(code):
-    """exec `code` with fresh globals, capturing stdout/stderr. Never raises for errors in `code`."""
-    out = _Outcome()
-    globs = {"__builtins__": builtins, "bpy": bpy}
+@contextlib.contextmanager
+def captured_output():
+    """While sent code runs: its stdout and stderr captured (yielded as two text streams with
+    `getvalue()`); when its client asked for progress, stdout also streamed as printed and Blender's
+    render handlers report the job's progress. Used by every dialect that runs sent code."""
     streaming = _core.job_streams()
     stdout, stderr = (_StreamedOutput() if streaming else io.StringIO()), io.StringIO()
     saved = sys.stdout, sys.stderr
-    start = time.time()
     if streaming:
         _hook_renders(True)
     sys.stdout, sys.stderr = stdout, stderr
     try:
-        exec(compile(code, "<string>", "exec"), globs)
-    except SystemExit:
-        # `sys.exit()` in sent code is how blender-remote's client asks the server to exit
-        # (send_exit_request); treat it as a shutdown request instead of killing Blender mid-call.
-        out.exit_requested = True
-    except Exception as e:
-        out.error = str(e) or type(e).__name__
-        # Skip our own frame: the traceback should start in the user's code.
-        out.traceback = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+        yield stdout, stderr
     finally:
         sys.stdout, sys.stderr = saved
         if streaming:
             _hook_renders(False)
-        out.duration = time.time() - start
+
+
+def _run_code(code):
+    """exec `code` with fresh globals, capturing stdout/stderr. Never raises for errors in `code`."""
+    out = _Outcome()
+    globs = {"__builtins__": builtins, "bpy": bpy}
+    start = time.time()
+    with captured_output() as (stdout, stderr):
+        try:
+            exec(compile(code, "<string>", "exec"), globs)
+        except SystemExit:
+            # `sys.exit()` in sent code is how blender-remote's client asks the server to exit
+            # (send_exit_request); treat it as a shutdown request instead of killing Blender mid-call.
+            out.exit_requested = True
+        except Exception as e:
+            out.error = str(e) or type(e).__name__
+            # Skip our own frame: the traceback should start in the user's code.
+            out.traceback = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+    out.duration = time.time() - start
     out.stdout, out.stderr = stdout.getvalue(), stderr.getvalue()
     return out
 

@@ -227,10 +227,13 @@ def start(url: str | None = None, *, watchdog_seconds: float | None = None, user
     """Start the router: connect to the engine at `url` (default: env WS_URL) and keep connected.
 
     `watchdog_seconds`: default env BLENDWIRE_WATCHDOG_SECONDS, else the core's default (300);
-    0 disables the watchdog. Other settings go to `_core.start_router` (backoff_initial,
-    backoff_max, backoff_jitter, watchdog_after_failures, poll_limit, outbox_max_count, ...; None
-    means the core's default). In the GUI a timer must run the router's jobs: this makes sure it
-    runs. Raises ValueError (bad url/settings, checked by the core), ServiceError (already running)."""
+    0 disables the watchdog. An https:// URL connects over TLS: the engine's certificate must name
+    its host and chain to the system's trust store or to `ca_file=` (a PEM file; default env
+    BLENDWIRE_CA_FILE); a refused certificate is a failed attempt, retried. Other settings go to
+    `_core.start_router` (backoff_initial, backoff_max, backoff_jitter, watchdog_after_failures,
+    poll_limit, outbox_max_count, ...; None means the core's default). In the GUI a timer must run
+    the router's jobs: this makes sure it runs. Raises ValueError (bad url/settings, checked by the
+    core), ServiceError (already running)."""
     require_main_thread("blendwire.router.start")
     url = url or os.environ.get("WS_URL")
     if not url:

@@ -24,7 +24,14 @@ __all__ = ["ROUTER_SETTINGS", "ServeError", "child_main", "serve"]
 
 # The router settings `blendwire serve` passes through (its flags), besides engine_url,
 # watchdog_seconds and username.
-ROUTER_SETTINGS = ("backoff_initial", "backoff_max", "backoff_jitter", "watchdog_after_failures", "poll_limit")
+ROUTER_SETTINGS = (
+    "backoff_initial",
+    "backoff_max",
+    "backoff_jitter",
+    "watchdog_after_failures",
+    "poll_limit",
+    "ca_file",
+)
 
 # A fresh GUI runs its first timers about once a second (shader compilation, first draws); READY
 # waits until it turns at its normal pace, at most this long.
@@ -37,7 +44,8 @@ class ServeError(Exception):
 
 def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str | None = None) -> int | None:
     """Start the service, and the router when `settings` has an engine URL; `announce(info)` once
-    commands are served (info: host, port, mode, pid, blender version).
+    commands are served (info: host, port, mode, pid, blender version), right after this Blender's
+    instance file is written (`blendwire list`; removed when the service stops).
 
     -b / bpy: serve until a stop is requested and return the process exit status (non-zero when
     the watchdog's save failed). GUI: return None at once; the timers serve, and Blender quits
@@ -85,10 +93,15 @@ def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str |
             blender.stop()
             raise ServeError(f"could not start the MCP HTTP server (--mcp-http): {e}") from None
         info["mcp_http_host"], info["mcp_http_port"] = mcp.http_address
+
+    def ready(info: dict) -> None:
+        _announce_instance(mode, info["blender"])  # before the READY line: a waiting client finds it listed
+        announce(info)
+
     if mode == "gui":
-        bpy.app.timers.register(_announce_when_responsive(announce, info), first_interval=0.0)
+        bpy.app.timers.register(_announce_when_responsive(ready, info), first_interval=0.0)
         return None
-    announce(info)
+    ready(info)
     reason = blender.run_until_shutdown()
     if _mcp_http is not None:
         _mcp_http.stop()
@@ -120,6 +133,28 @@ def _start_router(settings: dict) -> None:
             username=settings.get("username"),
             **{k: settings[k] for k in ROUTER_SETTINGS if settings.get(k) is not None},
         )
+
+
+def _announce_instance(mode: str, blender_version: str) -> None:
+    """Write this Blender's instance file (`blendwire list`; the core removes it when the service
+    stops). The .blend path in it is kept current by save and load handlers, not read live."""
+    try:
+        _core.announce_instance(mode, blender_version, bpy.data.filepath or None)
+    except (OSError, RuntimeError) as e:  # RuntimeError: stopped before it was ready (GUI)
+        print(f"blendwire: warning: {e}; `blendwire list` will not show this Blender", file=sys.stderr, flush=True)
+        return
+    for handlers in (bpy.app.handlers.save_post, bpy.app.handlers.load_post):
+        if _track_blend_file not in handlers:
+            handlers.append(_track_blend_file)
+
+
+@bpy.app.handlers.persistent
+def _track_blend_file(*_args) -> None:
+    # save_post / load_post (also File > New, which leaves no path); a no-op once withdrawn.
+    try:
+        _core.update_instance(bpy.data.filepath or None)
+    except OSError as e:
+        print(f"blendwire: warning: {e}", file=sys.stderr, flush=True)
 
 
 def _stop_when_parent_exits(parent_pid: int) -> None:

@@ -3,7 +3,9 @@
 use crate::error::{self, ClientError, JobError};
 use crate::router::RouterError;
 use crate::settings::Problem;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyLookupError, PyOSError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -65,6 +67,20 @@ pub fn service_not_running() -> PyErr {
 
 pub fn cannot_watch(pid: u32, e: std::io::Error) -> PyErr {
     PyOSError::new_err(format!("cannot watch process {pid}: {e}"))
+}
+
+pub fn nothing_to_announce() -> PyErr {
+    PyRuntimeError::new_err("the service is not running: start it before announcing it")
+}
+
+/// The instance file could not be written: an OSError saying which and why.
+pub fn instance_error(e: crate::instances::InstanceError) -> PyErr {
+    PyOSError::new_err(e.to_string())
+}
+
+/// No single running instance: a LookupError that says how to start one or lists the candidates.
+pub fn choose_error(e: crate::instances::ChooseError) -> PyErr {
+    PyLookupError::new_err(e.to_string())
 }
 
 pub fn service_error(e: error::ServiceError) -> PyErr {

@@ -3,6 +3,7 @@
 mod bridge;
 mod client;
 mod errors;
+mod instances;
 mod json;
 mod mcp;
 mod router;
@@ -32,5 +33,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     router::register(m)?;
     mcp::register(m)?;
     settings::register(m)?;
+    instances::register(m)?;
     Ok(())
 }

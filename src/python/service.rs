@@ -20,7 +20,7 @@ static SERVICE: Mutex<Option<Service>> = Mutex::new(None);
 /// readers that hold the GIL (status, service_address) never wait for a stop.
 static SERVICE_INFO: RwLock<Option<Arc<ServiceInfo>>> = RwLock::new(None);
 
-fn info() -> Option<Arc<ServiceInfo>> {
+pub(super) fn info() -> Option<Arc<ServiceInfo>> {
     SERVICE_INFO.read().clone()
 }
 
@@ -90,6 +90,7 @@ fn stop_service(py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let mut slot = SERVICE.lock();
         // Readers see the service gone from here on, not after the stop.
         SERVICE_INFO.write().take();
+        super::instances::withdraw();
         slot.take().map(|s| {
             let serving = s.is_serving();
             s.stop(timeout);

@@ -13,6 +13,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_service_settings, m)?)?;
     m.add_function(wrap_pyfunction!(check_router_settings, m)?)?;
     m.add_function(wrap_pyfunction!(check_engine_url, m)?)?;
+    m.add_function(wrap_pyfunction!(check_ca_file, m)?)?;
     m.add_function(wrap_pyfunction!(is_loopback, m)?)?;
     m.add_function(wrap_pyfunction!(log_level_name, m)?)?;
     m.add_function(wrap_pyfunction!(mcp_addon_port_from_env, m)?)?;
@@ -107,6 +108,7 @@ pub fn router_settings(func: &str, url: String, kwargs: Option<&Bound<'_, PyDict
             "poll_limit" => s.poll_limit = Some(arg(&key, &value)?),
             "outbox_max_count" => s.outbox_max_count = Some(arg(&key, &value)?),
             "outbox_max_bytes" => s.outbox_max_bytes = Some(arg(&key, &value)?),
+            "ca_file" => s.ca_file = Some(arg(&key, &value)?),
             _ => return Err(errors::unexpected_argument(func, &key)),
         }
     }
@@ -157,6 +159,12 @@ fn check_router_settings(url: String, settings: Option<&Bound<'_, PyDict>>) -> P
 #[pyfunction]
 fn check_engine_url(url: &str) -> Option<String> {
     settings::engine_url(url).err()
+}
+
+/// The CA-file rule's text for `path` (None: fine, or empty), as `check_engine_url` for the URL.
+#[pyfunction]
+fn check_ca_file(path: &str) -> Option<String> {
+    settings::ca_file(path).err()
 }
 
 #[pyfunction]

@@ -8,6 +8,7 @@
 
 pub mod commands;
 pub mod session;
+pub mod tls;
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::JobError;
@@ -15,7 +16,7 @@ use crate::metrics::Counter;
 use crate::queue::{Bridge, JobResult, Payload, RouterOp};
 use crate::shutdown::{Controller, Shutdown, StopReason};
 use crate::watchdog::{Watchdog, WatchdogEvent, WatchdogPolicy};
-use commands::{parse_command, Command, Outbox, Reply, SeenIds};
+use commands::{parse_command, Command, Outbox, Recent, Repeat, Reply};
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 use std::future::Future;
@@ -52,6 +53,8 @@ pub struct RouterConfig {
     /// Sent when the main thread does not answer the auth request in time; empty (the default):
     /// no CONNECT is sent then, the attempt fails and the next one asks again.
     pub fallback_auth: Value,
+    /// CA certificates (PEM) trusted besides the system's store for `https://` engines.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RouterConfig {
@@ -72,6 +75,7 @@ impl Default for RouterConfig {
             outbox_max_bytes: s::DEFAULT_OUTBOX_MAX_BYTES,
             remembered_ids: s::DEFAULT_REMEMBERED_IDS,
             fallback_auth: json!({}),
+            ca_file: None,
         }
     }
 }
@@ -116,6 +120,10 @@ pub enum ConnectError {
     Protocol(String),
     #[error("handshake timed out")]
     Timeout,
+    /// The TLS handshake failed (an untrusted or wrong certificate, or no TLS on the other side);
+    /// the text says what to change.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Blender's main thread did not answer the auth request in time and there is no
     /// `fallback_auth`: nothing was sent.
     #[error("no auth from Blender's main thread ({0}); not connecting without credentials")]
@@ -166,7 +174,7 @@ pub struct Shared {
     last_error: Mutex<Option<String>>,
     outbox: Mutex<Outbox>,
     pub outbox_ready: Notify,
-    seen: Mutex<SeenIds>,
+    recent: Mutex<Recent>,
     pub metrics: RouterMetrics,
 }
 
@@ -174,7 +182,7 @@ impl Shared {
     pub fn new(config: RouterConfig, bridge: Arc<Bridge>) -> Arc<Self> {
         Arc::new(Shared {
             outbox: Mutex::new(Outbox::new(config.outbox_max_count, config.outbox_max_bytes)),
-            seen: Mutex::new(SeenIds::new(config.remembered_ids)),
+            recent: Mutex::new(Recent::new(config.remembered_ids, config.outbox_max_bytes)),
             config,
             bridge,
             state: Mutex::new(ConnState::Stopped),
@@ -370,15 +378,44 @@ impl Shared {
                 None => log::warn!("ignoring command_received: {}", bad.message),
             },
             Ok(cmd) => {
-                let key = format!("{}\u{0}{}", cmd.command, cmd.message_id);
-                if !self.seen.lock().first_time(&key) {
-                    self.metrics.duplicates.inc();
-                    log::info!(
-                        "ignoring repeated command {} (message_id {})",
-                        cmd.command,
-                        cmd.message_id
-                    );
-                    return;
+                let repeat = self.recent.lock().begin(&cmd.key());
+                match repeat {
+                    Repeat::First => {}
+                    Repeat::Running => {
+                        self.metrics.duplicates.inc();
+                        log::info!(
+                            "repeated command {} (message_id {}) is still running: it will be answered once",
+                            cmd.command,
+                            cmd.message_id
+                        );
+                        return;
+                    }
+                    Repeat::Answered(reply) => {
+                        self.metrics.duplicates.inc();
+                        if self.outbox.lock().holds(&cmd.message_id) {
+                            log::info!(
+                                "repeated command {} (message_id {}): its answer waits in the outbox",
+                                cmd.command,
+                                cmd.message_id
+                            );
+                            return;
+                        }
+                        log::info!(
+                            "repeated command {} (message_id {}) already ran: answering it again, not running it again",
+                            cmd.command,
+                            cmd.message_id
+                        );
+                        self.queue_reply(reply.unwrap_or_else(|| {
+                            Reply::failed(
+                                &cmd.message_id,
+                                &cmd.route,
+                                "DUPLICATE",
+                                "this message_id already ran here; its answer was sent and is no longer kept \
+                                 (send a new message_id to run the command again)",
+                            )
+                        }));
+                        return;
+                    }
                 }
                 tokio::spawn(run_command(self.clone(), cmd));
             }
@@ -449,9 +486,14 @@ async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
                     "CANCELLED"
                 }
             };
+            if e.never_ran() {
+                // Nothing ran: the engine's repeat of this message_id may run it.
+                shared.recent.lock().forget(&cmd.key());
+            }
             Reply::failed(&cmd.message_id, &cmd.route, code, &e.to_string())
         }
     };
+    shared.recent.lock().answered(&cmd.key(), &reply);
     shared.queue_reply(reply);
 }
 
@@ -587,6 +629,8 @@ pub enum RouterError {
     /// `why` is a rule text of `settings::engine_url` (it names the URL).
     #[error("engine URL {why}")]
     BadUrl { url: String, why: String },
+    #[error("ca_file {0}")]
+    CaFile(#[from] tls::CaFileError),
     #[error("cannot start the router: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -3,7 +3,7 @@
 //! Reading the socket directly (instead of through a client library with its own reconnect loop)
 //! is what lets the manager see every drop at once and own every retry.
 
-use super::{ConnectError, Connector, Link, LinkEnd, RouterConfig, RouterError, Shared};
+use super::{tls, ConnectError, Connector, Link, LinkEnd, RouterConfig, RouterError, Shared};
 use crate::encode;
 use crate::socketio::{self, Packet};
 use futures_util::{SinkExt, StreamExt};
@@ -11,18 +11,23 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{connect_async_tls_with_config, Connector as TlsConnector, MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub struct WsConnector {
     ws_url: String,
+    /// The host the certificate must name (for the messages; rustls checks it).
+    host: String,
+    /// `Some` for a `wss://` engine: built once per router, shared by every attempt.
+    tls: Option<Arc<rustls::ClientConfig>>,
     namespace: String,
     handshake_timeout: Duration,
 }
 
-/// `http://host:port` + `/ws/socket.io/` → `ws://host:port/ws/socket.io/?EIO=4&transport=websocket`.
+/// `http://host:port` + `/ws/socket.io/` → `ws://host:port/ws/socket.io/?EIO=4&transport=websocket`;
+/// `https://` (or `wss://`) → `wss://...`.
 pub fn websocket_url(base: &str, path: &str) -> Result<String, RouterError> {
     let bad = |why: &str| RouterError::BadUrl {
         url: base.to_string(),
@@ -32,8 +37,8 @@ pub fn websocket_url(base: &str, path: &str) -> Result<String, RouterError> {
     let (scheme, rest) = base.split_once("://").ok_or_else(|| bad("no scheme"))?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => "ws",
-        "https" | "wss" => return Err(bad("TLS (https/wss) is not supported by this build; use http:// on a trusted network or a local TLS terminator")),
-        _ => return Err(bad("the scheme must be http:// or ws://")),
+        "https" | "wss" => "wss",
+        _ => return Err(bad("the scheme must be http://, https://, ws:// or wss://")),
     };
     if rest.is_empty() || rest.contains(['?', '#', ' ']) {
         return Err(bad("expected scheme://host:port with no query"));
@@ -45,17 +50,26 @@ pub fn websocket_url(base: &str, path: &str) -> Result<String, RouterError> {
 impl WsConnector {
     pub fn new(config: &RouterConfig) -> Result<Self, RouterError> {
         crate::settings::require_engine_url(&config.url)?;
+        let ws_url = websocket_url(&config.url, &config.socketio_path)?;
+        let tls = if ws_url.starts_with("wss://") {
+            Some(tls::client_config(config.ca_file.as_deref())?)
+        } else {
+            None
+        };
         Ok(WsConnector {
-            ws_url: websocket_url(&config.url, &config.socketio_path)?,
+            host: crate::settings::url_host(&config.url).to_string(),
+            ws_url,
+            tls,
             namespace: config.namespace.clone(),
             handshake_timeout: config.handshake_timeout,
         })
     }
 
     async fn handshake(&self, auth: Value) -> Result<WsLink, ConnectError> {
-        let (mut ws, _) = connect_async(self.ws_url.as_str())
+        let connector = self.tls.clone().map(TlsConnector::Rustls);
+        let (mut ws, _) = connect_async_tls_with_config(self.ws_url.as_str(), None, false, connector)
             .await
-            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+            .map_err(|e| self.connect_error(e))?;
         let ping_window = loop {
             match next_packet(&mut ws).await? {
                 Packet::Open {
@@ -97,6 +111,22 @@ impl WsConnector {
             event_prefix: event_prefix(&self.namespace),
             ping_window,
         })
+    }
+}
+
+impl WsConnector {
+    /// A refused certificate is a [`ConnectError::Tls`] that says what to change; anything else
+    /// (refused, reset, DNS) is unreachable.
+    fn connect_error(&self, e: tungstenite::Error) -> ConnectError {
+        let rustls_error = match &e {
+            tungstenite::Error::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+            _ => None,
+        };
+        match (rustls_error, &e) {
+            (Some(tls_error), _) => ConnectError::Tls(tls::describe(tls_error, &self.host)),
+            (None, tungstenite::Error::Tls(why)) => ConnectError::Tls(format!("{why} (host {:?})", self.host)),
+            _ => ConnectError::Unreachable(e.to_string()),
+        }
     }
 }
 
@@ -244,9 +274,44 @@ mod tests {
             websocket_url("ws://engine:9", "ws/socket.io").unwrap(),
             "ws://engine:9/ws/socket.io/?EIO=4&transport=websocket"
         );
+        assert_eq!(
+            websocket_url("https://engine.example/", "/ws/socket.io/").unwrap(),
+            "wss://engine.example/ws/socket.io/?EIO=4&transport=websocket"
+        );
+        assert_eq!(
+            websocket_url("WSS://[::1]:8443", "/ws/socket.io/").unwrap(),
+            "wss://[::1]:8443/ws/socket.io/?EIO=4&transport=websocket"
+        );
         assert!(websocket_url("127.0.0.1:8000", "/x/").is_err());
         assert!(websocket_url("ftp://h", "/x/").is_err());
-        assert!(websocket_url("https://h", "/x/").is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        use crate::settings::url_host;
+        assert_eq!(url_host("https://engine.example:8443/base"), "engine.example");
+        assert_eq!(url_host("wss://u:p@127.0.0.1/ws/"), "127.0.0.1");
+        assert_eq!(url_host("https://[::1]:8443"), "::1");
+        assert_eq!(url_host("http://h"), "h");
+    }
+
+    #[test]
+    fn only_tls_urls_build_a_tls_config() {
+        let plain = WsConnector::new(&RouterConfig::default()).unwrap();
+        assert!(plain.tls.is_none());
+        let tls = WsConnector::new(&RouterConfig {
+            url: "https://localhost:8443".into(),
+            ..RouterConfig::default()
+        })
+        .unwrap();
+        assert!(tls.tls.is_some());
+        assert_eq!(tls.host, "localhost");
+        let bad_ca = WsConnector::new(&RouterConfig {
+            url: "https://localhost:8443".into(),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..RouterConfig::default()
+        });
+        assert!(matches!(bad_ca, Err(RouterError::CaFile(_))));
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub struct ServiceInfo {
     pub metrics: Arc<ServiceMetrics>,
     /// The MCP add-on listener, when there is one.
     pub mcp_addon: Option<Arc<AddonListener>>,
+    /// Every request must carry the token (the token itself stays in the service).
+    pub token_required: bool,
 }
 
 /// The MCP add-on listener's address and its connections by dialect.
@@ -266,6 +268,7 @@ impl Service {
             metrics: metrics.clone(),
             addon: addon.clone(),
         });
+        let token_required = ctx.token.is_some();
         if let Some(handle) = shutdown.handle() {
             runtime.spawn(listener::accept_loop(
                 listener,
@@ -285,6 +288,7 @@ impl Service {
             stopped: shutdown.flag(),
             metrics: metrics.clone(),
             mcp_addon: addon,
+            token_required,
         });
         Ok(Service {
             runtime: Some(runtime),
