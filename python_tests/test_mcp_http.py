@@ -40,9 +40,9 @@ TOKEN = "http-secret-token"
 class McpProcess:
     """A `blendwire mcp --http 0 ...` subprocess; .url once it listens, its stderr in a temp file."""
 
-    def __init__(self, blender_port, *extra, env=None):
+    def __init__(self, blender_port, *extra, env=None, http="0"):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="blendwire-mcp-http-", suffix=".log", delete=False)
-        cmd = bwtest.blendwire_command() + ["mcp", "--http", "0", "--blender-port", str(blender_port), *extra]
+        cmd = bwtest.blendwire_command() + ["mcp", "--http", http, "--blender-port", str(blender_port), *extra]
         full_env = {k: v for k, v in os.environ.items() if k != "BLENDWIRE_TOKEN"}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
@@ -447,6 +447,37 @@ def test_missing_or_wrong_token_is_refused_and_runs_nothing(server, token_endpoi
     assert ran.exists()
 
 
+@pytest.mark.runtimes("background")  # the HTTP layer alone: one runtime is enough
+def test_allowed_origins_and_hosts_and_an_off_loopback_listener_with_a_token(server):
+    mp = McpProcess(
+        server.port,
+        "--allow-origin",
+        "https://app.example.com:443",
+        "--allow-host",
+        "box.lan",
+        env={"BLENDWIRE_TOKEN": TOKEN},
+        http="0.0.0.0:0",
+    )
+    try:
+        port, bearer = mp.port, {"Authorization": f"Bearer {TOKEN}"}
+        for headers, expected in (
+            ({"Origin": "https://app.example.com"}, 200),  # the default port of https
+            ({"Origin": "https://app.example.com:444"}, 403),
+            ({"Origin": "http://app.example.com"}, 403),
+            ({"Host": f"box.lan:{port}"}, 200),
+            ({"Host": f"box.lan:{port + 1}"}, 403),
+            ({"Host": f"other.lan:{port}"}, 403),
+            ({"Host": f"0.0.0.0:{port}"}, 403),  # the unspecified address names no host
+        ):
+            status, _, text = post(port, INITIALIZE, {**bearer, **headers})
+            assert status == expected, (headers, status, text)
+        status, _, _ = post(port, INITIALIZE, {"Host": f"box.lan:{port}"})
+        assert status == 401
+    finally:
+        mp.close()
+
+
+@pytest.mark.runtimes("background")  # the HTTP layer alone: one runtime is enough
 def test_off_loopback_needs_a_token_and_bad_flags_say_what_to_do(server):
     def mcp(*args, env=None):
         full_env = {k: v for k, v in os.environ.items() if k != "BLENDWIRE_TOKEN"}
