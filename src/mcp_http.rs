@@ -160,8 +160,19 @@ fn header_text(request: &Request, name: header::HeaderName) -> Option<String> {
 }
 
 struct Guard {
-    /// `Bearer <token>`, compared whole.
-    expected: Option<Vec<u8>>,
+    /// The token every request must carry, when set.
+    token: Option<Vec<u8>>,
+}
+
+/// Does `Authorization` carry this bearer token? The scheme is case-insensitive (RFC 9110); the
+/// token is compared in constant time.
+fn bearer_matches(authorization: Option<&HeaderValue>, token: &[u8]) -> bool {
+    let value = authorization.map(HeaderValue::as_bytes).unwrap_or_default();
+    let given = match value.iter().position(|b| *b == b' ') {
+        Some(i) if value[..i].eq_ignore_ascii_case(b"bearer") => value[i + 1..].trim_ascii(),
+        _ => return false,
+    };
+    crate::service::constant_time_eq(given, token)
 }
 
 /// The bearer token check, before rmcp sees the request; and one log line per refusal (rmcp's own
@@ -171,13 +182,8 @@ async fn guard(State(g): State<Arc<Guard>>, request: Request, next: Next) -> Res
         header_text(&request, header::HOST),
         header_text(&request, header::ORIGIN),
     );
-    if let Some(expected) = &g.expected {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes)
-            .unwrap_or_default();
-        if !crate::service::constant_time_eq(given, expected) {
+    if let Some(token) = &g.token {
+        if !bearer_matches(request.headers().get(header::AUTHORIZATION), token) {
             eprintln!(
                 "blendwire mcp: refused an HTTP request without the right bearer token (401; Host {}, Origin {})",
                 host.as_deref().unwrap_or("-"),
@@ -227,11 +233,11 @@ pub(super) async fn serve(
         mcp_config,
     );
     let state = Arc::new(Guard {
-        expected: config
+        token: config
             .token
             .as_deref()
             .filter(|t| !t.is_empty())
-            .map(|t| format!("Bearer {t}").into_bytes()),
+            .map(|t| t.as_bytes().to_vec()),
     });
     let app = axum::Router::new()
         .route_service(PATH, service)
@@ -261,6 +267,24 @@ mod tests {
         assert!(check("0.0.0.0:8000", None).unwrap_err().contains("BLENDWIRE_TOKEN"));
         assert!(check("0.0.0.0:8000", Some("t")).is_ok());
         assert!(check("localhost:8000", None).is_ok());
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let matches = |v: &str| bearer_matches(Some(&HeaderValue::from_str(v).unwrap()), b"s3cret");
+        assert!(matches("Bearer s3cret") && matches("bearer s3cret") && matches("BEARER  s3cret "));
+        for bad in [
+            "s3cret",
+            "Bearer",
+            "Bearer ",
+            "Bearer s3cre",
+            "Bearer s3cretx",
+            "Basic s3cret",
+            "Bearers3cret",
+        ] {
+            assert!(!matches(bad), "{bad}");
+        }
+        assert!(!bearer_matches(None, b"s3cret"));
     }
 
     #[test]
