@@ -1,6 +1,7 @@
-//! `blendwire mcp`: a Model Context Protocol server over stdio (the official SDK, `rmcp`) whose
-//! tools forward to a blendwire / BLD Remote MCP service through a `Client` (persistent
-//! connections, one per concurrent call).
+//! `blendwire mcp`: a Model Context Protocol server over stdio and/or Streamable HTTP (the official
+//! SDK, `rmcp`; HTTP in [`http`], resources and the prompt in [`resources`]) whose tools forward
+//! to a blendwire / BLD Remote MCP service through a `Client` (persistent connections, one per
+//! concurrent call).
 //!
 //! Every call names its Blender job (the request `id`): an agent's `notifications/cancelled`
 //! cancels that job (queued: dropped; running: interrupted), and with a `progressToken` the job's
@@ -10,24 +11,36 @@
 //! at once whether Blender runs or not. The blocking `Client` runs on tokio's blocking pool, never
 //! on a worker. A connection lost mid-call is retried once only for commands that cannot change
 //! the scene; `execute_code` (and the persist writes) are reported as interrupted instead.
-//! Logs go to stderr: stdout carries the protocol.
+//! Logs go to stderr: stdout carries the protocol. Over HTTP, every session shares one client, so
+//! several agents at once each get their own jobs (and connections).
 
 use crate::client::{self, Client, Event, Flow, ResponseError};
 use crate::error::ClientError;
 use base64::Engine as _;
+use parking_lot::Mutex;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeResult,
-    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, SubscribeRequestParams, Tool, ToolAnnotations,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
-use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+// A file beside this one, not src/mcp/: a directory named `mcp` under src/ would make ruff take the
+// `mcp` SDK for a first-party package.
+#[path = "mcp_http.rs"]
+pub mod http;
+#[path = "mcp_resources.rs"]
+pub mod resources;
+pub use http::HttpConfig;
 
 /// The longest server-side wait the service accepts (`params._timeout_seconds`).
 const MAX_JOB_SECONDS: f64 = 3600.0;
@@ -44,42 +57,163 @@ pub struct McpConfig {
     pub token: Option<String>,
 }
 
-/// Serve MCP on stdin/stdout until stdin closes. Blocks the calling thread (own tokio runtime).
-pub fn run_stdio(config: McpConfig) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("blendwire-mcp")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the MCP runtime: {e}"))?;
-    let server = BlenderTools::new(config);
-    eprintln!("blendwire mcp: MCP on stdio, Blender service at {}", server.addr);
-    let outcome = runtime.block_on(async move {
-        // stdio_pipes: when the client gave us pipes (the usual case), reads and writes run on the
-        // reactor instead of a blocking thread per message.
-        let running = server
-            .serve(rmcp::transport::stdio_pipes())
-            .await
-            .map_err(|e| match e {
-                rmcp::service::ServerInitializeError::ConnectionClosed(_) => None,
-                other => Some(format!("MCP initialization failed: {other}")),
-            })?;
-        running
-            .waiting()
-            .await
-            .map_err(|e| Some(format!("the MCP service stopped: {e}")))?;
-        Ok::<(), Option<String>>(())
-    });
-    // A call still blocked on Blender (e.g. a long execute_code) must not keep the process alive
-    // after the client went away.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    match outcome {
-        Ok(()) | Err(None) => {
-            eprintln!("blendwire mcp: stdin closed, exiting");
-            Ok(())
+/// Which transports one `blendwire mcp` serves (both share the tools, hence the Blender client).
+pub enum Transports {
+    /// stdin/stdout, until stdin closes.
+    Stdio,
+    /// Streamable HTTP only, until stopped.
+    Http(HttpConfig),
+    /// Both; closing stdin stops both (the agent that started this process is gone).
+    StdioAndHttp(HttpConfig),
+}
+
+/// A running MCP server on a thread of its own (own tokio runtime), stopped by [`McpServer::stop`]
+/// or when dropped.
+pub struct McpServer {
+    http_addr: Option<SocketAddr>,
+    stop: CancellationToken,
+    done: Mutex<mpsc::Receiver<Result<(), String>>>,
+    /// What `done` said once it said it: `wait` can be asked again.
+    outcome: Mutex<Option<Result<(), String>>>,
+}
+
+impl McpServer {
+    /// Start serving. The HTTP listener is bound before this returns, so a taken port, a bad host
+    /// or a missing token off loopback fails here.
+    pub fn start(config: McpConfig, transports: Transports) -> Result<McpServer, String> {
+        let (stdio, http) = match transports {
+            Transports::Stdio => (true, None),
+            Transports::Http(h) => (false, Some(h)),
+            Transports::StdioAndHttp(h) => (true, Some(h)),
+        };
+        let http = match http {
+            Some(h) => Some((http::bind(&h)?, h)),
+            None => None,
+        };
+        let http_addr = match &http {
+            Some((listener, _)) => Some(listener.local_addr().map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("blendwire-mcp")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the MCP runtime: {e}"))?;
+        let server = BlenderTools::new(config);
+        match http_addr {
+            Some(a) => eprintln!(
+                "blendwire mcp: MCP over Streamable HTTP at http://{a}{}{}, Blender service at {}",
+                http::PATH,
+                if stdio { " and on stdio" } else { "" },
+                server.addr
+            ),
+            None => eprintln!("blendwire mcp: MCP on stdio, Blender service at {}", server.addr),
         }
-        Err(Some(msg)) => Err(msg),
+        let stop = CancellationToken::new();
+        let (tx, rx) = mpsc::channel();
+        let stopper = stop.clone();
+        std::thread::Builder::new()
+            .name("blendwire-mcp".into())
+            .spawn(move || {
+                let outcome = runtime.block_on(serve(server, stdio, http, stopper));
+                // A call still blocked on Blender (e.g. a long execute_code) must not keep the
+                // process alive after the client went away.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                let _ = tx.send(outcome);
+            })
+            .map_err(|e| format!("cannot start the MCP server thread: {e}"))?;
+        Ok(McpServer {
+            http_addr,
+            stop,
+            done: Mutex::new(rx),
+            outcome: Mutex::new(None),
+        })
     }
+
+    /// The bound HTTP address (the real port when 0 was asked), if serving HTTP.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Ask it to stop (open HTTP sessions are ended); `wait` tells when it has.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Its outcome once it has stopped, waiting at most `timeout`; None while it runs.
+    pub fn wait(&self, timeout: Duration) -> Option<Result<(), String>> {
+        let mut outcome = self.outcome.lock();
+        if outcome.is_none() {
+            *outcome = match self.done.lock().recv_timeout(timeout) {
+                Ok(result) => Some(result),
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Some(Err(
+                    "the MCP server thread ended without a result (a bug: it panicked)".into(),
+                )),
+            };
+        }
+        outcome.clone()
+    }
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn serve(
+    server: BlenderTools,
+    stdio: bool,
+    http: Option<(std::net::TcpListener, HttpConfig)>,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let http_task =
+        http.map(|(listener, config)| tokio::spawn(http::serve(listener, config, server.clone(), stop.clone())));
+    let outcome = if stdio {
+        let outcome = serve_stdio(server, &stop).await;
+        stop.cancel();
+        outcome
+    } else {
+        stop.cancelled().await;
+        Ok(())
+    };
+    if let Some(task) = http_task {
+        // Sessions end with `stop`; a stream that lingers is not waited for long.
+        match tokio::time::timeout(Duration::from_secs(2), task).await {
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(e)) => return Err(format!("the MCP HTTP server failed: {e}")),
+            _ => {}
+        }
+    }
+    outcome
+}
+
+async fn serve_stdio(server: BlenderTools, stop: &CancellationToken) -> Result<(), String> {
+    // stdio_pipes: when the client gave us pipes (the usual case), reads and writes run on the
+    // reactor instead of a blocking thread per message.
+    let initialized = tokio::select! {
+        initialized = server.serve(rmcp::transport::stdio_pipes()) => initialized,
+        _ = stop.cancelled() => return Ok(()),
+    };
+    let running = match initialized {
+        Ok(running) => running,
+        Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
+            eprintln!("blendwire mcp: stdin closed, exiting");
+            return Ok(());
+        }
+        Err(other) => return Err(format!("MCP initialization failed: {other}")),
+    };
+    let ct = running.cancellation_token();
+    tokio::select! {
+        ended = running.waiting() => {
+            ended.map_err(|e| format!("the MCP service stopped: {e}"))?;
+            eprintln!("blendwire mcp: stdin closed, exiting");
+        }
+        _ = stop.cancelled() => ct.cancel(),
+    }
+    Ok(())
 }
 
 /// May a command be sent again after the connection dropped mid-call?
@@ -91,14 +225,19 @@ enum Retry {
     Never,
 }
 
+/// The tools, shared by every session (clones share the Blender client, hence its connections
+/// and job ids).
+#[derive(Clone)]
 pub struct BlenderTools {
     client: Arc<Client>,
     addr: String,
-    loopback: bool,
     timeout: Duration,
     /// Whether the last call reached Blender (UNKNOWN before the first): only changes are logged.
-    reachable: AtomicU8,
-    screenshot_seq: AtomicU64,
+    reachable: Arc<AtomicU8>,
+    /// Subscriptions to the scene, across sessions.
+    watch: Arc<resources::SceneWatch>,
+    /// This session's subscription (each HTTP session gets its own, see `for_session`).
+    subscription: Arc<resources::Subscriber>,
 }
 
 /// The MCP request a tool call serves (cancellation, progress token); None outside one (tests).
@@ -118,16 +257,23 @@ type ToolOutcome = Result<Vec<ContentBlock>, Failure>;
 
 impl BlenderTools {
     pub fn new(config: McpConfig) -> Self {
-        let loopback = config.host == "localhost" || config.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         BlenderTools {
             client: Arc::new(
                 Client::new(&config.host, config.port, config.timeout, config.connect_timeout).with_token(config.token),
             ),
             addr: format!("{}:{}", config.host, config.port),
-            loopback,
             timeout: config.timeout,
-            reachable: AtomicU8::new(UNKNOWN),
-            screenshot_seq: AtomicU64::new(0),
+            reachable: Arc::new(AtomicU8::new(UNKNOWN)),
+            watch: Arc::default(),
+            subscription: Arc::default(),
+        }
+    }
+
+    /// The tools for a new session: shared client and scene watch, a subscription of its own.
+    pub fn for_session(&self) -> Self {
+        BlenderTools {
+            subscription: Arc::default(),
+            ..self.clone()
         }
     }
 
@@ -224,6 +370,17 @@ impl BlenderTools {
 
     /// Send `{"type": command, "params": params}`; the `result` of a success response.
     async fn command(&self, command: &str, params: Value, retry: Retry, rq: Rq<'_>) -> Result<Value, Failure> {
+        self.command_coded(command, params, retry, rq).await.map_err(|(f, _)| f)
+    }
+
+    /// As [`Self::command`], with the service's `error_code` when it answered with an error.
+    async fn command_coded(
+        &self,
+        command: &str,
+        params: Value,
+        retry: Retry,
+        rq: Rq<'_>,
+    ) -> Result<Value, (Failure, Option<String>)> {
         let mut request = client::command_request(command, params);
         let id = self.client.next_id();
         request["id"] = id.clone();
@@ -243,16 +400,20 @@ impl BlenderTools {
             outcome = self.exchange(bytes, &id, rq).await;
         }
         self.note_reachability(&outcome);
-        let response = outcome.map_err(|e| Failure(self.explain(command, e, retry, retried)))?;
-        client::outcome(response).map_err(|e| {
-            Failure(match e {
-                ResponseError::NoStatus { response } => format!(
+        let response = outcome.map_err(|e| (Failure(self.explain(command, e, retry, retried)), None))?;
+        client::outcome(response).map_err(|e| match e {
+            ResponseError::NoStatus { response } => (
+                Failure(format!(
                     "unexpected response from {} (no \"status\"): {}",
                     self.addr,
                     client::excerpt(&response, 300)
-                ),
-                command_failed => command_failed.to_string(),
-            })
+                )),
+                None,
+            ),
+            ResponseError::Command { ref code, .. } => {
+                let code = code.clone();
+                (Failure(e.to_string()), code)
+            }
         })
     }
 
@@ -308,7 +469,10 @@ impl BlenderTools {
                 }
             }
         }
-        let result = self.command("execute_code", params, Retry::Never, rq).await?;
+        let result = self.command("execute_code", params, Retry::Never, rq).await;
+        // Even a failed job may have changed the scene part-way.
+        self.watch.job_ended();
+        let result = result?;
         let output = result.get("output");
         let text = |key: &str| {
             output
@@ -352,29 +516,26 @@ impl BlenderTools {
             Some("jpeg") | Some("jpg") => "jpeg",
             Some(other) => return Err(Failure(format!("format must be \"png\" or \"jpeg\", got {other:?}"))),
         };
-        let path = std::env::temp_dir().join(format!(
-            "blendwire-mcp-{}-{}.{}",
-            std::process::id(),
-            self.screenshot_seq.fetch_add(1, Ordering::Relaxed),
-            if format == "png" { "png" } else { "jpg" }
-        ));
-        let path_text = path.to_string_lossy().into_owned();
-        let params = json!({"max_size": max_size, "format": format, "filepath": path_text});
+        // Inline: the image comes in the answer, never through a file path that this process
+        // would have to share with Blender (another machine, WSL, a container).
+        let params = json!({"max_size": max_size, "format": format, "inline": true});
         // Taking a screenshot changes nothing in the scene: safe to resend once.
-        let result = self.command("get_viewport_screenshot", params, Retry::Once, rq).await;
-        let result = match result {
-            Ok(r) => r,
-            Err(f) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(f);
-            }
+        let mut result = self.command("get_viewport_screenshot", params, Retry::Once, rq).await?;
+        let data = match result.get_mut("data").map(Value::take) {
+            Some(Value::String(data)) => data,
+            // A BLD Remote peer has no inline answer: it names the file it wrote on its side,
+            // which only Blender can be relied on to read.
+            _ => match result.get("filepath").and_then(Value::as_str) {
+                Some(path) => base64::engine::general_purpose::STANDARD.encode(self.fetch_file(path, rq).await?),
+                None => {
+                    return Err(Failure(format!(
+                        "unexpected screenshot answer from {} (neither data nor filepath): {}",
+                        self.addr,
+                        client::excerpt(&result, 300)
+                    )))
+                }
+            },
         };
-        let written = result
-            .get("filepath")
-            .and_then(Value::as_str)
-            .unwrap_or(&path_text)
-            .to_string();
-        let bytes = self.fetch_file(&written, rq).await?;
         let size = match (
             result.get("width").and_then(Value::as_u64),
             result.get("height").and_then(Value::as_u64),
@@ -382,34 +543,17 @@ impl BlenderTools {
             (Some(w), Some(h)) => format!("{w}x{h} "),
             _ => String::new(),
         };
+        let bytes = data.len() / 4 * 3 - data.bytes().rev().take_while(|b| *b == b'=').count();
         Ok(vec![
-            ContentBlock::image(
-                base64::engine::general_purpose::STANDARD.encode(&bytes),
-                format!("image/{format}"),
-            ),
+            ContentBlock::image(data, format!("image/{format}")),
             ContentBlock::text(format!(
-                "{size}{format} screenshot of Blender's 3D viewport ({} bytes)",
-                bytes.len()
+                "{size}{format} screenshot of Blender's 3D viewport ({bytes} bytes)"
             )),
         ])
     }
 
-    /// The screenshot file Blender wrote, then deleted. Read here when Blender is on this machine;
-    /// otherwise (or if this process cannot see it, e.g. a sandboxed /tmp) through Blender itself.
+    /// A file Blender wrote (then deleted), read back through Blender itself, wherever it runs.
     async fn fetch_file(&self, path: &str, rq: Rq<'_>) -> Result<Vec<u8>, Failure> {
-        if self.loopback {
-            let p = PathBuf::from(path);
-            // File I/O blocks: keep it off the workers, as the client calls.
-            let read = tokio::task::spawn_blocking(move || {
-                let read = std::fs::read(&p);
-                let _ = std::fs::remove_file(&p);
-                read
-            })
-            .await;
-            if let Ok(Ok(bytes)) = read {
-                return Ok(bytes);
-            }
-        }
         let code = format!(
             "import base64, os\np = {}\ntry:\n    print(base64.b64encode(open(p, 'rb').read()).decode('ascii'), end='')\nfinally:\n    os.remove(p)\n",
             Value::String(path.to_string())
@@ -560,7 +704,7 @@ pub fn tools() -> Vec<Tool> {
         ),
         tool(
             "get_viewport_screenshot",
-            "A screenshot of Blender's 3D viewport as an image (needs Blender with its UI, not background mode).",
+            "A screenshot of Blender's 3D viewport as inline image content, its longest side at most max_size pixels (needs Blender with its UI, not background mode).",
             json!({"type": "object", "properties": {
                 "max_size": {"type": "integer", "minimum": 1, "maximum": 16384, "default": 800, "description": "longest side in pixels; larger screenshots are scaled down"},
                 "format": {"type": "string", "enum": ["png", "jpeg"], "default": "png", "description": "image format"}
@@ -591,10 +735,18 @@ pub fn tools() -> Vec<Tool> {
 
 impl ServerHandler for BlenderTools {
     fn get_info(&self) -> ServerConfig {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_prompts()
+            .build();
+        InitializeResult::new(capabilities)
             .with_server_info(Implementation::new("blendwire", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
-                "Tools for a running Blender with the blendwire service at {} (start it with `blendwire serve --port {}`).",
+                "Tools for a running Blender with the blendwire service at {} (start it with `blendwire serve --port {}`). \
+                 Resources: blender://scene (subscribable), blender://object/{{name}}, blender://materials, \
+                 blender://collections, blender://status. The prompt blender_workflow says how to work with them.",
                 self.addr,
                 self.client.port()
             ))
@@ -606,6 +758,79 @@ impl ServerHandler for BlenderTools {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(resources::resources()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            resources::resource_templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Ok(self.read_resource_at(&request.uri, Some(&context)).await?.into())
+    }
+
+    // resources/subscribe is the legacy (handshake) protocol's, which MCP clients negotiate today;
+    // rmcp marks it deprecated in favour of 2026-07-28's subscriptions/listen.
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscribe_to(&request.uri, context.peer).await
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.unsubscribe_from(&request.uri);
+        Ok(())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(resources::prompts()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name != resources::WORKFLOW_PROMPT {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "unknown prompt {:?}; the prompt is {}",
+                    request.name,
+                    resources::WORKFLOW_PROMPT
+                ),
+                None,
+            ));
+        }
+        Ok(resources::workflow_prompt(request.arguments.as_ref()).into())
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

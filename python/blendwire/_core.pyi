@@ -237,7 +237,7 @@ def defaults() -> dict[str, Any]:
     backoff_jitter, handshake_timeout, auth_timeout, command_timeout, poll_interval, poll_limit,
     outbox_max_count, outbox_max_bytes, ca_file_env (the variable read when ca_file is None),
     client_timeout (33), client_connect_timeout (5),
-    mcp_timeout (600), mcp_connect_timeout (2). Client and run_mcp_stdio take None for these."""
+    mcp_timeout (600), mcp_connect_timeout (2). Client and McpServer take None for these."""
 
 def check_service_settings(
     host: str | None = None,
@@ -296,18 +296,45 @@ def log_level_name(value: int | str) -> str:
 
 # ---- MCP server ----------------------------------------------------------------------------
 
-def run_mcp_stdio(
-    host: str | None = None,
-    port: int | None = None,
-    timeout: float | None = None,
-    connect_timeout: float | None = None,
-    token: str | None = None,
-) -> None:
-    """Serve the Model Context Protocol over this process's stdin/stdout (logs to stderr) for the
-    Blender service at host:port, until stdin closes or Ctrl-C. Tools: get_scene_info,
-    get_object_info, execute_code, get_viewport_screenshot (image content), put/get/remove
-    persist data, check_connection_status. Blender may come and go: calls fail fast while it is
-    down; execute_code is never resent after a lost connection. Blocks with the GIL released."""
+def check_mcp_http(spec: str, token: str | None = None, allow_origins: Sequence[str] = ()) -> str | None:
+    """The problem of an MCP HTTP listen address `[HOST:]PORT` (HOST default 127.0.0.1; off
+    loopback only with a token) or of an allowed origin, as a rule text; None when fine."""
+
+class McpServer:
+    """The Model Context Protocol server of `blendwire mcp`, running on threads of its own for the
+    Blender service at host:port: over this process's stdin/stdout (logs to stderr) until stdin
+    closes, and/or over Streamable HTTP at http://HOST:PORT/mcp (`http="[HOST:]PORT"`) until
+    stop(). Tools: get_scene_info, get_object_info, execute_code, get_viewport_screenshot (image
+    content), put/get/remove persist data, check_connection_status. Blender may come and go: calls
+    fail fast while it is down; execute_code is never resent after a lost connection.
+
+    HTTP is loopback unless `token` is set; requests must name this listener in `Host` (loopback
+    names, the bound address, `allow_hosts`), a present `Origin` must be loopback or in
+    `allow_origins` (else 403), and with a token every request needs `Authorization: Bearer
+    <token>` (else 401). The listener is bound before the constructor returns (RuntimeError if
+    it cannot be; ValueError for bad settings)."""
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        token: str | None = None,
+        stdio: bool = True,
+        http: str | None = None,
+        allow_origins: Sequence[str] = (),
+        allow_hosts: Sequence[str] = (),
+    ) -> None: ...
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """(host, port) of the HTTP listener as bound (the real port when 0 was asked)."""
+    def wait(self, timeout: float) -> bool:
+        """True once it has stopped (RuntimeError if it failed), False after `timeout` seconds
+        while it runs. The GIL is released while waiting."""
+    def stop(self) -> None:
+        """Stop serving (open HTTP sessions end); returns at once."""
 
 # ---- client --------------------------------------------------------------------------------
 

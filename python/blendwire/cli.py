@@ -72,6 +72,9 @@ def _cmd_serve(args):
     token = os.environ.get("BLENDWIRE_TOKEN") or None  # what blendwire.blender.start will use
     _check(_core.check_service_settings(host=args.host, port=port, token=token, **service))
     settings = {"host": args.host, "port": port, "service": service, **_router_settings(args)}
+    if args.mcp_http is not None:
+        _check_mcp_http("--mcp-http", args.mcp_http, token)
+        settings["mcp_http"] = args.mcp_http
     addon = _blender_mcp_addon(args, mcp_addon_port)
     if addon is not None:
         settings["blender_mcp_addon"] = addon
@@ -325,21 +328,44 @@ def _cmd_call(args):
 
 def _cmd_mcp(args):
     port = args.blender_port if args.blender_port is not None else env_port()
-    # stdout is the MCP protocol: everything else goes to stderr. Blender need not run yet:
-    # tools connect on their first call.
+    token = os.environ.get("BLENDWIRE_TOKEN") or None
+    if args.http is None and (args.stdio or args.allow_origin or args.allow_host):
+        raise _Fail("--stdio, --allow-origin and --allow-host go with --http [HOST:]PORT")
+    if args.http is not None:
+        _check_mcp_http("--http", args.http, token, args.allow_origin)
+    # stdout is the MCP protocol (on stdio): everything else goes to stderr. Blender need not run
+    # yet: tools connect on their first call.
     try:
-        _core.run_mcp_stdio(
+        server = _core.McpServer(
             args.blender_host,
             port,
             timeout=args.timeout,
             connect_timeout=args.connect_timeout,
-            token=os.environ.get("BLENDWIRE_TOKEN") or None,
+            token=token,
+            stdio=args.http is None or args.stdio,
+            http=args.http,
+            allow_origins=args.allow_origin or [],
+            allow_hosts=args.allow_host or [],
         )
     except ValueError as e:
-        raise _core_error(e, {"port": "--blender-port"}) from None
+        raise _core_error(e, {"port": "--blender-port", "http": "--http", "allow_origin": "--allow-origin"}) from None
     except RuntimeError as e:
         raise _Fail(str(e)) from None
+    try:
+        # Short waits, so that Ctrl-C is seen between them.
+        while not server.wait(0.2):
+            pass
+    except RuntimeError as e:
+        raise _Fail(str(e)) from None
+    finally:
+        server.stop()
     return 0
+
+
+def _check_mcp_http(flag, spec, token, allow_origins=()):
+    problem = _core.check_mcp_http(spec, token, list(allow_origins or ()))
+    if problem:
+        raise _Fail(problem if problem.startswith("--") else f"{flag} {problem}")
 
 
 # ---- entry point ---------------------------------------------------------------------------------
@@ -377,6 +403,12 @@ def _parser():
         "or mcp-for-blender) for the --mcp-addon-port clients: its whole command table, without its own "
         f"transport (default: ${BLENDER_MCP_ADDON_ENV}; else the add-on enabled in Blender or an importable "
         "blender_mcp package, else blendwire's own core commands)",
+    )
+    s.add_argument(
+        "--mcp-http",
+        metavar="[HOST:]PORT",
+        help="also serve MCP over Streamable HTTP at http://HOST:PORT/mcp, in the Blender process, stopping with it "
+        "(as `blendwire mcp --http`; HOST default 127.0.0.1, off loopback only with $BLENDWIRE_TOKEN)",
     )
     which = s.add_mutually_exclusive_group()
     which.add_argument("--blender", metavar="PATH", help="Blender executable (default: $BLENDER or blender on PATH)")
@@ -497,11 +529,33 @@ def _parser():
 
     m = sub.add_parser(
         "mcp",
-        help="serve the Model Context Protocol on stdio (for LLM agents)",
-        description="An MCP server over stdin/stdout whose tools (scene and object info, "
-        "execute_code, viewport screenshot, persist data) run in the Blender "
-        "served by `blendwire serve`. It starts without Blender and connects "
-        "on the first tool call. Token: $BLENDWIRE_TOKEN.",
+        help="serve the Model Context Protocol on stdio or Streamable HTTP (for LLM agents)",
+        description="An MCP server over stdin/stdout (or Streamable HTTP with --http) whose tools "
+        "(scene and object info, execute_code, viewport screenshot, persist data), resources (scene, objects, "
+        "materials, collections, status) and workflow prompt work on the Blender served by `blendwire serve`. "
+        "It starts without Blender and connects on the first tool call. Token: $BLENDWIRE_TOKEN.",
+    )
+    m.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        help="serve MCP over Streamable HTTP at http://HOST:PORT/mcp instead of stdio (HOST default 127.0.0.1; "
+        "0 = a free port, printed on stderr); off loopback only with $BLENDWIRE_TOKEN, sent by clients as "
+        "`Authorization: Bearer <token>`",
+    )
+    m.add_argument("--stdio", action="store_true", help="with --http: serve stdio too (closing stdin stops both)")
+    m.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="with --http: also accept browser requests from ORIGIN, scheme://host[:port] (':*' = any port); "
+        "loopback origins are always accepted, others refused (403); repeatable",
+    )
+    m.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="HOST",
+        help="with --http: also accept this Host header (e.g. this machine's name when listening on 0.0.0.0; "
+        "the port is implied); the loopback names and the bound address always are; repeatable",
     )
     m.add_argument("--blender-host", default=d["host"], help="the service's host (default %(default)s)")
     m.add_argument(

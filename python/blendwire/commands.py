@@ -227,6 +227,9 @@ def get_viewport_screenshot(params):
         raise _invalid(f"format must be one of {sorted(_SCREENSHOT_FORMATS)}, got {fmt!r}")
     if filepath is not None and not isinstance(filepath, str):
         raise _invalid("filepath must be a string (a path on the Blender machine) or omitted")
+    inline = params.get("inline", False)
+    if not isinstance(inline, bool) or (inline and filepath):
+        raise _invalid("inline must be true or false, and true only without filepath (the image comes as data)")
     if not filepath:
         filepath = os.path.join(tempfile.gettempdir(), f"blender_screenshot_{uuid.uuid4().hex}.{fmt}")
     filepath = os.path.abspath(filepath)  # Blender rejects relative paths
@@ -252,6 +255,15 @@ def get_viewport_screenshot(params):
             img.save()
     finally:
         bpy.data.images.remove(img)
+    if inline:
+        # The bytes in the answer: a client on another machine, in WSL or in a container cannot
+        # read a path on this one.
+        try:
+            with open(filepath, "rb") as f:
+                data = base64.b64encode(f.read()).decode("ascii")
+        finally:
+            os.remove(filepath)
+        return {"success": True, "width": width, "height": height, "format": fmt, "data": data}
     return {"success": True, "width": width, "height": height, "filepath": filepath}
 
 

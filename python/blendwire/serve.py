@@ -86,6 +86,13 @@ def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str |
     addon = blender.mcp_addon_address()
     if addon is not None:
         info["mcp_addon_host"], info["mcp_addon_port"] = addon
+    if settings.get("mcp_http") is not None:
+        try:
+            mcp = _start_mcp_http(settings["mcp_http"], host, port)
+        except (RuntimeError, ValueError) as e:
+            blender.stop()
+            raise ServeError(f"could not start the MCP HTTP server (--mcp-http): {e}") from None
+        info["mcp_http_host"], info["mcp_http_port"] = mcp.http_address
 
     def ready(info: dict) -> None:
         _announce_instance(mode, info["blender"])  # before the READY line: a waiting client finds it listed
@@ -96,8 +103,23 @@ def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str |
         return None
     ready(info)
     reason = blender.run_until_shutdown()
+    if _mcp_http is not None:
+        _mcp_http.stop()
     print(f"blendwire: service stopped ({reason})", file=sys.stderr, flush=True)
     return runtime.exit_status(reason)
+
+
+# The MCP HTTP server of --mcp-http: threads of the core in this process, kept here so that it
+# lives as long as the service (in the GUI, until Blender quits).
+_mcp_http = None
+
+
+def _start_mcp_http(spec: str, host: str, port: int):
+    """`blendwire mcp --http SPEC` in this process, for the service just started on host:port."""
+    global _mcp_http
+    target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # an unspecified bind: reach it on loopback
+    _mcp_http = _core.McpServer(target, port, token=os.environ.get("BLENDWIRE_TOKEN") or None, stdio=False, http=spec)
+    return _mcp_http
 
 
 def _start_router(settings: dict) -> None:

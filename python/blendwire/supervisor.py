@@ -45,6 +45,10 @@ def serving_line(info: dict) -> None:
             f"{info['mcp_addon_host']}:{info['mcp_addon_port']}",
             flush=True,
         )
+    if info.get("mcp_http_port") is not None:
+        host = info["mcp_http_host"]
+        host = f"[{host}]" if ":" in host else host
+        print(f"blendwire: MCP over Streamable HTTP at http://{host}:{info['mcp_http_port']}/mcp", flush=True)
 
 
 def find_blender(path: str | None) -> str:

@@ -1,62 +1,123 @@
-//! `blendwire._core.run_mcp_stdio`: the MCP server of `blendwire mcp`, GIL released while it runs.
+//! `blendwire._core.McpServer` (the MCP server of `blendwire mcp` and `blendwire serve --mcp-http`)
+//! and `check_mcp_http` (the `--http` rules, before anything starts).
 
 use super::{errors, seconds_or};
-use crate::mcp::{run_stdio, McpConfig};
+use crate::mcp::{http, HttpConfig, McpConfig, McpServer, Transports};
 use crate::settings;
-use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(run_mcp_stdio, m)?)
+    m.add_class::<PyMcpServer>()?;
+    m.add_function(wrap_pyfunction!(check_mcp_http, m)?)
 }
 
-/// Serve MCP on stdin/stdout for the Blender service at host:port until stdin closes.
+/// The problem of `--http SPEC` ([HOST:]PORT; off loopback only with a token) and of each allowed
+/// origin, as a rule text, or None.
 #[pyfunction]
-#[pyo3(signature = (host = None, port = None, timeout = None, connect_timeout = None, token = None))]
-fn run_mcp_stdio(
-    py: Python<'_>,
-    host: Option<String>,
-    port: Option<i64>,
-    timeout: Option<f64>,
-    connect_timeout: Option<f64>,
-    token: Option<String>,
-) -> PyResult<()> {
-    let config = McpConfig {
-        host: host.unwrap_or_else(|| settings::DEFAULT_HOST.to_string()),
-        port: port.map_or(Ok(settings::DEFAULT_PORT), |p| {
-            settings::client_port(p).map_err(|rule| errors::setting("port", rule))
-        })?,
-        timeout: seconds_or("timeout", timeout, settings::DEFAULT_MCP_TIMEOUT)?,
-        connect_timeout: seconds_or(
-            "connect_timeout",
-            connect_timeout,
-            settings::DEFAULT_MCP_CONNECT_TIMEOUT,
-        )?,
-        token,
-    };
-    // The server runs on its own thread so this one can come back for Python's signal handlers
-    // (Ctrl-C) between waits; a Mutex makes the receiver shareable with the GIL released.
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("blendwire-mcp".into())
-        .spawn(move || {
-            let _ = tx.send(run_stdio(config));
-        })
-        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the MCP server thread: {e}")))?;
-    let rx = Mutex::new(rx);
-    loop {
-        match py.detach(|| rx.lock().recv_timeout(Duration::from_millis(200))) {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(message)) => return Err(PyRuntimeError::new_err(message)),
-            Err(RecvTimeoutError::Timeout) => py.check_signals()?,
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(PyRuntimeError::new_err(
-                    "the MCP server thread ended without a result (a bug: it panicked)",
+#[pyo3(signature = (spec, token = None, allow_origins = Vec::new()))]
+fn check_mcp_http(spec: &str, token: Option<&str>, allow_origins: Vec<String>) -> Option<String> {
+    if let Err(rule) = http::check(spec, token) {
+        return Some(rule);
+    }
+    allow_origins
+        .iter()
+        .find_map(|o| http::check_origin(o).err())
+        .map(|rule| format!("--allow-origin {rule}"))
+}
+
+/// A running MCP server for the Blender service at host:port, on its own thread.
+#[pyclass(name = "McpServer", module = "blendwire._core", frozen)]
+struct PyMcpServer {
+    inner: McpServer,
+}
+
+#[pymethods]
+impl PyMcpServer {
+    #[new]
+    #[pyo3(signature = (host = None, port = None, *, timeout = None, connect_timeout = None, token = None,
+                        stdio = true, http = None, allow_origins = Vec::new(), allow_hosts = Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        host: Option<String>,
+        port: Option<i64>,
+        timeout: Option<f64>,
+        connect_timeout: Option<f64>,
+        token: Option<String>,
+        stdio: bool,
+        http: Option<String>,
+        allow_origins: Vec<String>,
+        allow_hosts: Vec<String>,
+    ) -> PyResult<Self> {
+        let token = token.filter(|t| !t.is_empty());
+        let config = McpConfig {
+            host: host.unwrap_or_else(|| settings::DEFAULT_HOST.to_string()),
+            port: port.map_or(Ok(settings::DEFAULT_PORT), |p| {
+                settings::client_port(p).map_err(|rule| errors::setting("port", rule))
+            })?,
+            timeout: seconds_or("timeout", timeout, settings::DEFAULT_MCP_TIMEOUT)?,
+            connect_timeout: seconds_or(
+                "connect_timeout",
+                connect_timeout,
+                settings::DEFAULT_MCP_CONNECT_TIMEOUT,
+            )?,
+            token: token.clone(),
+        };
+        let http = match http {
+            Some(spec) => {
+                let (http_host, http_port) =
+                    http::check(&spec, token.as_deref()).map_err(|rule| errors::setting("http", rule))?;
+                for o in &allow_origins {
+                    http::check_origin(o).map_err(|rule| errors::setting("allow_origin", rule))?;
+                }
+                Some(HttpConfig {
+                    host: http_host,
+                    port: http_port,
+                    token: token.clone(),
+                    allowed_origins: allow_origins,
+                    allowed_hosts: allow_hosts,
+                })
+            }
+            None => None,
+        };
+        let transports = match (stdio, http) {
+            (true, None) => Transports::Stdio,
+            (false, Some(h)) => Transports::Http(h),
+            (true, Some(h)) => Transports::StdioAndHttp(h),
+            (false, None) => {
+                return Err(errors::invalid(
+                    "serve stdio, http or both: give http or stdio=True".into(),
                 ))
             }
+        };
+        // Binding may resolve a name: not with the GIL held.
+        let inner = py
+            .detach(|| McpServer::start(config, transports))
+            .map_err(PyRuntimeError::new_err)?;
+        Ok(PyMcpServer { inner })
+    }
+
+    /// (host, port) of the HTTP listener as bound, or None without HTTP.
+    #[getter]
+    fn http_address(&self) -> Option<(String, u16)> {
+        self.inner.http_addr().map(|a| (a.ip().to_string(), a.port()))
+    }
+
+    /// Wait up to `timeout` seconds (GIL released) for it to end: True once it has (RuntimeError
+    /// if it failed), False while it runs.
+    fn wait(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX);
+        match py.detach(|| self.inner.wait(timeout)) {
+            None => Ok(false),
+            Some(Ok(())) => Ok(true),
+            Some(Err(message)) => Err(PyRuntimeError::new_err(message)),
         }
+    }
+
+    /// Stop serving (HTTP sessions are ended); returns at once, `wait` tells when it has stopped.
+    fn stop(&self) {
+        self.inner.stop();
     }
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 pub use crate::settings::DEFAULT_PORT;
+pub(crate) use pipeline::constant_time_eq;
 pub use pipeline::PIPELINE_DEPTH;
 
 #[derive(Debug, Clone)]

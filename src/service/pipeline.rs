@@ -401,7 +401,7 @@ fn unknown(ctx: &Ctx, name: String) -> Step {
 }
 
 /// Token comparison whose time does not depend on where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for (i, x) in b.iter().enumerate() {
         diff |= (a.get(i).copied().unwrap_or(0) ^ x) as usize;
