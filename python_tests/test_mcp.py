@@ -27,6 +27,7 @@ TOOLS = {
     "get_persist_data": ["key"],
     "remove_persist_data": ["key"],
     "check_connection_status": [],
+    "list_blenders": [],
 }
 
 

@@ -16,6 +16,7 @@
 
 use crate::client::{self, Client, Event, Flow, ResponseError};
 use crate::error::ClientError;
+use crate::instances::{self, ChooseError, Instance};
 use base64::Engine as _;
 use parking_lot::Mutex;
 use rmcp::model::{
@@ -46,9 +47,19 @@ pub use http::HttpConfig;
 const MAX_JOB_SECONDS: f64 = 3600.0;
 const UNKNOWN: u8 = 2;
 
+/// Which Blender service(s) the tools talk to.
+#[derive(Clone, Debug)]
+pub enum Blenders {
+    /// One service at host:port (`--blender-port`, `$BLD_REMOTE_MCP_PORT`, `serve --mcp-http`).
+    One { host: String, port: u16 },
+    /// Every running `blendwire serve` (announced in the runtime directory, `crate::instances`),
+    /// chosen per call by the tools' `blender` argument; the only one needs no argument. With none
+    /// announced, the default address (a Blender that serves without announcing, e.g. the add-on).
+    Announced,
+}
+
 pub struct McpConfig {
-    pub host: String,
-    pub port: u16,
+    pub blenders: Blenders,
     /// Per call, response included; longer than any job's server-side deadline.
     pub timeout: Duration,
     /// How long a call keeps trying to reach Blender before failing with "not reachable".
@@ -101,14 +112,18 @@ impl McpServer {
             .build()
             .map_err(|e| format!("cannot start the MCP runtime: {e}"))?;
         let server = BlenderTools::new(config);
+        let target = match server.announced {
+            Some(_) => format!("every running blendwire serve (else {})", server.addr),
+            None => server.addr.clone(),
+        };
         match http_addr {
             Some(a) => eprintln!(
                 "blendwire mcp: MCP over Streamable HTTP at http://{a}{}{}, Blender service at {}",
                 http::PATH,
                 if stdio { " and on stdio" } else { "" },
-                server.addr
+                target
             ),
-            None => eprintln!("blendwire mcp: MCP on stdio, Blender service at {}", server.addr),
+            None => eprintln!("blendwire mcp: MCP on stdio, Blender service at {target}"),
         }
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::channel();
@@ -234,11 +249,66 @@ pub struct BlenderTools {
     timeout: Duration,
     /// Whether the last call reached Blender (UNKNOWN before the first): only changes are logged.
     reachable: Arc<AtomicU8>,
+    /// With [`Blenders::Announced`]: the services found so far, each with its client (the fields
+    /// above are then the default address's, and each call works on a copy for its Blender).
+    announced: Option<Arc<Announced>>,
     /// Subscriptions to the scene, across sessions.
     watch: Arc<resources::SceneWatch>,
     /// This session's subscription (each HTTP session gets its own, see `for_session`).
     subscription: Arc<resources::Subscriber>,
 }
+
+/// One Blender service and what the tools keep for it.
+#[derive(Clone)]
+struct Link {
+    client: Arc<Client>,
+    addr: String,
+    reachable: Arc<AtomicU8>,
+}
+
+impl Link {
+    fn new(host: &str, port: u16, config: &McpConfig) -> Link {
+        Link::with(host, port, config.timeout, config.connect_timeout, config.token.clone())
+    }
+
+    fn with(host: &str, port: u16, timeout: Duration, connect_timeout: Duration, token: Option<String>) -> Link {
+        Link {
+            client: Arc::new(Client::new(host, port, timeout, connect_timeout).with_token(token)),
+            addr: format!("{host}:{port}"),
+            reachable: Arc::new(AtomicU8::new(UNKNOWN)),
+        }
+    }
+}
+
+/// The announced services met so far, each with its own client (connections, job ids).
+struct Announced {
+    links: Mutex<Vec<Link>>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    token: Option<String>,
+}
+
+impl Announced {
+    fn link(&self, instance: &Instance) -> Link {
+        let addr = format!("{}:{}", instance.connect_host(), instance.port);
+        let mut links = self.links.lock();
+        if let Some(link) = links.iter().find(|l| l.addr == addr) {
+            return link.clone();
+        }
+        let link = Link::with(
+            &instance.connect_host(),
+            instance.port,
+            self.timeout,
+            self.connect_timeout,
+            self.token.clone(),
+        );
+        links.push(link.clone());
+        link
+    }
+}
+
+/// The tools' argument that picks a Blender when several run.
+pub const BLENDER_ARG: &str = "blender";
 
 /// The MCP request a tool call serves (cancellation, progress token); None outside one (tests).
 type Rq<'a> = Option<&'a RequestContext<RoleServer>>;
@@ -257,13 +327,25 @@ type ToolOutcome = Result<Vec<ContentBlock>, Failure>;
 
 impl BlenderTools {
     pub fn new(config: McpConfig) -> Self {
-        BlenderTools {
-            client: Arc::new(
-                Client::new(&config.host, config.port, config.timeout, config.connect_timeout).with_token(config.token),
+        let link = |host: &str, port: u16| Link::new(host, port, &config);
+        let (default, announced) = match &config.blenders {
+            Blenders::One { host, port } => (link(host, *port), None),
+            Blenders::Announced => (
+                link(crate::settings::DEFAULT_HOST, crate::settings::DEFAULT_PORT),
+                Some(Arc::new(Announced {
+                    links: Mutex::new(Vec::new()),
+                    timeout: config.timeout,
+                    connect_timeout: config.connect_timeout,
+                    token: config.token.clone(),
+                })),
             ),
-            addr: format!("{}:{}", config.host, config.port),
+        };
+        BlenderTools {
+            client: default.client,
+            addr: default.addr,
             timeout: config.timeout,
-            reachable: Arc::new(AtomicU8::new(UNKNOWN)),
+            reachable: default.reachable,
+            announced,
             watch: Arc::default(),
             subscription: Arc::default(),
         }
@@ -275,6 +357,68 @@ impl BlenderTools {
             subscription: Arc::default(),
             ..self.clone()
         }
+    }
+
+    /// These tools for the Blender `selector` names (the `blender` argument): with one service
+    /// configured, that one (a selector that names another is an error); with the announced ones,
+    /// the one chosen (the only one without a selector), else the default address when none is
+    /// announced.
+    async fn for_blender(&self, selector: Option<&str>) -> Result<BlenderTools, Failure> {
+        let Some(announced) = &self.announced else {
+            return match selector {
+                Some(s) if !self.addr.ends_with(&format!(":{}", s.trim())) => Err(Failure(format!(
+                    "this MCP server talks to the one Blender at {} (--blender-port); blender={s:?} is not it. \
+                     Run `blendwire mcp` without --blender-port to reach every running blendwire serve",
+                    self.addr
+                ))),
+                _ => Ok(self.clone()),
+            };
+        };
+        let wanted = selector.map(str::to_string);
+        let chosen = tokio::task::spawn_blocking(move || instances::choose(wanted.as_deref()))
+            .await
+            .map_err(|e| Failure(format!("cannot read the running Blenders: {e}")))?;
+        match chosen {
+            Ok(instance) => {
+                let link = announced.link(&instance);
+                Ok(BlenderTools {
+                    client: link.client,
+                    addr: link.addr,
+                    reachable: link.reachable,
+                    ..self.clone()
+                })
+            }
+            // Nothing announced: a Blender that serves without announcing (the add-on) may still
+            // be at the default address; the connect error then says how to start one.
+            Err(ChooseError::NoneRunning) if selector.is_none() => Ok(self.clone()),
+            Err(e) => Err(Failure(format!(
+                "{e}; pass the tools' {BLENDER_ARG} argument (list_blenders shows them)"
+            ))),
+        }
+    }
+
+    /// The list_blenders tool: the services these tools can reach.
+    async fn list_blenders(&self) -> ToolOutcome {
+        let found = match &self.announced {
+            None => json!({"mode": "one", "address": self.addr, "blenders": []}),
+            Some(_) => {
+                let all = tokio::task::spawn_blocking(instances::discover)
+                    .await
+                    .map_err(|e| Failure(format!("cannot read the running Blenders: {e}")))?;
+                let list: Vec<Value> = all.iter().map(Instance::to_json).collect();
+                json!({
+                    "mode": "announced",
+                    "directory": instances::dir().display().to_string(),
+                    "blenders": list,
+                    "hint": match all.len() {
+                        0 => format!("no blendwire serve is running; the tools try {} (start one with `blendwire serve`)", self.addr),
+                        1 => "one Blender: the tools use it without a blender argument".to_string(),
+                        _ => format!("several Blenders: pass {BLENDER_ARG} (a port, a pid, or part of the .blend file's name) to every tool"),
+                    },
+                })
+            }
+        };
+        Ok(vec![ContentBlock::text(found.to_string())])
     }
 
     /// One request/response on a connection of the client, on the blocking pool. While it waits,
@@ -614,6 +758,30 @@ impl BlenderTools {
     }
 
     async fn dispatch(&self, name: &str, args: &Map<String, Value>, rq: Rq<'_>) -> Option<ToolOutcome> {
+        if name == "list_blenders" {
+            return Some(self.list_blenders().await);
+        }
+        if !tools().iter().any(|t| t.name == name) {
+            return None;
+        }
+        let selector = match args.get(BLENDER_ARG) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(other) => {
+                return Some(Err(Failure(format!(
+                    "{BLENDER_ARG} must be a port, a pid or part of a .blend file's name, got {other}"
+                ))))
+            }
+        };
+        let this = match self.for_blender(selector.as_deref()).await {
+            Ok(this) => this,
+            Err(f) => return Some(Err(f)),
+        };
+        this.run_tool(name, args, rq).await
+    }
+
+    async fn run_tool(&self, name: &str, args: &Map<String, Value>, rq: Rq<'_>) -> Option<ToolOutcome> {
         Some(match name {
             "get_scene_info" => self.json_tool("get_scene_info", json!({}), Retry::Once, rq).await,
             "get_object_info" => match required_str(args, "name") {
@@ -673,7 +841,14 @@ fn schema(value: Value) -> Map<String, Value> {
     }
 }
 
-fn tool(name: &'static str, description: &'static str, input: Value, read_only: bool) -> Tool {
+fn tool(name: &'static str, description: &'static str, mut input: Value, read_only: bool) -> Tool {
+    let props = input.get_mut("properties").and_then(Value::as_object_mut);
+    if let Some(props) = props.filter(|_| name != "list_blenders") {
+        props.insert(
+            BLENDER_ARG.into(),
+            json!({"type": ["string", "integer"], "description": "which Blender, when several run: its port, its pid, or part of its .blend file's name (list_blenders shows them); not needed with one"}),
+        );
+    }
     let annotations = ToolAnnotations::new()
         .read_only(read_only)
         .destructive(!read_only)
@@ -729,6 +904,12 @@ pub fn tools() -> Vec<Tool> {
             json!({"type": "object", "properties": {"key": key}, "required": ["key"], "additionalProperties": false}),
             false,
         ),
+        tool(
+            "list_blenders",
+            "The running Blenders these tools can reach (port, pid, .blend file, Blender version, runtime), for the other tools' blender argument.",
+            json!({"type": "object", "properties": {}, "additionalProperties": false}),
+            true,
+        ),
         tool("check_connection_status", "Whether Blender is reachable: address, scene name, object count and round-trip time, or the error; and what Blender's main thread is doing (idle, or the command running, for how long, its deadline).", none(), true),
     ]
 }
@@ -783,7 +964,12 @@ impl ServerHandler for BlenderTools {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        Ok(self.read_resource_at(&request.uri, Some(&context)).await?.into())
+        // Resources are the only (or the default) Blender's: they take no `blender` argument.
+        let this = self
+            .for_blender(None)
+            .await
+            .map_err(|Failure(message)| ErrorData::invalid_params(message, None))?;
+        Ok(this.read_resource_at(&request.uri, Some(&context)).await?.into())
     }
 
     // resources/subscribe is the legacy (handshake) protocol's, which MCP clients negotiate today;
@@ -865,7 +1051,7 @@ mod tests {
     #[test]
     fn every_tool_has_an_object_schema_and_a_one_line_description() {
         let tools = tools();
-        assert_eq!(tools.len(), 8);
+        assert_eq!(tools.len(), 9);
         for t in &tools {
             assert_eq!(t.input_schema.get("type"), Some(&json!("object")), "{}", t.name);
             let d = t.description.as_deref().unwrap_or_default();
@@ -876,8 +1062,10 @@ mod tests {
     #[test]
     fn connect_failure_names_the_address_and_how_to_start_blender() {
         let tools = BlenderTools::new(McpConfig {
-            host: "127.0.0.1".into(),
-            port: 1,
+            blenders: Blenders::One {
+                host: "127.0.0.1".into(),
+                port: 1,
+            },
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_millis(50),
             token: None,

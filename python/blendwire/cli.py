@@ -327,7 +327,11 @@ def _cmd_call(args):
 
 
 def _cmd_mcp(args):
-    port = args.blender_port if args.blender_port is not None else env_port()
+    # No port given (flag or $BLD_REMOTE_MCP_PORT): every running `blendwire serve`, picked per call.
+    port = args.blender_port
+    if port is None and os.environ.get("BLD_REMOTE_MCP_PORT"):
+        port = env_port()
+    host = args.blender_host
     token = os.environ.get("BLENDWIRE_TOKEN") or None
     if args.http is None and (args.stdio or args.allow_origin or args.allow_host):
         raise _Fail("--stdio, --allow-origin and --allow-host go with --http [HOST:]PORT")
@@ -337,7 +341,7 @@ def _cmd_mcp(args):
     # yet: tools connect on their first call.
     try:
         server = _core.McpServer(
-            args.blender_host,
+            host,
             port,
             timeout=args.timeout,
             connect_timeout=args.connect_timeout,
@@ -557,9 +561,15 @@ def _parser():
         help="with --http: also accept this Host header (e.g. this machine's name when listening on 0.0.0.0; "
         "the port is implied); the loopback names and the bound address always are; repeatable",
     )
-    m.add_argument("--blender-host", default=d["host"], help="the service's host (default %(default)s)")
     m.add_argument(
-        "--blender-port", type=int, help=f"the service's port (default: $BLD_REMOTE_MCP_PORT or {d['port']})"
+        "--blender-host", help=f"the service's host (default {d['host']}; with no host nor port: see --blender-port)"
+    )
+    m.add_argument(
+        "--blender-port",
+        type=int,
+        help="the one service to talk to (default: $BLD_REMOTE_MCP_PORT; with neither, every running `blendwire "
+        "serve` (see `blendwire list`), picked per call by the tools' `blender` argument, and "
+        f"{d['host']}:{d['port']} while none is running)",
     )
     m.add_argument(
         "--timeout",

@@ -2,7 +2,7 @@
 //! and `check_mcp_http` (the `--http` rules, before anything starts).
 
 use super::{errors, seconds_or};
-use crate::mcp::{http, HttpConfig, McpConfig, McpServer, Transports};
+use crate::mcp::{http, Blenders, HttpConfig, McpConfig, McpServer, Transports};
 use crate::settings;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -27,7 +27,8 @@ fn check_mcp_http(spec: &str, token: Option<&str>, allow_origins: Vec<String>) -
         .map(|rule| format!("--allow-origin {rule}"))
 }
 
-/// A running MCP server for the Blender service at host:port, on its own thread.
+/// A running MCP server for the Blender service at host:port (neither: every announced
+/// `blendwire serve`, chosen per call), on its own thread.
 #[pyclass(name = "McpServer", module = "blendwire._core", frozen)]
 struct PyMcpServer {
     inner: McpServer,
@@ -52,11 +53,19 @@ impl PyMcpServer {
         allow_hosts: Vec<String>,
     ) -> PyResult<Self> {
         let token = token.filter(|t| !t.is_empty());
+        let port = port
+            .map(|p| settings::client_port(p).map_err(|rule| errors::setting("port", rule)))
+            .transpose()?;
+        // Neither host nor port: every announced `blendwire serve` (chosen per call).
+        let blenders = match (host, port) {
+            (None, None) => Blenders::Announced,
+            (host, port) => Blenders::One {
+                host: host.unwrap_or_else(|| settings::DEFAULT_HOST.to_string()),
+                port: port.unwrap_or(settings::DEFAULT_PORT),
+            },
+        };
         let config = McpConfig {
-            host: host.unwrap_or_else(|| settings::DEFAULT_HOST.to_string()),
-            port: port.map_or(Ok(settings::DEFAULT_PORT), |p| {
-                settings::client_port(p).map_err(|rule| errors::setting("port", rule))
-            })?,
+            blenders,
             timeout: seconds_or("timeout", timeout, settings::DEFAULT_MCP_TIMEOUT)?,
             connect_timeout: seconds_or(
                 "connect_timeout",
