@@ -88,6 +88,11 @@ def test_example_project_passes(runtime, tmp_path):
 
 
 def test_crash_and_hang_fail_alone(runtime, tmp_path):
+    if runtime == "gui":
+        # A minute of CI for three GUI restarts: the plugin's crash, hang and kill handling is the
+        # same for every runtime (checked in background and bpy), and interrupting a job in the GUI
+        # is test_interrupt's (gui).
+        pytest.skip("the crash and hang paths are the same in every runtime; checked in background and bpy")
     run = run_pytest(EXAMPLES / "pytest_addon_failures", tmp_path, f"--blender-runtime={runtime}")
     assert run.returncode == 1, run.output
     assert run.names("failed") == {
