@@ -10,11 +10,13 @@ import json
 import os
 import tempfile
 
+import anyio
 import bwtest
 import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from test_mcp import failed, ok_json, run, text_of
+from test_mcp_http import recorder
 
 
 @pytest.fixture
@@ -25,7 +27,7 @@ def runtime_dir(tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def mcp_all(runtime_dir, *extra):
+async def mcp_all(runtime_dir, *extra, message_handler=None):
     """`blendwire mcp` with no port (every announced Blender), over stdio."""
     params = StdioServerParameters(
         command=bwtest.blendwire_command()[0],
@@ -34,7 +36,7 @@ async def mcp_all(runtime_dir, *extra):
     )
     with tempfile.TemporaryFile("w+") as errlog:
         async with stdio_client(params, errlog=errlog) as (read, write):
-            async with ClientSession(read, write) as session:
+            async with ClientSession(read, write, message_handler=message_handler) as session:
                 await session.initialize()
                 yield session
 
@@ -50,16 +52,25 @@ def objects(port):
 
 @pytest.mark.background
 @pytest.mark.bpy
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
 def test_one_mcp_serves_two_blenders_picked_per_call(serve_factory, runtime_dir):
     env = {"XDG_RUNTIME_DIR": str(runtime_dir)}
     a = serve_factory("background", env=env)
 
+    updates = []
+
     async def body_one():
-        async with mcp_all(runtime_dir) as s:
-            # One Blender: no argument needed.
+        async with mcp_all(runtime_dir, message_handler=recorder(updates)) as s:
+            # One Blender: no argument needed, for tools, resources and the scene subscription.
             listed = ok_json(await s.call_tool("list_blenders", {}))
             assert [b["port"] for b in listed["blenders"]] == [a.port], listed
             assert count(await s.call_tool("get_scene_info", {})) == objects(a.port)
+            scene = json.loads((await s.read_resource("blender://scene")).contents[0].text)
+            assert scene["object_count"] == objects(a.port), scene
+            await s.subscribe_resource("blender://scene")
+            text_of(await s.call_tool("execute_code", {"code": "import bpy\nbpy.ops.mesh.primitive_cube_add()"}))
+            await anyio.to_thread.run_sync(lambda: bwtest.wait_for(lambda: updates, 30, "a scene update"))
+            assert updates == ["blender://scene"], updates
 
     run(body_one)
     b = serve_factory("bpy", env=env)

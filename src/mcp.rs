@@ -980,7 +980,12 @@ impl ServerHandler for BlenderTools {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.subscribe_to(&request.uri, context.peer).await
+        // The watch re-reads the only (or the default) Blender, as resources do.
+        let this = self
+            .for_blender(None)
+            .await
+            .map_err(|Failure(message)| ErrorData::invalid_params(message, None))?;
+        this.subscribe_to(&request.uri, context.peer).await
     }
 
     #[allow(deprecated)]
