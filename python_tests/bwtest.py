@@ -429,6 +429,19 @@ def blendwire_command() -> list[str]:
     raise AssertionError("the `blendwire` command is not installed (run scripts/setup)")
 
 
+def kill_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGKILL the process group `proc` leads (started with start_new_session) and wait up to
+    `timeout` for `proc` to be gone; nothing if it already is."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 class ServeProcess:
     """A `blendwire serve ...` subprocess (own process group) with its output collected by threads."""
 
@@ -525,14 +538,7 @@ class ServeProcess:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=EXIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_group(self.proc, EXIT_TIMEOUT)
 
     def shutdown(self, timeout: float = EXIT_TIMEOUT) -> int:
         """Send `server_shutdown`; assert the answer and that the process exits 0 within `timeout`.
@@ -572,6 +578,56 @@ def start_serve(runtime: str, port: int = 0, extra: list[str] | None = None, env
     if port:
         assert sp.port == port, sp.output()
     return sp
+
+
+# ---- the tests' own peers: helper programs and listeners -------------------------------------
+
+
+class ChildProcess:
+    """A helper program run as a subprocess in a session (process group) of its own, with pipes
+    for stdin/stdout/stderr; its stderr is collected by a thread (`stderr_lines`, `tail()`), its
+    stdout is the subclass's to read. `kill()` SIGKILLs the whole group, so a test can make it die
+    for real (no goodbye; its ports free when kill() returns) and start it again."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        self.stderr_lines: list[str] = []
+
+    def _spawn(self, cmd: list[str], **kw) -> subprocess.Popen:
+        assert not self.running, f"{self.name} is already running"
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kw
+        )
+        threading.Thread(target=self._pump_stderr, args=(self.proc,), daemon=True).start()
+        return self.proc
+
+    def _pump_stderr(self, proc: subprocess.Popen) -> None:
+        for raw in iter(proc.stderr.readline, b""):
+            self.stderr_lines.append(raw.decode("utf-8", "replace").rstrip())
+        proc.stderr.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the process group; gone (and its ports free) when this returns."""
+        if self.proc is None:
+            return
+        kill_group(self.proc, 10)
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the process group (SIGSTOP freezes it: its sockets stay open)."""
+        assert self.running, f"{self.name} is not running"
+        os.killpg(self.proc.pid, signum)
+
+    def tail(self, n: int = 20) -> str:
+        return f"--- {self.name} stderr:\n" + "\n".join(self.stderr_lines[-n:])
 
 
 class Listener:

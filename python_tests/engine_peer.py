@@ -5,7 +5,8 @@ killed" is a real SIGKILL: the listener and every connection vanish at once, as 
 dies. The subprocess (this file run as a script) talks to the test through JSON lines: it prints
 one line per thing that happens (listening, connect with its auth and verdict, each event received,
 disconnect), each with a `time.monotonic()` stamp (CLOCK_MONOTONIC is system-wide, so comparable
-with the test's clock), and reads commands (`emit`, `set_token`) from stdin.
+with the test's clock), and reads commands (`emit`, `set_token`) from stdin; jsonl_peer.py has
+both ends of that link (shared with fleet_node.py).
 
 With `certfile`/`keyfile` (`--certfile/--keyfile` as a script) the peer serves https/wss with that
 certificate (chain) and key, e.g. from `certs.make_cert`; its `url` is then `https://...`.
@@ -21,15 +22,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import bwtest  # standard library only, beside this file (also when run as a script)
+from jsonl_peer import RecordingProcess, report_events, reporter, serve_commands
+
+__all__ = ["HOST", "NAMESPACE", "SOCKETIO_PATH", "AttemptRecorder", "EnginePeer"]
 
 HOST = bwtest.HOST
 SOCKETIO_PATH = "/ws/socket.io/"
@@ -60,14 +61,7 @@ def _peer_main(argv):
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.certfile, args.keyfile)
 
-    out_lock = threading.Lock()
-
-    def say(kind, **fields):
-        line = json.dumps({"kind": kind, "t": time.monotonic(), **fields})
-        with out_lock:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-
+    say = reporter()
     state = {"token": args.token}
     # As cr8_engine does: a long ping interval and timeout.
     sio = socketio.AsyncServer(
@@ -90,27 +84,9 @@ def _peer_main(argv):
             raise socketio.exceptions.ConnectionRefusedError("invalid token")
         return True
 
-    @sio.on("disconnect", namespace=NAMESPACE)
-    async def on_disconnect(sid, *reason):
-        say("disconnect", sid=sid)
-
-    @sio.on("*", namespace=NAMESPACE)
-    async def on_any(event, sid, data=None):
-        say("event", sid=sid, event=event, data=data)
+    report_events(sio, NAMESPACE, say)
 
     async def main():
-        loop = asyncio.get_running_loop()
-
-        def read_stdin():
-            for raw in sys.stdin:
-                try:
-                    cmd = json.loads(raw)
-                except ValueError:
-                    say("bad_command", line=raw)
-                    continue
-                asyncio.run_coroutine_threadsafe(handle(cmd), loop)
-            os._exit(0)  # the test closed our stdin (or died): nobody listens any more
-
         async def handle(cmd):
             op = cmd.get("op")
             if op == "emit":
@@ -126,7 +102,7 @@ def _peer_main(argv):
         await runner.setup()
         site = web.TCPSite(runner, HOST, args.port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
-        threading.Thread(target=read_stdin, daemon=True).start()
+        serve_commands(handle, say)
         say("listening", port=args.port, pid=os.getpid())
         await asyncio.Event().wait()
 
@@ -136,10 +112,11 @@ def _peer_main(argv):
 # ---- the test side ----------------------------------------------------------------------------
 
 
-class EnginePeer:
+class EnginePeer(RecordingProcess):
     """The engine on 127.0.0.1:`port` (a fresh free port by default). `start()` / `kill()` may be
     called again and again on the same port; `records` keeps everything every run reported.
-    `certfile`/`keyfile`: serve TLS (https); they may be changed between runs (a new certificate)."""
+    `certfile`/`keyfile`: serve TLS (https); they may be changed between runs (a new certificate).
+    `kill()` is a SIGKILL: the engine dies without a goodbye; its port is free when it returns."""
 
     def __init__(
         self,
@@ -149,84 +126,26 @@ class EnginePeer:
         certfile: str | os.PathLike | None = None,
         keyfile: str | os.PathLike | None = None,
     ):
+        super().__init__("engine peer")
         self.port = port or bwtest.free_port()
         self.token = token
         self.python = python or sys.executable
         self.certfile, self.keyfile = certfile, keyfile
         self.url = f"{'https' if certfile else 'http'}://{HOST}:{self.port}"
-        self.records: list[dict] = []
-        self.proc: subprocess.Popen | None = None
-        self.stderr_lines: list[str] = []
-        self.runs = 0
-        self._lock = threading.Lock()
 
     # -- lifecycle
 
     def start(self, timeout: float = START_TIMEOUT) -> EnginePeer:
-        assert self.proc is None or self.proc.poll() is not None, "the peer is already running"
         cmd = [self.python, os.path.abspath(__file__), "--port", str(self.port)]
         if self.token is not None:
             cmd += ["--token", self.token]
         if self.certfile is not None:
             cmd += ["--certfile", os.fspath(self.certfile), "--keyfile", os.fspath(self.keyfile)]
-        self.runs += 1
-        run = self.runs
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-        )
-        proc = self.proc
-        threading.Thread(target=self._read_stdout, args=(proc, run), daemon=True).start()
-        threading.Thread(target=self._read_stderr, args=(proc,), daemon=True).start()
-        try:
-            self.wait(
-                lambda r: r["kind"] == "listening" and r["run"] == run,
-                timeout,
-                f"the engine peer listening on port {self.port}",
-            )
-        except AssertionError as e:
-            self.kill()
-            raise AssertionError(f"{e}\n--- peer stderr:\n" + "\n".join(self.stderr_lines[-30:])) from None
+        self._start_recording(cmd, timeout, f"port {self.port}")
         return self
 
-    def _read_stdout(self, proc, run):
-        for raw in iter(proc.stdout.readline, b""):
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                rec = {"kind": "garbage", "line": raw.decode("utf-8", "replace"), "t": time.monotonic()}
-            rec["run"] = run
-            with self._lock:
-                self.records.append(rec)
-        proc.stdout.close()
-
-    def _read_stderr(self, proc):
-        for raw in iter(proc.stderr.readline, b""):
-            self.stderr_lines.append(raw.decode("utf-8", "replace").rstrip())
-        proc.stderr.close()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: the engine dies without a goodbye; its port is free when this returns."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        for stream in (self.proc.stdin,):
-            try:
-                stream.close()
-            except OSError:
-                pass
-
-    close = kill
+    def close(self) -> None:
+        self.kill()
 
     def __enter__(self):
         return self.start()
@@ -236,20 +155,15 @@ class EnginePeer:
 
     # -- talking to it
 
-    def _send(self, cmd: dict) -> None:
-        assert self.running, "the engine peer is not running"
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode("utf-8"))
-        self.proc.stdin.flush()
-
     def set_token(self, token: str | None) -> None:
         """Change the token the peer accepts (None: any); the peer confirms before this returns."""
         self.token = token
         n = len(self.records)
-        self._send({"op": "set_token", "token": token})
+        self.send({"op": "set_token", "token": token})
         self.wait(lambda r: r["kind"] == "token_set", 10, "the peer to take the token", start=n)
 
     def emit(self, event: str, data: Any, sid: str | None = None) -> None:
-        self._send({"op": "emit", "event": event, "data": data, "sid": sid})
+        self.send({"op": "emit", "event": event, "data": data, "sid": sid})
 
     def send_command(
         self,
@@ -275,13 +189,6 @@ class EnginePeer:
         return message_id
 
     # -- what it saw
-
-    def snapshot(self, start: int = 0) -> list[dict]:
-        with self._lock:
-            return list(self.records[start:])
-
-    def find(self, pred: Callable[[dict], bool], start: int = 0) -> list[dict]:
-        return [r for r in self.snapshot(start) if pred(r)]
 
     def wait(self, pred: Callable[[dict], bool], timeout: float, what: str, start: int = 0) -> dict:
         """The first record (from index `start`) matching `pred`, waiting up to `timeout`."""

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,6 +40,7 @@ from typing import Any
 import bwtest
 import certs
 from fleet_node import FLEET_ROOM, user_room  # stdlib-only at import: socketio loads in its main()
+from jsonl_peer import RecordingProcess
 
 __all__ = [
     "ADDON_ID",
@@ -144,58 +144,7 @@ def _tcp_open(port: int) -> bool:
         return False
 
 
-class _Process:
-    """A subprocess in its own session with stdout/stderr collected by threads."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.proc: subprocess.Popen | None = None
-        self.stderr_lines: list[str] = []
-
-    def _spawn(self, cmd: list[str], **kw) -> subprocess.Popen:
-        assert not self.running, f"{self.name} is already running"
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kw
-        )
-        threading.Thread(target=self._pump_stderr, args=(self.proc,), daemon=True).start()
-        return self.proc
-
-    def _pump_stderr(self, proc):
-        for raw in iter(proc.stderr.readline, b""):
-            self.stderr_lines.append(raw.decode("utf-8", "replace").rstrip())
-        proc.stderr.close()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the process group; gone (and its ports free) when this returns."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-
-    def signal(self, signum: int) -> None:
-        """Send `signum` to the process group (SIGSTOP freezes it: its sockets stay open)."""
-        assert self.running, f"{self.name} is not running"
-        os.killpg(self.proc.pid, signum)
-
-    def tail(self, n: int = 20) -> str:
-        return f"--- {self.name} stderr:\n" + "\n".join(self.stderr_lines[-n:])
-
-
-class Redis(_Process):
+class Redis(bwtest.ChildProcess):
     """redis-server on 127.0.0.1 (a free port), nothing saved, its folder a temporary one."""
 
     def __init__(self, folder: Path):
@@ -228,7 +177,7 @@ class Redis(_Process):
             return False
 
 
-class Node(_Process):
+class Node(RecordingProcess):
     """One engine node (fleet_node.py) on a fixed port; start()/kill() again and again."""
 
     def __init__(self, name: str, redis_url: str, python: str | None = None):
@@ -237,54 +186,22 @@ class Node(_Process):
         self.redis_url = redis_url
         self.port = bwtest.free_port()
         self.python = python or sys.executable
-        self.records: list[dict] = []
-        self._lock = threading.Lock()
-        self.runs = 0
 
     def start(self, timeout: float = START_TIMEOUT) -> Node:
-        self.runs += 1
-        run = self.runs
-        proc = self._spawn(
+        self._start_recording(
             [self.python, str(NODE_SCRIPT), "--port", str(self.port), "--redis-url", self.redis_url,
              "--name", self.node_name],
+            timeout,
+            f"port {self.port}",
         )  # fmt: skip
-        threading.Thread(target=self._read, args=(proc, run), daemon=True).start()
-        try:
-            bwtest.wait_for(
-                lambda: proc.poll() is not None or self.find(lambda r: r["kind"] == "listening" and r["run"] == run),
-                timeout,
-                f"{self.name} listening on port {self.port}",
-            )
-        except AssertionError as e:
-            self.kill()
-            raise AssertionError(f"{e}\n{self.tail()}") from None
-        if proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited ({proc.returncode}) before listening\n{self.tail()}")
         return self
-
-    def _read(self, proc, run):
-        for raw in iter(proc.stdout.readline, b""):
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                rec = {"kind": "garbage", "line": raw.decode("utf-8", "replace"), "t": time.monotonic()}
-            rec["run"] = run
-            with self._lock:
-                self.records.append(rec)
-        proc.stdout.close()
-
-    def find(self, pred: Callable[[dict], bool]) -> list[dict]:
-        with self._lock:
-            return [r for r in self.records if pred(r)]
 
     def emit(self, event: str, data: Any, room: str | None) -> None:
         """Emit through this node (and the Redis manager) to `room`: a room name or a sid."""
-        assert self.running, f"{self.name} is not running"
-        self.proc.stdin.write((json.dumps({"op": "emit", "event": event, "data": data, "room": room}) + "\n").encode())
-        self.proc.stdin.flush()
+        self.send({"op": "emit", "event": event, "data": data, "room": room})
 
 
-class Balancer(_Process):
+class Balancer(bwtest.ChildProcess):
     """haproxy: a plain-http port and a TLS port (the certificate of `cert`), round robin over the
     nodes, each checked every 300 ms so a dead node is out of rotation at once; a connection that
     finds its node gone is sent to another (redispatch)."""

@@ -5,8 +5,8 @@ on a shared redis-server, as a cr8_engine that outgrew one process runs: an emit
 sid) on any node reaches the Blender wherever it is connected. Each Blender joins two rooms when it
 connects: `user:<username>` (its own; usernames are unique in a fleet) and `fleet` (all of them).
 
-It talks to the test through JSON lines, like engine_peer.py (whose format it follows: one line
-per thing that happens, each with a `time.monotonic()` stamp, CLOCK_MONOTONIC being system-wide):
+It talks to the test through JSON lines, as engine_peer.py does (jsonl_peer.py has both ends: one
+line per thing that happens, each with a `time.monotonic()` stamp, CLOCK_MONOTONIC being system-wide):
 `listening`, `connect` (sid, username), `disconnect`, `event` (every event a Blender sends, e.g.
 command_completed), `emitted`; it reads commands from stdin: {"op": "emit", "event", "data",
 "room"} (room: a room name or a sid, anywhere in the fleet).
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-import threading
 import time
+
+from jsonl_peer import report_events, reporter, serve_commands  # stdlib only, beside this file
 
 __all__ = ["NAMESPACE", "SOCKETIO_PATH", "FLEET_ROOM", "user_room"]
 
@@ -48,13 +48,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--name", required=True, help="the node's name in its records")
     args = ap.parse_args(argv)
 
-    out_lock = threading.Lock()
-
-    def say(kind, **fields):
-        line = json.dumps({"kind": kind, "t": time.monotonic(), "node": args.name, **fields})
-        with out_lock:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+    say = reporter(node=args.name)
 
     # Names this node's Redis connections, so it can see its own subscription (CLIENT LIST).
     client_name = f"fleet-node-{args.name}-{os.getpid()}"
@@ -81,27 +75,9 @@ def main(argv: list[str]) -> None:
         say("connect", sid=sid, username=username)
         return True
 
-    @sio.on("disconnect", namespace=NAMESPACE)
-    async def on_disconnect(sid, *reason):
-        say("disconnect", sid=sid)
-
-    @sio.on("*", namespace=NAMESPACE)
-    async def on_any(event, sid, data=None):
-        say("event", sid=sid, event=event, data=data)
+    report_events(sio, NAMESPACE, say)
 
     async def run():
-        loop = asyncio.get_running_loop()
-
-        def read_stdin():
-            for raw in sys.stdin:
-                try:
-                    cmd = json.loads(raw)
-                except ValueError:
-                    say("bad_command", line=raw)
-                    continue
-                asyncio.run_coroutine_threadsafe(handle(cmd), loop)
-            os._exit(0)  # the test closed our stdin (or died): nobody listens any more
-
         async def handle(cmd):
             if cmd.get("op") != "emit":
                 say("bad_command", line=cmd)
@@ -133,7 +109,7 @@ def main(argv: list[str]) -> None:
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
         await site.start()
-        threading.Thread(target=read_stdin, daemon=True).start()
+        serve_commands(handle, say)
         say("listening", port=args.port, pid=os.getpid())
         await asyncio.Event().wait()
 

@@ -23,7 +23,7 @@ import bwtest
 import pytest
 from bwtest import Conn, assert_error, assert_success, stdout_of, wait_for
 from test_interrupt import ANSWER_WAIT, assert_served, main_thread, wait_running
-from test_mcp import mcp_session, text_of
+from test_mcp import mcp_session, ok, text_of
 
 BUSY = "while True:\n    pass\n"
 
@@ -279,45 +279,50 @@ def test_ctrl_c_in_the_calling_script_cancels_its_job(server):
     assert_cancelled_not_interrupted(server, before)
 
 
+async def check_progress_and_cancel(s, server):
+    """On the MCP session `s` (any transport): a call's progress arrives as notifications/progress,
+    in order; abandoning a call sends notifications/cancelled, which cancels its Blender job (not
+    interrupted at its deadline) while the same session is answered meanwhile; the session goes on."""
+    notes = []
+
+    async def on_progress(progress, total, message):
+        notes.append((progress, total, message))
+
+    result = await s.call_tool("execute_code", {"code": REPORTING}, progress_callback=on_progress)
+    assert text_of(ok(result)).endswith("listened True\n")
+    assert notes, "no notifications/progress"
+    assert [p for p, _, _ in notes] == sorted(p for p, _, _ in notes), notes
+    assert notes[-1][:2] == (100.0, 100.0), notes
+    assert any("step 5" in (m or "") for _, _, m in notes), notes
+
+    # Abandoning the call makes the SDK send notifications/cancelled: the job is cancelled.
+    before = errors(server)
+    async with anyio.create_task_group() as tg:
+
+        async def runaway():
+            await s.call_tool("execute_code", {"code": BUSY, "timeout_seconds": 20})
+
+        tg.start_soon(runaway)
+        await anyio.to_thread.run_sync(
+            lambda: wait_for(lambda: main_thread(server)["state"] == "running", ANSWER_WAIT, "the job to run")
+        )
+        # The same MCP session is answered meanwhile (its calls have connections of their own).
+        status = json.loads(text_of(ok(await s.call_tool("check_connection_status", {}))))
+        assert status["main_thread"]["state"] == "running", status
+        assert status["main_thread"]["command"] == "execute_code", status
+        tg.cancel_scope.cancel()
+    await anyio.to_thread.run_sync(
+        lambda: wait_for(lambda: main_thread(server)["state"] == "idle", ANSWER_WAIT, "the job to be cancelled")
+    )
+    assert_cancelled_not_interrupted(server, before)
+    assert text_of(ok(await s.call_tool("execute_code", {"code": "print(6 * 7)"}))) == "42\n"
+
+
 @pytest.mark.runtimes("background", "gui")
 def test_mcp_progress_notifications_and_cancellation(server):
     async def body():
         async with mcp_session(server.port, server.host) as s:
-            notes = []
-
-            async def on_progress(progress, total, message):
-                notes.append((progress, total, message))
-
-            result = await s.call_tool("execute_code", {"code": REPORTING}, progress_callback=on_progress)
-            assert not result.is_error, result
-            assert text_of(result).endswith("listened True\n")
-            assert notes, "no notifications/progress"
-            assert [p for p, _, _ in notes] == sorted(p for p, _, _ in notes), notes
-            assert notes[-1][:2] == (100.0, 100.0), notes
-            assert any("step 5" in (m or "") for _, _, m in notes), notes
-
-            # Abandoning the call makes the SDK send notifications/cancelled: the job is cancelled.
-            before = errors(server)
-            async with anyio.create_task_group() as tg:
-
-                async def runaway():
-                    await s.call_tool("execute_code", {"code": BUSY, "timeout_seconds": 20})
-
-                tg.start_soon(runaway)
-                await anyio.to_thread.run_sync(
-                    lambda: wait_for(lambda: main_thread(server)["state"] == "running", ANSWER_WAIT, "the job to run")
-                )
-                # The same MCP session is answered meanwhile (its calls have connections of their own).
-                status = json.loads(text_of(await s.call_tool("check_connection_status", {})))
-                assert status["main_thread"]["state"] == "running", status
-                assert status["main_thread"]["command"] == "execute_code", status
-                tg.cancel_scope.cancel()
-            await anyio.to_thread.run_sync(
-                lambda: wait_for(lambda: main_thread(server)["state"] == "idle", ANSWER_WAIT, "the job to be cancelled")
-            )
-            assert_cancelled_not_interrupted(server, before)
-            # The session goes on.
-            assert text_of(await s.call_tool("execute_code", {"code": "print(6 * 7)"})) == "42\n"
+            await check_progress_and_cancel(s, server)
             with open(s.errlog_path) as f:
                 assert "cancelling its Blender job" in f.read()
 

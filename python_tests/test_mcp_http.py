@@ -27,8 +27,8 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from test_cancel_progress import BUSY, REPORTING, assert_cancelled_not_interrupted, errors
-from test_interrupt import ANSWER_WAIT, main_thread
+from test_cancel_progress import check_progress_and_cancel
+from test_interrupt import ANSWER_WAIT
 from test_mcp import TOOLS, failed, ok, ok_json, png_size, text_of
 
 pytestmark = pytest.mark.runtimes("background", "bpy")
@@ -181,33 +181,7 @@ def test_four_agents_at_once_each_call_its_own_job(server, endpoint):
 def test_progress_and_cancel_over_http(server, endpoint):
     async def body():
         async with http_session(endpoint.url) as s:
-            notes = []
-
-            async def on_progress(progress, total, message):
-                notes.append((progress, total, message))
-
-            result = await s.call_tool("execute_code", {"code": REPORTING}, progress_callback=on_progress)
-            assert text_of(ok(result)).endswith("listened True\n")
-            assert notes and notes[-1][:2] == (100.0, 100.0), notes
-            assert any("step 5" in (m or "") for _, _, m in notes), notes
-
-            # Abandoning the call makes the SDK send notifications/cancelled: the job is cancelled.
-            before = errors(server)
-            async with anyio.create_task_group() as tg:
-
-                async def runaway():
-                    await s.call_tool("execute_code", {"code": BUSY, "timeout_seconds": 20})
-
-                tg.start_soon(runaway)
-                await anyio.to_thread.run_sync(
-                    lambda: wait_for(lambda: main_thread(server)["state"] == "running", ANSWER_WAIT, "the job to run")
-                )
-                tg.cancel_scope.cancel()
-            await anyio.to_thread.run_sync(
-                lambda: wait_for(lambda: main_thread(server)["state"] == "idle", ANSWER_WAIT, "the job to be cancelled")
-            )
-            assert_cancelled_not_interrupted(server, before)
-            assert text_of(ok(await s.call_tool("execute_code", {"code": "print(6 * 7)"}))) == "42\n"
+            await check_progress_and_cancel(s, server)
         assert "cancelling its Blender job" in endpoint.stderr()
 
     anyio.run(body)
