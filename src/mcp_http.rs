@@ -288,6 +288,7 @@ async fn json_if_whole(response: Response) -> Response {
     let mut stream = body.into_data_stream();
     let mut read: Vec<Result<Bytes, axum::Error>> = Vec::new();
     let mut pending: Vec<u8> = Vec::new(); // the event being read
+    let mut scanned = 0; // bytes of `pending` known to hold no event end (a large answer comes in pieces)
     'read: while let Some(chunk) = stream.next().await {
         let Ok(bytes) = &chunk else {
             read.push(chunk);
@@ -295,10 +296,15 @@ async fn json_if_whole(response: Response) -> Response {
         };
         pending.extend_from_slice(bytes);
         read.push(chunk);
-        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+        while let Some(end) = pending[scanned..]
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map(|i| scanned + i)
+        {
             match first_event(&pending[..end]) {
                 FirstEvent::Priming => {
                     pending.drain(..end + 2);
+                    scanned = 0;
                 }
                 FirstEvent::Response(json) => {
                     // The rest of the stream is dropped, as when a client leaves: it has nothing
@@ -312,6 +318,7 @@ async fn json_if_whole(response: Response) -> Response {
                 FirstEvent::More => break 'read,
             }
         }
+        scanned = pending.len().saturating_sub(1);
     }
     let body = futures_util::stream::iter(read).chain(stream);
     Response::from_parts(parts, Body::from_stream(body))
@@ -421,6 +428,9 @@ mod tests {
         let both = format!("{PRIMING}{RESPONSE}");
         let (a, b) = both.split_at(PRIMING.len() + 7);
         assert_eq!(answer(sse(&[a, b])).await, ("application/json".into(), json.into()));
+        let (a, rest) = both.split_at(PRIMING.len() - 1); // between the two newlines
+        let (b, c) = rest.split_at(rest.len() - 1);
+        assert_eq!(answer(sse(&[a, b, c])).await, ("application/json".into(), json.into()));
         let error = "data: {\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-1,\"message\":\"m\"}}\n\n";
         assert_eq!(answer(sse(&[error])).await.0, "application/json");
         // Progress first, a keep-alive comment first, or no response at all: the same stream.
