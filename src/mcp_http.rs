@@ -1,6 +1,7 @@
 //! MCP over Streamable HTTP at `/mcp`: rmcp's own transport (`StreamableHttpService`, sessions in
-//! memory) served by axum on hyper, as rmcp's examples do. This module adds only the listener and
-//! its guard rails, safe by default:
+//! memory) served by axum on hyper, as rmcp's examples do. This module adds the listener
+//! (`TCP_NODELAY`), a call's lone response answered as JSON ([`json_when_whole`]: cheaper for
+//! clients) and the guard rails, safe by default:
 //!
 //! - loopback unless a token is set (the service's rule, `settings::host`, on the bound address);
 //! - `Host` must name this listener: a loopback name or the bound host (or an `--allow-host`), with
@@ -223,8 +224,8 @@ enum FirstEvent {
     More,
 }
 
-/// One SSE event (its lines, without the blank line that ends it), as rmcp writes them
-/// (sse-stream: `data: ...`, `id: ...`, `retry: ...`, comments `:...`).
+/// What one SSE event is, given its lines without the blank line that ends it, as rmcp writes
+/// them (sse-stream: `data: ...`, `id: ...`, `retry: ...`; keep-alive comments `:`).
 fn first_event(event: &[u8]) -> FirstEvent {
     let mut data: Option<Vec<u8>> = None;
     let mut comment = false;
