@@ -252,6 +252,25 @@ def bpy_scene_collection(collections):
     return next(iter(collections))
 
 
+def test_a_call_is_answered_as_json_unless_progress_streams_first(server, endpoint):
+    """rmcp answers every call of a session as an event stream; a call whose only message is its
+    response comes back as application/json (a client then keeps its connection), one with
+    progress stays an event stream: the notifications, then the response."""
+    port = endpoint.port
+    session = raw_session(port, {})
+    status, headers, text = post(port, tool_call("print(1)"), session)
+    assert status == 200 and headers["content-type"] == "application/json", (status, headers, text)
+    answer = json.loads(text)
+    assert answer["id"] == 2 and not answer["result"].get("isError"), answer
+    call = tool_call("print(1)")
+    call["params"]["_meta"] = {"progressToken": "p"}
+    status, headers, text = post(port, call, session)
+    assert status == 200 and headers["content-type"].startswith("text/event-stream"), (status, headers, text)
+    messages = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and line[5:].strip()]
+    assert messages[-1]["id"] == 2 and not messages[-1]["result"].get("isError"), messages
+    assert messages[:-1] and all(m["method"] == "notifications/progress" for m in messages[:-1]), messages
+
+
 def test_resources_and_prompt_over_http(server, endpoint, tmp_path):
     async def body():
         async with http_session(endpoint.url) as s:

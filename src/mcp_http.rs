@@ -1,6 +1,7 @@
 //! MCP over Streamable HTTP at `/mcp`: rmcp's own transport (`StreamableHttpService`, sessions in
-//! memory) served by axum on hyper, as rmcp's examples do. This module adds only the listener and
-//! its guard rails, safe by default:
+//! memory) served by axum on hyper, as rmcp's examples do. This module adds the listener
+//! (`TCP_NODELAY`), a call's lone response answered as JSON ([`json_when_whole`]: cheaper for
+//! clients) and the guard rails, safe by default:
 //!
 //! - loopback unless a token is set (the service's rule, `settings::host`, on the bound address);
 //! - `Host` must name this listener: a loopback name or the bound host (or an `--allow-host`), with
@@ -14,10 +15,13 @@
 //! A refused request never reaches the MCP handler, so nothing runs in Blender.
 
 use super::BlenderTools;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, uri::Authority, HeaderValue, StatusCode};
+use axum::http::{header, uri::Authority, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use futures_util::StreamExt;
 use rmcp::transport::streamable_http_server::{
     session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
 };
@@ -209,6 +213,118 @@ async fn guard(State(g): State<Arc<Guard>>, request: Request, next: Next) -> Res
     response
 }
 
+/// What the first event of an SSE answer is, for [`json_when_whole`].
+#[derive(Debug, PartialEq)]
+enum FirstEvent {
+    /// No data (an SSE priming event: an id and a retry interval): read on.
+    Priming,
+    /// The request's JSON-RPC response (or error): the whole answer.
+    Response(Vec<u8>),
+    /// A notification, a server request or a keep-alive comment: more will follow.
+    More,
+}
+
+/// What one SSE event is, given its lines without the blank line that ends it, as rmcp writes
+/// them (sse-stream: `data: ...`, `id: ...`, `retry: ...`; keep-alive comments `:`).
+fn first_event(event: &[u8]) -> FirstEvent {
+    let mut data: Option<Vec<u8>> = None;
+    let mut comment = false;
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(value) = line.strip_prefix(b"data:") {
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            let d = data.get_or_insert_with(Vec::new);
+            if !d.is_empty() {
+                d.push(b'\n');
+            }
+            d.extend_from_slice(value);
+        } else if line.starts_with(b":") {
+            comment = true;
+        }
+    }
+    match data {
+        Some(d) if !d.is_empty() => {
+            let is_response = serde_json::from_slice::<serde_json::Value>(&d).is_ok_and(|v| {
+                v.get("id").is_some()
+                    && v.get("method").is_none()
+                    && (v.get("result").is_some() || v.get("error").is_some())
+            });
+            if is_response {
+                FirstEvent::Response(d)
+            } else {
+                FirstEvent::More
+            }
+        }
+        _ if comment => FirstEvent::More,
+        _ => FirstEvent::Priming,
+    }
+}
+
+/// rmcp answers every POST of a session with an SSE stream (tower.rs `handle_post`: the session
+/// branch returns `sse_stream_response(session_manager.create_stream(..))`; its `json_response`
+/// only applies to stateless requests, and sessions are what carry subscriptions). An SSE answer
+/// costs an HTTP client more: e.g. the official Python client stops reading at the response event
+/// and so cannot reuse the connection (one new TCP connection per call). So: when the first event
+/// after the priming one is the response itself, answer it as `application/json`, as rmcp's
+/// stateless `json_response` does; when a notification (progress), a server request or a
+/// keep-alive comment (no message for `sse_keep_alive`) comes first, the stream goes on as SSE
+/// with what was read.
+async fn json_when_whole(request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    json_if_whole(next.run(request).await).await
+}
+
+/// [`json_when_whole`] on one answer.
+async fn json_if_whole(response: Response) -> Response {
+    let is_sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if response.status() != StatusCode::OK || !is_sse {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut read: Vec<Result<Bytes, axum::Error>> = Vec::new();
+    let mut pending: Vec<u8> = Vec::new(); // the event being read
+    let mut scanned = 0; // bytes of `pending` known to hold no event end (a large answer comes in pieces)
+    'read: while let Some(chunk) = stream.next().await {
+        let Ok(bytes) = &chunk else {
+            read.push(chunk);
+            break;
+        };
+        pending.extend_from_slice(bytes);
+        read.push(chunk);
+        while let Some(end) = pending[scanned..]
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map(|i| scanned + i)
+        {
+            match first_event(&pending[..end]) {
+                FirstEvent::Priming => {
+                    pending.drain(..end + 2);
+                    scanned = 0;
+                }
+                FirstEvent::Response(json) => {
+                    // The rest of the stream is dropped, as when a client leaves: it has nothing
+                    // more for this request (rmcp ends a request's stream at its response).
+                    parts
+                        .headers
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    parts.headers.remove(header::CACHE_CONTROL);
+                    return Response::from_parts(parts, Body::from(json));
+                }
+                FirstEvent::More => break 'read,
+            }
+        }
+        scanned = pending.len().saturating_sub(1);
+    }
+    let body = futures_util::stream::iter(read).chain(stream);
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
 /// Serve until `stop` is cancelled. Sessions share `tools` (one Blender client: its connections
 /// and job ids), so every call is its own job whichever agent sends it.
 pub(super) async fn serve(
@@ -241,7 +357,15 @@ pub(super) async fn serve(
     });
     let app = axum::Router::new()
         .route_service(PATH, service)
+        .layer(axum::middleware::from_fn(json_when_whole))
         .layer(axum::middleware::from_fn_with_state(state, guard));
+    // No Nagle delay: an SSE answer is several small writes (progress, then the response), each
+    // of which should leave at once rather than wait for the client's ACK of the one before.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            eprintln!("blendwire mcp: cannot set TCP_NODELAY on an HTTP connection: {e}");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
@@ -267,6 +391,61 @@ mod tests {
         assert!(check("0.0.0.0:8000", None).unwrap_err().contains("BLENDWIRE_TOKEN"));
         assert!(check("0.0.0.0:8000", Some("t")).is_ok());
         assert!(check("localhost:8000", None).is_ok());
+    }
+
+    fn sse(frames: &[&str]) -> Response {
+        let frames: Vec<Result<Bytes, std::io::Error>> = frames
+            .iter()
+            .map(|f| Ok(Bytes::copy_from_slice(f.as_bytes())))
+            .collect();
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .header("mcp-session-id", "s1")
+            .body(Body::from_stream(futures_util::stream::iter(frames)))
+            .unwrap()
+    }
+
+    async fn answer(response: Response) -> (String, String) {
+        let response = json_if_whole(response).await;
+        let kind = response.headers()[header::CONTENT_TYPE].to_str().unwrap().to_string();
+        assert_eq!(response.headers()["mcp-session-id"], "s1");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (kind, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    const PRIMING: &str = "data: \nid: 0\nretry: 3000\n\n";
+    const RESPONSE: &str = "data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\nid: 1\n\n";
+    const PROGRESS: &str = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\nid: 1\n\n";
+
+    #[tokio::test]
+    async fn a_lone_response_is_json_anything_else_stays_an_event_stream() {
+        let json = "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}";
+        // The response after the priming event, in one frame or split anywhere: JSON.
+        assert_eq!(
+            answer(sse(&[PRIMING, RESPONSE])).await,
+            ("application/json".into(), json.into())
+        );
+        let both = format!("{PRIMING}{RESPONSE}");
+        let (a, b) = both.split_at(PRIMING.len() + 7);
+        assert_eq!(answer(sse(&[a, b])).await, ("application/json".into(), json.into()));
+        let (a, rest) = both.split_at(PRIMING.len() - 1); // between the two newlines
+        let (b, c) = rest.split_at(rest.len() - 1);
+        assert_eq!(answer(sse(&[a, b, c])).await, ("application/json".into(), json.into()));
+        let error = "data: {\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-1,\"message\":\"m\"}}\n\n";
+        assert_eq!(answer(sse(&[error])).await.0, "application/json");
+        // Progress first, a keep-alive comment first, or no response at all: the same stream.
+        for frames in [
+            &[PRIMING, PROGRESS, RESPONSE][..],
+            &[PRIMING, ":\n\n", RESPONSE],
+            &[PRIMING],
+            &[
+                PRIMING,
+                "data: {\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"sampling/createMessage\"}\n\n",
+            ],
+        ] {
+            assert_eq!(answer(sse(frames)).await, ("text/event-stream".into(), frames.concat()));
+        }
     }
 
     #[test]
