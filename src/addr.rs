@@ -24,6 +24,16 @@ pub fn is_loopback(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Where a client reaches a service bound to `host`: that host, or loopback when it listens on
+/// every address (`0.0.0.0`, `::`), which is no address to connect to.
+pub fn connect_host(host: &str) -> String {
+    match host.trim().parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.to_string(),
+        Ok(IpAddr::V6(ip)) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.to_string(),
+        _ => host.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

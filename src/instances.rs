@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -196,11 +196,7 @@ impl Instance {
 
     /// Where a client connects: the bound host, or loopback when it listens on every address.
     pub fn connect_host(&self) -> String {
-        match self.host.parse::<IpAddr>() {
-            Ok(IpAddr::V4(ip)) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.to_string(),
-            Ok(IpAddr::V6(ip)) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.to_string(),
-            _ => self.host.clone(),
-        }
+        crate::addr::connect_host(&self.host)
     }
 
     /// The file's name in the instance directory.

@@ -272,6 +272,8 @@ impl Link {
     }
 
     fn with(host: &str, port: u16, timeout: Duration, connect_timeout: Duration, token: Option<String>) -> Link {
+        let host = crate::addr::connect_host(host);
+        let host = host.as_str();
         Link {
             client: Arc::new(Client::new(host, port, timeout, connect_timeout).with_token(token)),
             addr: format!("{host}:{port}"),

@@ -117,8 +117,8 @@ _mcp_http = None
 def _start_mcp_http(spec: str, host: str, port: int):
     """`blendwire mcp --http SPEC` in this process, for the service just started on host:port."""
     global _mcp_http
-    target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # an unspecified bind: reach it on loopback
-    _mcp_http = _core.McpServer(target, port, token=os.environ.get("BLENDWIRE_TOKEN") or None, stdio=False, http=spec)
+    # An unspecified bind (0.0.0.0, ::) is reached on loopback: the core's rule.
+    _mcp_http = _core.McpServer(host, port, token=os.environ.get("BLENDWIRE_TOKEN") or None, stdio=False, http=spec)
     return _mcp_http
 
 
