@@ -302,10 +302,12 @@ def check_mcp_http(spec: str, token: str | None = None, allow_origins: Sequence[
 
 class McpServer:
     """The Model Context Protocol server of `blendwire mcp`, running on threads of its own for the
-    Blender service at host:port: over this process's stdin/stdout (logs to stderr) until stdin
+    Blender service at host:port (neither given: every running `blendwire serve`, picked per call
+    by the tools' `blender` argument): over this process's stdin/stdout (logs to stderr) until stdin
     closes, and/or over Streamable HTTP at http://HOST:PORT/mcp (`http="[HOST:]PORT"`) until
     stop(). Tools: get_scene_info, get_object_info, execute_code, get_viewport_screenshot (image
-    content), put/get/remove persist data, check_connection_status. Blender may come and go: calls
+    content), put/get/remove persist data, list_blenders, check_connection_status; resources and a
+    workflow prompt. Blender may come and go: calls
     fail fast while it is down; execute_code is never resent after a lost connection.
 
     HTTP is loopback unless `token` is set; requests must name this listener in `Host` (loopback
