@@ -204,7 +204,12 @@ impl Recent {
             if let Some(old) = self.order.pop_front() {
                 if let Some(Seen::Answered(Some(reply))) = self.seen.remove(&old) {
                     self.kept_bytes -= reply.size();
-                    self.kept.retain(|k| *k != old);
+                    // Answers mostly come in order: the oldest command's is usually the oldest kept.
+                    if self.kept.front() == Some(&old) {
+                        self.kept.pop_front();
+                    } else {
+                        self.kept.retain(|k| *k != old);
+                    }
                 }
             }
         }
