@@ -399,6 +399,14 @@ impl BlenderTools {
         }
     }
 
+    /// These tools for resources and the scene subscription: they take no `blender` argument, so
+    /// they are the only (or the default) Blender's.
+    async fn for_resources(&self) -> Result<BlenderTools, ErrorData> {
+        self.for_blender(None)
+            .await
+            .map_err(|Failure(message)| ErrorData::invalid_params(message, None))
+    }
+
     /// The list_blenders tool: the services these tools can reach.
     async fn list_blenders(&self) -> ToolOutcome {
         let found = match &self.announced {
@@ -966,11 +974,7 @@ impl ServerHandler for BlenderTools {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        // Resources are the only (or the default) Blender's: they take no `blender` argument.
-        let this = self
-            .for_blender(None)
-            .await
-            .map_err(|Failure(message)| ErrorData::invalid_params(message, None))?;
+        let this = self.for_resources().await?;
         Ok(this.read_resource_at(&request.uri, Some(&context)).await?.into())
     }
 
@@ -982,11 +986,7 @@ impl ServerHandler for BlenderTools {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        // The watch re-reads the only (or the default) Blender, as resources do.
-        let this = self
-            .for_blender(None)
-            .await
-            .map_err(|Failure(message)| ErrorData::invalid_params(message, None))?;
+        let this = self.for_resources().await?;
         this.subscribe_to(&request.uri, context.peer).await
     }
 
