@@ -411,7 +411,7 @@ def touch(path: str) -> None:
 def descendants(pid: int) -> list[int]:
     """All processes below `pid` (children, grandchildren, ...): the package's own helper, which
     the pytest plugin uses too (imported here, so this module stays importable without it)."""
-    from blendwire.supervisor import descendants as below
+    from blendwire.process import descendants as below
 
     return below(pid)
 

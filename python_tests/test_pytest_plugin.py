@@ -189,7 +189,8 @@ def test_off_unless_asked(tmp_path):
             def test_runs_here():
                 assert "blendwire.pytest_plugin" in sys.modules  # loaded through the entry point
                 assert "bpy" not in sys.modules
-                assert "blendwire.supervisor" not in sys.modules and "blendwire.pytest_runner" not in sys.modules
+                assert "blendwire.blender_child" not in sys.modules and "blendwire.pytest_runner" not in sys.modules
+                assert "blendwire.process" not in sys.modules
                 children = [p for p in os.listdir("/proc") if p.isdigit() and _parent(p) == os.getpid()]
                 assert children == []
 

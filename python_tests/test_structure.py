@@ -18,7 +18,8 @@ NO_BPY = {
     "logs",
     "client",
     "jobs",
-    "supervisor",
+    "blender_child",
+    "process",
     "cli",
     "__main__",
     "pytest_plugin",  # loaded by every pytest run in an environment with the wheel

@@ -8,7 +8,8 @@ Importable in plain Python. The modules, imports pointing one way (each only imp
   `blender_mcp` and `blender_lab` (the MCP add-on listener's dialects): handlers;
 - `runtime` (the main-thread loop, its phases and the watchdog's save), then `blender` (the command
   service) and `router` (the engine router): the runtime, inside Blender;
-- `serve` (serving inside Blender), `supervisor` (Blender as a child process), `cli`: the command;
+- `serve` (serving inside Blender), `blender_child` (Blender as a child process),
+  `process` (`blendwire serve` as a process: its ready handshake, start, stop), `cli`: the command;
 - `pytest_plugin` (the pytest plugin, no bpy; off unless `pytest --blender`) and `pytest_runner`
   (its Blender side, which runs one `in_blender` test).
 """

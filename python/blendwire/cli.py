@@ -1,6 +1,6 @@
 """The `blendwire` command: `serve` (Blender with the service, in the foreground), `status`,
 `cancel`, `list`, `call` and `mcp`. Argument parsing and what each command prints; the settings are checked by the
-core before Blender starts, the child process is `blendwire.supervisor`'s and serving inside Blender
+core before Blender starts, the child process is `blendwire.blender_child`'s and serving inside Blender
 is `blendwire.serve`'s.
 """
 
@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-from . import _core, supervisor
+from . import _core, blender_child, process
 from .client import Client
 from .config import BLENDER_MCP_ADDON_ENV, check_blender_mcp_addon, env_port
 from .errors import BlendwireError
@@ -79,10 +79,10 @@ def _cmd_serve(args):
     if addon is not None:
         settings["blender_mcp_addon"] = addon
     if args.bpy:
-        return _serve_bpy(settings, blend_file)
+        return _serve_bpy(settings, blend_file, args.ready_json)
     try:
-        return supervisor.run(args.blender, args.gui, blend_file, settings)
-    except supervisor.SuperviseError as e:
+        return blender_child.run(args.blender, args.gui, blend_file, settings, ready_json=args.ready_json)
+    except blender_child.BlenderChildError as e:
         raise _Fail(str(e)) from None
 
 
@@ -128,7 +128,7 @@ def _router_settings(args):
     }
 
 
-def _serve_bpy(settings, blend_file):
+def _serve_bpy(settings, blend_file, ready_json):
     try:
         import bpy  # noqa: F401
     except ImportError as e:
@@ -139,7 +139,7 @@ def _serve_bpy(settings, blend_file):
     from . import serve  # loads Blender: only for --bpy
 
     try:
-        return serve.serve(settings, supervisor.serving_line, blend_file=blend_file)
+        return serve.serve(settings, lambda info: process.announce(info, ready_json), blend_file=blend_file)
     except serve.ServeError as e:
         raise _Fail(str(e)) from None
 
@@ -418,6 +418,13 @@ def _parser():
     which.add_argument("--blender", metavar="PATH", help="Blender executable (default: $BLENDER or blender on PATH)")
     which.add_argument("--bpy", action="store_true", help="run in this process on the bpy module")
     s.add_argument("--gui", action="store_true", help="run Blender with its UI (under xvfb-run if $DISPLAY is unset)")
+    s.add_argument(
+        "--ready-json",
+        action="store_true",
+        help="once serving, print ONE JSON object on one stdout line (host, port, addon_host, addon_port, mcp_url, "
+        "pid, runtime, blender_version, blendwire_version; see docs/protocol.md) and the human lines on stderr: "
+        "the handshake for programs, the only line they should parse",
+    )
     lim = s.add_argument_group("service limits")
     lim.add_argument(
         "--queue-capacity", type=int, metavar="N", help=f"main-thread queue bound (default {d['queue_capacity']})"

@@ -21,18 +21,13 @@ No bpy here; the Blender side is `blendwire.pytest_runner`.
 
 from __future__ import annotations
 
-import collections
 import inspect
 import json
 import os
 import pathlib
-import queue
 import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -43,9 +38,6 @@ RUNTIMES = {"background": [], "bpy": ["--bpy"], "gui": ["--gui"]}
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_START_TIMEOUT = 180.0
 STOP_TIMEOUT = 15.0
-SERVING_RE = re.compile(
-    r"^blendwire: serving on (?P<host>\S+):(?P<port>\d+) \(Blender (?P<version>[0-9.]+), (?P<runtime>\w+)\)$"
-)
 # Seconds the client waits beyond a job's deadline and the core's interrupt grace for the answer.
 _ANSWER_SLACK = 3.0
 # The runner's result line (blendwire.pytest_runner.MARKER), written again: importing the runner
@@ -138,19 +130,9 @@ def _session(config: pytest.Config) -> BlenderSession | None:
 
 
 def _describe_exit(rc: int | None) -> str:
-    if rc is None:
-        return "still running"
-    if rc < 0:
-        try:
-            return f"killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"killed by signal {-rc}"
-    if rc > 128:  # a shell or xvfb-run reporting its child's signal
-        try:
-            return f"exit status {rc}, {signal.Signals(rc - 128).name}"
-        except ValueError:
-            pass
-    return f"exit status {rc}"
+    from .process import describe_exit  # loaded once a Blender was started
+
+    return describe_exit(rc)
 
 
 # `blendwire serve` (blendwire.cli), told by the kernel to take SIGTERM when pytest dies, even by
@@ -168,31 +150,31 @@ sys.exit(main(sys.argv[2:]))
 
 
 class BlenderProcess:
-    """One `blendwire serve --port 0 ...` with its client; its output kept for reports."""
+    """One `blendwire serve --ready-json --port 0 ...` with its client; its output kept for reports."""
 
     def __init__(self, runtime: str, exe: str | None, blend_file: str | None, timeout: float, start_timeout: float):
+        from . import process  # only when Blender starts: off costs nothing
+
         self.runtime = runtime
-        cmd = [sys.executable, "-c", _SERVE_BOOT, str(os.getpid()), "serve", "--port", "0", *RUNTIMES[runtime]]
-        if exe:
-            cmd += ["--blender", exe]
-        if blend_file:
-            cmd.append(blend_file)
-        self.cmd = cmd
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        extra = (["--blender", exe] if exe else []) + ([blend_file] if blend_file else [])
+        launcher = [sys.executable, "-c", _SERVE_BOOT, str(os.getpid())]
+        env = dict(os.environ)
         env.pop("BLD_REMOTE_MCP_START_NOW", None)
-        self.output: collections.deque[str] = collections.deque(maxlen=_OUTPUT_LINES)
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,  # our Ctrl-C must not reach Blender; stop() ends it
-        )
-        for stream, watch in ((self.proc.stdout, True), (self.proc.stderr, False)):
-            threading.Thread(target=self._pump, args=(stream, watch), daemon=True).start()
-        self.host, self.port, self.version = self._wait_serving(start_timeout)
+        argv = process.serve_argv(runtime, 0, extra, launcher=launcher)
+        self.serve = process.ServeProcess(argv, env, keep=_OUTPUT_LINES)
+        self.cmd = self.serve.argv
+        self.proc = self.serve.proc
+        self.output = self.serve.lines
+        try:
+            ready = self.serve.wait_ready(start_timeout)
+        except process.StartError as e:
+            self.kill()
+            if e.exited:
+                raise BlenderError(
+                    f"`blendwire serve` ended ({_describe_exit(e.returncode)}) before serving\n{self.tail()}"
+                ) from None
+            raise BlenderError(f"Blender did not serve within {start_timeout:g} s\n{self.tail()}") from None
+        self.host, self.port, self.version = ready.host, ready.port, ready.blender_version
         from .client import Client
 
         self.timeout = timeout
@@ -211,35 +193,6 @@ class BlenderProcess:
             self._clients[timeout] = Client(self.host, self.port, timeout=wait, connect_timeout=5.0)
         return self._clients[timeout]
 
-    def _pump(self, stream: Any, watch: bool) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            self.output.append(line)
-            if watch:
-                self._lines.put(line)
-        stream.close()
-        if watch:
-            self._lines.put(None)
-
-    def _wait_serving(self, timeout: float) -> tuple[str, int, str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.kill()
-                raise BlenderError(f"Blender did not serve within {timeout:g} s\n{self.tail()}")
-            try:
-                line = self._lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                rc = self.wait(STOP_TIMEOUT)
-                self.kill()
-                raise BlenderError(f"`blendwire serve` ended ({_describe_exit(rc)}) before serving\n{self.tail()}")
-            m = SERVING_RE.match(line)
-            if m:
-                return m["host"], int(m["port"]), m["version"]
-
     def tail(self, lines: int = 40) -> str:
         shown = list(self.output)[-lines:]
         return f"--- {' '.join(self.cmd)}: last {len(shown)} lines of output:\n" + "\n".join(shown)
@@ -255,14 +208,7 @@ class BlenderProcess:
 
     def kill(self) -> None:
         """SIGKILL serve, its Blender and whatever they started (Xvfb)."""
-        from .supervisor import descendants  # only when a Blender must be killed: off costs nothing
-
-        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        self.wait(STOP_TIMEOUT)
+        self.serve.kill(STOP_TIMEOUT)
 
     def stop(self) -> None:
         """`server_shutdown`, then SIGKILL after STOP_TIMEOUT."""

@@ -1,7 +1,7 @@
 """`blendwire serve` inside Blender: one function, `serve()`, for both ways it runs.
 
 - In a Blender child (`blender -b` or the GUI) started by the `blendwire serve` process
-  (`blendwire.supervisor`): `child_main()` is its `--python-expr` bootstrap; settings come as JSON in
+  (`blendwire.blender_child`): `child_main()` is its `--python-expr` bootstrap; settings come as JSON in
   env `BLENDWIRE_SERVE`, and marker lines on stdout tell the parent (`BLENDWIRE-READY {json}` once
   commands can be served, `BLENDWIRE-ERROR {json}` on failure).
 - In this process on the bpy module (`blendwire serve --bpy`): the CLI calls `serve()` directly.

@@ -1,5 +1,8 @@
 """`blendwire serve` with Blender as a child process: start it, relay its output, stop it.
 
+Not `src/supervisor.rs` (which tracks and interrupts the job on Blender's main thread): this runs
+Blender itself, for `blendwire serve` without --bpy.
+
 Blender runs in its own session (our signals must not reach it directly) with the bootstrap of
 `blendwire.serve.child_main`; it watches our pid and stops if we are killed. Stopping is bounded and
 politest first: `server_shutdown`, then SIGINT, then SIGTERM/SIGKILL to its whole process group.
@@ -18,16 +21,17 @@ import sys
 import threading
 import time
 
+from . import process
 from .client import Client
 from .config import SERVE_ENV, SERVE_ERROR, SERVE_READY
 
-__all__ = ["START_TIMEOUT", "STOP_GRACE", "SuperviseError", "descendants", "run"]
+__all__ = ["START_TIMEOUT", "STOP_GRACE", "BlenderChildError", "find_blender", "run"]
 
 START_TIMEOUT = 60.0  # seconds Blender gets to start the service
 STOP_GRACE = 1.5  # seconds Blender gets to exit after each shutdown step before the next one
 
 
-class SuperviseError(Exception):
+class BlenderChildError(Exception):
     """Blender could not be found, started, or did not start the service; the message says why."""
 
 
@@ -35,27 +39,11 @@ def _say(msg: str) -> None:
     print(f"blendwire: {msg}", file=sys.stderr, flush=True)
 
 
-def serving_line(info: dict) -> None:
-    print(
-        f"blendwire: serving on {info['host']}:{info['port']} (Blender {info['blender']}, {info['mode']})", flush=True
-    )
-    if info.get("mcp_addon_port") is not None:
-        print(
-            f"blendwire: MCP add-on protocols (blender-mcp, Blender Lab) on "
-            f"{info['mcp_addon_host']}:{info['mcp_addon_port']}",
-            flush=True,
-        )
-    if info.get("mcp_http_port") is not None:
-        host = info["mcp_http_host"]
-        host = f"[{host}]" if ":" in host else host
-        print(f"blendwire: MCP over Streamable HTTP at http://{host}:{info['mcp_http_port']}/mcp", flush=True)
-
-
 def find_blender(path: str | None) -> str:
     candidate = path or os.environ.get("BLENDER") or "blender"
     found = shutil.which(candidate)
     if not found:
-        raise SuperviseError(
+        raise BlenderChildError(
             f"Blender not found ({candidate!r}): install it (e.g. `apt install blender`), "
             "put it on PATH, set $BLENDER or pass --blender PATH; or use --bpy"
         )
@@ -76,7 +64,7 @@ def _child_command(blender_exe: str, gui: bool, blend_file: str | None) -> list[
     if gui and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         xvfb = shutil.which("xvfb-run")
         if not xvfb:
-            raise SuperviseError(
+            raise BlenderChildError(
                 "--gui without $DISPLAY needs xvfb-run: install it (`apt install xvfb`) or set DISPLAY"
             )
         cmd = [xvfb, "-a", "-s", "-screen 0 1280x720x24"] + cmd
@@ -99,44 +87,11 @@ def _relay(stream, events: queue.Queue, markers: tuple[str, ...]) -> None:
     events.put(("EOF", None))
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (children, grandchildren, ...), from /proc: Blender runs in a
-    session of its own under serve, so a process group does not reach it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _kill_group(proc: subprocess.Popen, timeout: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL, the child's process group (Blender, and Xvfb under xvfb-run)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def run(blender_path: str | None, gui: bool, blend_file: str | None, settings: dict) -> int:
+def run(
+    blender_path: str | None, gui: bool, blend_file: str | None, settings: dict, *, ready_json: bool = False
+) -> int:
     """Run Blender serving with `settings` (serve's JSON hand-over) until it stops or we are
-    signalled; returns serve's exit status."""
+    signalled; returns serve's exit status. Once it serves: `process.announce(info, ready_json)`."""
     cmd = _child_command(find_blender(blender_path), gui, blend_file)
     env = dict(os.environ)
     # parent_pid: Blender watches us and stops if we are killed (it runs in its own session).
@@ -157,10 +112,12 @@ def run(blender_path: str | None, gui: bool, blend_file: str | None, settings: d
         info = _wait_ready(proc, events, signals)
         if info is None:  # signalled before Blender was ready
             return 0
-        serving_line(info)
+        process.announce(info, ready_json)
         return _wait_done(proc, events, signals, info)
     finally:
-        _kill_group(proc)  # Blender, or whatever it left in its group (Xvfb); a no-op when all are gone
+        # SIGTERM, then SIGKILL, the child's group: Blender, or whatever it left in it (Xvfb); a
+        # no-op when all are gone.
+        process.kill_group(proc, 3.0, (signal.SIGTERM, signal.SIGKILL))
         for s, h in previous.items():
             signal.signal(s, h)
 
@@ -173,16 +130,16 @@ def _wait_ready(proc: subprocess.Popen, events: queue.Queue, signals: list[int])
             kind, payload = events.get(timeout=0.1)
         except queue.Empty:
             if time.monotonic() > deadline:
-                raise SuperviseError(
+                raise BlenderChildError(
                     f"Blender did not start the service within {START_TIMEOUT:.0f} s (its output is above)"
                 ) from None
             continue
         if kind == SERVE_READY:
             return payload
         if kind == SERVE_ERROR:
-            raise SuperviseError(payload.get("error"))
+            raise BlenderChildError(payload.get("error"))
         if kind == "EOF":
-            raise SuperviseError(
+            raise BlenderChildError(
                 f"Blender exited with status {_exit_status(proc)} before the service started (its output is above)"
             )
     return None
