@@ -20,7 +20,6 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bwtest
 
 ALL_RUNTIMES = ("background", "bpy", "gui")
 
@@ -87,8 +86,10 @@ def pytest_collection_modifyitems(config, items):
 def server(request):
     """A running `blendwire serve --port 0` for one runtime: yields a ServeProcess with
     .host, .port, .runtime, .version. At teardown `server_shutdown` must end it with exit code 0."""
+    import bw_serve  # loads blendwire: not when this file runs inside Blender
+
     runtime = request.param
-    sp = bwtest.start_serve(runtime)
+    sp = bw_serve.start_serve(runtime)
     yield sp
     sp.shutdown()
 
@@ -97,10 +98,12 @@ def server(request):
 def serve_factory():
     """Start extra `blendwire serve` processes in a test; any still running at the end are shut
     down with `server_shutdown` and must exit 0 (or are killed and the test fails)."""
+    import bw_serve
+
     started = []
 
     def start(runtime="background", port=0, extra=None, env=None):
-        sp = bwtest.start_serve(runtime, port=port, extra=extra, env=env)
+        sp = bw_serve.start_serve(runtime, port=port, extra=extra, env=env)
         started.append(sp)
         return sp
 

@@ -12,7 +12,6 @@ and answers each dialect again. Waits are on conditions with deadlines; nothing 
 
 import json
 import pathlib
-import re
 import socket
 import threading
 
@@ -26,7 +25,6 @@ CALLS = 50  # per client
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # blender-mcp 1.9.4's own add-on file (scripts/setup installs it into .venv-blender-mcp).
 ADDON = next(iter(sorted(ROOT.glob(".venv-blender-mcp/lib/python*/site-packages/blender_mcp/bundled/addon.py"))), None)
-MCP_LINE = re.compile(r"^blendwire: MCP add-on protocols \(blender-mcp, Blender Lab\) on (?P<host>\S+):(?P<port>\d+)$")
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +38,8 @@ def server(request):
 
 
 def with_addon_port(sp):
-    found = bwtest.poll_until(lambda: next((MCP_LINE.match(x) for x in sp.stdout_lines if MCP_LINE.match(x)), None), 10)
-    assert found, f"no MCP add-on line\n{sp.output()}"
-    sp.addon_port = int(found["port"])
+    assert sp.ready.addon_port, sp.output()
+    sp.addon_port = sp.ready.addon_port
     return sp
 
 

@@ -25,7 +25,6 @@ import bwtest
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MCP_LINE = re.compile(r"^blendwire: MCP add-on protocols \(blender-mcp, Blender Lab\) on (?P<host>\S+):(?P<port>\d+)$")
 
 VENVS = {"blender-mcp": ROOT / ".venv-blender-mcp", "mcp-for-blender": ROOT / ".venv-mcp-for-blender"}
 CODE = "import bpy\nprint('objects', len(bpy.data.objects))"
@@ -128,9 +127,8 @@ def server(request):
 
 
 def addon_port(sp):
-    found = bwtest.poll_until(lambda: next((MCP_LINE.match(x) for x in sp.stdout_lines if MCP_LINE.match(x)), None), 10)
-    assert found, f"no MCP add-on line\n{sp.output()}"
-    return int(found["port"])
+    assert sp.ready.addon_port, sp.output()
+    return sp.ready.addon_port
 
 
 @contextlib.asynccontextmanager

@@ -6,6 +6,8 @@ import subprocess
 
 import bwtest
 import pytest
+from blendwire import __version__ as BLENDWIRE_VERSION
+from blendwire.process import descendants, parse_ready
 
 pytestmark = pytest.mark.runtimes("background", "bpy")
 
@@ -95,12 +97,65 @@ RUNTIMES = [
 ]
 
 
+def _blender_version(port):
+    """The version of the Blender serving on `port`, as it says itself."""
+    code = "import bpy; print('.'.join(str(v) for v in bpy.app.version), end='')"
+    return bwtest.stdout_of(bwtest.assert_success(bwtest.execute(port, code)))
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_serve_exits_0_on_server_shutdown_and_prints_one_stdout_line(serve_factory, runtime):
+def test_serve_ready_json_is_the_only_stdout_line(serve_factory, runtime):
+    """--ready-json: once serving, one JSON object on one stdout line and nothing else there; the
+    human line goes to stderr."""
     sp = serve_factory(runtime)
     assert sp.host == "127.0.0.1" and sp.port > 0
+    version = _blender_version(sp.port)
+    serving = descendants(sp.proc.pid) if runtime != "bpy" else [sp.proc.pid]
     sp.shutdown()
-    assert sp.stdout_lines == [f"blendwire: serving on {sp.host}:{sp.port} (Blender {sp.version}, {runtime})"], (
+    assert len(sp.stdout_lines) == 1, sp.output()
+    ready = json.loads(sp.stdout_lines[0])
+    assert ready.pop("pid") in serving, (serving, sp.output())
+    assert ready == {
+        "host": "127.0.0.1",
+        "port": sp.port,
+        "addon_host": None,
+        "addon_port": None,
+        "mcp_url": None,
+        "runtime": runtime,
+        "blender_version": version,
+        "blendwire_version": BLENDWIRE_VERSION,
+    }, sp.output()
+    assert f"blendwire: serving on {sp.host}:{sp.port} (Blender {version}, {runtime})" in sp.stderr_lines, sp.output()
+
+
+@pytest.mark.background
+def test_serve_ready_json_names_the_other_listeners(serve_factory):
+    sp = serve_factory("background", extra=["--mcp-addon-port", "0", "--mcp-http", "0"])
+    ready = json.loads(sp.stdout_lines[0])
+    assert ready["addon_host"] == "127.0.0.1" and ready["addon_port"] > 0, ready
+    assert ready["mcp_url"].startswith("http://127.0.0.1:") and ready["mcp_url"].endswith("/mcp"), ready
+    mcp_port = int(ready["mcp_url"].rsplit(":", 1)[1].split("/")[0])
+    for port in (ready["addon_port"], mcp_port):
+        bwtest.connect(port).close()  # both listen
+    sp.shutdown()
+    assert len(sp.stdout_lines) == 1, sp.output()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_serve_without_ready_json_prints_the_human_line(runtime):
+    """Without --ready-json, stdout is for people: exactly the documented line."""
+    port = bwtest.free_port()
+    sp = bwtest.ServeProcess(["--port", str(port)] + bwtest.RUNTIME_ARGS[runtime], ready_json=False)
+    try:
+        bwtest.wait_for(lambda: sp.stdout_lines or not sp.alive(), bwtest.START_TIMEOUT, "the serving line")
+        assert sp.stdout_lines, sp.output()
+        version = _blender_version(port)
+        sp.port = port
+        sp.shutdown()
+    except BaseException:
+        sp.kill()
+        raise
+    assert list(sp.stdout_lines) == [f"blendwire: serving on 127.0.0.1:{port} (Blender {version}, {runtime})"], (
         sp.output()
     )
 
@@ -147,7 +202,8 @@ def test_serve_port_taken_fails_clearly(runtime):
         if rc is None:
             sp.kill()
     assert rc not in (None, 0), sp.output()
-    assert not any("serving on" in line for line in sp.stdout_lines), sp.output()
+    assert sp.ready is None and not any(parse_ready(line) for line in sp.stdout_lines), sp.output()
+    assert not any("serving on" in line for line in list(sp.stdout_lines) + list(sp.stderr_lines)), sp.output()
     err = "\n".join(sp.stderr_lines)
     assert str(port) in err, sp.output()
     assert "Traceback" not in err, sp.output()

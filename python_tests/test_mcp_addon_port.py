@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import pathlib
-import re
 import socket
 import tempfile
 import threading
@@ -33,17 +32,15 @@ DEADLINE = 5
 ANSWER_WAIT = 60.0
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BLMCP = ROOT / ".venv-blmcp" / "bin" / "blender-mcp-connect"
-MCP_LINE = re.compile(r"^blendwire: MCP add-on protocols \(blender-mcp, Blender Lab\) on (?P<host>\S+):(?P<port>\d+)$")
 
 
 @pytest.fixture(scope="module")
 def server(request):
     """`blendwire serve --port 0 --mcp-addon-port 0` for one runtime; `.addon_port` is the second
-    listener's port (from its own serving line)."""
+    listener's port (from the ready handshake)."""
     sp = bwtest.start_serve(request.param, extra=["--mcp-addon-port", "0", "--default-timeout", str(DEADLINE)])
-    found = bwtest.poll_until(lambda: next((MCP_LINE.match(x) for x in sp.stdout_lines if MCP_LINE.match(x)), None), 10)
-    assert found, f"no MCP add-on line\n{sp.output()}"
-    sp.addon_port = int(found["port"])
+    assert sp.ready.addon_port, sp.output()
+    sp.addon_port = sp.ready.addon_port
     yield sp
     sp.shutdown()
 
@@ -381,13 +378,11 @@ def test_the_real_blender_lab_client(server, serve_factory):
     # A service with the default deadline (30 s): a render in -b is one long C call, longer than
     # this module's deadline.
     plain = serve_factory(server.runtime, extra=["--mcp-addon-port", "0"])
-    found = bwtest.poll_until(
-        lambda: next((MCP_LINE.match(x) for x in plain.stdout_lines if MCP_LINE.match(x)), None), 10
-    )
+    assert plain.ready.addon_port, plain.output()
     results = {}
 
     async def body():
-        async with blmcp_session(int(found["port"])) as session:
+        async with blmcp_session(plain.ready.addon_port) as session:
             tools = {t.name for t in (await session.list_tools()).tools}
             calls = {**NO_GUI_TOOLS, **(GUI_TOOLS if server.runtime == "gui" else {})}
             if server.runtime == "bpy":
@@ -434,8 +429,8 @@ def test_the_port_rules_are_the_cores_before_blender_starts():
 @pytest.mark.runtimes("background")
 def test_the_token_rule_holds_on_both_dialects(server, serve_factory):
     sp = serve_factory("background", extra=["--mcp-addon-port", "0"], env={"BLENDWIRE_TOKEN": "s3cret"})
-    found = bwtest.poll_until(lambda: next((MCP_LINE.match(x) for x in sp.stdout_lines if MCP_LINE.match(x)), None), 10)
-    port = int(found["port"])
+    port = sp.ready.addon_port
+    assert port, sp.output()
     code = {"type": "execute", "code": "result['ran'] = True", "strict_json": True}
     refused, _ = lab_raw(port, (json.dumps(code) + "\0").encode())
     assert refused["status"] == "error" and refused["error_code"] == "unauthorized", refused

@@ -498,8 +498,8 @@ def test_off_loopback_needs_a_token_and_bad_flags_say_what_to_do(server):
 
 def test_serve_mcp_http_starts_and_stops_with_serve(server, serve_factory):
     sp = serve_factory(server.runtime, extra=["--mcp-http", "0"])
-    line = wait_for(lambda: next((x for x in sp.stdout_lines if LISTENING_RE.search(x)), None), 30, "the MCP HTTP line")
-    url = LISTENING_RE.search(line)[1]
+    url = sp.ready.mcp_url
+    assert url and url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), sp.output()
     port = int(url.rsplit(":", 1)[1].split("/")[0])
 
     async def body():
