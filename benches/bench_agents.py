@@ -31,9 +31,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python_tests"))
 import bwtest  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_clients  # noqa: E402
+import bench_rounds  # noqa: E402
+import bench_servers  # noqa: E402
+
 HOST = "127.0.0.1"
 N_CLIENTS = 8
-MCP_LINE = "blendwire: MCP add-on protocols (blender-mcp, Blender Lab) on "
 LAB_REQUEST = (
     json.dumps(
         {"type": "execute", "code": "import bpy\nresult['objects'] = len(bpy.data.objects)", "strict_json": True}
@@ -123,18 +127,17 @@ def _lab_oneshot(port):
 
 def _lab_worker(args):
     """One concurrent Blender Lab client (its own process), as bench.py's `_worker`."""
-    import bench as B
 
     port, warmup, start_at, window_s, max_calls = args
 
     def call():
         return _lab_oneshot(port)
 
-    B._warm(call, warmup)
+    bench_clients.warm_up(call, warmup)
     delay = start_at - time.monotonic()
     if delay > 0:
         time.sleep(delay)
-    return B._run_loop(call, max_calls, start_at + window_s)
+    return bench_clients.run_loop(call, max_calls, start_at + window_s)
 
 
 class _Port:
@@ -147,25 +150,29 @@ class _Port:
         return self.srv.blender_pids()
 
 
-def _lab_sequential(bench, B, server, srv, workload, limits):
+def _lab_sequential(bench, server, srv, workload, limits):
     max_calls, window, warmup = limits
     rounds = []
 
     def call():
         return _lab_oneshot(srv.port)
 
-    B._warm(call, warmup)
+    bench_clients.warm_up(call, warmup)
     for _ in range(bench.args.rounds):
         pids = srv.blender_pids()
-        c0, m0 = B._cpu_seconds(pids), B._machine_busy_s()
-        rec = B._run_loop(call, max_calls, time.monotonic() + window)
-        rounds.append(B._round_stats([rec], B._cpu_seconds(pids) - c0, B._machine_busy_s() - m0))
-    bench._store(server, workload, rounds)
+        c0, m0 = bench_servers.cpu_seconds(pids), bench_servers.machine_busy_seconds()
+        rec = bench_clients.run_loop(call, max_calls, time.monotonic() + window)
+        rounds.append(
+            bench_clients.round_stats(
+                [rec], bench_servers.cpu_seconds(pids) - c0, bench_servers.machine_busy_seconds() - m0
+            )
+        )
+    bench.store(server, workload, rounds)
 
 
 def _lab_concurrent(bench, server, srv, workload, limits):
     max_calls, window, warmup = limits
-    bench._pooled_rounds(
+    bench.pooled_rounds(
         server,
         srv,
         workload,
@@ -179,30 +186,19 @@ def _lab_concurrent(bench, server, srv, workload, limits):
 # ---- servers ----------------------------------------------------------------------------------------
 
 
-def _start_blendwire(B, gui, log_path, extra=(), timeout=90.0):
-    """`blendwire serve --port 0 --mcp-addon-port 0 [--gui] EXTRA`; `.addon_port` from its line."""
-    cmd = [os.path.join(B.VENV_BIN, "blendwire"), "serve", "--port", "0", "--mcp-addon-port", "0"]
-    cmd += (["--gui"] if gui else []) + list(extra)
+def _start_blendwire(gui, log_path, extra=(), timeout=90.0):
+    """`blendwire serve --port 0 --mcp-addon-port 0 [--gui] EXTRA`; `.addon_port` from its handshake."""
     env = dict(os.environ)
-    env.pop("BLD_REMOTE_MCP_START_NOW", None)
     env.pop("BLENDWIRE_BLENDER_MCP_ADDON", None)
-    srv = B.Server("blendwire-gui" if gui else "blendwire", cmd, env, log_path)
-    if not srv._ready.wait(timeout):
+    srv = bench_servers.start_blendwire(gui, log_path, timeout, extra=["--mcp-addon-port", "0", *extra], env=env)
+    if srv.ready.addon_port is None:
         srv.stop()
-        raise RuntimeError(f"{cmd} did not print its serving line within {timeout:.0f} s (log: {log_path})")
-    line = bwtest.poll_until(lambda: next((x for x in srv.lines if x.startswith(MCP_LINE)), None), 30)
-    main = next(x for x in srv.lines if x.startswith("blendwire: serving on"))
-    if not line:
-        srv.stop()
-        raise RuntimeError(f"no MCP add-on line from {cmd} (log: {log_path})")
-    srv.port = int(main.split("serving on", 1)[1].split()[0].rsplit(":", 1)[1])
-    srv.addon_port = int(line[len(MCP_LINE) :].split()[0].rsplit(":", 1)[1])
-    srv.banner = main.strip()
-    srv.remember_tree()
+        raise RuntimeError(f"no MCP add-on port in the handshake of {srv.cmd} (log: {log_path})")
+    srv.addon_port = srv.ready.addon_port
     return srv
 
 
-def _start_addon(B, addon, log_dir):
+def _start_addon(addon, log_dir):
     script = os.path.join(log_dir, "blender_mcp_addon_start.py")
     with open(script, "w") as f:
         f.write(ADDON_SCRIPT)
@@ -210,11 +206,11 @@ def _start_addon(B, addon, log_dir):
     env["BENCH_AGENTS_ADDON"] = addon
     env["BENCH_AGENTS_PORT"] = str(bwtest.free_port())
     env["BENCH_AGENTS_SITE"] = os.pathsep.join(
-        sorted(glob.glob(os.path.join(os.path.dirname(B.VENV_BIN), "lib", "python3*", "site-packages")))
+        sorted(glob.glob(os.path.join(os.path.dirname(bench_clients.VENV_BIN), "lib", "python3*", "site-packages")))
     )
-    srv = B.start_marked(
+    srv = bench_servers.start_marked(
         "blender-mcp-addon",
-        B._xvfb([bench_blender(), "--python", script]),
+        bench_servers.under_xvfb([bench_blender(), "--python", script]),
         ADDON_READY,
         os.path.join(log_dir, "blender-mcp-addon.log"),
         env=env,
@@ -251,7 +247,6 @@ def _limits(bench):
 
 def run(bench, log_dir, only=("addon", "lab")):
     """Every row, one server at a time."""
-    import bench as B
 
     fast, fast_conc, slow, slow_conc = _limits(bench)
     addon = addon_file()
@@ -262,16 +257,16 @@ def run(bench, log_dir, only=("addon", "lab")):
     }
     if "lab" in only:
         _say("issue 13: blendwire serve -b --mcp-addon-port (Blender Lab one-shot):")
-        srv = _start_blendwire(B, False, os.path.join(log_dir, "issue13-blendwire-b.log"))
+        srv = _start_blendwire(False, os.path.join(log_dir, "issue13-blendwire-b.log"))
         try:
             lab = _Port(srv, srv.addon_port)
-            _lab_sequential(bench, B, "issue13-bw-b", lab, "lab_oneshot1", fast)
+            _lab_sequential(bench, "issue13-bw-b", lab, "lab_oneshot1", fast)
             _lab_concurrent(bench, "issue13-bw-b", lab, "lab_oneshot8", fast_conc)
         finally:
             srv.stop(shutdown_port=srv.port)
     extra = ["--blender-mcp-addon", addon] if addon and "addon" in only else []
     _say(f"issue 13: blendwire serve --gui --mcp-addon-port {' '.join(extra)}:")
-    srv = _start_blendwire(B, True, os.path.join(log_dir, "issue13-blendwire-gui.log"), extra)
+    srv = _start_blendwire(True, os.path.join(log_dir, "issue13-blendwire-gui.log"), extra)
     try:
         if extra:
             mcp = _Port(srv, srv.addon_port)
@@ -279,13 +274,13 @@ def run(bench, log_dir, only=("addon", "lab")):
             bench.concurrent("issue13-bw-gui", mcp, "mcp_concurrent8_scene", "persistent_scene", fast_conc)
         if "lab" in only:
             lab = _Port(srv, srv.addon_port)
-            _lab_sequential(bench, B, "issue13-bw-gui", lab, "lab_oneshot1", fast)
+            _lab_sequential(bench, "issue13-bw-gui", lab, "lab_oneshot1", fast)
             _lab_concurrent(bench, "issue13-bw-gui", lab, "lab_oneshot8", fast_conc)
     finally:
         srv.stop(shutdown_port=srv.port)
     if extra:
         _say("issue 13: the blender-mcp 1.9.4 add-on with its own transport, GUI:")
-        srv = _start_addon(B, addon, log_dir)
+        srv = _start_addon(addon, log_dir)
         try:
             bench.sequential("issue13-addon-gui", srv, "mcp_persistent_scene", "persistent_scene", slow)
             bench.concurrent("issue13-addon-gui", srv, "mcp_concurrent8_scene", "persistent_scene", slow_conc)
@@ -443,8 +438,6 @@ def main():
     import multiprocessing as mp
     import tempfile
 
-    import bench as B
-
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="addon,lab", help="addon,lab (comma-separated)")
@@ -457,19 +450,18 @@ def main():
         args.rounds, args.window, args.peer_window, args.peer_calls = 1, 0.5, 3.0, 30
     args.sync_s = 0.6
     log_dir = tempfile.mkdtemp(prefix="blendwire-bench-agents-")
-    pool = mp.get_context("spawn").Pool(N_CLIENTS, initializer=B._worker_init)
-    bench = B.Bench(args, pool)
+    pool = mp.get_context("spawn").Pool(N_CLIENTS, initializer=bench_clients.client_worker_init)
+    bench = bench_rounds.Bench(args, pool)
     try:
         pool.map(abs, range(N_CLIENTS * 2))
         run(bench, log_dir, tuple(x.strip() for x in args.only.split(",")))
     finally:
-        for srv in list(B.LIVE_SERVERS):
+        for srv in list(bench_servers.LIVE_SERVERS):
             srv.stop()
         pool.terminate()
         pool.join()
-    B.print_standalone(render(bench.results), targets(bench.results), log_dir)
+    bench_rounds.print_standalone(render(bench.results), targets(bench.results), log_dir)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

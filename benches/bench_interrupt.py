@@ -40,6 +40,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python_tests"))
 import bwtest  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_clients  # noqa: E402
+import bench_rounds  # noqa: E402
+import bench_servers  # noqa: E402
+
 HOST = "127.0.0.1"
 SCENE = json.dumps({"type": "get_scene_info", "params": {}}).encode()
 EXEC1 = json.dumps({"type": "execute_code", "params": {"code": "print(1)"}}).encode()
@@ -670,7 +675,7 @@ def targets(R):
     return out
 
 
-def compare_packages(B, other, log_dir, pairs, window, this=None):
+def compare_packages(other, log_dir, pairs, window, this=None):
     """The normal path of this build (or the package in `this`) vs the blendwire package in `other`
     (another build, e.g. one without the interrupter thread), `blender -b`, servers started in turn
     (never two at once)."""
@@ -679,10 +684,10 @@ def compare_packages(B, other, log_dir, pairs, window, this=None):
         for mine in (True, False) if i % 2 == 0 else (False, True):
             log = os.path.join(log_dir, f"blendwire-{'this' if mine else 'other'}-{i}.log")
             package = this if mine else other
-            srv = B.start_blendwire(False, log, package=package)
+            srv = bench_servers.start_blendwire(False, log, package=package)
             try:
                 core = _execute(srv.port, "import blendwire._core as c\nprint(c.__file__, end='')")
-                expect = os.path.abspath(package) if package else os.path.dirname(B.VENV_BIN)
+                expect = os.path.abspath(package) if package else os.path.dirname(bench_clients.VENV_BIN)
                 if not core.startswith(expect + os.sep):
                     raise RuntimeError(f"the server runs the wrong build: {core}, not one under {expect}")
                 for key, _label, payload in COST_WORKLOADS:
@@ -718,8 +723,6 @@ def main():
     import argparse
     import types
 
-    import bench as B
-
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--gui", action="store_true", help="also in the GUI (Xvfb)")
@@ -740,24 +743,23 @@ def main():
     log_dir = tempfile.mkdtemp(prefix="blendwire-bench-interrupt-")
     if args.other_package:
         try:
-            compare_packages(B, args.other_package, log_dir, args.pairs, args.window, args.package)
+            compare_packages(args.other_package, log_dir, args.pairs, args.window, args.package)
         finally:
-            for srv in list(B.LIVE_SERVERS):
+            for srv in list(bench_servers.LIVE_SERVERS):
                 srv.stop()
         return
     try:
         for runtime in ("b", "gui") if args.gui else ("b",):
-            srv = B.start_blendwire(runtime == "gui", os.path.join(log_dir, f"blendwire-{runtime}.log"))
+            srv = bench_servers.start_blendwire(runtime == "gui", os.path.join(log_dir, f"blendwire-{runtime}.log"))
             try:
                 run(ctx, srv, runtime)
             finally:
                 srv.stop(shutdown_port=srv.port)
     finally:
-        for srv in list(B.LIVE_SERVERS):
+        for srv in list(bench_servers.LIVE_SERVERS):
             srv.stop()
-    B.print_standalone(render(ctx.results), targets(ctx.results), log_dir)
+    bench_rounds.print_standalone(render(ctx.results), targets(ctx.results), log_dir)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

@@ -57,6 +57,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python_tests"))
 import bwtest  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_clients  # noqa: E402
+import bench_rounds  # noqa: E402
+import bench_servers  # noqa: E402
+
 __all__ = ["run", "render", "targets", "main"]
 
 HOST = "127.0.0.1"
@@ -297,10 +302,10 @@ def _wait_port(port, timeout):
     return bwtest.poll_until(lambda: not bwtest.connection_refused(port), timeout, interval=0.002)
 
 
-def _blendwire_rows(B, opts, rt, log_dir, http, out, errlog):
+def _blendwire_rows(opts, rt, log_dir, http, out, errlog):
     gui = rt == "gui"
     t0 = time.perf_counter()
-    srv = B.start_blendwire(gui, os.path.join(log_dir, f"issue14-blendwire-{rt}.log"))
+    srv = bench_servers.start_blendwire(gui, os.path.join(log_dir, f"issue14-blendwire-{rt}.log"))
     try:
         mcp_cmd = blendwire_mcp() + ["--blender-port", str(srv.port)]
         anyio.run(_first_call, _stdio(mcp_cmd, errlog), BW_TOOLS)
@@ -314,7 +319,7 @@ def _blendwire_rows(B, opts, rt, log_dir, http, out, errlog):
 
         if http:
             try:
-                _http_row(B, opts, rt, log_dir, srv, out)
+                _http_row(opts, rt, log_dir, srv, out)
             except Exception as e:  # the other rows still run
                 out[BW_HTTP] = {"missing": f"failed: {_leaf(e)}"}
                 out.setdefault("errors", []).append(f"{BW_HTTP}: {_leaf(e)}")
@@ -323,7 +328,7 @@ def _blendwire_rows(B, opts, rt, log_dir, http, out, errlog):
             out[BW_HTTP] = {"missing": "not in this build (`blendwire mcp --help` has no --http)"}
             _say(f"  {BW_HTTP}: not in this build")
 
-        br_cmd = [os.path.join(B.VENV_BIN, "blender-remote"), "--blender-port", str(srv.port)]
+        br_cmd = [os.path.join(bench_clients.VENV_BIN, "blender-remote"), "--blender-port", str(srv.port)]
         row = out[BLREMOTE] = {
             "how": "`blender-remote --blender-port PORT` (its MCP server, stdio) against `blendwire serve`"
         }
@@ -335,14 +340,16 @@ def _blendwire_rows(B, opts, rt, log_dir, http, out, errlog):
         srv.stop(shutdown_port=srv.port)
 
 
-def _http_row(B, opts, rt, log_dir, srv, out):
+def _http_row(opts, rt, log_dir, srv, out):
     """`blendwire mcp --http` against the running service `srv`."""
     row = out[BW_HTTP] = {"how": "`blendwire mcp --http 127.0.0.1:PORT --blender-port PORT`, /mcp"}
     port = bwtest.free_port()
     url = f"http://{HOST}:{port}/mcp"
     cmd = blendwire_mcp() + ["--http", f"{HOST}:{port}", "--blender-port", str(srv.port)]
     t = time.perf_counter()
-    hsrv = B.Server("blendwire-mcp-http", cmd, dict(os.environ), os.path.join(log_dir, f"issue14-http-{rt}.log"))
+    hsrv = bench_servers.Server(
+        "blendwire-mcp-http", cmd, dict(os.environ), os.path.join(log_dir, f"issue14-http-{rt}.log")
+    )
     try:
         if not _wait_port(port, 30):
             raise RuntimeError(f"{' '.join(cmd)} did not listen on {port} within 30 s")
@@ -372,7 +379,7 @@ def _dcc_ready(url, timeout=120.0):
         raise RuntimeError(f"dcc-mcp-blender at {url} not ready within {timeout:.0f} s")
 
 
-def _start_dcc(B, rt, log_dir, site, n):
+def _start_dcc(rt, log_dir, site, n):
     """Blender with dcc-mcp-blender's server; returns (server, url)."""
     env = dict(os.environ)
     registry = tempfile.mkdtemp(prefix="dcc-mcp-registry-", dir=log_dir)
@@ -394,11 +401,11 @@ def _start_dcc(B, rt, log_dir, site, n):
         script = os.path.join(log_dir, "dcc_gui_start.py")
         with open(script, "w") as f:
             f.write(DCC_GUI_SCRIPT)
-        cmd = B._xvfb([blender, "--python", script])
+        cmd = bench_servers.under_xvfb([blender, "--python", script])
     else:
         env["PYTHONPATH"] = site  # the bootstrap restores PYTHONPATH entries itself
         cmd = [blender, "--background", "--python", os.path.join(site, "dcc_mcp_blender", "blender_bootstrap.py")]
-    srv = B.Server(f"dcc-mcp-blender-{rt}", cmd, env, log, ready_prefix=DCC_READY)
+    srv = bench_servers.Server(f"dcc-mcp-blender-{rt}", cmd, env, log, ready_prefix=DCC_READY)
     if not srv._ready.wait(120):
         srv.stop()
         raise RuntimeError(f"dcc-mcp-blender did not print {DCC_READY} within 120 s (log: {log})")
@@ -407,7 +414,7 @@ def _start_dcc(B, rt, log_dir, site, n):
     return srv, url
 
 
-def _dcc_rows(B, opts, rt, log_dir, out):
+def _dcc_rows(opts, rt, log_dir, out):
     site = dcc_site()
     if not site:
         out[DCC] = {"missing": "no .venv-dcc-mcp-blender (run scripts/setup)"}
@@ -426,7 +433,7 @@ def _dcc_rows(B, opts, rt, log_dir, out):
     colds = []
     for n in range(opts.mcp_dcc_starts):
         t0 = time.perf_counter()
-        srv, url = _start_dcc(B, rt, log_dir, site, n)
+        srv, url = _start_dcc(rt, log_dir, site, n)
         try:
             _dcc_ready(url)
             anyio.run(_first_call, streamable_http_client(url), DCC_TOOLS)
@@ -458,7 +465,6 @@ def _brief(row):
 
 def run(bench, log_dir, runtimes=("b", "gui")):
     """Every row, one server at a time, per runtime."""
-    import bench as B
 
     opts = bench.args
     for name, default in (
@@ -484,9 +490,9 @@ def run(bench, log_dir, runtimes=("b", "gui")):
             for part in (_blendwire_rows, _dcc_rows):
                 try:
                     if part is _blendwire_rows:
-                        part(B, opts, rt, log_dir, http, out, errlog)
+                        part(opts, rt, log_dir, http, out, errlog)
                     else:
-                        part(B, opts, rt, log_dir, out)
+                        part(opts, rt, log_dir, out)
                 except Exception as e:  # a server that fails leaves its row empty, the others run
                     why = f"{part.__name__}: {_leaf(e)}"
                     _say(f"  {why}")
@@ -668,8 +674,6 @@ def main():
     """Only these rows (one server at a time)."""
     import argparse
 
-    import bench as B
-
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--quick", action="store_true", help="few calls, 1 Blender start per peer (smoke test)")
     ap.add_argument("--only", default="b,gui", help="b,gui (comma-separated)")
@@ -688,14 +692,13 @@ def main():
     try:
         run(bench, log_dir, tuple(x.strip() for x in args.only.split(",")))
     finally:
-        for srv in list(B.LIVE_SERVERS):
+        for srv in list(bench_servers.LIVE_SERVERS):
             srv.stop()
-    B.print_standalone(render(bench.results), targets(bench.results), log_dir)
+    bench_rounds.print_standalone(render(bench.results), targets(bench.results), log_dir)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({f"{k[0]}:{k[1]}": v for k, v in bench.results.items()}, f, indent=1)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

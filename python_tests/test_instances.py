@@ -53,7 +53,7 @@ def test_two_serves_are_listed_chosen_and_removed_on_exit(serve_factory, runtime
     env = {"XDG_RUNTIME_DIR": str(runtime_dir)}
     bg = serve_factory("background", env=env)
     bp = serve_factory("bpy", env=env)
-    # Written before the serving line: no wait needed.
+    # Written before the ready handshake: no wait needed.
     found = {i["port"]: i for i in _core.discover_instances()}
     assert set(found) == {bg.port, bp.port}
     bg_pid = found[bg.port]["pid"]
