@@ -7,7 +7,7 @@ import subprocess
 import bwtest
 import pytest
 from blendwire import __version__ as BLENDWIRE_VERSION
-from blendwire.process import descendants, parse_ready
+from blendwire.process import Ready, descendants, parse_ready
 
 pytestmark = pytest.mark.runtimes("background", "bpy")
 
@@ -139,6 +139,38 @@ def test_serve_ready_json_names_the_other_listeners(serve_factory):
         bwtest.connect(port).close()  # both listen
     sp.shutdown()
     assert len(sp.stdout_lines) == 1, sp.output()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES[:2])
+def test_serve_ready_json_keeps_blenders_own_output_off_stdout(serve_factory, runtime, tmp_path):
+    """What Blender itself writes to fd 1 (opening a .blend, a job's os.write) goes to stderr: stdout
+    carries the handshake alone, also with --bpy, where Blender runs in the serve process."""
+    path = str(tmp_path / "scene.blend")
+    maker = serve_factory(runtime)
+    bwtest.assert_success(bwtest.execute(maker.port, f"import bpy\nbpy.ops.wm.save_as_mainfile(filepath={path!r})"))
+    maker.shutdown()
+    sp = serve_factory(runtime, extra=[path])
+    bwtest.assert_success(bwtest.execute(sp.port, "import os\nos.write(1, b'written to fd 1\\n')"))
+    sp.shutdown()
+    assert len(sp.stdout_lines) == 1 and parse_ready(sp.stdout_lines[0]) == sp.ready, sp.output()
+    assert "written to fd 1" in sp.stderr_lines, sp.output()
+
+
+def test_parse_ready_takes_the_handshake_only():
+    ready = Ready("127.0.0.1", 5000, None, None, "http://127.0.0.1:5001/mcp", 42, "bpy", "5.0.1", "0.1.0")
+    fields = json.loads(ready.to_json())
+    assert parse_ready(ready.to_json()) == ready
+    assert parse_ready(json.dumps({**fields, "added_later": 1})) == ready
+    for line in (
+        "blendwire: serving on 127.0.0.1:5000 (Blender 5.0.1, bpy)",
+        "[1, 2]",
+        "{",
+        json.dumps({k: v for k, v in fields.items() if k != "pid"}),
+        json.dumps({**fields, "port": "5000"}),
+        json.dumps({**fields, "port": True}),
+        json.dumps({**fields, "host": None}),
+    ):
+        assert parse_ready(line) is None, line
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

@@ -129,6 +129,9 @@ def _router_settings(args):
 
 
 def _serve_bpy(settings, blend_file, ready_json):
+    # With --ready-json, stdout carries the handshake alone: what Blender prints (from its import
+    # on) goes to stderr.
+    out = process.stdout_for_handshake() if ready_json else None
     try:
         import bpy  # noqa: F401
     except ImportError as e:
@@ -139,7 +142,7 @@ def _serve_bpy(settings, blend_file, ready_json):
     from . import serve  # loads Blender: only for --bpy
 
     try:
-        return serve.serve(settings, lambda info: process.announce(info, ready_json), blend_file=blend_file)
+        return serve.serve(settings, lambda info: process.announce(info, ready_json, out), blend_file=blend_file)
     except serve.ServeError as e:
         raise _Fail(str(e)) from None
 

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 __all__ = [
     "RUNTIME_ARGS",
@@ -39,6 +39,7 @@ __all__ = [
     "kill_tree",
     "parse_ready",
     "serve_argv",
+    "stdout_for_handshake",
 ]
 
 # `blendwire serve`'s flags for each runtime.
@@ -89,19 +90,33 @@ class Ready:
         return json.dumps(dataclasses.asdict(self))
 
 
+# Each field of Ready and the JSON types it may have (None: null).
+_READY_TYPES: dict[str, tuple[type, ...]] = {
+    "host": (str,),
+    "port": (int,),
+    "addon_host": (str, type(None)),
+    "addon_port": (int, type(None)),
+    "mcp_url": (str, type(None)),
+    "pid": (int,),
+    "runtime": (str,),
+    "blender_version": (str,),
+    "blendwire_version": (str,),
+}
+
+
 def parse_ready(line: str) -> Ready | None:
     """The handshake if `line` is one, else None (any other line, or a JSON object without every
-    field of `Ready`; keys added later are ignored)."""
+    field of `Ready` with its type; keys added later are ignored)."""
     try:
         value = json.loads(line)
     except ValueError:
         return None
     if not isinstance(value, dict):
         return None
-    names = [f.name for f in dataclasses.fields(Ready)]
-    if not all(name in value for name in names):
-        return None
-    return Ready(**{name: value[name] for name in names})
+    for name, types in _READY_TYPES.items():
+        if not isinstance(value.get(name, ...), types) or isinstance(value[name], bool):
+            return None
+    return Ready(**{name: value[name] for name in _READY_TYPES})
 
 
 def human_lines(info: Mapping[str, Any]) -> list[str]:
@@ -117,14 +132,25 @@ def human_lines(info: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def announce(info: Mapping[str, Any], ready_json: bool) -> None:
+def announce(info: Mapping[str, Any], ready_json: bool, out: TextIO | None = None) -> None:
     """Print that serve serves: the human lines on stdout; with `ready_json`, the human lines on
-    stderr and then the handshake alone on stdout."""
+    stderr and then the handshake alone on `out` (default: stdout)."""
     human = sys.stderr if ready_json else sys.stdout
     for line in human_lines(info):
         print(line, file=human, flush=True)
     if ready_json:
-        print(Ready.from_info(info).to_json(), flush=True)  # stdout is a pipe: flush or it sits in a buffer
+        # stdout is a pipe: flush or it sits in a buffer
+        print(Ready.from_info(info).to_json(), file=out or sys.stdout, flush=True)
+
+
+def stdout_for_handshake() -> TextIO:
+    """For serving in this process (--bpy): a private copy of stdout for the handshake, with the
+    process's own stdout (fd 1: Blender's C code, scripts' prints) sent to stderr from now on, so
+    that stdout carries the handshake alone."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return out
 
 
 # ---- starting and stopping ----------------------------------------------------------------------
