@@ -55,7 +55,7 @@ import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python_tests"))
-import bwtest  # noqa: E402  (raw JSON over a socket, waiting, processes)
+import bw_net  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_agents  # noqa: E402  (issue 13's rows: the agents' add-on protocols)
@@ -346,7 +346,7 @@ def main():
                 flush=True,
             )
             env = dict(os.environ)
-            env["BENCH_STANDIN_PORT"] = str(bwtest.free_port())
+            env["BENCH_STANDIN_PORT"] = str(bw_net.free_port())
             srv = start_marked(
                 "standin",
                 under_xvfb([args.blender, "--python", STANDIN]),

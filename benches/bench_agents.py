@@ -29,7 +29,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python_tests"))
-import bwtest  # noqa: E402
+import bw_json  # noqa: E402
+import bw_net  # noqa: E402
+import bw_wait  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_clients  # noqa: E402
@@ -111,7 +113,7 @@ def addon_file():
 
 
 def _lab_oneshot(port):
-    s = bwtest.connect(port, HOST, timeout=10.0)  # TCP_NODELAY
+    s = bw_net.connect(port, HOST, timeout=10.0)  # TCP_NODELAY
     try:
         s.sendall(LAB_REQUEST)
         buf = bytearray()
@@ -204,7 +206,7 @@ def _start_addon(addon, log_dir):
         f.write(ADDON_SCRIPT)
     env = dict(os.environ)
     env["BENCH_AGENTS_ADDON"] = addon
-    env["BENCH_AGENTS_PORT"] = str(bwtest.free_port())
+    env["BENCH_AGENTS_PORT"] = str(bw_net.free_port())
     env["BENCH_AGENTS_SITE"] = os.pathsep.join(
         sorted(glob.glob(os.path.join(os.path.dirname(bench_clients.VENV_BIN), "lib", "python3*", "site-packages")))
     )
@@ -217,7 +219,7 @@ def _start_addon(addon, log_dir):
     )
     srv.port = int(env["BENCH_AGENTS_PORT"])
     # Ready = a get_scene_info answered (its drain timer is running).
-    ok = bwtest.poll_until(lambda: _answers(srv.port), 60, interval=0.2)
+    ok = bw_wait.poll_until(lambda: _answers(srv.port), 60, interval=0.2)
     if not ok:
         srv.stop()
         raise RuntimeError("the blender-mcp add-on's own server did not answer get_scene_info")
@@ -226,7 +228,7 @@ def _start_addon(addon, log_dir):
 
 def _answers(port):
     try:
-        with bwtest.Conn(port, HOST, timeout=5.0) as c:
+        with bw_json.Conn(port, HOST, timeout=5.0) as c:
             return c.request({"type": "get_scene_info", "params": {}}).get("status") == "success"
     except Exception:
         return False

@@ -11,7 +11,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python_tests"))
-import bwtest  # noqa: E402  (raw JSON over a socket, waiting, processes)
+import bw_json  # noqa: E402
+import bw_net  # noqa: E402
 
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 HOST = "127.0.0.1"
@@ -33,13 +34,13 @@ EXEC = {"type": "execute_code", "params": {"code": "print(1)"}}
 
 
 def client_connect(port):
-    return bwtest.connect(port, HOST, timeout=CLIENT_TIMEOUT)  # TCP_NODELAY
+    return bw_net.connect(port, HOST, timeout=CLIENT_TIMEOUT)  # TCP_NODELAY
 
 
 def _roundtrip(sock, payload):
     """Send one request; read until the bytes parse as one JSON object; return it."""
     sock.sendall(payload)
-    return bwtest.read_json(sock, whole=True)[0]
+    return bw_json.read_json(sock, whole=True)[0]
 
 
 def is_success(resp):
@@ -227,7 +228,7 @@ def client_worker_multi(args):
                 del state[s]
                 continue
             st[0] += chunk
-            parsed = bwtest.parse_one(st[0], whole=True)
+            parsed = bw_json.parse_one(st[0], whole=True)
             if parsed is None:
                 continue
             resp = parsed[0]
@@ -264,7 +265,7 @@ def read_json_big(sock):
     """The read loop for the 10 MB workload (blendwire and the plain loopback copy alike): chunks
     of 1 MiB into a bytearray; a parse is tried only when the bytes so far end with '}'.
     Returns (response, bytes)."""
-    resp, size, _ = bwtest.read_json(sock, whole=True, recv_size=1 << 20, ends_with=b"}")
+    resp, size, _ = bw_json.read_json(sock, whole=True, recv_size=1 << 20, ends_with=b"}")
     return resp, size
 
 

@@ -38,7 +38,8 @@ from typing import NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python_tests"))
-import bwtest  # noqa: E402
+import bw_json  # noqa: E402
+import bw_net  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_clients  # noqa: E402
@@ -76,12 +77,12 @@ def _fmt(v, digits=1):
 
 
 def _connect(port):
-    return bwtest.connect(port, HOST, timeout=30.0)
+    return bw_net.connect(port, HOST, timeout=30.0)
 
 
 def _call(sock, payload):
     sock.sendall(payload)
-    return bwtest.read_json(sock, whole=True)[0]
+    return bw_json.read_json(sock, whole=True)[0]
 
 
 def _execute(port, code):
@@ -138,7 +139,7 @@ def _read_both(a, b, limit):
                 if not chunk:
                     raise ConnectionError("the server closed a connection during a runaway job")
                 bufs[s] += chunk
-                parsed = bwtest.parse_one(bufs[s], whole=True)
+                parsed = bw_json.parse_one(bufs[s], whole=True)
                 if parsed is not None:
                     got[s] = (parsed[0], time.perf_counter())
                     sel.unregister(s)
@@ -298,7 +299,7 @@ def _job(port, code, progress):
     try:
         s.sendall(json.dumps(req).encode())
         while True:
-            values, buf = bwtest.read_values(s, 1, buf, timeout=180)
+            values, buf = bw_json.read_values(s, 1, buf, timeout=180)
             v = values[0]
             if v.get("status") != "progress":
                 break

@@ -55,7 +55,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python_tests"))
-import bwtest  # noqa: E402
+import bw_net  # noqa: E402
+import bw_serve  # noqa: E402
+import bw_wait  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_clients  # noqa: E402
@@ -121,7 +123,7 @@ def dcc_version():
 
 def blendwire_mcp():
     """The `blendwire mcp` command: $BLENDWIRE_BIN's (another build) if set, else .venv's."""
-    return bwtest.blendwire_command() + ["mcp"]
+    return bw_serve.blendwire_command() + ["mcp"]
 
 
 def http_supported():
@@ -299,7 +301,7 @@ def _median_ms(values):
 
 
 def _wait_port(port, timeout):
-    return bwtest.poll_until(lambda: not bwtest.connection_refused(port), timeout, interval=0.002)
+    return bw_wait.poll_until(lambda: not bw_net.connection_refused(port), timeout, interval=0.002)
 
 
 def _blendwire_rows(opts, rt, log_dir, http, out, errlog):
@@ -343,7 +345,7 @@ def _blendwire_rows(opts, rt, log_dir, http, out, errlog):
 def _http_row(opts, rt, log_dir, srv, out):
     """`blendwire mcp --http` against the running service `srv`."""
     row = out[BW_HTTP] = {"how": "`blendwire mcp --http 127.0.0.1:PORT --blender-port PORT`, /mcp"}
-    port = bwtest.free_port()
+    port = bw_net.free_port()
     url = f"http://{HOST}:{port}/mcp"
     cmd = blendwire_mcp() + ["--http", f"{HOST}:{port}", "--blender-port", str(srv.port)]
     t = time.perf_counter()
@@ -375,7 +377,7 @@ def _dcc_ready(url, timeout=120.0):
         except OSError:  # 503 (HTTPError) while not ready
             return False
 
-    if not bwtest.poll_until(ready, timeout, interval=0.01):
+    if not bw_wait.poll_until(ready, timeout, interval=0.01):
         raise RuntimeError(f"dcc-mcp-blender at {url} not ready within {timeout:.0f} s")
 
 

@@ -10,7 +10,8 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python_tests"))
-import bwtest
+import bw_net
+import bw_wait
 from bench_clients import SCENE, VENV_BIN, is_success, oneshot
 from blendwire import process
 
@@ -150,7 +151,7 @@ class Server:
             pass
         # Killed processes whose parent went first are reaped by init a moment later: wait for
         # that, so the next workload (and the "other Blender processes" count) starts clean.
-        bwtest.poll_until(lambda: not any(proc_alive(p, c) for p, c in self.known.items()), 10.0, interval=0.02)
+        bw_wait.poll_until(lambda: not any(proc_alive(p, c) for p, c in self.known.items()), 10.0, interval=0.02)
         if self.log is not subprocess.DEVNULL:
             self.log.close()
         if self in LIVE_SERVERS:
@@ -251,7 +252,7 @@ print("[INFO] MCP service will start via addon auto-start mechanism")
 
 
 def start_peer(blender, log_path, script_path, timeout=90.0):
-    port = bwtest.free_port()
+    port = bw_net.free_port()
     with open(script_path, "w") as f:
         f.write(peer_script())
     env = dict(os.environ)
@@ -270,7 +271,7 @@ def start_peer(blender, log_path, script_path, timeout=90.0):
             return False
 
     try:
-        bwtest.wait_for(answers, timeout, f"the peer to answer (log: {log_path})", interval=0.2, error=RuntimeError)
+        bw_wait.wait_for(answers, timeout, f"the peer to answer (log: {log_path})", interval=0.2, error=RuntimeError)
     except BaseException:
         srv.stop()
         raise

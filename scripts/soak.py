@@ -31,7 +31,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python_tests"))
 
-import bwtest  # noqa: E402
+import bw_json  # noqa: E402
+import bw_net  # noqa: E402
+import bw_serve  # noqa: E402
+import bw_wait  # noqa: E402
 
 # latency histogram: log buckets from 10 µs to 100 s, 5% wide
 _BOUNDS = [1e-5 * 1.05**i for i in range(int(math.log(1e7) / math.log(1.05)) + 2)]
@@ -119,7 +122,7 @@ def is_error(resp):
 
 def one_shot(port, stats, stop):
     while not stop.is_set():
-        timed(stats, "one-shot", lambda: is_success(bwtest.request(port, "get_scene_info", timeout=60)))
+        timed(stats, "one-shot", lambda: is_success(bw_json.request(port, "get_scene_info", timeout=60)))
 
 
 def persistent(port, stats, stop, i):
@@ -127,7 +130,7 @@ def persistent(port, stats, stop, i):
     conn = None
     while not stop.is_set():
         if conn is None:
-            conn = bwtest.Conn(port, timeout=60)
+            conn = bw_json.Conn(port, timeout=60)
         choice = rnd.random()
         if choice < 0.4:
             req = {"type": "get_scene_info", "params": {}}
@@ -186,7 +189,7 @@ def bad_input(port, stats, stop):
             name, make, expect = rnd.choice(cases)
 
         def one(expect=expect, make=make):
-            with socket.create_connection((bwtest.HOST, port), timeout=60) as s:
+            with socket.create_connection((bw_net.HOST, port), timeout=60) as s:
                 if expect == "oversized":
                     s.settimeout(60)
                     try:
@@ -196,22 +199,22 @@ def bad_input(port, stats, stop):
                             s.sendall(chunk)
                     except OSError:
                         pass
-                    data = bwtest.read_until_eof(s)[0]
+                    data = bw_json.read_until_eof(s)[0]
                     return (b"request_too_large" in data, data[:200])
                 s.sendall(make())
                 try:
                     s.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
-                data = bwtest.read_until_eof(s)[0]
+                data = bw_json.read_until_eof(s)[0]
             if expect == "error-or-close" and not data.strip():
                 return True, None
-            values = bwtest.parse_all(data, lenient=True)
+            values = bw_json.parse_all(data, lenient=True)
             return (bool(values) and all(is_error(v)[0] for v in values), data[:200])
 
         timed(stats, "bad input", one)
         # and a good call right after
-        timed(stats, "bad input", lambda: is_success(bwtest.request(port, "get_polyhaven_status", timeout=60)))
+        timed(stats, "bad input", lambda: is_success(bw_json.request(port, "get_polyhaven_status", timeout=60)))
 
 
 def socketio_load(peer, stats, stop, restart_every_s, events):
@@ -271,7 +274,7 @@ def main():
     args = ap.parse_args()
 
     help_text = subprocess.run(
-        bwtest.blendwire_command() + ["serve", "--help"], capture_output=True, text=True, timeout=60
+        bw_serve.blendwire_command() + ["serve", "--help"], capture_output=True, text=True, timeout=60
     ).stdout
     router = "--engine-url" in help_text
     peer = None
@@ -290,9 +293,9 @@ def main():
     stop = threading.Event()
     events = []
     try:
-        sp = bwtest.start_serve(args.runtime, extra=extra, env={"CR8_AUTH_TOKEN": "soak-token"})
+        sp = bw_serve.start_serve(args.runtime, extra=extra, env={"CR8_AUTH_TOKEN": "soak-token"})
         pid = int(
-            bwtest.request(sp.port, "execute_code", {"code": "import os\nprint(os.getpid())"})["result"]["result"]
+            bw_json.request(sp.port, "execute_code", {"code": "import os\nprint(os.getpid())"})["result"]["result"]
         )
         if peer:
             peer.wait_connected(timeout=60)
@@ -335,7 +338,7 @@ def main():
             stop.wait(min(1.0, max(0.0, end - time.monotonic())))
     finally:
         stop.set()
-        stuck = [t.name for t in bwtest.join_all(threads, 120)]
+        stuck = [t.name for t in bw_wait.join_all(threads, 120)]
         if stuck:
             notes.append(f"load threads still running after stop: {stuck}")
         rc = None
