@@ -4,7 +4,10 @@ import json
 import signal
 import subprocess
 
-import bwtest
+import bw_json
+import bw_net
+import bw_serve
+import bw_wait
 import pytest
 from blendwire import __version__ as BLENDWIRE_VERSION
 from blendwire.process import Ready, descendants, parse_ready
@@ -14,7 +17,7 @@ pytestmark = pytest.mark.runtimes("background", "bpy")
 
 def blendwire(*args, timeout=120):
     return subprocess.run(
-        bwtest.blendwire_command() + list(args),
+        bw_serve.blendwire_command() + list(args),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -47,7 +50,7 @@ def test_call_port_from_env(server):
 
     env = dict(os.environ, BLD_REMOTE_MCP_PORT=str(server.port))
     p = subprocess.run(
-        bwtest.blendwire_command() + ["call", "get_polyhaven_status"],
+        bw_serve.blendwire_command() + ["call", "get_polyhaven_status"],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -81,7 +84,7 @@ def test_call_bad_params_fails(server, params):
 
 @pytest.mark.background
 def test_call_nothing_listening_fails_clearly():
-    port = bwtest.free_port()
+    port = bw_net.free_port()
     p = blendwire("call", "get_scene_info", "--port", str(port), "--timeout", "2")
     assert p.returncode != 0
     assert str(port) in p.stderr, p.stderr
@@ -100,7 +103,7 @@ RUNTIMES = [
 def _blender_version(port):
     """The version of the Blender serving on `port`, as it says itself."""
     code = "import bpy; print('.'.join(str(v) for v in bpy.app.version), end='')"
-    return bwtest.stdout_of(bwtest.assert_success(bwtest.execute(port, code)))
+    return bw_json.stdout_of(bw_json.assert_success(bw_json.execute(port, code)))
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -136,7 +139,7 @@ def test_serve_ready_json_names_the_other_listeners(serve_factory):
     assert ready["mcp_url"].startswith("http://127.0.0.1:") and ready["mcp_url"].endswith("/mcp"), ready
     mcp_port = int(ready["mcp_url"].rsplit(":", 1)[1].split("/")[0])
     for port in (ready["addon_port"], mcp_port):
-        bwtest.connect(port).close()  # both listen
+        bw_net.connect(port).close()  # both listen
     sp.shutdown()
     assert len(sp.stdout_lines) == 1, sp.output()
 
@@ -147,10 +150,10 @@ def test_serve_ready_json_keeps_blenders_own_output_off_stdout(serve_factory, ru
     carries the handshake alone, also with --bpy, where Blender runs in the serve process."""
     path = str(tmp_path / "scene.blend")
     maker = serve_factory(runtime)
-    bwtest.assert_success(bwtest.execute(maker.port, f"import bpy\nbpy.ops.wm.save_as_mainfile(filepath={path!r})"))
+    bw_json.assert_success(bw_json.execute(maker.port, f"import bpy\nbpy.ops.wm.save_as_mainfile(filepath={path!r})"))
     maker.shutdown()
     sp = serve_factory(runtime, extra=[path])
-    bwtest.assert_success(bwtest.execute(sp.port, "import os\nos.write(1, b'written to fd 1\\n')"))
+    bw_json.assert_success(bw_json.execute(sp.port, "import os\nos.write(1, b'written to fd 1\\n')"))
     sp.shutdown()
     assert len(sp.stdout_lines) == 1 and parse_ready(sp.stdout_lines[0]) == sp.ready, sp.output()
     assert "written to fd 1" in sp.stderr_lines, sp.output()
@@ -176,10 +179,10 @@ def test_parse_ready_takes_the_handshake_only():
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_serve_without_ready_json_prints_the_human_line(runtime):
     """Without --ready-json, stdout is for people: exactly the documented line."""
-    port = bwtest.free_port()
-    sp = bwtest.ServeProcess(["--port", str(port)] + bwtest.RUNTIME_ARGS[runtime], ready_json=False)
+    port = bw_net.free_port()
+    sp = bw_serve.ServeProcess(["--port", str(port)] + bw_serve.RUNTIME_ARGS[runtime], ready_json=False)
     try:
-        bwtest.wait_for(lambda: sp.stdout_lines or not sp.alive(), bwtest.START_TIMEOUT, "the serving line")
+        bw_wait.wait_for(lambda: sp.stdout_lines or not sp.alive(), bw_serve.START_TIMEOUT, "the serving line")
         assert sp.stdout_lines, sp.output()
         version = _blender_version(port)
         sp.port = port
@@ -196,19 +199,19 @@ def test_serve_without_ready_json_prints_the_human_line(runtime):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_exits_0_on_signal(serve_factory, runtime, signum):
     sp = serve_factory(runtime)
-    assert bwtest.request(sp.port, "get_polyhaven_status")["status"] == "success"
+    assert bw_json.request(sp.port, "get_polyhaven_status")["status"] == "success"
     sp.signal(signum)
     rc = sp.wait_exit()
     if rc is None:
         sp.kill()
     assert rc == 0, sp.output()
-    assert bwtest.connection_refused(sp.port)
+    assert bw_net.connection_refused(sp.port)
 
 
 @pytest.mark.background
 def test_serve_signal_with_client_connected(serve_factory):
     sp = serve_factory("background")
-    conn = bwtest.Conn(sp.port)
+    conn = bw_json.Conn(sp.port)
     assert conn.request({"type": "get_polyhaven_status", "params": {}})["status"] == "success"
     sp.signal(signal.SIGTERM)
     rc = sp.wait_exit()
@@ -220,16 +223,16 @@ def test_serve_signal_with_client_connected(serve_factory):
 
 @pytest.mark.background
 def test_serve_explicit_port(serve_factory):
-    port = bwtest.free_port()
+    port = bw_net.free_port()
     sp = serve_factory("background", port=port)
     assert sp.port == port
-    assert bwtest.request(port, "get_polyhaven_status")["status"] == "success"
+    assert bw_json.request(port, "get_polyhaven_status")["status"] == "success"
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_serve_port_taken_fails_clearly(runtime):
-    with bwtest.taken_port() as port:
-        sp = bwtest.ServeProcess(["--port", str(port)] + bwtest.RUNTIME_ARGS[runtime])
+    with bw_net.taken_port() as port:
+        sp = bw_serve.ServeProcess(["--port", str(port)] + bw_serve.RUNTIME_ARGS[runtime])
         rc = sp.wait_exit(timeout=120)
         if rc is None:
             sp.kill()
@@ -249,16 +252,16 @@ def test_serve_opens_blend_file(serve_factory, tmp_path):
         "import bpy\nbpy.ops.mesh.primitive_uv_sphere_add()\nbpy.context.active_object.name = 'MySphere'\n"
         f"bpy.ops.wm.save_as_mainfile(filepath={path!r})\nprint('saved')"
     )
-    assert bwtest.stdout_of(bwtest.assert_success(bwtest.execute(maker.port, code))).endswith("saved\n")
+    assert bw_json.stdout_of(bw_json.assert_success(bw_json.execute(maker.port, code))).endswith("saved\n")
     maker.shutdown()
     sp = serve_factory("background", extra=[path])
-    info = bwtest.assert_success(bwtest.request(sp.port, "get_object_info", {"name": "MySphere"}))
+    info = bw_json.assert_success(bw_json.request(sp.port, "get_object_info", {"name": "MySphere"}))
     assert info["type"] == "MESH"
 
 
 @pytest.mark.background
 def test_serve_missing_blend_file_fails(tmp_path):
-    sp = bwtest.ServeProcess(["--port", "0", str(tmp_path / "missing.blend")])
+    sp = bw_serve.ServeProcess(["--port", "0", str(tmp_path / "missing.blend")])
     rc = sp.wait_exit(timeout=60)
     if rc is None:
         sp.kill()
@@ -271,7 +274,7 @@ def test_serve_shutdown_right_after_serving_line(runtime):
     """server_shutdown sent the moment the line appears (a script's first action) must end the
     process with 0 every time. Repeated: the window between the line and the serving loop is small."""
     for attempt in range(2 if runtime == "gui" else 5):  # a GUI start takes seconds
-        sp = bwtest.ServeProcess(["--port", "0"] + bwtest.RUNTIME_ARGS[runtime])
+        sp = bw_serve.ServeProcess(["--port", "0"] + bw_serve.RUNTIME_ARGS[runtime])
         try:
             sp.wait_serving()
         except BaseException:
@@ -319,8 +322,8 @@ def test_serve_bad_watchdog_env_is_named(monkeypatch):
 
 
 def test_serve_port_from_env():
-    port = bwtest.free_port()
-    sp = bwtest.ServeProcess([], env={"BLD_REMOTE_MCP_PORT": str(port)})
+    port = bw_net.free_port()
+    sp = bw_serve.ServeProcess([], env={"BLD_REMOTE_MCP_PORT": str(port)})
     try:
         sp.wait_serving()
     except BaseException:
@@ -339,18 +342,18 @@ def test_serve_sigterm_with_running_and_queued_jobs(serve_factory, tmp_flag_dir)
     sp = serve_factory("background")
     started = os.path.join(tmp_flag_dir, "started")
     release = os.path.join(tmp_flag_dir, "release")
-    blocker = bwtest.Conn(sp.port)
+    blocker = bw_json.Conn(sp.port)
     waiting = []
     try:
-        blocker.send({"type": "execute_code", "params": {"code": bwtest.blocking_code(started, release)}})
-        bwtest.wait_file(started)
+        blocker.send({"type": "execute_code", "params": {"code": bw_json.blocking_code(started, release)}})
+        bw_wait.wait_file(started)
         for i in range(3):
-            c = bwtest.Conn(sp.port)
+            c = bw_json.Conn(sp.port)
             c.send({"type": "execute_code", "params": {"code": f"print({i})"}})
             waiting.append(c)
         sp.signal(signal.SIGTERM)
     finally:
-        bwtest.touch(release)
+        bw_wait.touch(release)
     rc = sp.wait_exit()
     if rc is None:
         sp.kill()
@@ -371,11 +374,11 @@ def test_blender_does_not_outlive_a_killed_serve():
     its Blender running on as an orphan that holds the port."""
     import os
 
-    sp = bwtest.ServeProcess(["--port", "0"])
+    sp = bw_serve.ServeProcess(["--port", "0"])
     children = []
     try:
         sp.wait_serving()
-        children[:] = bwtest.descendants(sp.proc.pid)
+        children[:] = bw_serve.descendants(sp.proc.pid)
         assert children, "blendwire serve has no child process"
         sp.proc.kill()  # the blendwire process only, as a supervisor would
         sp.proc.wait(timeout=30)
@@ -383,8 +386,8 @@ def test_blender_does_not_outlive_a_killed_serve():
         def all_gone():
             return not [pid for pid in children if _alive(pid)]
 
-        bwtest.wait_for(all_gone, 30, f"Blender (pids {children}) to exit after its blendwire serve was killed")
-        assert bwtest.connection_refused(sp.port)
+        bw_wait.wait_for(all_gone, 30, f"Blender (pids {children}) to exit after its blendwire serve was killed")
+        assert bw_net.connection_refused(sp.port)
     finally:
         sp.kill()
         for pid in children:  # orphans are no longer below sp.proc
