@@ -165,7 +165,7 @@ fn pipelined_requests_wait_for_the_main_thread_together_and_answer_in_order() {
     batch.extend(echo_requests(20..40));
     s.write_all(&batch).unwrap();
     // No main thread yet: the connection queues up to PIPELINE_DEPTH jobs at once, no more.
-    let depth = blendwire::service::PIPELINE_DEPTH;
+    let depth = blendwire::defaults::PIPELINE_DEPTH;
     wait_until("the pipeline to fill", || bridge.len() >= depth - 2);
     // 30 jobs and the two answered at once fill the 32 places; nothing more is taken.
     assert_eq!(bridge.len(), depth - 2);

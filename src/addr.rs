@@ -1,4 +1,5 @@
-//! Host name → socket address, the same way for the service and the client.
+//! Host name → socket address, the same way for the service and the client; and the one rule on
+//! which hosts may serve without a token.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
@@ -32,6 +33,23 @@ pub fn connect_host(host: &str) -> String {
         Ok(IpAddr::V6(ip)) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.to_string(),
         _ => host.to_string(),
     }
+}
+
+/// `execute_code` runs any Python: a host other machines can reach needs a token.
+pub fn host_rule(host: &str, token: Option<&str>) -> Result<(), String> {
+    if is_loopback(host) || token.is_some_and(|t| !t.is_empty()) {
+        Ok(())
+    } else {
+        Err(insecure_host(host))
+    }
+}
+
+/// The rule text of [`host_rule`], also used when the bound address turns out not to be loopback.
+pub fn insecure_host(host: &str) -> String {
+    format!(
+        "must be loopback unless there is a token, got {host:?}: anyone who can reach it could run code in \
+         Blender; set BLENDWIRE_TOKEN (clients then send \"token\") or listen on 127.0.0.1"
+    )
 }
 
 #[cfg(test)]

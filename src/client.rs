@@ -16,6 +16,7 @@
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::ClientError;
 use crate::framing::{Decoder, Limits};
+use crate::protocol::excerpt;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use std::io::{ErrorKind, Read, Write};
@@ -25,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Pipelining bounds of `request_many`: as many as the service queues per connection.
-const MAX_IN_FLIGHT: usize = crate::service::PIPELINE_DEPTH;
+const MAX_IN_FLIGHT: usize = crate::defaults::PIPELINE_DEPTH;
 /// Well under a loopback socket's initial receive buffer (128 KiB), so that writing the requests
 /// never blocks on a service that is itself blocked writing answers we have not read yet.
 const IN_FLIGHT_BYTES: usize = 64 * 1024;
@@ -154,7 +155,7 @@ impl Client {
     /// (`interrupted`, ...) is read rather than given up on.
     pub fn wait_for(&self, request: &Value) -> Duration {
         let job = crate::protocol::requested_timeout(request).map_or(Duration::ZERO, |t| {
-            t + crate::settings::INTERRUPT_GRACE + crate::settings::ANSWER_SLACK
+            t + crate::defaults::INTERRUPT_GRACE + crate::defaults::ANSWER_SLACK
         });
         self.timeout.max(job)
     }
@@ -434,15 +435,6 @@ pub fn outcome(response: Value) -> Result<Value, ResponseError> {
             response,
         }),
         _ => Err(ResponseError::NoStatus { response }),
-    }
-}
-
-/// The first `n` characters of `v` as JSON, for messages about an unexpected response.
-pub fn excerpt(v: &Value, n: usize) -> String {
-    let text = v.to_string();
-    match text.char_indices().nth(n) {
-        Some((i, _)) => text[..i].to_string(),
-        None => text,
     }
 }
 

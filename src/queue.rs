@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-use crate::settings::DEFAULT_QUEUE_CAPACITY;
+use crate::defaults::DEFAULT_QUEUE_CAPACITY;
 
 /// How long a blocking `next_job` keeps polling (yielding its core to anything else runnable)
 /// after the queue runs dry, before it sleeps on the condition variable. A client that sends its

@@ -24,11 +24,6 @@ use std::time::{Duration, Instant};
 /// BaseException and carries on gets another one).
 pub const REPEAT: Duration = Duration::from_millis(75);
 
-/// After a running job's deadline, how long its caller waits for the job's own answer (the
-/// interrupt's `interrupted` error) before it is answered `timeout`: a job in a long C call only
-/// sees the interrupt when control returns to Python.
-pub const GRACE: Duration = crate::settings::INTERRUPT_GRACE;
-
 /// SIGUSR2: neither Blender nor Python use it (Blender handles SIGSEGV/SIGABRT/SIGINT/SIGTERM,
 /// the runtime SIGINT/SIGTERM).
 pub const INTERRUPT_SIGNAL: i32 = libc::SIGUSR2;

@@ -1,6 +1,7 @@
 //! Main-thread side of the bridge: the dispatcher, `tick` (GUI timers) and `pump` (-b, bpy).
 
 use super::errors;
+use crate::defaults;
 use crate::error::JobError;
 use crate::logbuffer;
 use crate::protocol::Dialect;
@@ -91,7 +92,7 @@ fn replace(slot: &Mutex<Option<Py<PyAny>>>, new: Option<Py<PyAny>>) {
 #[pyo3(signature = (budget_ms = None))]
 fn tick(py: Python<'_>, budget_ms: Option<f64>) -> PyResult<usize> {
     let bridge = queue::global();
-    let budget_ms = budget_ms.unwrap_or(settings::DEFAULT_TICK_BUDGET_MS);
+    let budget_ms = budget_ms.unwrap_or(defaults::DEFAULT_TICK_BUDGET_MS);
     let budget = Duration::from_secs_f64(if budget_ms.is_finite() {
         budget_ms.max(0.0) / 1000.0
     } else {
@@ -157,7 +158,7 @@ fn take_stop_request() -> Option<String> {
 fn set_queue_capacity(capacity: Option<i64>) -> PyResult<()> {
     let capacity = match capacity {
         Some(c) => settings::queue_capacity(c).map_err(|rule| errors::setting("queue_capacity", rule))?,
-        None => settings::DEFAULT_QUEUE_CAPACITY,
+        None => defaults::DEFAULT_QUEUE_CAPACITY,
     };
     queue::global().set_capacity(capacity);
     Ok(())

@@ -2,9 +2,9 @@
 
 use super::bridge::emit_logs;
 use super::{errors, seconds_or};
+use crate::defaults::DEFAULT_STOP_TIMEOUT;
 use crate::queue;
 use crate::router::{Router, Shared};
-use crate::settings::DEFAULT_STOP_TIMEOUT;
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

@@ -2,9 +2,9 @@
 
 use super::seconds_or;
 use super::{bridge::emit_logs, errors};
+use crate::defaults::DEFAULT_STOP_TIMEOUT;
 use crate::queue;
 use crate::service::{Service, ServiceInfo, StatusSource};
-use crate::settings::DEFAULT_STOP_TIMEOUT;
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

@@ -9,6 +9,7 @@
 pub mod commands;
 pub mod session;
 pub mod tls;
+pub mod url;
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::JobError;
@@ -59,12 +60,12 @@ pub struct RouterConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        use crate::settings as s;
+        use crate::defaults as s;
         RouterConfig {
             url: s::DEFAULT_ENGINE_URL.into(),
             socketio_path: s::DEFAULT_SOCKETIO_PATH.into(),
             namespace: s::DEFAULT_NAMESPACE.into(),
-            backoff: s::DEFAULT_BACKOFF,
+            backoff: BackoffPolicy::DEFAULT,
             watchdog: WatchdogPolicy::default(),
             handshake_timeout: s::DEFAULT_HANDSHAKE_TIMEOUT,
             auth_timeout: s::DEFAULT_AUTH_TIMEOUT,
@@ -266,12 +267,12 @@ impl Shared {
                 after: timeout,
             });
         }
-        match tokio::time::timeout(crate::supervisor::GRACE, ticket.rx).await {
+        match tokio::time::timeout(crate::defaults::INTERRUPT_GRACE, ticket.rx).await {
             Ok(reply) => reply.unwrap_or(Err(JobError::Cancelled)),
             Err(_) => Err(JobError::StillRunning {
                 command,
                 after: timeout,
-                grace: crate::supervisor::GRACE,
+                grace: crate::defaults::INTERRUPT_GRACE,
             }),
         }
     }
@@ -626,7 +627,7 @@ pub struct Router {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    /// `why` is a rule text of `settings::engine_url` (it names the URL).
+    /// `why` is a rule text of `url::engine_url` (it names the URL).
     #[error("engine URL {why}")]
     BadUrl { url: String, why: String },
     #[error("ca_file {0}")]
@@ -677,6 +678,6 @@ impl Router {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        self.stop_inner(crate::settings::DEFAULT_STOP_TIMEOUT);
+        self.stop_inner(crate::defaults::DEFAULT_STOP_TIMEOUT);
     }
 }

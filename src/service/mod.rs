@@ -26,9 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-pub use crate::settings::DEFAULT_PORT;
 pub(crate) use pipeline::constant_time_eq;
-pub use pipeline::PIPELINE_DEPTH;
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -65,7 +63,7 @@ impl std::fmt::Debug for StatusSource {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        use crate::settings as s;
+        use crate::defaults as s;
         ServiceConfig {
             host: s::DEFAULT_HOST.into(),
             port: s::DEFAULT_PORT,
@@ -208,8 +206,8 @@ impl Service {
             detail,
         })?;
         // execute_code is arbitrary code execution: off loopback, only with a token. The rule is
-        // `settings::host`, applied to the address as bound (a name may resolve to loopback).
-        if !addr.ip().is_loopback() && crate::settings::host(&config.host, config.token.as_deref()).is_err() {
+        // `addr::host_rule`, applied to the address as bound (a name may resolve to loopback).
+        if !addr.ip().is_loopback() && crate::addr::host_rule(&config.host, config.token.as_deref()).is_err() {
             return Err(ServiceError::InsecureHost {
                 host: config.host.clone(),
             });
@@ -363,6 +361,6 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self.stop_inner(crate::settings::DEFAULT_STOP_TIMEOUT);
+        self.stop_inner(crate::defaults::DEFAULT_STOP_TIMEOUT);
     }
 }

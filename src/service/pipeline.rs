@@ -7,21 +7,17 @@
 
 use super::connection::{Connection, Waited};
 use super::Ctx;
+use crate::defaults::{INTERRUPT_GRACE, PIPELINE_DEPTH};
 use crate::error::{JobError, RequestError};
 use crate::progress::Progress;
 use crate::protocol::{self, parse_request, Dialect, Request, SERVER_SHUTDOWN};
 use crate::queue::{JobResult, Origin, Payload};
 use crate::shutdown::StopReason;
-use crate::supervisor::GRACE;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// Requests of one connection queued for the main thread at once (pipelining clients); their
-/// answers still go out in request order.
-pub const PIPELINE_DEPTH: usize = 32;
 
 /// What to do after handling one request.
 enum Step {
@@ -104,7 +100,7 @@ impl Job {
     /// of its own.
     pub(super) fn detach(self) {
         let rx = self.rx;
-        let until = self.deadline + GRACE;
+        let until = self.deadline + INTERRUPT_GRACE;
         tokio::spawn(async move {
             let _ = tokio::time::timeout_at(until.into(), rx).await;
         });
@@ -112,17 +108,20 @@ impl Job {
 
     /// Wait for the answer. At the deadline a job still queued is answered `timeout` (it will not
     /// run); one that runs is interrupted then (`crate::supervisor`), and its own answer, normally
-    /// `interrupted`, is waited for up to `GRACE` more.
+    /// `interrupted`, is waited for up to `INTERRUPT_GRACE` more.
     async fn finish(&mut self, conn: &mut Connection) -> Step {
         let progress = self.progress.as_deref().map(|p| (p, self.request_id.as_ref()));
         let mut waited = conn.await_reply(&mut self.rx, self.deadline, progress).await;
         if matches!(waited, Waited::TimedOut) && conn.ctx.bridge.main.is_running(self.id) {
-            waited = match conn.await_reply(&mut self.rx, self.deadline + GRACE, progress).await {
+            waited = match conn
+                .await_reply(&mut self.rx, self.deadline + INTERRUPT_GRACE, progress)
+                .await
+            {
                 Waited::TimedOut => {
                     let e = JobError::StillRunning {
                         command: self.command.clone(),
                         after: self.wait,
-                        grace: GRACE,
+                        grace: INTERRUPT_GRACE,
                     };
                     return Step::Reply(with_id(protocol::job_error(&e), &self.request_id));
                 }
