@@ -1,11 +1,11 @@
 //! The command service over real TCP, with a Rust thread standing in for Blender's main thread
 //! (the real main thread is Python's; these tests pin the Rust side's behaviour on its own).
 
+use blendwire::bridge::{Bridge, Next, Payload};
 use blendwire::client::Client;
 use blendwire::error::ClientError;
-use blendwire::framing::{Decoder, Limits};
-use blendwire::queue::{Bridge, Next, Payload};
 use blendwire::service::{Service, ServiceConfig, StatusSource};
+use blendwire::wire::framing::{Decoder, Limits};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

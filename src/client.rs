@@ -15,8 +15,8 @@
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::ClientError;
-use crate::framing::{Decoder, Limits};
-use crate::protocol::excerpt;
+use crate::wire::framing::{Decoder, Limits};
+use crate::wire::protocol::excerpt;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use std::io::{ErrorKind, Read, Write};
@@ -109,7 +109,7 @@ impl Client {
             obj.entry("token").or_insert_with(|| Value::String(token.clone()));
         }
         let mut bytes = Vec::new();
-        crate::encode::write_value(&mut bytes, &request);
+        crate::wire::encode::write_value(&mut bytes, &request);
         bytes
     }
 
@@ -154,7 +154,7 @@ impl Client {
     /// deadline, the interrupt grace and a moment for the answer, so that the job's own answer
     /// (`interrupted`, ...) is read rather than given up on.
     pub fn wait_for(&self, request: &Value) -> Duration {
-        let job = crate::protocol::requested_timeout(request).map_or(Duration::ZERO, |t| {
+        let job = crate::wire::protocol::requested_timeout(request).map_or(Duration::ZERO, |t| {
             t + crate::defaults::INTERRUPT_GRACE + crate::defaults::ANSWER_SLACK
         });
         self.timeout.max(job)
@@ -185,7 +185,7 @@ impl Client {
     pub fn cancel(&self, id: &Value) -> Result<Value, ClientError> {
         let mut params = Map::new();
         params.insert("id".into(), id.clone());
-        self.request(&command_request(crate::protocol::CANCEL, Value::Object(params)))
+        self.request(&command_request(crate::wire::protocol::CANCEL, Value::Object(params)))
     }
 
     /// Send several requests (each serialised JSON) without waiting for each answer, and return

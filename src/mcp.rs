@@ -560,7 +560,7 @@ impl BlenderTools {
                 Failure(format!(
                     "unexpected response from {} (no \"status\"): {}",
                     self.addr,
-                    crate::protocol::excerpt(&response, 300)
+                    crate::wire::protocol::excerpt(&response, 300)
                 )),
                 None,
             ),
@@ -685,7 +685,7 @@ impl BlenderTools {
                     return Err(Failure(format!(
                         "unexpected screenshot answer from {} (neither data nor filepath): {}",
                         self.addr,
-                        crate::protocol::excerpt(&result, 300)
+                        crate::wire::protocol::excerpt(&result, 300)
                     )))
                 }
             },

@@ -1,4 +1,6 @@
-//! Every default and every rule of the service, queue and router settings, in one place.
+//! Every rule of the service, queue and router settings, in one place, and their resolution into
+//! configs (the defaults themselves are in `defaults`). At the top of the module graph: nothing
+//! below it imports it.
 //!
 //! Callers (the pyo3 layer, the CLI, the add-on) pass what the user gave, `None` for "not set";
 //! [`ServiceSettings::resolve`] and [`RouterSettings::resolve`] fill in the defaults and return
@@ -8,12 +10,12 @@
 use crate::addr::host_rule;
 use crate::backoff::BackoffPolicy;
 use crate::defaults::*;
-use crate::framing::Limits;
 use crate::router::tls::CA_FILE_ENV;
 use crate::router::url::engine_url;
 use crate::router::RouterConfig;
 use crate::service::ServiceConfig;
 use crate::watchdog::WatchdogPolicy;
+use crate::wire::framing::Limits;
 use serde_json::{json, Value};
 use std::time::Duration;
 

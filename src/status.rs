@@ -1,6 +1,6 @@
 //! The snapshot behind `blendwire.status()` and the panel.
 
-use crate::queue::Bridge;
+use crate::bridge::Bridge;
 use crate::router::Shared as RouterShared;
 use crate::service::ServiceInfo;
 use serde_json::{json, Value};

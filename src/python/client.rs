@@ -49,7 +49,7 @@ fn command_bytes(client: &Client, r#type: &str, params: Option<&Bound<'_, PyAny>
 
 /// A request id given by the caller, under the service's rule for ids.
 fn request_id(id: &Bound<'_, PyAny>) -> PyResult<Value> {
-    crate::protocol::check_id(to_json(id, "job_id")?).map_err(|e| errors::invalid(e.to_string()))
+    crate::wire::protocol::check_id(to_json(id, "job_id")?).map_err(|e| errors::invalid(e.to_string()))
 }
 
 /// Removes a call's id from the in-flight list when the call ends, however it ends.

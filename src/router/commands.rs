@@ -145,7 +145,7 @@ impl Reply {
 
     /// Bytes of the body as sent, counted without writing it out.
     fn size(&self) -> usize {
-        crate::encode::encoded_len(&self.body)
+        crate::wire::encode::encoded_len(&self.body)
     }
 }
 
@@ -375,8 +375,8 @@ mod tests {
     /// the core alone answers `UNSERIALIZABLE_RESULT`, with the conversion's message.
     #[test]
     fn an_unserializable_result_is_unserializable_result() {
+        use crate::bridge::Bridge;
         use crate::error::JobError;
-        use crate::queue::Bridge;
         use crate::router::{RouterConfig, Shared};
         use std::sync::Arc;
         use std::time::Duration;

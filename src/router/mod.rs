@@ -12,9 +12,9 @@ pub mod tls;
 pub mod url;
 
 use crate::backoff::{Backoff, BackoffPolicy};
+use crate::bridge::{Bridge, JobResult, Payload, RouterOp};
 use crate::error::JobError;
 use crate::metrics::Counter;
-use crate::queue::{Bridge, JobResult, Payload, RouterOp};
 use crate::shutdown::{Controller, Shutdown, StopReason};
 use crate::watchdog::{Watchdog, WatchdogEvent, WatchdogPolicy};
 use commands::{parse_command, Command, Outbox, Recent, Repeat, Reply};
@@ -27,8 +27,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Key of the marker a Python handler returns for a command still running (`check_is_finished`).
-pub use crate::queue::PENDING_KEY;
-use crate::queue::{pending_handle, poll_params};
+pub use crate::bridge::PENDING_KEY;
+use crate::bridge::{pending_handle, poll_params};
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -247,7 +247,7 @@ impl Shared {
     }
 
     /// Run a router operation on Blender's main thread and wait for it (asynchronously).
-    /// A job still running at its deadline is interrupted there (`crate::supervisor`); its own
+    /// A job still running at its deadline is interrupted there (`crate::bridge::running`); its own
     /// answer is waited for up to the grace after it.
     pub async fn main_thread(&self, op: RouterOp, params: Map<String, Value>, timeout: Duration) -> JobResult {
         let deadline = std::time::Instant::now() + timeout;

@@ -4,8 +4,8 @@
 //! is what lets the manager see every drop at once and own every retry.
 
 use super::{tls, ConnectError, Connector, Link, LinkEnd, RouterConfig, RouterError, Shared};
-use crate::encode;
 use crate::socketio::{self, Packet};
+use crate::wire::encode;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::sync::Arc;

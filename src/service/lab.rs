@@ -6,10 +6,10 @@
 
 use super::connection::Connection;
 use super::pipeline::{self, Job, Shape};
+use crate::bridge::{pending_handle, poll_params, Payload};
 use crate::defaults::{DEFAULT_POLL_INTERVAL, DEFAULT_POLL_LIMIT, LAB_MAX_REQUEST_BYTES};
 use crate::error::RequestError;
-use crate::protocol::{self, Dialect};
-use crate::queue::{pending_handle, poll_params, Payload};
+use crate::wire::protocol::{self, Dialect};
 use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 

@@ -13,12 +13,12 @@ mod lab;
 mod listener;
 mod pipeline;
 
+use crate::bridge::Bridge;
 use crate::error::ServiceError;
-use crate::framing::Limits;
 use crate::metrics::ServiceMetrics;
-use crate::protocol::{Dialect, CANCEL, SERVER_SHUTDOWN};
-use crate::queue::Bridge;
 use crate::shutdown::{Controller, StopFlag, StopReason};
+use crate::wire::framing::Limits;
+use crate::wire::protocol::{Dialect, CANCEL, SERVER_SHUTDOWN};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -7,12 +7,12 @@
 
 use super::connection::{Connection, Waited};
 use super::Ctx;
+use crate::bridge::progress::Progress;
+use crate::bridge::{JobResult, Origin, Payload};
 use crate::defaults::{INTERRUPT_GRACE, PIPELINE_DEPTH};
 use crate::error::{JobError, RequestError};
-use crate::progress::Progress;
-use crate::protocol::{self, parse_request, Dialect, Request, SERVER_SHUTDOWN};
-use crate::queue::{JobResult, Origin, Payload};
 use crate::shutdown::StopReason;
+use crate::wire::protocol::{self, parse_request, Dialect, Request, SERVER_SHUTDOWN};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -107,7 +107,7 @@ impl Job {
     }
 
     /// Wait for the answer. At the deadline a job still queued is answered `timeout` (it will not
-    /// run); one that runs is interrupted then (`crate::supervisor`), and its own answer, normally
+    /// run); one that runs is interrupted then (`crate::bridge::running`), and its own answer, normally
     /// `interrupted`, is waited for up to `INTERRUPT_GRACE` more.
     async fn finish(&mut self, conn: &mut Connection) -> Step {
         let progress = self.progress.as_deref().map(|p| (p, self.request_id.as_ref()));

@@ -3,14 +3,21 @@
 //! Network threads `submit` and await the reply; the main thread takes jobs with `next_job`
 //! (blocking, for `blender -b`/bpy, called with the GIL released) or `try_next` (GUI timer) and
 //! hands each to `run`, which skips jobs whose client has gone or whose deadline passed.
+//!
+//! Its parts: [`running`] (what the main thread runs now, and the requests to interrupt it),
+//! [`interrupter`] (the thread that delivers them), [`progress`] (a job's reports to its client).
+
+pub mod interrupter;
+pub mod progress;
+pub mod running;
 
 use crate::error::JobError;
 use crate::metrics::BridgeMetrics;
-use crate::protocol::Dialect;
 use crate::shutdown::StopReason;
-use crate::supervisor::MainThread;
-pub use crate::supervisor::Origin;
+use crate::wire::protocol::Dialect;
 use parking_lot::{Condvar, Mutex};
+use running::MainThread;
+pub use running::Origin;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
@@ -361,7 +368,7 @@ impl Bridge {
         // not running and no answer yet), or if `exec` panics (the interrupter must never signal
         // a thread that is gone). No Python runs between the two, so a signal sent meanwhile
         // finds the job ended by the time its handler runs.
-        let _running = crate::supervisor::EndOnDrop(&self.main);
+        let _running = running::EndOnDrop(&self.main);
         let result = exec(&job.payload);
         self.metrics.set_last_run_us(started.elapsed().as_micros() as u64);
         self.metrics.latency.record(job.enqueued.elapsed());
