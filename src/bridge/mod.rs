@@ -5,11 +5,13 @@
 //! hands each to `run`, which skips jobs whose client has gone or whose deadline passed.
 //!
 //! Its parts: [`running`] (what the main thread runs now, and the requests to interrupt it),
-//! [`interrupter`] (the thread that delivers them), [`progress`] (a job's reports to its client).
+//! [`interrupter`] (the thread that delivers them), [`progress`] (a job's reports to its client),
+//! [`wait`] (waiting for an answer past the deadline: the grace, then "still running").
 
 pub mod interrupter;
 pub mod progress;
 pub mod running;
+pub mod wait;
 
 use crate::error::JobError;
 use crate::metrics::BridgeMetrics;

@@ -12,6 +12,7 @@ pub mod tls;
 pub mod url;
 
 use crate::backoff::{Backoff, BackoffPolicy};
+use crate::bridge::wait::{AnswerWait, Next};
 use crate::bridge::{Bridge, JobResult, Payload, RouterOp};
 use crate::error::JobError;
 use crate::metrics::Counter;
@@ -247,33 +248,24 @@ impl Shared {
     }
 
     /// Run a router operation on Blender's main thread and wait for it (asynchronously).
-    /// A job still running at its deadline is interrupted there (`crate::bridge::running`); its own
-    /// answer is waited for up to the grace after it.
+    /// Past its deadline, the answer is waited for by the rule of `bridge::wait`.
     pub async fn main_thread(&self, op: RouterOp, params: Map<String, Value>, timeout: Duration) -> JobResult {
         let deadline = std::time::Instant::now() + timeout;
         let payload = Payload::Router { op, params };
         let command = payload.label();
         let mut ticket = self.bridge.submit_from(payload, deadline, None)?;
-        if let Ok(reply) = tokio::time::timeout(timeout, &mut ticket.rx).await {
-            return reply.unwrap_or(Err(JobError::Cancelled));
-        }
-        if !self.bridge.main.is_running(ticket.id) {
-            // It may have ended just now (a job is marked ended after its reply is sent).
-            if let Ok(reply) = ticket.rx.try_recv() {
-                return reply;
+        let mut wait = AnswerWait::new(ticket.id, deadline);
+        // Waited for as durations (on tokio's clock, which tests may pause), not until instants.
+        let mut wait_for = timeout;
+        loop {
+            if let Ok(reply) = tokio::time::timeout(wait_for, &mut ticket.rx).await {
+                return reply.unwrap_or(Err(JobError::Cancelled));
             }
-            return Err(JobError::Timeout {
-                command,
-                after: timeout,
-            });
-        }
-        match tokio::time::timeout(crate::defaults::INTERRUPT_GRACE, ticket.rx).await {
-            Ok(reply) => reply.unwrap_or(Err(JobError::Cancelled)),
-            Err(_) => Err(JobError::StillRunning {
-                command,
-                after: timeout,
-                grace: crate::defaults::INTERRUPT_GRACE,
-            }),
+            match wait.timed_out(&self.bridge.main, &mut ticket.rx) {
+                Next::Grace(more) => wait_for = more,
+                Next::Answer(reply) => return reply,
+                Next::Missed(missed) => return Err(missed.error(command, timeout)),
+            }
         }
     }
 

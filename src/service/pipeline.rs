@@ -8,6 +8,7 @@
 use super::connection::{Connection, Waited};
 use super::Ctx;
 use crate::bridge::progress::Progress;
+use crate::bridge::wait::{AnswerWait, Next};
 use crate::bridge::{JobResult, Origin, Payload};
 use crate::defaults::{INTERRUPT_GRACE, PIPELINE_DEPTH};
 use crate::error::{JobError, RequestError};
@@ -106,44 +107,23 @@ impl Job {
         });
     }
 
-    /// Wait for the answer. At the deadline a job still queued is answered `timeout` (it will not
-    /// run); one that runs is interrupted then (`crate::bridge::running`), and its own answer, normally
-    /// `interrupted`, is waited for up to `INTERRUPT_GRACE` more.
+    /// Wait for the answer; past the deadline, by the rule of `bridge::wait`.
     async fn finish(&mut self, conn: &mut Connection) -> Step {
         let progress = self.progress.as_deref().map(|p| (p, self.request_id.as_ref()));
-        let mut waited = conn.await_reply(&mut self.rx, self.deadline, progress).await;
-        if matches!(waited, Waited::TimedOut) && conn.ctx.bridge.main.is_running(self.id) {
-            waited = match conn
-                .await_reply(&mut self.rx, self.deadline + INTERRUPT_GRACE, progress)
-                .await
-            {
-                Waited::TimedOut => {
-                    let e = JobError::StillRunning {
-                        command: self.command.clone(),
-                        after: self.wait,
-                        grace: INTERRUPT_GRACE,
-                    };
-                    return Step::Reply(with_id(protocol::job_error(&e), &self.request_id));
-                }
-                other => other,
-            };
-        }
-        // A job that ended right at its deadline may have answered meanwhile: its answer wins.
-        if matches!(waited, Waited::TimedOut) {
-            if let Ok(result) = self.rx.try_recv() {
-                waited = Waited::Done(result);
+        let mut wait = AnswerWait::new(self.id, self.deadline);
+        loop {
+            match conn.await_reply(&mut self.rx, wait.until(), progress).await {
+                Waited::Done(result) => return self.answer(result),
+                Waited::ClientGone | Waited::Shutdown => return Step::End(End::Close),
+                Waited::TimedOut => match wait.timed_out(&conn.ctx.bridge.main, &mut self.rx) {
+                    Next::Grace(_) => {}
+                    Next::Answer(result) => return self.answer(result),
+                    Next::Missed(missed) => {
+                        let e = missed.error(self.command.clone(), self.wait);
+                        return Step::Reply(with_id(protocol::job_error(&e), &self.request_id));
+                    }
+                },
             }
-        }
-        match waited {
-            Waited::Done(result) => self.answer(result),
-            Waited::TimedOut => {
-                let e = JobError::Timeout {
-                    command: self.command.clone(),
-                    after: self.wait,
-                };
-                Step::Reply(with_id(protocol::job_error(&e), &self.request_id))
-            }
-            Waited::ClientGone | Waited::Shutdown => Step::End(End::Close),
         }
     }
 }
