@@ -4,7 +4,8 @@
 //!
 //! Only built with the `fuzzing` feature, which fuzz/ and the tests turn on: not part of the wheel.
 
-use crate::router::commands::{parse_command, Reply};
+use crate::router::commands::parse_command;
+use crate::router::reply::Reply;
 use crate::socketio::{self, Packet};
 use crate::wire::framing::{Decoder, Limits};
 

@@ -7,6 +7,9 @@
 //! Commands become main-thread jobs; their replies wait in a bounded outbox while disconnected.
 
 pub mod commands;
+pub mod outbox;
+pub mod recent;
+pub mod reply;
 pub mod session;
 pub mod tls;
 pub mod url;
@@ -18,8 +21,11 @@ use crate::error::JobError;
 use crate::metrics::Counter;
 use crate::shutdown::{Controller, Shutdown, StopReason};
 use crate::watchdog::{Watchdog, WatchdogEvent, WatchdogPolicy};
-use commands::{parse_command, Command, Outbox, Recent, Repeat, Reply};
+use commands::{parse_command, Command};
+use outbox::Outbox;
 use parking_lot::Mutex;
+use recent::{Recent, Repeat};
+use reply::Reply;
 use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::sync::Arc;
