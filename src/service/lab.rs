@@ -5,7 +5,8 @@
 //! hour passes. One NUL-terminated answer, then the connection closes.
 
 use super::connection::Connection;
-use super::pipeline::{self, Job, Shape};
+use super::job::{self, Job, Shape};
+use super::route;
 use crate::bridge::{pending_handle, poll_params, Payload};
 use crate::defaults::{DEFAULT_POLL_INTERVAL, DEFAULT_POLL_LIMIT, LAB_MAX_REQUEST_BYTES};
 use crate::error::RequestError;
@@ -52,7 +53,7 @@ async fn answer(conn: &mut Connection, request: Value) -> Option<Value> {
             conn.decoder().last_frame_len()
         )));
     }
-    if let Err(e) = pipeline::authorize(&conn.ctx, &request) {
+    if let Err(e) = route::authorize(&conn.ctx, &request) {
         return Some(e);
     }
     let params = match check(request) {
@@ -135,6 +136,6 @@ fn submit(conn: &Connection, op: &str, params: Map<String, Value>, request_id: O
         params,
     };
     let wait: Duration = conn.ctx.default_timeout;
-    pipeline::submit(&conn.ctx, payload, wait, conn.peer(), request_id, false, Shape::Whole)
+    job::submit(&conn.ctx, payload, wait, conn.peer(), request_id, false, Shape::Whole)
         .map_err(|e| protocol::job_error(&e))
 }

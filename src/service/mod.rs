@@ -1,7 +1,8 @@
 //! The BLD-Remote-compatible TCP command service, one module per step of a request:
 //! `listener` accepts (and refuses beyond the connection limit), `connection` turns bytes into
-//! frames and answers into bytes (with the size limit and both timeouts), `pipeline` queues a
-//! connection's requests for the main thread and answers them in request order.
+//! frames and answers into bytes (with the size limit and both timeouts), `pipeline` keeps a
+//! connection's requests in request order, `route` answers what the service answers itself and
+//! makes the rest main-thread jobs, `job` waits for a job's answer.
 //!
 //! A second listener (`mcp_addon_port`) speaks the MCP add-ons' protocols with the same limits,
 //! token, queue and deadlines: `dialect` tells a connection's protocol apart by its framing;
@@ -9,9 +10,11 @@
 
 mod connection;
 mod dialect;
+mod job;
 mod lab;
 mod listener;
 mod pipeline;
+mod route;
 
 use crate::bridge::Bridge;
 use crate::error::ServiceError;
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-pub(crate) use pipeline::constant_time_eq;
+pub(crate) use route::constant_time_eq;
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
