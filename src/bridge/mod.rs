@@ -6,9 +6,11 @@
 //!
 //! Its parts: [`running`] (what the main thread runs now, and the requests to interrupt it),
 //! [`interrupter`] (the thread that delivers them), [`progress`] (a job's reports to its client),
-//! [`wait`] (waiting for an answer past the deadline: the grace, then "still running").
+//! [`wait`] (waiting for an answer past the deadline: the grace, then "still running"),
+//! [`pending`] (answers that come later, asked for again).
 
 pub mod interrupter;
+pub mod pending;
 pub mod progress;
 pub mod running;
 pub mod wait;
@@ -52,28 +54,6 @@ pub enum Payload {
         name: String,
         params: Map<String, Value>,
     },
-}
-
-/// The marker a main-thread handler answers with when its work goes on after it returned (an
-/// object with `check_is_finished()`): `{PENDING_KEY: handle}`. The I/O side then asks again
-/// with a poll job (`{"handle": ..., "cancel": false}`) until the answer is something else; the
-/// router's commands and Blender Lab's deferred answers work this way.
-pub const PENDING_KEY: &str = "__blendwire_pending__";
-
-/// The handle of a pending answer, if `v` is one.
-pub fn pending_handle(v: &Value) -> Option<Value> {
-    v.as_object()
-        .filter(|o| o.len() == 1)
-        .and_then(|o| o.get(PENDING_KEY))
-        .cloned()
-}
-
-/// The params of a poll job for `handle` (`cancel`: drop it, the waiter gives up).
-pub fn poll_params(handle: &Value, cancel: bool) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("handle".into(), handle.clone());
-    m.insert("cancel".into(), Value::Bool(cancel));
-    m
 }
 
 /// What the router asks of the main thread.

@@ -52,7 +52,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(job_streams, m)?)?;
     m.add_class::<JobOutput>()?;
     m.add("INTERRUPT_SIGNAL", crate::bridge::interrupter::INTERRUPT_SIGNAL)?;
-    m.add("PENDING_KEY", crate::bridge::PENDING_KEY)?;
+    m.add("PENDING_KEY", crate::bridge::pending::PENDING_KEY)?;
     Ok(())
 }
 

@@ -34,8 +34,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Key of the marker a Python handler returns for a command still running (`check_is_finished`).
-pub use crate::bridge::PENDING_KEY;
-use crate::bridge::{pending_handle, poll_params};
+use crate::bridge::pending::{self, pending_handle, Asked, Asker, Polled};
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -461,8 +460,8 @@ async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
         .main_thread(RouterOp::Command, params, shared.config.command_timeout)
         .await;
     // A handler that returned an object with check_is_finished(): poll it, never blocking.
-    if let Some(handle) = result.as_ref().ok().and_then(pending_handle) {
-        result = poll(&shared, handle).await;
+    if let Some(answer) = result.as_ref().ok().filter(|v| pending_handle(v).is_some()) {
+        result = poll(&shared, answer.clone()).await;
     }
     let reply = match result {
         Ok(data) => {
@@ -496,29 +495,59 @@ async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
     shared.queue_reply(reply);
 }
 
-async fn poll(shared: &Shared, handle: Value) -> JobResult {
-    let give_up_at = Instant::now() + shared.config.poll_limit;
-    let params = |cancel: bool| poll_params(&handle, cancel);
-    loop {
-        tokio::time::sleep(shared.config.poll_interval).await;
-        if Instant::now() >= give_up_at {
-            let _ = shared
-                .main_thread(RouterOp::Poll, params(true), shared.config.auth_timeout)
-                .await;
-            return Err(JobError::Handler {
-                code: "TIMEOUT".into(),
-                message: format!(
-                    "the command did not finish within {} s",
-                    shared.config.poll_limit.as_secs()
-                ),
-            });
+/// A command's pending answer, asked for on the router's task (`bridge::pending`).
+struct RouterAsker<'a> {
+    shared: &'a Shared,
+    give_up_at: Instant,
+}
+
+impl Asker for RouterAsker<'_> {
+    type Error = JobError;
+
+    async fn wait(&mut self, interval: Duration) -> bool {
+        tokio::time::sleep(interval).await;
+        true
+    }
+
+    fn past_limit(&self) -> bool {
+        Instant::now() >= self.give_up_at
+    }
+
+    async fn ask(&mut self, params: Map<String, Value>) -> Asked<JobError> {
+        match self
+            .shared
+            .main_thread(RouterOp::Poll, params, self.shared.config.command_timeout)
+            .await
+        {
+            Ok(v) => Asked::Answer(v),
+            Err(e) => Asked::Failed(e),
         }
-        let r = shared
-            .main_thread(RouterOp::Poll, params(false), shared.config.command_timeout)
-            .await?;
-        if pending_handle(&r).is_none() {
-            return Ok(r);
-        }
+    }
+
+    async fn give_up(&mut self, params: Map<String, Value>) {
+        let _ = self
+            .shared
+            .main_thread(RouterOp::Poll, params, self.shared.config.auth_timeout)
+            .await;
+    }
+}
+
+async fn poll(shared: &Shared, answer: Value) -> JobResult {
+    let mut asker = RouterAsker {
+        shared,
+        give_up_at: Instant::now() + shared.config.poll_limit,
+    };
+    match pending::poll(&mut asker, answer, shared.config.poll_interval).await {
+        Polled::Answer(v) => Ok(v),
+        Polled::Failed(e) => Err(e),
+        // Its task never leaves while polling.
+        Polled::Gone | Polled::GaveUp => Err(JobError::Handler {
+            code: "TIMEOUT".into(),
+            message: format!(
+                "the command did not finish within {} s",
+                shared.config.poll_limit.as_secs()
+            ),
+        }),
     }
 }
 
