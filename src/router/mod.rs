@@ -5,8 +5,14 @@
 //! attempts in a row the watchdog arms; a successful connect disarms it; when it fires the bridge
 //! is asked to stop with reason "watchdog" and the Blender side saves and quits.
 //! Commands become main-thread jobs; their replies wait in a bounded outbox while disconnected.
+//!
+//! Here: the config, the state every task shares ([`Shared`]: status, main-thread calls, auth) and
+//! the [`Router`] handle. `manager` runs the connection state machine, `session` one connection,
+//! `job` a command; `commands`, `reply`, `recent` and `outbox` are the command's data on its way.
 
 pub mod commands;
+mod job;
+pub mod manager;
 pub mod outbox;
 pub mod recent;
 pub mod reply;
@@ -19,9 +25,9 @@ use crate::bridge::wait::{AnswerWait, Next};
 use crate::bridge::{Bridge, JobResult, Payload, RouterOp};
 use crate::error::JobError;
 use crate::metrics::Counter;
-use crate::shutdown::{Controller, Shutdown, StopReason};
-use crate::watchdog::{Watchdog, WatchdogEvent, WatchdogPolicy};
-use commands::{parse_command, Command};
+use crate::shutdown::Controller;
+use crate::watchdog::WatchdogPolicy;
+use commands::parse_command;
 use outbox::Outbox;
 use parking_lot::Mutex;
 use recent::{Recent, Repeat};
@@ -34,7 +40,6 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Key of the marker a Python handler returns for a command still running (`check_is_finished`).
-use crate::bridge::pending::{self, pending_handle, Asked, Asker, Polled};
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -415,7 +420,7 @@ impl Shared {
                         return;
                     }
                 }
-                tokio::spawn(run_command(self.clone(), cmd));
+                tokio::spawn(job::run_command(self.clone(), cmd));
             }
         }
     }
@@ -445,203 +450,6 @@ fn json_kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
-    }
-}
-
-async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
-    log::debug!(
-        "command {}.{} (message_id {})",
-        cmd.addon_id,
-        cmd.command,
-        cmd.message_id
-    );
-    let params = cmd.take_job_params();
-    let mut result = shared
-        .main_thread(RouterOp::Command, params, shared.config.command_timeout)
-        .await;
-    // A handler that returned an object with check_is_finished(): poll it, never blocking.
-    if let Some(answer) = result.as_ref().ok().filter(|v| pending_handle(v).is_some()) {
-        result = poll(&shared, answer.clone()).await;
-    }
-    let reply = match result {
-        Ok(data) => {
-            shared.metrics.commands_completed.inc();
-            Reply::completed(&cmd.message_id, &cmd.route, data)
-        }
-        Err(e) => {
-            shared.metrics.commands_failed.inc();
-            let code = match &e {
-                JobError::Handler { code, .. } => code.as_str(),
-                JobError::NoDispatcher => "NO_HANDLERS",
-                JobError::Unserializable(_) => "UNSERIALIZABLE_RESULT",
-                JobError::Busy { .. } => "BUSY",
-                // The engine knows TIMEOUT; the message says it was interrupted.
-                JobError::Timeout { .. }
-                | JobError::Expired
-                | JobError::Interrupted { .. }
-                | JobError::StillRunning { .. } => "TIMEOUT",
-                JobError::Cancelled | JobError::CancelledQueued { .. } | JobError::CancelledRunning { .. } => {
-                    "CANCELLED"
-                }
-            };
-            if e.never_ran() {
-                // Nothing ran: the engine's repeat of this message_id may run it.
-                shared.recent.lock().forget(&cmd.key());
-            }
-            Reply::failed(&cmd.message_id, &cmd.route, code, &e.to_string())
-        }
-    };
-    shared.recent.lock().answered(&cmd.key(), &reply);
-    shared.queue_reply(reply);
-}
-
-/// A command's pending answer, asked for on the router's task (`bridge::pending`).
-struct RouterAsker<'a> {
-    shared: &'a Shared,
-    give_up_at: Instant,
-}
-
-impl Asker for RouterAsker<'_> {
-    type Error = JobError;
-
-    async fn wait(&mut self, interval: Duration) -> bool {
-        tokio::time::sleep(interval).await;
-        true
-    }
-
-    fn past_limit(&self) -> bool {
-        Instant::now() >= self.give_up_at
-    }
-
-    async fn ask(&mut self, params: Map<String, Value>) -> Asked<JobError> {
-        match self
-            .shared
-            .main_thread(RouterOp::Poll, params, self.shared.config.command_timeout)
-            .await
-        {
-            Ok(v) => Asked::Answer(v),
-            Err(e) => Asked::Failed(e),
-        }
-    }
-
-    async fn give_up(&mut self, params: Map<String, Value>) {
-        let _ = self
-            .shared
-            .main_thread(RouterOp::Poll, params, self.shared.config.auth_timeout)
-            .await;
-    }
-}
-
-async fn poll(shared: &Shared, answer: Value) -> JobResult {
-    let mut asker = RouterAsker {
-        shared,
-        give_up_at: Instant::now() + shared.config.poll_limit,
-    };
-    match pending::poll(&mut asker, answer, shared.config.poll_interval).await {
-        Polled::Answer(v) => Ok(v),
-        Polled::Failed(e) => Err(e),
-        // Its task never leaves while polling.
-        Polled::Gone | Polled::GaveUp => Err(JobError::Handler {
-            code: "TIMEOUT".into(),
-            message: format!(
-                "the command did not finish within {} s",
-                shared.config.poll_limit.as_secs()
-            ),
-        }),
-    }
-}
-
-/// Sleeps until the watchdog fires, logging the countdown each whole minute; never returns while
-/// the watchdog is not armed.
-async fn watchdog_expiry(w: &mut Watchdog, url: &str) {
-    loop {
-        let Some(wake) = w.next_wake(Instant::now()) else {
-            return std::future::pending().await;
-        };
-        tokio::time::sleep_until(wake).await;
-        if w.check_fire(Instant::now()) {
-            return;
-        }
-        if let Some(left) = w.time_left(Instant::now()) {
-            log::warn!(
-                "watchdog: still no connection to {url}; saving and quitting in {} s",
-                left.as_secs()
-            );
-        }
-    }
-}
-
-/// The connection state machine. Returns when stopped or when the watchdog fired.
-pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut stop: Shutdown) {
-    let url = shared.config.url.clone();
-    let mut backoff = Backoff::new(shared.config.backoff);
-    let mut watchdog = Watchdog::new(shared.config.watchdog);
-    let mut attempt = 0u32;
-    let fired = 'outer: loop {
-        attempt += 1;
-        shared.metrics.attempts.inc();
-        shared.set_state(ConnState::Connecting { attempt });
-        let outcome = tokio::select! {
-            outcome = async {
-                match shared.auth().await {
-                    Ok(auth) => connector.connect(auth).await,
-                    Err(e) => Err(e),
-                }
-            } => outcome,
-            _ = stop.signalled() => break 'outer false,
-            _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
-        };
-        match outcome {
-            Ok(link) => {
-                log::info!("connected to {url} (namespace {})", shared.config.namespace);
-                attempt = 0;
-                backoff.reset();
-                if watchdog.on_connected() == Some(WatchdogEvent::Disarmed) {
-                    log::info!("watchdog disarmed: reconnected to {url}");
-                }
-                *shared.watchdog_fires_at.lock() = None;
-                *shared.consecutive_failures.lock() = 0;
-                shared.metrics.connects.inc();
-                shared.set_state(ConnState::Connected { since: Instant::now() });
-                let end = tokio::select! {
-                    end = link.run(shared.clone()) => end,
-                    _ = stop.signalled() => break 'outer false,
-                };
-                log::warn!("lost the connection to {url}: {end}; reconnecting");
-                *shared.last_error.lock() = Some(end.to_string());
-            }
-            Err(e) => {
-                log::warn!("connect attempt {attempt} to {url} failed: {e}");
-                *shared.last_error.lock() = Some(e.to_string());
-                if let Some(WatchdogEvent::Armed { left }) = watchdog.on_failure(Instant::now()) {
-                    log::warn!(
-                        "watchdog armed after {} failed attempts: saving the .blend file and quitting in {} s unless {url} comes back",
-                        watchdog.consecutive_failures(),
-                        left.as_secs()
-                    );
-                }
-                *shared.watchdog_fires_at.lock() = watchdog.fires_at();
-                *shared.consecutive_failures.lock() = watchdog.consecutive_failures();
-            }
-        }
-        let delay = backoff.next_delay();
-        shared.set_state(ConnState::Backoff {
-            attempt,
-            retry_at: Instant::now() + delay,
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.signalled() => break 'outer false,
-            _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
-        }
-    };
-    if fired {
-        log::error!("watchdog fired: no connection to {url}; saving the .blend file and closing Blender");
-        shared.set_state(ConnState::GaveUp);
-        *shared.watchdog_fires_at.lock() = None;
-        shared.bridge.request_stop(StopReason::Watchdog);
-    } else {
-        shared.set_state(ConnState::Stopped);
     }
 }
 
@@ -675,7 +483,7 @@ impl Router {
         let shared = Shared::new(config, bridge);
         let stop = Controller::new();
         if let Some(handle) = stop.handle() {
-            runtime.spawn(run_manager(connector, shared.clone(), handle));
+            runtime.spawn(manager::run_manager(connector, shared.clone(), handle));
         }
         Ok(Router {
             runtime: Some(runtime),
