@@ -10,7 +10,7 @@
 use super::progress::Progress;
 use crate::error::fmt_secs;
 use parking_lot::{Condvar, Mutex};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -235,38 +235,64 @@ impl MainThread {
     }
 
     /// The `main_thread` object of the status.
-    pub fn snapshot(&self) -> Value {
-        match self.running() {
-            None => json!({"state": "idle"}),
-            Some(r) => {
-                let now = Instant::now();
-                let left = r
-                    .deadline
-                    .checked_duration_since(now)
-                    .map_or_else(|| -(now.duration_since(r.deadline).as_secs_f64()), |d| d.as_secs_f64());
-                let mut s = json!({
-                    "state": "running",
-                    "job": r.id,
-                    "command": r.command,
-                    "client": r.origin.client,
-                    "running_s": r.started.elapsed().as_secs_f64(),
-                    "deadline_in_s": left,
-                    "interrupt_pending": r.interrupt_pending(),
-                    "interrupts_sent": r.interrupts_sent,
-                });
-                if let Some(key) = &r.origin.key {
-                    s["request_id"] = json!(key);
-                }
-                if let Some(cause) = &r.cause {
-                    s["interrupt_cause"] = json!(cause.name());
-                }
-                if let Some((fraction, message)) = r.origin.progress.as_ref().map(|p| p.latest()) {
-                    s["progress"] = json!({"fraction": fraction, "message": message});
-                }
-                s
-            }
-        }
+    pub fn snapshot(&self) -> MainThreadStatus {
+        let Some(r) = self.running() else {
+            return MainThreadStatus::Idle;
+        };
+        let now = Instant::now();
+        let left = r
+            .deadline
+            .checked_duration_since(now)
+            .map_or_else(|| -(now.duration_since(r.deadline).as_secs_f64()), |d| d.as_secs_f64());
+        MainThreadStatus::Running(RunningStatus {
+            job: r.id,
+            running_s: r.started.elapsed().as_secs_f64(),
+            deadline_in_s: left,
+            interrupt_pending: r.interrupt_pending(),
+            interrupts_sent: r.interrupts_sent,
+            request_id: r.origin.key.clone(),
+            interrupt_cause: r.cause.as_ref().map(Cause::name),
+            progress: r.origin.progress.as_ref().map(|p| {
+                let (fraction, message) = p.latest();
+                ProgressStatus { fraction, message }
+            }),
+            command: r.command,
+            client: r.origin.client,
+        })
     }
+}
+
+/// The status's `main_thread` object (docs/protocols.md): `{"state": "idle"}`, or the running job.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum MainThreadStatus {
+    Idle,
+    Running(RunningStatus),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunningStatus {
+    pub job: u64,
+    pub command: String,
+    pub client: Option<String>,
+    pub running_s: f64,
+    /// Negative once the deadline has passed.
+    pub deadline_in_s: f64,
+    pub interrupt_pending: bool,
+    pub interrupts_sent: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupt_cause: Option<&'static str>,
+    /// Only when its client asked for progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressStatus {
+    pub fraction: Option<f64>,
+    pub message: Option<String>,
 }
 
 /// Marks the running job ended when dropped (`Bridge::run` holds it around the job).
@@ -281,6 +307,12 @@ impl Drop for EndOnDrop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    /// The `main_thread` object as the status sends it.
+    fn snapshot(m: &MainThread) -> Value {
+        serde_json::to_value(m.snapshot()).unwrap()
+    }
 
     fn wait(what: &str, mut cond: impl FnMut() -> bool) {
         let until = Instant::now() + Duration::from_secs(10);
@@ -293,7 +325,7 @@ mod tests {
     #[test]
     fn idle_then_running_then_idle() {
         let m = MainThread::default();
-        assert_eq!(m.snapshot()["state"], "idle");
+        assert_eq!(snapshot(&m)["state"], "idle");
         let id = m.next_id();
         let now = Instant::now();
         m.begin(
@@ -306,16 +338,31 @@ mod tests {
             now,
             now + Duration::from_secs(60),
         );
-        let s = m.snapshot();
+        let s = snapshot(&m);
         assert_eq!(
             (s["state"].as_str(), s["command"].as_str()),
             (Some("running"), Some("execute_code"))
         );
         assert_eq!(s["client"], "127.0.0.1:5");
         assert_eq!(s["interrupt_pending"], false);
+        // The documented order; request_id, interrupt_cause and progress only when there is one.
+        let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "state",
+                "job",
+                "command",
+                "client",
+                "running_s",
+                "deadline_in_s",
+                "interrupt_pending",
+                "interrupts_sent"
+            ]
+        );
         assert!(m.is_running(id) && !m.is_running(id + 1));
         m.end();
-        assert_eq!(m.snapshot()["state"], "idle");
+        assert_eq!(snapshot(&m)["state"], "idle");
     }
 
     #[test]
@@ -382,8 +429,8 @@ mod tests {
         assert!(!m.running().unwrap().interrupt_pending());
         assert!(m.cancel("job-7"));
         assert_eq!(m.running().and_then(|r| r.cause), Some(Cause::Cancel));
-        assert_eq!(m.snapshot()["interrupt_cause"], "cancel");
-        assert_eq!(m.snapshot()["request_id"], "job-7");
+        assert_eq!(snapshot(&m)["interrupt_cause"], "cancel");
+        assert_eq!(snapshot(&m)["request_id"], "job-7");
         m.interrupt("SIGTERM");
         assert_eq!(m.running().and_then(|r| r.cause), Some(Cause::Stop("SIGTERM".into())));
         assert!(m.cancel("job-7"), "still running");
