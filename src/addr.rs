@@ -1,5 +1,5 @@
 //! Host name → socket address, the same way for the service and the client; and the one rule on
-//! which hosts may serve without a token.
+//! which hosts may serve without a token, and how a token is compared.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
@@ -52,9 +52,26 @@ pub fn insecure_host(host: &str) -> String {
     )
 }
 
+/// Token comparison whose time does not depend on where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in b.iter().enumerate() {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ x) as usize;
+    }
+    diff == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cretX", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"s3cret"));
+    }
 
     #[test]
     fn loopback() {

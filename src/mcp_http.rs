@@ -176,7 +176,7 @@ fn bearer_matches(authorization: Option<&HeaderValue>, token: &[u8]) -> bool {
         Some(i) if value[..i].eq_ignore_ascii_case(b"bearer") => value[i + 1..].trim_ascii(),
         _ => return false,
     };
-    crate::service::constant_time_eq(given, token)
+    crate::addr::constant_time_eq(given, token)
 }
 
 /// The bearer token check, before rmcp sees the request; and one log line per refusal (rmcp's own

@@ -29,8 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-pub(crate) use route::constant_time_eq;
-
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub host: String,

@@ -79,7 +79,7 @@ pub(super) fn prepare(
 pub(super) fn authorize(ctx: &Ctx, request: &Value) -> Result<(), Value> {
     if let Some(token) = &ctx.token {
         let given = request.get("token").and_then(Value::as_str).unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        if !crate::addr::constant_time_eq(given.as_bytes(), token.as_bytes()) {
             return Err(protocol::request_error(&RequestError::Unauthorized));
         }
     }
@@ -117,26 +117,4 @@ fn unknown(ctx: &Ctx, name: String) -> Step {
         known: ctx.known.clone(),
     };
     Step::Reply(protocol::request_error(&e))
-}
-
-/// Token comparison whose time does not depend on where the first difference is.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in b.iter().enumerate() {
-        diff |= (a.get(i).copied().unwrap_or(0) ^ x) as usize;
-    }
-    diff == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cretX", b"s3cret"));
-        assert!(!constant_time_eq(b"", b"s3cret"));
-    }
 }
