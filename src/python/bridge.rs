@@ -1,12 +1,13 @@
 //! Main-thread side of the bridge: the dispatcher, `tick` (GUI timers) and `pump` (-b, bpy).
 
 use super::errors;
+use crate::bridge::{self, JobResult, Next, Payload};
+use crate::defaults;
 use crate::error::JobError;
 use crate::logbuffer;
-use crate::protocol::Dialect;
-use crate::queue::{self, JobResult, Next, Payload};
 use crate::settings;
 use crate::shutdown::StopReason;
+use crate::wire::protocol::Dialect;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use std::cell::RefCell;
@@ -50,8 +51,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(report_progress, m)?)?;
     m.add_function(wrap_pyfunction!(job_streams, m)?)?;
     m.add_class::<JobOutput>()?;
-    m.add("INTERRUPT_SIGNAL", crate::supervisor::INTERRUPT_SIGNAL)?;
-    m.add("PENDING_KEY", crate::queue::PENDING_KEY)?;
+    m.add("INTERRUPT_SIGNAL", crate::bridge::interrupter::INTERRUPT_SIGNAL)?;
+    m.add("PENDING_KEY", crate::bridge::pending::PENDING_KEY)?;
     Ok(())
 }
 
@@ -90,8 +91,8 @@ fn replace(slot: &Mutex<Option<Py<PyAny>>>, new: Option<Py<PyAny>>) {
 #[pyfunction]
 #[pyo3(signature = (budget_ms = None))]
 fn tick(py: Python<'_>, budget_ms: Option<f64>) -> PyResult<usize> {
-    let bridge = queue::global();
-    let budget_ms = budget_ms.unwrap_or(settings::DEFAULT_TICK_BUDGET_MS);
+    let bridge = bridge::global();
+    let budget_ms = budget_ms.unwrap_or(defaults::DEFAULT_TICK_BUDGET_MS);
     let budget = Duration::from_secs_f64(if budget_ms.is_finite() {
         budget_ms.max(0.0) / 1000.0
     } else {
@@ -113,7 +114,7 @@ fn tick(py: Python<'_>, budget_ms: Option<f64>) -> PyResult<usize> {
 
 #[pyfunction]
 fn pump(py: Python<'_>) -> PyResult<String> {
-    let bridge = queue::global();
+    let bridge = bridge::global();
     // Spin only right after a job: an idle pump sleeps at once.
     let mut spin = Duration::ZERO;
     loop {
@@ -121,7 +122,7 @@ fn pump(py: Python<'_>) -> PyResult<String> {
             Next::Job(job) => {
                 bridge.run(job, |p| execute(py, p));
                 reraise_process_exit()?;
-                spin = queue::SPIN;
+                spin = bridge::SPIN;
             }
             Next::Stop(reason) => {
                 emit_logs(py);
@@ -137,19 +138,19 @@ fn pump(py: Python<'_>) -> PyResult<String> {
 #[pyfunction]
 #[pyo3(signature = (reason = None))]
 fn stop_pump(reason: Option<&str>) {
-    queue::global().request_stop(reason.map_or(StopReason::Stopped, StopReason::parse));
+    bridge::global().request_stop(reason.map_or(StopReason::Stopped, StopReason::parse));
 }
 
 /// A number that changes whenever a job is queued: lets a GUI timer stay on every main-loop turn
 /// while clients are active and slow down when they are not, without a status() call.
 #[pyfunction]
 fn activity() -> u64 {
-    queue::global().metrics.submitted.get()
+    bridge::global().metrics.submitted.get()
 }
 
 #[pyfunction]
 fn take_stop_request() -> Option<String> {
-    queue::global().take_stop().map(|r| r.as_str().to_string())
+    bridge::global().take_stop().map(|r| r.as_str().to_string())
 }
 
 #[pyfunction]
@@ -157,9 +158,9 @@ fn take_stop_request() -> Option<String> {
 fn set_queue_capacity(capacity: Option<i64>) -> PyResult<()> {
     let capacity = match capacity {
         Some(c) => settings::queue_capacity(c).map_err(|rule| errors::setting("queue_capacity", rule))?,
-        None => settings::DEFAULT_QUEUE_CAPACITY,
+        None => defaults::DEFAULT_QUEUE_CAPACITY,
     };
-    queue::global().set_capacity(capacity);
+    bridge::global().set_capacity(capacity);
     Ok(())
 }
 
@@ -176,22 +177,26 @@ fn set_log_level(level: &Bound<'_, PyAny>) -> PyResult<&'static str> {
 /// jobs past their deadline (or running at a stop) may be interrupted with it; False: never signal.
 #[pyfunction]
 fn enable_interrupts(on: bool) {
-    let signal = if on { crate::supervisor::INTERRUPT_SIGNAL } else { 0 };
-    queue::global().main.set_signal(signal);
+    let signal = if on {
+        crate::bridge::interrupter::INTERRUPT_SIGNAL
+    } else {
+        0
+    };
+    bridge::global().main.set_signal(signal);
 }
 
 /// For the signal handler: the message to raise `Interrupted` with if the job running on this
 /// thread is to be interrupted, else None.
 #[pyfunction]
 fn interrupt_message() -> Option<String> {
-    queue::global().main.pending_message()
+    bridge::global().main.pending_message()
 }
 
 /// Interrupt the running job (if any) for a stop with `reason`, even from the main thread (the
 /// runtime's SIGINT/SIGTERM handler); repeated until it ends.
 #[pyfunction]
 fn interrupt_running(reason: &str) {
-    queue::global().main.interrupt(reason);
+    bridge::global().main.interrupt(reason);
 }
 
 /// The running job reports progress (`blendwire.progress`, from any thread while it runs: renders
@@ -201,10 +206,10 @@ fn interrupt_running(reason: &str) {
 #[pyo3(signature = (fraction = None, message = None))]
 fn report_progress(fraction: Option<f64>, message: Option<String>) -> PyResult<bool> {
     let fraction = fraction
-        .map(crate::progress::fraction)
+        .map(crate::bridge::progress::fraction)
         .transpose()
         .map_err(errors::invalid)?;
-    let Some(progress) = queue::global().main.progress() else {
+    let Some(progress) = bridge::global().main.progress() else {
         return Ok(false);
     };
     progress.report(fraction, message);
@@ -214,7 +219,7 @@ fn report_progress(fraction: Option<f64>, message: Option<String>) -> PyResult<b
 /// Whether the running job streams its progress and output to its client.
 #[pyfunction]
 fn job_streams() -> bool {
-    queue::global().main.progress().is_some()
+    bridge::global().main.progress().is_some()
 }
 
 /// A job's captured stdout that also streams each write to the job's client (`"progress": true`):
@@ -222,7 +227,7 @@ fn job_streams() -> bool {
 #[pyclass(module = "blendwire._core", frozen)]
 struct JobOutput {
     text: Mutex<String>,
-    progress: Option<std::sync::Arc<crate::progress::Progress>>,
+    progress: Option<std::sync::Arc<crate::bridge::progress::Progress>>,
 }
 
 #[pymethods]
@@ -232,7 +237,7 @@ impl JobOutput {
     fn new() -> Self {
         JobOutput {
             text: Mutex::new(String::new()),
-            progress: queue::global().main.progress(),
+            progress: bridge::global().main.progress(),
         }
     }
 
@@ -274,7 +279,7 @@ fn execute(py: Python<'_>, payload: &Payload) -> JobResult {
             ))
         }),
         Err(err) if errors::is_interrupted(py, &err) => {
-            let running = queue::global().main.running();
+            let running = bridge::global().main.running();
             Err(errors::interrupted(py, &err, running.as_ref()))
         }
         Err(err) => {

@@ -2,9 +2,9 @@
 
 use super::bridge::emit_logs;
 use super::{errors, seconds_or};
-use crate::queue;
+use crate::bridge;
+use crate::defaults::DEFAULT_STOP_TIMEOUT;
 use crate::router::{Router, Shared};
-use crate::settings::DEFAULT_STOP_TIMEOUT;
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -44,7 +44,7 @@ fn start_router(py: Python<'_>, url: String, settings: Option<&Bound<'_, PyDict>
         if slot.is_some() {
             return Err(errors::router_already_running());
         }
-        let router = Router::start(config, queue::global().clone()).map_err(errors::router_error)?;
+        let router = Router::start(config, bridge::global().clone()).map_err(errors::router_error)?;
         *ROUTER_SHARED.write() = Some(router.shared.clone());
         *slot = Some(router);
         Ok(())

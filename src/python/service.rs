@@ -2,9 +2,9 @@
 
 use super::seconds_or;
 use super::{bridge::emit_logs, errors};
-use crate::queue;
+use crate::bridge;
+use crate::defaults::DEFAULT_STOP_TIMEOUT;
 use crate::service::{Service, ServiceInfo, StatusSource};
-use crate::settings::DEFAULT_STOP_TIMEOUT;
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -68,8 +68,8 @@ fn start_service(
             SERVICE_INFO.write().take();
             old.stop(DEFAULT_STOP_TIMEOUT);
         }
-        queue::global().clear_stop();
-        let service = Service::start(config, queue::global().clone())?;
+        bridge::global().clear_stop();
+        let service = Service::start(config, bridge::global().clone())?;
         let addr = service.addr();
         *SERVICE_INFO.write() = Some(service.info());
         *slot = Some(service);
@@ -137,7 +137,7 @@ fn mcp_addon_address() -> Option<(String, u16)> {
 /// The status, without the GIL: also what the service answers `get_status` with on its thread.
 fn snapshot() -> serde_json::Value {
     crate::status::snapshot(
-        queue::global(),
+        bridge::global(),
         info().as_deref(),
         super::router::shared().as_deref(),
         loaded_at().elapsed().as_secs_f64(),
@@ -157,7 +157,7 @@ fn status(py: Python<'_>) -> PyResult<Py<PyAny>> {
 fn shutdown(py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
     stop_service(py, timeout)?;
     super::router::stop_router(py, timeout)?;
-    queue::global().cancel_all();
+    bridge::global().cancel_all();
     emit_logs(py);
     Ok(())
 }
