@@ -4,8 +4,8 @@ Importable in plain Python. The modules, imports pointing one way (each only imp
 
 - `_core` (Rust), `errors`, `config`, `persist`, `logs`, `client`, `jobs` (`progress()` for code
   running in a job): no bpy;
-- `commands` (the BLD Remote handlers), `registry` (the cr8 handlers and add-on discovery),
-  `blender_mcp` and `blender_lab` (the MCP add-on listener's dialects): handlers;
+- `handlers/` (what runs on the main thread per request: the code runner, BLD Remote's, blender-mcp's
+  and Blender Lab's command tables, the cr8 registry; see `blendwire.handlers`);
 - `runtime` (the main-thread loop, its phases and the watchdog's save), then `blender` (the command
   service) and `router` (the engine router): the runtime, inside Blender;
 - `serve` (serving inside Blender), `supervisor` (Blender as a child process), `cli`: the command;

@@ -1,6 +1,6 @@
 """The command service inside Blender: start, stop, address.
 
-`start()` starts the BLD-Remote-compatible service of the core with `blendwire.commands` as its
+`start()` starts the BLD-Remote-compatible service of the core with `blendwire.handlers.bld_remote` as its
 dispatcher and hands the main-thread loop (`blendwire.runtime`) its jobs: in the GUI a timer runs
 them; in `blender -b` and the bpy module call `run_until_shutdown()` next. Main thread only.
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 
-from . import _core, blender_lab, blender_mcp, commands, logs, runtime
+from . import _core, logs, runtime
 from .config import env_port, env_start_now
 from .errors import ServiceError, require_main_thread
+from .handlers import bld_remote, blender_lab, blender_mcp
 from .runtime import ensure_timer, mode, request_stop
 
 __all__ = [
@@ -82,13 +83,13 @@ def start(
     logs.apply_level(log_level)
     if queue_capacity is not None:
         _core.set_queue_capacity(int(queue_capacity))
-    _core.set_dispatcher(commands.dispatch)
+    _core.set_dispatcher(bld_remote.dispatch)
     _core.set_dispatcher(blender_mcp.dispatch, dialect="blender_mcp")
     _core.set_dispatcher(blender_lab.dispatch, dialect="blender_lab")
     bound = _core.start_service(
         host,
         env_port() if port is None else int(port),
-        commands.COMMANDS,
+        bld_remote.COMMANDS,
         mcp_addon_port=_opt(int, mcp_addon_port),
         default_timeout=_opt(float, default_timeout),
         max_request_bytes=_opt(int, max_request_bytes),

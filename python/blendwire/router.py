@@ -11,7 +11,7 @@ everything here may use bpy. Ops:
 - "command"  {addon_id, command, params, message_id} -> the handler's result data.
 - "poll"     {handle, cancel} -> the final data of a long-running result, or the pending marker.
 
-Which handler serves a command is the registry's business (`blendwire.registry`, whose public
+Which handler serves a command is the registry's business (`blendwire.handlers.registry`, whose public
 functions are re-exported here). A handler returns JSON data (a dict becomes payload.data;
 anything else is wrapped as {"result": value} by the core, which also refuses non-JSON results
 with UNSERIALIZABLE_RESULT). A handler may instead return a long-running object with
@@ -41,8 +41,7 @@ from typing import Any
 
 from . import _core
 from .errors import CommandError, require_main_thread
-from .logs import setup as setup_logging
-from .registry import (
+from .handlers.registry import (
     MANIFEST,
     ROUTER_ADDON_ID,
     find_handler,
@@ -53,6 +52,7 @@ from .registry import (
     registry_payload,
     unregister_handler,
 )
+from .logs import setup as setup_logging
 
 __all__ = [
     "MANIFEST",

@@ -28,8 +28,9 @@ import traceback
 
 import bpy
 
-from . import _core, commands, logs
+from . import _core, logs
 from .errors import Interrupted, require_main_thread
+from .handlers import inflight
 
 __all__ = [
     "EXIT_SAVE_FAILED",
@@ -361,7 +362,7 @@ def run_until_shutdown() -> str:
         signalled.append(name)
         _core.stop_pump(name)
         _core.interrupt_running(name)  # again every ~75 ms while it runs (code that catches this)
-        if commands.running or not first:
+        if inflight.count() or not first:
             raise KeyboardInterrupt(name)  # break the running command; the pump then returns
 
     previous = {}

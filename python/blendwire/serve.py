@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 import bpy
 
-from . import _core, blender, logs, registry, router, runtime
+from . import _core, blender, logs, router, runtime
 from .config import SERVE_ENV, SERVE_ERROR, SERVE_READY
+from .handlers import registry
 
 __all__ = ["ROUTER_SETTINGS", "ServeError", "child_main", "serve"]
 
@@ -56,7 +57,7 @@ def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str |
     logs.setup()
     if settings.get("blender_mcp_addon"):
         # Before the service starts: the first blender-mcp request already finds the add-on.
-        from . import blender_mcp
+        from .handlers import blender_mcp
 
         try:
             blender_mcp.load_addon(settings["blender_mcp_addon"])

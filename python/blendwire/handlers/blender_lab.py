@@ -32,9 +32,9 @@ import traceback
 
 import bpy
 
-from . import _core
-from .commands import captured_output
-from .errors import CommandError
+from .. import _core
+from ..errors import CommandError
+from .code import captured_output
 
 __all__ = ["REFUSED_OPERATORS", "dispatch"]
 

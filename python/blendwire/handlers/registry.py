@@ -25,7 +25,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from .errors import CommandError, require_main_thread
+from ..errors import CommandError, require_main_thread
 
 __all__ = [
     "MANIFEST",
