@@ -7,10 +7,8 @@ them; in `blender -b` and the bpy module call `run_until_shutdown()` next. Main 
 
 from __future__ import annotations
 
-import os
-
 from . import _core, logs, runtime
-from .config import env_port, env_start_now
+from .config import env_port, env_start_now, env_token
 from .errors import ServiceError, require_main_thread
 from .handlers import bld_remote, blender_lab, blender_mcp
 from .runtime import ensure_timer, mode, request_stop
@@ -95,7 +93,7 @@ def start(
         max_request_bytes=_opt(int, max_request_bytes),
         max_connections=_opt(int, max_connections),
         read_timeout=_opt(float, read_timeout),
-        token=token if token is not None else os.environ.get("BLENDWIRE_TOKEN") or None,
+        token=token if token is not None else env_token(),
     )
     runtime.begin_serving(budget_ms=tick_budget_ms, quit_on_shutdown=quit_on_shutdown)
     return tuple(bound)
@@ -106,11 +104,12 @@ def _opt(kind, value):
     return None if value is None else kind(value)
 
 
-def stop(*, shutdown_core: bool = False, timeout: float = 2.0) -> bool:
+def stop(*, shutdown_core: bool = False, timeout: float | None = None) -> bool:
     """Stop the service (the port is free when this returns) and the GUI timer. Idempotent.
 
     `shutdown_core=True` also stops the router and ends the core's background threads (add-on
-    unregister). Returns True if the service was running."""
+    unregister). `timeout`: seconds for each to stop (None: the core's `stop_timeout`). Returns True
+    if the service was running."""
     require_main_thread("blendwire.blender.stop")
     if shutdown_core:
         _core.stop_router(timeout)

@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-from . import _core, supervisor
+from . import _core, config, supervisor
 from .client import Client
 from .config import BLENDER_MCP_ADDON_ENV, check_blender_mcp_addon, env_port
 from .errors import BlendwireError
@@ -69,7 +69,7 @@ def _cmd_serve(args):
             raise _core_error(e) from None
     if mcp_addon_port is not None:
         service["mcp_addon_port"] = mcp_addon_port
-    token = os.environ.get("BLENDWIRE_TOKEN") or None  # what blendwire.blender.start will use
+    token = config.env_token()  # what blendwire.blender.start will use
     _check(_core.check_service_settings(host=args.host, port=port, token=token, **service))
     settings = {"host": args.host, "port": port, "service": service, **_router_settings(args)}
     if args.mcp_http is not None:
@@ -90,7 +90,7 @@ def _blender_mcp_addon(args, mcp_addon_port):
     """The checked, absolute path of --blender-mcp-addon (else $BLENDWIRE_BLENDER_MCP_ADDON), or None."""
     flag, path = "--blender-mcp-addon", args.blender_mcp_addon
     if path is None:
-        flag, path = f"${BLENDER_MCP_ADDON_ENV}", os.environ.get(BLENDER_MCP_ADDON_ENV) or None
+        flag, path = f"${BLENDER_MCP_ADDON_ENV}", config.env_blender_mcp_addon()
     if path is None:
         return None
     if mcp_addon_port is None:
@@ -104,7 +104,7 @@ def _blender_mcp_addon(args, mcp_addon_port):
 def _router_settings(args):
     """The router part of serve's settings, checked by the core here, so a typo fails before
     Blender starts."""
-    url = args.engine_url or os.environ.get("WS_URL") or None
+    url = args.engine_url or config.env_engine_url()
     given = {k: getattr(args, k) for k in _ROUTER_FLAGS if getattr(args, k) is not None}
     if not url:
         if given or args.watchdog_seconds is not None or args.username is not None:
@@ -328,11 +328,9 @@ def _cmd_call(args):
 
 def _cmd_mcp(args):
     # No port given (flag or $BLD_REMOTE_MCP_PORT): every running `blendwire serve`, picked per call.
-    port = args.blender_port
-    if port is None and os.environ.get("BLD_REMOTE_MCP_PORT"):
-        port = env_port()
+    port = args.blender_port if args.blender_port is not None else config.env_port_if_set()
     host = args.blender_host
-    token = os.environ.get("BLENDWIRE_TOKEN") or None
+    token = config.env_token()
     if args.http is None and (args.stdio or args.allow_origin or args.allow_host):
         raise _Fail("--stdio, --allow-origin and --allow-host go with --http [HOST:]PORT")
     if args.http is not None:

@@ -1,9 +1,9 @@
 """`blendwire.Client`: a script-friendly client of a blendwire / BLD Remote service."""
 
 import base64
-import os
 
 from . import _core
+from .config import env_token
 
 
 class Client:
@@ -23,7 +23,7 @@ class Client:
         # None takes the core's default (127.0.0.1:6688, 33 s, 5 s: `_core.defaults()`).
         # token: for services started with BLENDWIRE_TOKEN (default: that variable, if set).
         if token is None:
-            token = os.environ.get("BLENDWIRE_TOKEN") or None
+            token = env_token()
         self._client = _core.Client(
             host,
             None if port is None else int(port),

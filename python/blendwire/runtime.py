@@ -22,13 +22,13 @@ import enum
 import logging
 import os
 import signal
-import tempfile
 import time
 import traceback
 
 import bpy
 
 from . import _core, logs
+from .config import recovery_dir
 from .errors import Interrupted, require_main_thread
 from .handlers import inflight
 
@@ -179,10 +179,6 @@ def install_interrupts() -> None:
 # ---- the watchdog's save ---------------------------------------------------------------------
 
 
-def recovery_dir() -> str:
-    return os.environ.get("BLENDWIRE_RECOVERY_DIR") or os.path.join(tempfile.gettempdir(), "blendwire-recovery")
-
-
 def save_after_watchdog() -> tuple[bool, str, str | None]:
     """Save the open .blend (main thread): `save_mainfile` when it has a path, else
     `save_as_mainfile` into `recovery_dir()`. Never raises; returns (ok, path, error)."""
@@ -211,7 +207,7 @@ def save_after_watchdog() -> tuple[bool, str, str | None]:
 def _save_for_watchdog() -> int:
     """SAVING: stop the router, save; the exit status Blender then ends with."""
     try:
-        _core.stop_router(2.0)
+        _core.stop_router()
     except Exception:
         log.warning("stopping the router failed:\n%s", traceback.format_exc())
     ok, _, _ = save_after_watchdog()
@@ -292,7 +288,7 @@ def _turn_serving() -> float | None:
 
 
 def _turn_stopping() -> float | None:
-    _core.stop_service(2.0)
+    _core.stop_service()
     if _Loop.quit_on_shutdown:
         _to_quitting(0)
         return _IDLE_INTERVAL
@@ -307,7 +303,7 @@ def _turn_stopping() -> float | None:
 def _turn_saving() -> float | None:
     # Not inside the turn that ran the router's jobs: save, then quit on the next turn.
     code = _save_for_watchdog()
-    _core.stop_service(2.0)
+    _core.stop_service()
     _to_quitting(code)
     return _IDLE_INTERVAL
 
@@ -381,7 +377,7 @@ def run_until_shutdown() -> str:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         _to_stopping()
         try:
-            _core.stop_service(2.0)
+            _core.stop_service()
             _core.set_dispatcher(None)
         except Exception:
             traceback.print_exc()
@@ -405,6 +401,6 @@ def _hook_exit() -> None:
 def _at_exit() -> None:
     # Threads still running at interpreter shutdown can crash or hang Blender; bounded wait.
     try:
-        _core.shutdown(2.0)
+        _core.shutdown()
     except Exception:
         pass

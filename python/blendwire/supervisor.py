@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from . import config
 from .client import Client
 from .config import SERVE_ENV, SERVE_ERROR, SERVE_READY
 
@@ -52,7 +53,7 @@ def serving_line(info: dict) -> None:
 
 
 def find_blender(path: str | None) -> str:
-    candidate = path or os.environ.get("BLENDER") or "blender"
+    candidate = path or config.env_blender() or "blender"
     found = shutil.which(candidate)
     if not found:
         raise SuperviseError(
@@ -73,7 +74,7 @@ def _child_command(blender_exe: str, gui: bool, blend_file: str | None) -> list[
     cmd = [blender_exe] + ([] if gui else ["-b"]) + ([blend_file] if blend_file else [])
     # --python-exit-code: an exception in the bootstrap makes Blender exit non-zero, not idle.
     cmd += ["--python-exit-code", "2", "--python-expr", boot]
-    if gui and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if gui and not config.env_has_display():
         xvfb = shutil.which("xvfb-run")
         if not xvfb:
             raise SuperviseError(
