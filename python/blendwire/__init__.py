@@ -13,6 +13,8 @@ Importable in plain Python. The modules, imports pointing one way (each only imp
   (its Blender side, which runs one `in_blender` test).
 """
 
+from typing import Any
+
 from . import _core
 from .client import Client
 from .errors import (
@@ -45,6 +47,6 @@ __all__ = [
 ]
 
 
-def status():
+def status() -> dict[str, Any]:
     """Counters and state of the core in this process (service, main-thread queue)."""
     return _core.status()

@@ -7,6 +7,9 @@ them; in `blender -b` and the bpy module call `run_until_shutdown()` next. Main 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from . import _core, logs, runtime
 from .config import env_port, env_start_now, env_token
 from .errors import ServiceError, require_main_thread
@@ -26,6 +29,8 @@ __all__ = [
     "start",
     "stop",
 ]
+
+T = TypeVar("T")
 
 
 def is_running() -> bool:
@@ -96,10 +101,10 @@ def start(
         token=token if token is not None else env_token(),
     )
     runtime.begin_serving(budget_ms=tick_budget_ms, quit_on_shutdown=quit_on_shutdown)
-    return tuple(bound)
+    return bound
 
 
-def _opt(kind, value):
+def _opt(kind: Callable[[Any], T], value: Any) -> T | None:
     # As before the core took None for "its default": numbers given as other types still convert.
     return None if value is None else kind(value)
 

@@ -12,6 +12,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from . import _core, config, supervisor
 from .client import Client
@@ -20,25 +22,25 @@ from .errors import BlendwireError
 
 __all__ = ["main"]
 
-DEFAULTS = _core.defaults()
+DEFAULTS: dict[str, Any] = _core.defaults()
 
 
 class _Fail(Exception):
     """A user-facing error: printed as `blendwire: error: ...`, exit status 1."""
 
 
-def _flag(setting):
+def _flag(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
-def _check(problems, flags=None):
+def _check(problems: Sequence[tuple[str, str]], flags: Mapping[str, str] | None = None) -> None:
     """The core's (setting, rule) problems as one _Fail naming our flags."""
     if problems:
         flags = flags or {}
         raise _Fail("; ".join(f"{flags.get(name, _flag(name))} {text}" for name, text in problems))
 
 
-def _core_error(e, flags=None):
+def _core_error(e: Exception, flags: Mapping[str, str] | None = None) -> _Fail:
     """A ValueError of the core ("SETTING rule ...") as a _Fail naming our flag."""
     name, _, rest = str(e).partition(" ")
     flags = flags or {}
@@ -51,7 +53,7 @@ _SERVICE_FLAGS = ("queue_capacity", "max_connections", "max_request_bytes", "rea
 _ROUTER_FLAGS = ("backoff_initial", "backoff_max", "backoff_jitter", "watchdog_after_failures", "ca_file")
 
 
-def _cmd_serve(args):
+def _cmd_serve(args: argparse.Namespace) -> int | None:
     port = args.port if args.port is not None else env_port()
     blend_file = None
     if args.file:
@@ -86,7 +88,7 @@ def _cmd_serve(args):
         raise _Fail(str(e)) from None
 
 
-def _blender_mcp_addon(args, mcp_addon_port):
+def _blender_mcp_addon(args: argparse.Namespace, mcp_addon_port: int | None) -> str | None:
     """The checked, absolute path of --blender-mcp-addon (else $BLENDWIRE_BLENDER_MCP_ADDON), or None."""
     flag, path = "--blender-mcp-addon", args.blender_mcp_addon
     if path is None:
@@ -101,7 +103,7 @@ def _blender_mcp_addon(args, mcp_addon_port):
         raise _Fail(f"{flag} {e}") from None
 
 
-def _router_settings(args):
+def _router_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The router part of serve's settings, checked by the core here, so a typo fails before
     Blender starts."""
     url = args.engine_url or config.env_engine_url()
@@ -128,7 +130,7 @@ def _router_settings(args):
     }
 
 
-def _serve_bpy(settings, blend_file):
+def _serve_bpy(settings: dict[str, Any], blend_file: str | None) -> int | None:
     try:
         import bpy  # noqa: F401
     except ImportError as e:
@@ -147,11 +149,11 @@ def _serve_bpy(settings, blend_file):
 # ---- status --------------------------------------------------------------------------------------
 
 
-def _fmt_seconds(value):
+def _fmt_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
-def _cmd_status(args):
+def _cmd_status(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else env_port()
     _probe(args.host, port, args.timeout)
     try:
@@ -199,7 +201,7 @@ def _cmd_status(args):
     return 0
 
 
-def _main_thread_line(main):
+def _main_thread_line(main: dict[str, Any]) -> str:
     if main.get("state") != "running":
         return "main thread: idle"
     line = f"main thread: running {main.get('command')} for {_fmt_seconds(main.get('running_s'))}"
@@ -221,7 +223,7 @@ def _main_thread_line(main):
     return line
 
 
-def _cmd_cancel(args):
+def _cmd_cancel(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else env_port()
     _probe(args.host, port, args.timeout)
     job_id = int(args.id) if args.id.isdigit() else args.id
@@ -241,7 +243,7 @@ def _cmd_cancel(args):
 _LIST_COLUMNS = ("ADDRESS", "PID", "RUNTIME", "BLENDER", "UP", "TOKEN", "MCP ADD-ON", "FILE")
 
 
-def _fmt_age(seconds):
+def _fmt_age(seconds: float) -> str:
     s = max(0, int(seconds))
     if s < 60:
         return f"{s}s"
@@ -252,7 +254,7 @@ def _fmt_age(seconds):
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def _cmd_list(args):
+def _cmd_list(args: argparse.Namespace) -> int:
     found = _core.discover_instances()
     if args.json:
         print(json.dumps(found, indent=2), flush=True)
@@ -288,7 +290,7 @@ def _cmd_list(args):
 # ---- call ----------------------------------------------------------------------------------------
 
 
-def _probe(host, port, timeout):
+def _probe(host: str, port: int, timeout: float) -> None:
     # The client retries a refused connection until its timeout (right for scripts riding out a
     # restart); a one-shot command should say at once that nothing listens.
     try:
@@ -302,7 +304,7 @@ def _probe(host, port, timeout):
         pass  # unreachable, timeout...: let the client report it
 
 
-def _cmd_call(args):
+def _cmd_call(args: argparse.Namespace) -> int:
     try:
         params = json.loads(args.params) if args.params else {}
     except ValueError as e:
@@ -326,7 +328,7 @@ def _cmd_call(args):
 # ---- mcp -----------------------------------------------------------------------------------------
 
 
-def _cmd_mcp(args):
+def _cmd_mcp(args: argparse.Namespace) -> int:
     # No port given (flag or $BLD_REMOTE_MCP_PORT): every running `blendwire serve`, picked per call.
     port = args.blender_port if args.blender_port is not None else config.env_port_if_set()
     host = args.blender_host
@@ -364,7 +366,7 @@ def _cmd_mcp(args):
     return 0
 
 
-def _check_mcp_http(flag, spec, token, allow_origins=()):
+def _check_mcp_http(flag: str, spec: str, token: str | None, allow_origins: Sequence[str] | None = ()) -> None:
     problem = _core.check_mcp_http(spec, token, list(allow_origins or ()))
     if problem:
         raise _Fail(problem if problem.startswith("--") else f"{flag} {problem}")
@@ -373,7 +375,7 @@ def _check_mcp_http(flag, spec, token, allow_origins=()):
 # ---- entry point ---------------------------------------------------------------------------------
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     p = argparse.ArgumentParser(
         prog="blendwire",
@@ -585,10 +587,12 @@ def _parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int | None:
+    """The `blendwire` command: its exit status (None: 0)."""
     args = _parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], int | None] = args.func
     try:
-        return args.func(args)
+        return command(args)
     except _Fail as e:
         print(f"blendwire: error: {e}", file=sys.stderr, flush=True)
         return 1

@@ -58,7 +58,7 @@ def _env(name: str) -> str | None:
 def env_port() -> int:
     """The port from `BLD_REMOTE_MCP_PORT`; not an integer or outside 1024-65535 gives the default
     (6688), as the peer add-on does."""
-    fallback = default("port")
+    fallback: int = default("port")
     try:
         port = int(os.environ.get("BLD_REMOTE_MCP_PORT", fallback))
     except ValueError:

@@ -24,6 +24,7 @@ import os
 import signal
 import time
 import traceback
+from typing import Any
 
 import bpy
 
@@ -85,7 +86,7 @@ class _Pacing:
     last_activity = -1
     hot_until = 0.0
     spin_until = 0.0
-    spin_timer = None  # (window manager, wmTimer) while spinning
+    spin_timer: tuple[Any, Any] | None = None  # (window manager, wmTimer) while spinning
 
 
 def mode() -> str:
@@ -283,7 +284,7 @@ def _turn_serving() -> float | None:
         _Pacing.last_activity = activity
         _Pacing.hot_until = now + _HOT_SECONDS
         _Pacing.spin_until = now + _SPIN_SECONDS
-    _spin(waiting or now < _Pacing.spin_until)
+    _spin(bool(waiting) or now < _Pacing.spin_until)
     return 0.0 if waiting or now < _Pacing.hot_until else _IDLE_INTERVAL
 
 

@@ -226,7 +226,9 @@ class BlenderMCPServer:
         matches.sort(key=lambda m: (m[0], m[1]))
         return {"items": [m[2] for m in matches[:limit]], "total": len(matches)}
 
-    def get_viewport_screenshot(self, max_size: int = 800, filepath: str | None = None, format: str = "png"):
+    def get_viewport_screenshot(
+        self, max_size: int = 800, filepath: str | None = None, format: str = "png"
+    ) -> dict[str, Any]:
         if not filepath:
             return {"error": "No filepath provided"}
         try:
@@ -240,7 +242,7 @@ class BlenderMCPServer:
         return _execute_code(code)
 
 
-def _vector(values):
+def _vector(values: Any) -> Any:
     import mathutils  # Blender's; imported here as the add-on does, only for meshes
 
     return mathutils.Vector(values)

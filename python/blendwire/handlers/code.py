@@ -87,7 +87,8 @@ def run_code(code: str) -> Outcome:
         except Exception as e:
             out.error = str(e) or type(e).__name__
             # Skip our own frame: the traceback should start in the user's code.
-            out.traceback = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
+            tb = e.__traceback__
+            out.traceback = "".join(traceback.format_exception(type(e), e, tb.tb_next if tb else None))
     out.duration = time.time() - start
     out.stdout, out.stderr = stdout.getvalue(), stderr.getvalue()
     return out
