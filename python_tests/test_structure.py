@@ -151,3 +151,43 @@ def test_plain_python_modules_never_load_bpy():
                     reached.add(target)
                     todo.append(target)
         assert "bpy" not in reached, f"importing blendwire.{name} loads bpy: {sorted(reached)}"
+
+
+# Environment reads outside config.py that are not settings: pytest_runner saves a variable it sets
+# for a moment, to restore it.
+ENV_READS_ALLOWED = {("pytest_runner", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")}
+
+
+def _env_reads(tree):
+    """(variable or "?", line) of every read of one environment variable: os.environ.get(...),
+    os.getenv(...), os.environ[...] (read), `... in os.environ`. Copying the whole environment for a
+    child process (`dict(os.environ)`) is not a read of a setting."""
+
+    def is_environ(node):
+        return isinstance(node, ast.Attribute) and node.attr == "environ"
+
+    def name(arg):
+        return arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else "?"
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            f = node.func
+            if (f.attr == "get" and is_environ(f.value)) or f.attr == "getenv":
+                yield name(node.args[0]) if node.args else "?", node.lineno
+        elif isinstance(node, ast.Subscript) and is_environ(node.value) and isinstance(node.ctx, ast.Load):
+            yield name(node.slice), node.lineno
+        elif isinstance(node, ast.Compare) and any(is_environ(c) for c in node.comparators):
+            yield name(node.left), node.lineno
+
+
+def test_config_owns_every_environment_read():
+    path = PACKAGES["blendwire"]
+    found = []
+    for file in sorted(path.rglob("*.py")):
+        module = _module_name("blendwire", path, file)
+        if module == "config":
+            continue
+        for var, line in _env_reads(ast.parse(file.read_text())):
+            if (module, var) not in ENV_READS_ALLOWED:
+                found.append(f"{file.relative_to(ROOT)}:{line} reads ${var}")
+    assert not found, "read the environment through blendwire.config instead:\n" + "\n".join(found)
