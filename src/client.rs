@@ -396,6 +396,43 @@ fn random_prefix() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// What the caller of a cancellable call wants after each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep waiting for the answer.
+    Wait,
+    /// Cancel the job (its caller gave up: Ctrl-C, an agent's cancellation, a failed callback).
+    Cancel,
+}
+
+impl Client {
+    /// One call that can be cancelled, the one way `blendwire._core.Client.call` and `blendwire
+    /// mcp` make it: `request` (serialised, with `"id": id`) waits up to `wait` while `on_event`
+    /// gets the job's progress messages and a tick every [`TICK`]. Once `on_event` says
+    /// [`Verdict::Cancel`], the job is cancelled by its id (on a connection of its own) and its
+    /// answer waited for at most the interrupt grace more: the job's own answer (`cancelled`)
+    /// normally follows at once; a job in a long C call is left to the service and this
+    /// connection dropped. Later events still reach `on_event`; its verdict then changes nothing.
+    pub fn request_cancellable(
+        &self,
+        request: &[u8],
+        id: &Value,
+        wait: Duration,
+        on_event: &mut dyn FnMut(Event) -> Verdict,
+    ) -> Result<Value, ClientError> {
+        let mut cancelled = false;
+        self.request_streaming(request, wait, &mut |event| {
+            if on_event(event) == Verdict::Cancel && !cancelled {
+                cancelled = true;
+                // A failed cancel leaves the grace below to end the wait.
+                let _ = self.cancel(id);
+                return Flow::GiveUpAt(Instant::now() + crate::settings::INTERRUPT_GRACE);
+            }
+            Flow::Continue
+        })
+    }
+}
+
 /// What a response says instead of a `result`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ResponseError {

@@ -3,13 +3,12 @@
 //! `notifications/progress`, one retry for read-only commands, errors worded for the agent.
 
 use super::{BlenderTools, Failure, Rq};
-use crate::client::{self, Event, Flow, ResponseError};
+use crate::client::{self, Event, ResponseError, Verdict};
 use crate::error::ClientError;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// May a command be sent again after the connection dropped mid-call?
 #[derive(Clone, Copy, PartialEq)]
@@ -39,17 +38,16 @@ impl BlenderTools {
         let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
         let call = {
             let given_up = Arc::clone(&given_up);
+            let id = id.clone();
             tokio::task::spawn_blocking(move || {
-                let mut giving_up = false;
-                client.request_streaming(&bytes, wait, &mut |event| {
+                client.request_cancellable(&bytes, &id, wait, &mut |event| {
                     if let Event::Progress(msg) = event {
                         let _ = progress_tx.send(msg);
                     }
-                    if !giving_up && given_up.load(Ordering::Relaxed) {
-                        giving_up = true;
-                        return Flow::GiveUpAt(Instant::now() + crate::supervisor::GRACE);
+                    match given_up.load(Ordering::Relaxed) {
+                        true => Verdict::Cancel,
+                        false => Verdict::Wait,
                     }
-                    Flow::Continue
                 })
             })
         };
@@ -63,17 +61,16 @@ impl BlenderTools {
             }
         };
         tokio::pin!(cancelled);
-        let mut cancel_sent = false;
+        let mut cancel_asked = false;
         let joined = loop {
             tokio::select! {
                 joined = &mut call => break joined,
                 Some(msg) = progress_rx.recv() => self.forward_progress(rq, token.as_ref(), &mut reported, &msg).await,
-                _ = &mut cancelled, if !cancel_sent => {
-                    cancel_sent = true;
+                _ = &mut cancelled, if !cancel_asked => {
+                    cancel_asked = true;
                     given_up.store(true, Ordering::Relaxed);
-                    let (client, id) = (Arc::clone(&self.client), id.clone());
+                    // The call's thread cancels the job (by its id) at its next event, a tick at most.
                     eprintln!("blendwire mcp: the agent cancelled a call; cancelling its Blender job");
-                    let _ = tokio::task::spawn_blocking(move || client.cancel(&id)).await;
                 }
             }
         };
