@@ -217,22 +217,9 @@ pub fn queue_capacity(value: i64) -> Result<usize, String> {
 
 pub use crate::addr::is_loopback;
 
-/// `execute_code` runs any Python: a host other machines can reach needs a token.
-pub fn host(host: &str, token: Option<&str>) -> Result<(), String> {
-    if is_loopback(host) || token.is_some_and(|t| !t.is_empty()) {
-        Ok(())
-    } else {
-        Err(insecure_host(host))
-    }
-}
-
-/// The rule text of [`host`], also used when the bound address turns out not to be loopback.
-pub fn insecure_host(host: &str) -> String {
-    format!(
-        "must be loopback unless there is a token, got {host:?}: anyone who can reach it could run code in \
-         Blender; set BLENDWIRE_TOKEN (clients then send \"token\") or listen on 127.0.0.1"
-    )
-}
+/// `execute_code` runs any Python: a host other machines can reach needs a token (the rule and
+/// its wording live in `auth`).
+pub use crate::auth::{check_host as host, insecure_host};
 
 pub fn namespace(value: &str) -> Result<(), String> {
     if value.starts_with('/') {

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 pub use crate::settings::DEFAULT_PORT;
-pub(crate) use pipeline::constant_time_eq;
 pub use pipeline::PIPELINE_DEPTH;
 
 #[derive(Debug, Clone)]
@@ -208,8 +207,8 @@ impl Service {
             detail,
         })?;
         // execute_code is arbitrary code execution: off loopback, only with a token. The rule is
-        // `settings::host`, applied to the address as bound (a name may resolve to loopback).
-        if !addr.ip().is_loopback() && crate::settings::host(&config.host, config.token.as_deref()).is_err() {
+        // `auth`'s, applied to the address as bound (a name may resolve to loopback).
+        if crate::auth::check_bound(&config.host, addr.ip(), config.token.as_deref()).is_err() {
             return Err(ServiceError::InsecureHost {
                 host: config.host.clone(),
             });

@@ -320,7 +320,7 @@ fn prepare(ctx: &Ctx, value: Value, peer: std::net::SocketAddr, dialect: Option<
 pub(super) fn authorize(ctx: &Ctx, request: &Value) -> Result<(), Value> {
     if let Some(token) = &ctx.token {
         let given = request.get("token").and_then(Value::as_str).unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        if !crate::auth::constant_time_eq(given.as_bytes(), token.as_bytes()) {
             return Err(protocol::request_error(&RequestError::Unauthorized));
         }
     }
@@ -400,26 +400,9 @@ fn unknown(ctx: &Ctx, name: String) -> Step {
     Step::Reply(protocol::request_error(&e))
 }
 
-/// Token comparison whose time does not depend on where the first difference is.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in b.iter().enumerate() {
-        diff |= (a.get(i).copied().unwrap_or(0) ^ x) as usize;
-    }
-    diff == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cretX", b"s3cret"));
-        assert!(!constant_time_eq(b"", b"s3cret"));
-    }
 
     #[test]
     fn answers_leave_in_order_and_a_waiting_job_holds_back_the_rest() {
