@@ -49,14 +49,14 @@ pub(super) struct Announced {
 
 impl Announced {
     fn link(&self, instance: &Instance) -> Link {
-        let addr = format!("{}:{}", instance.connect_host(), instance.port);
+        let addr = format!("{}:{}", instance.connect_host(), instance.service.port);
         let mut links = self.links.lock();
         if let Some(link) = links.iter().find(|l| l.addr == addr) {
             return link.clone();
         }
         let link = Link::with(
             &instance.connect_host(),
-            instance.port,
+            instance.service.port,
             self.timeout,
             self.connect_timeout,
             self.token.clone(),
