@@ -561,6 +561,68 @@ mod tests {
         );
     }
 
+    /// A service on one call's connection: it sends a progress message, and answers `cancelled`
+    /// once a `cancel` naming the call's id has come on a second connection.
+    #[test]
+    fn a_cancelled_call_cancels_its_job_by_id_and_reads_its_answer() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let service = std::thread::spawn(move || {
+            let (mut call, _) = listener.accept().unwrap();
+            let request: Value = serde_json::Deserializer::from_reader(&call)
+                .into_iter()
+                .next()
+                .unwrap()
+                .unwrap();
+            let id = request["id"].clone();
+            call.write_all(
+                json!({"status": "progress", "id": id, "message": "half"})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap();
+            let (mut other, _) = listener.accept().unwrap();
+            let cancel: Value = serde_json::Deserializer::from_reader(&other)
+                .into_iter()
+                .next()
+                .unwrap()
+                .unwrap();
+            assert_eq!((&cancel["type"], &cancel["params"]["id"]), (&json!("cancel"), &id));
+            other
+                .write_all(
+                    json!({"status": "success", "result": {"cancelled": true}})
+                        .to_string()
+                        .as_bytes(),
+                )
+                .unwrap();
+            call.write_all(
+                json!({"status": "error", "id": id, "message": "cancelled", "error_code": "cancelled"})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap();
+        });
+        let client = Client::new("127.0.0.1", port, Duration::from_secs(10), Duration::from_secs(2));
+        let id = json!("job-1");
+        let bytes = client.encode(json!({"type": "execute_code", "params": {}, "id": id, "progress": true}));
+        let mut events = vec![];
+        let answer = client
+            .request_cancellable(&bytes, &id, Duration::from_secs(10), &mut |event| {
+                let progress = matches!(event, Event::Progress(_));
+                events.push(progress);
+                if progress {
+                    Verdict::Cancel
+                } else {
+                    Verdict::Wait
+                }
+            })
+            .unwrap();
+        service.join().unwrap();
+        assert_eq!(answer["error_code"], "cancelled");
+        assert_eq!(events.first(), Some(&true), "the progress message came first");
+    }
+
     #[test]
     fn outcomes() {
         assert_eq!(outcome(json!({"status": "success", "result": [1]})), Ok(json!([1])));

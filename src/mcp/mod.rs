@@ -1,7 +1,6 @@
 //! `blendwire mcp`: a Model Context Protocol server over stdio and/or Streamable HTTP (the official
-//! SDK, `rmcp`) whose tools forward
-//! to a blendwire / BLD Remote MCP service through a `Client` (persistent connections, one per
-//! concurrent call).
+//! SDK, `rmcp`) whose tools forward to a blendwire / BLD Remote MCP service through a `Client`
+//! (persistent connections, one per concurrent call).
 //!
 //! Every call names its Blender job (the request `id`): an agent's `notifications/cancelled`
 //! cancels that job (queued: dropped; running: interrupted), and with a `progressToken` the job's
@@ -13,7 +12,6 @@
 //! the scene; `execute_code` (and the persist writes) are reported as interrupted instead.
 //! Logs go to stderr: stdout carries the protocol. Over HTTP, every session shares one client, so
 //! several agents at once each get their own jobs (and connections).
-
 //!
 //! The parts: [`server`] runs it (stdio, HTTP in [`http`]); [`handler`] answers MCP's requests;
 //! [`tools`] is the one tool table (name, schema, handler) and the tools; [`forward`] sends a call
