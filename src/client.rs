@@ -397,6 +397,43 @@ fn random_prefix() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// What the caller of a cancellable call wants after each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep waiting for the answer.
+    Wait,
+    /// Cancel the job (its caller gave up: Ctrl-C, an agent's cancellation, a failed callback).
+    Cancel,
+}
+
+impl Client {
+    /// One call that can be cancelled, the one way `blendwire._core.Client.call` and `blendwire
+    /// mcp` make it: `request` (serialised, with `"id": id`) waits up to `wait` while `on_event`
+    /// gets the job's progress messages and a tick every [`TICK`]. Once `on_event` says
+    /// [`Verdict::Cancel`], the job is cancelled by its id (on a connection of its own) and its
+    /// answer waited for at most the interrupt grace more: the job's own answer (`cancelled`)
+    /// normally follows at once; a job in a long C call is left to the service and this
+    /// connection dropped. Later events still reach `on_event`; its verdict then changes nothing.
+    pub fn request_cancellable(
+        &self,
+        request: &[u8],
+        id: &Value,
+        wait: Duration,
+        on_event: &mut dyn FnMut(Event) -> Verdict,
+    ) -> Result<Value, ClientError> {
+        let mut cancelled = false;
+        self.request_streaming(request, wait, &mut |event| {
+            if on_event(event) == Verdict::Cancel && !cancelled {
+                cancelled = true;
+                // A failed cancel leaves the grace below to end the wait.
+                let _ = self.cancel(id);
+                return Flow::GiveUpAt(Instant::now() + crate::defaults::INTERRUPT_GRACE);
+            }
+            Flow::Continue
+        })
+    }
+}
+
 /// What a response says instead of a `result`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ResponseError {
@@ -514,6 +551,68 @@ mod tests {
             client(Some("s3")).encode(own.clone()),
             serde_json::to_vec(&own).unwrap()
         );
+    }
+
+    /// A service on one call's connection: it sends a progress message, and answers `cancelled`
+    /// once a `cancel` naming the call's id has come on a second connection.
+    #[test]
+    fn a_cancelled_call_cancels_its_job_by_id_and_reads_its_answer() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let service = std::thread::spawn(move || {
+            let (mut call, _) = listener.accept().unwrap();
+            let request: Value = serde_json::Deserializer::from_reader(&call)
+                .into_iter()
+                .next()
+                .unwrap()
+                .unwrap();
+            let id = request["id"].clone();
+            call.write_all(
+                json!({"status": "progress", "id": id, "message": "half"})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap();
+            let (mut other, _) = listener.accept().unwrap();
+            let cancel: Value = serde_json::Deserializer::from_reader(&other)
+                .into_iter()
+                .next()
+                .unwrap()
+                .unwrap();
+            assert_eq!((&cancel["type"], &cancel["params"]["id"]), (&json!("cancel"), &id));
+            other
+                .write_all(
+                    json!({"status": "success", "result": {"cancelled": true}})
+                        .to_string()
+                        .as_bytes(),
+                )
+                .unwrap();
+            call.write_all(
+                json!({"status": "error", "id": id, "message": "cancelled", "error_code": "cancelled"})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap();
+        });
+        let client = Client::new("127.0.0.1", port, Duration::from_secs(10), Duration::from_secs(2));
+        let id = json!("job-1");
+        let bytes = client.encode(json!({"type": "execute_code", "params": {}, "id": id, "progress": true}));
+        let mut events = vec![];
+        let answer = client
+            .request_cancellable(&bytes, &id, Duration::from_secs(10), &mut |event| {
+                let progress = matches!(event, Event::Progress(_));
+                events.push(progress);
+                if progress {
+                    Verdict::Cancel
+                } else {
+                    Verdict::Wait
+                }
+            })
+            .unwrap();
+        service.join().unwrap();
+        assert_eq!(answer["error_code"], "cancelled");
+        assert_eq!(events.first(), Some(&true), "the progress message came first");
     }
 
     #[test]

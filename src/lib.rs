@@ -4,6 +4,7 @@
 //! layer that `maturin` builds into `blendwire._core`.
 
 pub mod addr;
+pub mod auth;
 pub mod backoff;
 pub mod bridge;
 pub mod client;

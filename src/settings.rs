@@ -7,7 +7,7 @@
 //! either a config or every [`Problem`]. A problem is a setting name plus a rule text that reads
 //! after any label (`port`, `--port`, "Port"), so each rule is worded once.
 
-use crate::addr::host_rule;
+use crate::auth;
 use crate::backoff::BackoffPolicy;
 use crate::defaults::*;
 use crate::router::tls::CA_FILE_ENV;
@@ -332,7 +332,7 @@ impl ServiceSettings {
         let write_timeout = c.seconds("write_timeout", self.write_timeout, DEFAULT_WRITE_TIMEOUT);
         let token = self.token.filter(|t| !t.is_empty());
         if check_host {
-            c.check("host", host_rule(&host, token.as_deref()), ());
+            c.check("host", auth::check_host(&host, token.as_deref()), ());
         }
         let queue_capacity = self
             .queue_capacity

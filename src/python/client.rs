@@ -1,7 +1,7 @@
 //! `blendwire._core.Client`: the blocking client, GIL released during I/O.
 
 use super::{errors, seconds_or};
-use crate::client::{self, Client, Event, Flow, ResponseError};
+use crate::client::{self, Client, Event, ResponseError, Verdict};
 use crate::defaults;
 use crate::settings;
 use parking_lot::Mutex;
@@ -9,7 +9,6 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 use serde_json::{Map, Value};
-use std::time::Instant;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyClient>()
@@ -91,9 +90,9 @@ impl PyClient {
         let _in_flight = InFlight(self, id.clone());
         let mut raised: Option<PyErr> = None;
         let outcome = py.detach(|| {
-            self.inner.request_streaming(&bytes, wait, &mut |event| {
+            self.inner.request_cancellable(&bytes, &id, wait, &mut |event| {
                 if raised.is_some() {
-                    return Flow::Continue;
+                    return Verdict::Wait;
                 }
                 raised = Python::attach(|py| {
                     if let (Event::Progress(msg), Some(cb)) = (event, on_progress.as_ref()) {
@@ -103,13 +102,10 @@ impl PyClient {
                     }
                     py.check_signals().err()
                 });
-                if raised.is_none() {
-                    return Flow::Continue;
+                match raised {
+                    Some(_) => Verdict::Cancel,
+                    None => Verdict::Wait,
                 }
-                // Cancelled here: the job's own answer (`cancelled`) normally follows at once; a
-                // job in a long C call is left to the service and this connection dropped.
-                let _ = self.inner.cancel(&id);
-                Flow::GiveUpAt(Instant::now() + crate::defaults::INTERRUPT_GRACE)
             })
         });
         if let Some(e) = raised {

@@ -26,7 +26,7 @@ pub(crate) fn withdraw() -> bool {
 }
 
 fn to_py(py: Python<'_>, instance: &Instance) -> PyResult<Py<PyAny>> {
-    Ok(pythonize(py, &instance.to_json())
+    Ok(pythonize(py, &instance.record())
         .map_err(|e| errors::bad_argument("instance", e))?
         .unbind())
 }

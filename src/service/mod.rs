@@ -207,8 +207,8 @@ impl Service {
             detail,
         })?;
         // execute_code is arbitrary code execution: off loopback, only with a token. The rule is
-        // `addr::host_rule`, applied to the address as bound (a name may resolve to loopback).
-        if !addr.ip().is_loopback() && crate::addr::host_rule(&config.host, config.token.as_deref()).is_err() {
+        // `auth`'s, applied to the address as bound (a name may resolve to loopback).
+        if crate::auth::check_bound(&config.host, addr.ip(), config.token.as_deref()).is_err() {
             return Err(ServiceError::InsecureHost {
                 host: config.host.clone(),
             });

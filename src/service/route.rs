@@ -79,7 +79,7 @@ pub(super) fn prepare(
 pub(super) fn authorize(ctx: &Ctx, request: &Value) -> Result<(), Value> {
     if let Some(token) = &ctx.token {
         let given = request.get("token").and_then(Value::as_str).unwrap_or("");
-        if !crate::addr::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        if !crate::auth::constant_time_eq(given.as_bytes(), token.as_bytes()) {
             return Err(protocol::request_error(&RequestError::Unauthorized));
         }
     }

@@ -3,7 +3,7 @@
 //! (`TCP_NODELAY`), a call's lone response answered as JSON ([`json_when_whole`]: cheaper for
 //! clients) and the guard rails, safe by default:
 //!
-//! - loopback unless a token is set (the service's rule, `addr::host_rule`, on the bound address);
+//! - loopback unless a token is set (the service's rule, `auth::check_bound`, on the bound address);
 //! - `Host` must name this listener: a loopback name or the bound host (or an `--allow-host`), with
 //!   this port; anything else is a DNS-rebinding attempt and gets 403 (rmcp's check);
 //! - a present `Origin` must be a loopback origin (any port, http or https) or an `--allow-origin`;
@@ -73,22 +73,17 @@ pub fn parse_listen(spec: &str) -> Result<(String, u16), String> {
 /// off-loopback token rule (checked again on the bound address at start).
 pub fn check(spec: &str, token: Option<&str>) -> Result<(String, u16), String> {
     let (host, port) = parse_listen(spec)?;
-    crate::addr::host_rule(&host, token)?;
+    crate::auth::check_host(&host, token)?;
     Ok((host, port))
 }
 
 /// Bind the listener now (so a taken port or a bad host fails at start), applying the token rule
 /// to the address as bound, as the service does.
 pub(super) fn bind(config: &HttpConfig) -> Result<std::net::TcpListener, String> {
-    let token = config.token.as_deref().filter(|t| !t.is_empty());
     let addr = crate::addr::resolve(&config.host, config.port)
         .map_err(|e| format!("cannot resolve the MCP HTTP host {:?}: {e}", config.host))?;
-    if !addr.ip().is_loopback() && token.is_none() {
-        return Err(format!(
-            "the MCP HTTP host {}",
-            crate::addr::insecure_host(&config.host)
-        ));
-    }
+    crate::auth::check_bound(&config.host, addr.ip(), config.token.as_deref())
+        .map_err(|rule| format!("the MCP HTTP host {rule}"))?;
     let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen for MCP on {addr}: {e}"))?;
     listener
         .set_nonblocking(true)
@@ -176,7 +171,7 @@ fn bearer_matches(authorization: Option<&HeaderValue>, token: &[u8]) -> bool {
         Some(i) if value[..i].eq_ignore_ascii_case(b"bearer") => value[i + 1..].trim_ascii(),
         _ => return false,
     };
-    crate::addr::constant_time_eq(given, token)
+    crate::auth::constant_time_eq(given, token)
 }
 
 /// The bearer token check, before rmcp sees the request; and one log line per refusal (rmcp's own

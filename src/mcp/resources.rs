@@ -10,7 +10,8 @@
 //! subscribers get one `notifications/resources/updated` if it differs from the last one read.
 //! Several jobs in a row make one update; a job that changed nothing makes none.
 
-use super::{BlenderTools, Failure, Retry, Rq};
+use super::forward::Retry;
+use super::{BlenderTools, Failure, Rq};
 use parking_lot::Mutex;
 use rmcp::model::{
     ErrorData, GetPromptResult, Prompt, PromptArgument, PromptMessage, ReadResourceResult, Resource, ResourceContents,
