@@ -63,3 +63,13 @@ def test_log_level_names(value, name):
 def test_loopback_rule():
     assert _core.is_loopback("localhost") and _core.is_loopback("127.0.0.2") and _core.is_loopback("::1")
     assert not _core.is_loopback("0.0.0.0") and not _core.is_loopback("example.com")
+
+
+def test_every_setting_kind_keeps_its_error():
+    # A str setting, and a JSON one (ValueError: the value is not JSON).
+    with pytest.raises(TypeError, match="^token: 'int' object is not an instance of 'str'$"):
+        _core.check_service_settings(token=5)
+    with pytest.raises(ValueError, match="^fallback_auth: unsupported type object$"):
+        _core.check_router_settings("http://127.0.0.1:8000", fallback_auth=object())
+    with pytest.raises(TypeError, match="^start_service\\(\\) got an unexpected keyword argument 'queue_capacity'$"):
+        _core.start_service("127.0.0.1", 0, [], queue_capacity=2.5)  # not the service's, whatever its type

@@ -9,13 +9,23 @@
 
 use crate::auth;
 use crate::backoff::BackoffPolicy;
-use crate::defaults::*;
+use crate::defaults::{
+    DEFAULT_AUTH_TIMEOUT, DEFAULT_CLIENT_CONNECT_TIMEOUT, DEFAULT_CLIENT_TIMEOUT, DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_ENGINE_URL, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MCP_ADDON_PORT, DEFAULT_MCP_CONNECT_TIMEOUT, DEFAULT_MCP_TIMEOUT, DEFAULT_NAMESPACE,
+    DEFAULT_OUTBOX_MAX_BYTES, DEFAULT_OUTBOX_MAX_COUNT, DEFAULT_POLL_INTERVAL, DEFAULT_POLL_LIMIT, DEFAULT_PORT,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_READ_TIMEOUT, DEFAULT_SOCKETIO_PATH, DEFAULT_STOP_TIMEOUT, DEFAULT_TICK_BUDGET_MS,
+    DEFAULT_TIMEOUT, DEFAULT_WATCHDOG, DEFAULT_WATCHDOG_AFTER_FAILURES, DEFAULT_WRITE_TIMEOUT, INTERRUPT_GRACE,
+    LAB_MAX_REQUEST_BYTES, LAB_READ_TIMEOUT, MAX_QUEUE_CAPACITY, MAX_SECONDS, MCP_ADDON_PORT_ENV, MIN_REQUEST_BYTES,
+    WATCHDOG_ENV,
+};
 use crate::router::tls::CA_FILE_ENV;
 use crate::router::url::engine_url;
 use crate::router::RouterConfig;
 use crate::service::ServiceConfig;
 use crate::watchdog::WatchdogPolicy;
 use crate::wire::framing::Limits;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -283,8 +293,10 @@ impl Checker {
     }
 }
 
-/// The service and queue settings as given; `None` means the default.
-#[derive(Debug, Clone, Default)]
+/// The service and queue settings as given; `None` means the default. Its fields are the settings'
+/// names, also in Python (keyword arguments are deserialized into it, unknown names refused).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServiceSettings {
     pub host: Option<String>,
     pub port: Option<i64>,
@@ -359,8 +371,9 @@ impl ServiceSettings {
     }
 }
 
-/// The router settings as given; `None` means the default.
-#[derive(Debug, Clone, Default)]
+/// The router settings as given; `None` means the default. Named and read as [`ServiceSettings`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RouterSettings {
     pub url: String,
     pub socketio_path: Option<String>,
@@ -589,6 +602,28 @@ mod tests {
             "{}",
             problems[0]
         );
+    }
+
+    #[test]
+    fn settings_are_read_by_their_names() {
+        let given = json!({"port": 7000, "queue_capacity": 8, "read_timeout": 2.5, "token": "t"});
+        let s: ServiceSettings = serde_json::from_value(given).unwrap();
+        assert_eq!(
+            (s.port, s.queue_capacity, s.read_timeout, s.token.as_deref()),
+            (Some(7000), Some(8), Some(2.5), Some("t"))
+        );
+        let r: RouterSettings =
+            serde_json::from_value(json!({"fallback_auth": {"token": "f"}, "outbox_max_count": 3})).unwrap();
+        assert_eq!(r.fallback_auth, Some(json!({"token": "f"})));
+        assert_eq!(r.outbox_max_count, Some(3));
+        assert_eq!(r.watchdog_seconds, None, "what is not given is None: the default");
+        let unknown = serde_json::from_value::<ServiceSettings>(json!({"max_request_byte": 2048})).unwrap_err();
+        assert!(
+            unknown.to_string().starts_with("unknown field `max_request_byte`"),
+            "{unknown}"
+        );
+        let unknown = serde_json::from_value::<RouterSettings>(json!({"watchdog": 5})).unwrap_err();
+        assert!(unknown.to_string().starts_with("unknown field `watchdog`"), "{unknown}");
     }
 
     #[test]

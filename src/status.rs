@@ -3,18 +3,17 @@
 
 use crate::bridge::running::MainThreadStatus;
 use crate::bridge::Bridge;
-use crate::router::Shared as RouterShared;
-use crate::service::ServiceInfo;
+use crate::router::{RouterStatus, Shared as RouterShared};
+use crate::service::{AddonStatus, ServiceInfo};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub version: &'static str,
     pub uptime_s: f64,
     pub service: ServiceStatus,
-    /// The router's own snapshot, or `{"state": "stopped"}`.
-    pub router: Value,
+    pub router: RouterPart,
     pub main_thread: MainThreadStatus,
     pub bridge: BridgeStatus,
 }
@@ -25,6 +24,14 @@ pub struct Status {
 pub enum ServiceStatus {
     Started(Box<StartedService>),
     NotStarted { running: bool },
+}
+
+/// `{"state": "stopped"}` when no router runs.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum RouterPart {
+    Running(Box<RouterStatus>),
+    Stopped { state: &'static str },
 }
 
 #[derive(Debug, Serialize)]
@@ -38,7 +45,7 @@ pub struct StartedService {
     pub requests: u64,
     pub errors: Value,
     /// The second listener (blender-mcp and Blender Lab), or null when off.
-    pub mcp_addon: Option<Value>,
+    pub mcp_addon: Option<AddonStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,7 +90,7 @@ pub fn status(bridge: &Bridge, service: Option<&ServiceInfo>, router: Option<&Ro
                 connections_total: sm.connections_total.get(),
                 requests: sm.requests.get(),
                 errors: sm.errors.snapshot(),
-                mcp_addon: s.mcp_addon.as_ref().map(|a| a.snapshot()),
+                mcp_addon: s.mcp_addon.as_ref().map(|a| a.status()),
             }))
         }
         None => ServiceStatus::NotStarted { running: false },
@@ -92,7 +99,12 @@ pub fn status(bridge: &Bridge, service: Option<&ServiceInfo>, router: Option<&Ro
         version: env!("CARGO_PKG_VERSION"),
         uptime_s,
         service,
-        router: router.map_or_else(|| json!({"state": "stopped"}), RouterShared::snapshot),
+        router: match router {
+            Some(r) => RouterPart::Running(Box::new(r.status())),
+            None => RouterPart::Stopped {
+                state: crate::router::ConnState::Stopped.name(),
+            },
+        },
         main_thread: bridge.main.snapshot(),
         bridge: BridgeStatus {
             queue_depth: bridge.len(),
@@ -127,6 +139,7 @@ pub fn snapshot(bridge: &Bridge, service: Option<&ServiceInfo>, router: Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn keys(v: &Value) -> Vec<&str> {
         v.as_object().unwrap().keys().map(String::as_str).collect()

@@ -21,7 +21,7 @@ use crate::shutdown::StopReason;
 use crate::wire::protocol::Dialect;
 use parking_lot::{Condvar, Mutex};
 use running::MainThread;
-pub use running::Origin;
+use running::Origin;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};

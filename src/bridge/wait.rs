@@ -92,7 +92,7 @@ impl AnswerWait {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::Origin;
+    use crate::bridge::running::Origin;
     use serde_json::json;
 
     #[test]

@@ -1,12 +1,13 @@
 //! The settings' defaults and rules for Python (CLI help, add-on preferences): converts only;
-//! every default and rule is in `crate::settings`.
+//! every default and rule is in `crate::settings`, and the settings' names are its structs' fields.
 
 use super::errors;
 use crate::settings::{self, LogLevel, Problem, RouterSettings, ServiceSettings};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use pythonize::{depythonize, pythonize};
-use serde_json::Value;
+use pythonize::{pythonize, Depythonizer, PythonizeError};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(defaults, m)?)?;
@@ -18,16 +19,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(log_level_name, m)?)?;
     m.add_function(wrap_pyfunction!(mcp_addon_port_from_env, m)?)?;
     Ok(())
-}
-
-/// `fallback_auth` as JSON (None → the default).
-pub fn fallback_auth(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Value>> {
-    match value {
-        Some(v) if !v.is_none() => depythonize(v)
-            .map(Some)
-            .map_err(|e| errors::bad_argument("fallback_auth", e)),
-        _ => Ok(None),
-    }
 }
 
 /// A `logging` level name or number.
@@ -53,9 +44,8 @@ fn defaults(py: Python<'_>) -> PyResult<Py<PyAny>> {
         .unbind())
 }
 
-/// The service settings of a `start_service` / `check_service_settings` call: its keyword
-/// arguments are converted here, the one list of their Python names (None: the default).
-/// `with_queue`: `queue_capacity` is one of them (the check also covers the queue).
+/// The service settings of a `start_service` / `check_service_settings` call (None: the default).
+/// `with_queue`: `queue_capacity` is one of its keyword arguments (the check also covers the queue).
 pub fn service_settings(
     func: &str,
     host: Option<String>,
@@ -64,76 +54,179 @@ pub fn service_settings(
     kwargs: Option<&Bound<'_, PyDict>>,
     with_queue: bool,
 ) -> PyResult<ServiceSettings> {
-    let mut s = ServiceSettings {
+    let not_taken: &[&str] = if with_queue { &[] } else { &["queue_capacity"] };
+    Ok(ServiceSettings {
         host,
         port,
         commands,
-        ..ServiceSettings::default()
-    };
-    for (key, value) in given(kwargs)? {
-        match key.as_str() {
-            "mcp_addon_port" => s.mcp_addon_port = Some(arg(&key, &value)?),
-            "default_timeout" => s.default_timeout = Some(arg(&key, &value)?),
-            "max_request_bytes" => s.max_request_bytes = Some(arg(&key, &value)?),
-            "max_connections" => s.max_connections = Some(arg(&key, &value)?),
-            "read_timeout" => s.read_timeout = Some(arg(&key, &value)?),
-            "write_timeout" => s.write_timeout = Some(arg(&key, &value)?),
-            "token" => s.token = Some(arg(&key, &value)?),
-            "queue_capacity" if with_queue => s.queue_capacity = Some(arg(&key, &value)?),
-            _ => return Err(errors::unexpected_argument(func, &key)),
-        }
-    }
-    Ok(s)
+        ..from_kwargs(func, kwargs, not_taken)?
+    })
 }
 
 /// The router settings of a `start_router` / `check_router_settings` call, as
 /// [`service_settings`] does it for the service.
 pub fn router_settings(func: &str, url: String, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<RouterSettings> {
-    let mut s = RouterSettings {
+    Ok(RouterSettings {
         url,
-        ..RouterSettings::default()
+        ..from_kwargs(func, kwargs, &[])?
+    })
+}
+
+/// Keyword arguments → a settings struct of `crate::settings`, whose serde fields are the one list
+/// of their names. A None value is not given (the default). The errors, in one place: a name the
+/// struct lacks (or `not_taken`) is the TypeError Python raises for it; a value that does not
+/// convert names its setting: a TypeError in pyo3's words for a typed setting, a ValueError for a
+/// JSON one (`fallback_auth`).
+fn from_kwargs<T: DeserializeOwned + Default>(
+    func: &str,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    not_taken: &[&str],
+) -> PyResult<T> {
+    let Some(kwargs) = kwargs else {
+        return Ok(T::default());
     };
-    for (key, value) in given(kwargs)? {
-        match key.as_str() {
-            "socketio_path" => s.socketio_path = Some(arg(&key, &value)?),
-            "namespace" => s.namespace = Some(arg(&key, &value)?),
-            "fallback_auth" => s.fallback_auth = fallback_auth(Some(&value))?,
-            "watchdog_seconds" => s.watchdog_seconds = Some(arg(&key, &value)?),
-            "watchdog_after_failures" => s.watchdog_after_failures = Some(arg(&key, &value)?),
-            "backoff_initial" => s.backoff_initial = Some(arg(&key, &value)?),
-            "backoff_max" => s.backoff_max = Some(arg(&key, &value)?),
-            "backoff_jitter" => s.backoff_jitter = Some(arg(&key, &value)?),
-            "handshake_timeout" => s.handshake_timeout = Some(arg(&key, &value)?),
-            "command_timeout" => s.command_timeout = Some(arg(&key, &value)?),
-            "poll_limit" => s.poll_limit = Some(arg(&key, &value)?),
-            "outbox_max_count" => s.outbox_max_count = Some(arg(&key, &value)?),
-            "outbox_max_bytes" => s.outbox_max_bytes = Some(arg(&key, &value)?),
-            "ca_file" => s.ca_file = Some(arg(&key, &value)?),
-            _ => return Err(errors::unexpected_argument(func, &key)),
-        }
-    }
-    Ok(s)
-}
-
-/// The keyword arguments that are not None (None means the default).
-fn given<'py>(kwargs: Option<&Bound<'py, PyDict>>) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
-    let mut out = Vec::new();
-    for (key, value) in kwargs.into_iter().flat_map(|k| k.iter()) {
+    let mut given = Vec::new();
+    for (key, value) in kwargs.iter() {
         if !value.is_none() {
-            out.push((key.extract()?, value));
+            given.push((key.extract::<String>()?, value));
         }
     }
-    Ok(out)
+    let access = Kwargs {
+        given: given.into_iter(),
+        current: None,
+        not_taken,
+    };
+    T::deserialize(MapAccessDeserializer::new(access)).map_err(|e| match e {
+        KwargError::Unexpected(name) => errors::unexpected_argument(func, &name),
+        KwargError::Value {
+            name,
+            error: ArgError::Type(e),
+        } => errors::wrong_type(kwargs.py(), &name, e),
+        KwargError::Value {
+            name,
+            error: ArgError::Json(e),
+        } => errors::bad_argument(&name, e),
+        KwargError::Value {
+            name,
+            error: ArgError::Other(e),
+        } => errors::bad_argument(&name, e),
+        KwargError::Other(e) => errors::bad_argument(func, e),
+    })
 }
 
-fn arg<'a, 'py, T>(name: &str, value: &'a Bound<'py, PyAny>) -> PyResult<T>
+/// The given keyword arguments as a serde map, each value read by [`Arg`].
+struct Kwargs<'a, 'py, I> {
+    given: I,
+    current: Option<(String, Bound<'py, PyAny>)>,
+    not_taken: &'a [&'a str],
+}
+
+impl<'de, 'py, I> MapAccess<'de> for Kwargs<'_, 'py, I>
 where
-    T: FromPyObject<'a, 'py>,
-    T::Error: Into<PyErr>,
+    I: Iterator<Item = (String, Bound<'py, PyAny>)>,
 {
-    value
-        .extract::<T>()
-        .map_err(|e| errors::wrong_type(value.py(), name, e.into()))
+    type Error = KwargError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, KwargError> {
+        let Some((name, value)) = self.given.next() else {
+            return Ok(None);
+        };
+        if self.not_taken.contains(&name.as_str()) {
+            return Err(KwargError::Unexpected(name));
+        }
+        let key = seed.deserialize(name.as_str().into_deserializer())?;
+        self.current = Some((name, value));
+        Ok(Some(key))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, KwargError> {
+        let (name, value) = self
+            .current
+            .take()
+            .ok_or_else(|| KwargError::Other("a value asked for before its name".into()))?;
+        seed.deserialize(Arg(&value))
+            .map_err(|error| KwargError::Value { name, error })
+    }
+}
+
+/// Why the keyword arguments were refused.
+#[derive(Debug, thiserror::Error)]
+enum KwargError {
+    #[error("unexpected keyword argument '{0}'")]
+    Unexpected(String),
+    #[error("{name}: {error}")]
+    Value { name: String, error: ArgError },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl de::Error for KwargError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        KwargError::Other(msg.to_string())
+    }
+
+    fn unknown_field(field: &str, _expected: &'static [&'static str]) -> Self {
+        KwargError::Unexpected(field.to_string())
+    }
+}
+
+/// Why one value did not convert: not the setting's type, or not JSON.
+#[derive(Debug, thiserror::Error)]
+enum ArgError {
+    #[error("{0}")]
+    Type(PyErr),
+    #[error("{0}")]
+    Json(PythonizeError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl de::Error for ArgError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        ArgError::Other(msg.to_string())
+    }
+}
+
+/// One keyword argument's value: a typed setting is extracted as pyo3 extracts any argument (so a
+/// wrong type reads as it always has); anything else (a JSON value) is depythonized.
+struct Arg<'a, 'py>(&'a Bound<'py, PyAny>);
+
+macro_rules! extract {
+    ($($method:ident => $visit:ident($ty:ty)),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ArgError> {
+            visitor.$visit(self.0.extract::<$ty>().map_err(|e| ArgError::Type(e.into()))?)
+        }
+    )*};
+}
+
+impl<'de> de::Deserializer<'de> for Arg<'_, '_> {
+    type Error = ArgError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ArgError> {
+        de::Deserializer::deserialize_any(&mut Depythonizer::from_object(self.0), visitor).map_err(ArgError::Json)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ArgError> {
+        if self.0.is_none() {
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    extract! {
+        deserialize_bool => visit_bool(bool),
+        deserialize_i64 => visit_i64(i64),
+        deserialize_u64 => visit_u64(u64),
+        deserialize_f64 => visit_f64(f64),
+        deserialize_str => visit_string(String),
+        deserialize_string => visit_string(String),
+    }
+
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i128 u8 u16 u32 u128 f32 char bytes byte_buf unit unit_struct newtype_struct seq
+        tuple tuple_struct map struct enum identifier ignored_any
+    }
 }
 
 #[pyfunction]

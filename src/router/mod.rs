@@ -32,6 +32,7 @@ use outbox::Outbox;
 use parking_lot::Mutex;
 use recent::{Recent, Repeat};
 use reply::Reply;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::sync::Arc;
@@ -176,6 +177,30 @@ pub struct RouterMetrics {
     pub replies_dropped: Counter,
 }
 
+/// The router's part of the status, serialised in declaration order (docs/protocols.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouterStatus {
+    pub url: String,
+    pub namespace: String,
+    /// [`ConnState::name`].
+    pub state: &'static str,
+    pub consecutive_failures: u32,
+    /// Backing off: until the next attempt.
+    pub retry_in_s: Option<f64>,
+    pub connected_for_s: Option<f64>,
+    /// Armed: until the watchdog fires.
+    pub watchdog_s: Option<f64>,
+    pub last_error: Option<String>,
+    pub attempts: u64,
+    pub connects: u64,
+    pub commands_received: u64,
+    pub commands_completed: u64,
+    pub commands_failed: u64,
+    pub duplicates: u64,
+    pub queued_replies: usize,
+    pub replies_dropped: u64,
+}
+
 /// State shared by the manager, the live connection and the command tasks.
 pub struct Shared {
     pub config: RouterConfig,
@@ -224,37 +249,44 @@ impl Shared {
         self.outbox.lock().len()
     }
 
-    pub fn snapshot(&self) -> Value {
+    /// The router's part of the status (docs/protocols.md).
+    pub fn status(&self) -> RouterStatus {
         let m = &self.metrics;
         let state = self.state();
-        let retry_in = match state {
+        let retry_in_s = match state {
             ConnState::Backoff { retry_at, .. } => {
                 Some(retry_at.saturating_duration_since(Instant::now()).as_secs_f64())
             }
             _ => None,
         };
-        let connected_for = match state {
+        let connected_for_s = match state {
             ConnState::Connected { since } => Some(since.elapsed().as_secs_f64()),
             _ => None,
         };
-        json!({
-            "url": self.config.url,
-            "namespace": self.config.namespace,
-            "state": state.name(),
-            "consecutive_failures": *self.consecutive_failures.lock(),
-            "retry_in_s": retry_in,
-            "connected_for_s": connected_for,
-            "watchdog_s": self.watchdog_left().map(|d| d.as_secs_f64()),
-            "last_error": *self.last_error.lock(),
-            "attempts": m.attempts.get(),
-            "connects": m.connects.get(),
-            "commands_received": m.commands_received.get(),
-            "commands_completed": m.commands_completed.get(),
-            "commands_failed": m.commands_failed.get(),
-            "duplicates": m.duplicates.get(),
-            "queued_replies": self.queued_replies(),
-            "replies_dropped": m.replies_dropped.get(),
-        })
+        RouterStatus {
+            url: self.config.url.clone(),
+            namespace: self.config.namespace.clone(),
+            state: state.name(),
+            consecutive_failures: *self.consecutive_failures.lock(),
+            retry_in_s,
+            connected_for_s,
+            watchdog_s: self.watchdog_left().map(|d| d.as_secs_f64()),
+            last_error: self.last_error.lock().clone(),
+            attempts: m.attempts.get(),
+            connects: m.connects.get(),
+            commands_received: m.commands_received.get(),
+            commands_completed: m.commands_completed.get(),
+            commands_failed: m.commands_failed.get(),
+            duplicates: m.duplicates.get(),
+            queued_replies: self.queued_replies(),
+            replies_dropped: m.replies_dropped.get(),
+        }
+    }
+
+    /// [`Shared::status`] as JSON.
+    pub fn snapshot(&self) -> Value {
+        // Plain data with string keys: serialising it cannot fail.
+        serde_json::to_value(self.status()).unwrap_or(Value::Null)
     }
 
     /// Run a router operation on Blender's main thread and wait for it (asynchronously).
@@ -514,5 +546,52 @@ impl Router {
 impl Drop for Router {
     fn drop(&mut self) {
         self.stop_inner(crate::defaults::DEFAULT_STOP_TIMEOUT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_shape_in_its_order() {
+        let config = RouterConfig {
+            url: "http://127.0.0.1:8000".into(),
+            ..RouterConfig::default()
+        };
+        let shared = Shared::new(config, Arc::new(Bridge::new(8)));
+        let v = shared.snapshot();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "url",
+                "namespace",
+                "state",
+                "consecutive_failures",
+                "retry_in_s",
+                "connected_for_s",
+                "watchdog_s",
+                "last_error",
+                "attempts",
+                "connects",
+                "commands_received",
+                "commands_completed",
+                "commands_failed",
+                "duplicates",
+                "queued_replies",
+                "replies_dropped"
+            ]
+        );
+        assert_eq!(
+            v,
+            json!({
+                "url": "http://127.0.0.1:8000", "namespace": "/blender", "state": "stopped",
+                "consecutive_failures": 0, "retry_in_s": null, "connected_for_s": null, "watchdog_s": null,
+                "last_error": null, "attempts": 0, "connects": 0, "commands_received": 0,
+                "commands_completed": 0, "commands_failed": 0, "duplicates": 0, "queued_replies": 0,
+                "replies_dropped": 0,
+            })
+        );
     }
 }

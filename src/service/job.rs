@@ -4,8 +4,9 @@
 use super::connection::{Connection, Waited};
 use super::Ctx;
 use crate::bridge::progress::Progress;
+use crate::bridge::running::Origin;
 use crate::bridge::wait::{AnswerWait, Next};
-use crate::bridge::{JobResult, Origin, Payload};
+use crate::bridge::{JobResult, Payload};
 use crate::defaults::INTERRUPT_GRACE;
 use crate::error::JobError;
 use crate::wire::protocol;

@@ -22,6 +22,7 @@ use crate::metrics::ServiceMetrics;
 use crate::shutdown::{Controller, StopFlag, StopReason};
 use crate::wire::framing::Limits;
 use crate::wire::protocol::{Dialect, CANCEL, SERVER_SHUTDOWN};
+use serde::Serialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -116,18 +117,35 @@ pub struct AddonListener {
 }
 
 impl AddonListener {
-    /// For the status: `{host, port, connections: {blender_mcp, blender_lab}}`.
-    pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::json!({
-            "host": self.addr.ip().to_string(),
-            "port": self.addr.port(),
-            "dialects": ["blender_mcp", "blender_lab"],
-            "connections": {
-                "blender_mcp": self.blender_mcp_connections.load(Relaxed),
-                "blender_lab": self.blender_lab_connections.load(Relaxed),
+    /// Its part of the status.
+    pub fn status(&self) -> AddonStatus {
+        AddonStatus {
+            host: self.addr.ip().to_string(),
+            port: self.addr.port(),
+            dialects: [Dialect::BlenderMcp.name(), Dialect::BlenderLab.name()],
+            connections: AddonConnections {
+                blender_mcp: self.blender_mcp_connections.load(Relaxed),
+                blender_lab: self.blender_lab_connections.load(Relaxed),
             },
-        })
+        }
     }
+}
+
+/// The MCP add-on listener in the status (`service.mcp_addon`), serialised in declaration order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AddonStatus {
+    pub host: String,
+    pub port: u16,
+    /// The protocols it speaks.
+    pub dialects: [&'static str; 2],
+    pub connections: AddonConnections,
+}
+
+/// Connections accepted so far, by dialect.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AddonConnections {
+    pub blender_mcp: u64,
+    pub blender_lab: u64,
 }
 
 impl ServiceInfo {
@@ -363,5 +381,38 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.stop_inner(crate::defaults::DEFAULT_STOP_TIMEOUT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_addon_status_shape_in_its_order() {
+        let listener = AddonListener {
+            addr: "127.0.0.1:9876".parse().unwrap(),
+            blender_mcp_connections: AtomicU64::new(2),
+            blender_lab_connections: AtomicU64::new(1),
+        };
+        let v = serde_json::to_value(listener.status()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["host", "port", "dialects", "connections"]);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "host": "127.0.0.1",
+                "port": 9876,
+                "dialects": ["blender_mcp", "blender_lab"],
+                "connections": {"blender_mcp": 2, "blender_lab": 1},
+            })
+        );
+        let connections: Vec<&str> = v["connections"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(connections, ["blender_mcp", "blender_lab"]);
     }
 }
