@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod backoff;
 pub mod client;
+pub mod core;
 pub mod encode;
 pub mod error;
 pub mod framing;
