@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backoff;
 pub mod bridge;
 pub mod client;
+pub mod core;
 pub mod defaults;
 pub mod error;
 #[cfg(feature = "fuzzing")]

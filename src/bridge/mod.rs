@@ -25,7 +25,6 @@ use running::Origin;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -367,16 +366,11 @@ impl Bridge {
     }
 }
 
-/// The process-wide bridge: there is one main thread, so there is one queue.
-pub fn global() -> &'static Arc<Bridge> {
-    static BRIDGE: std::sync::OnceLock<Arc<Bridge>> = std::sync::OnceLock::new();
-    BRIDGE.get_or_init(|| Arc::new(Bridge::default()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::Arc;
 
     fn cmd(name: &str) -> Payload {
         Payload::Command {

@@ -1,33 +1,27 @@
-//! Main-thread side of the bridge: the dispatcher, `tick` (GUI timers) and `pump` (-b, bpy).
+//! Main-thread side of the bridge: the process's `Core`, its Python dispatchers, `tick` (GUI
+//! timers) and `pump` (-b, bpy).
 
 use super::errors;
-use crate::bridge::{self, JobResult, Next, Payload};
+use crate::bridge::JobResult;
+use crate::core::{Core, Dispatcher, Source};
 use crate::defaults;
 use crate::error::JobError;
 use crate::logbuffer;
 use crate::settings;
 use crate::shutdown::StopReason;
-use crate::wire::protocol::Dialect;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
+use serde_json::{Map, Value};
 use std::cell::RefCell;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-static DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
-static ROUTER_DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
-/// The MCP add-on listener's dispatchers, one per dialect.
-static BLENDER_MCP_DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
-static BLENDER_LAB_DISPATCHER: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+/// The process's one `Core`: module functions have no `self` to hold it.
+static CORE: OnceLock<Core<PyDispatcher>> = OnceLock::new();
 
-fn addon_slot(dialect: Dialect) -> &'static Mutex<Option<Py<PyAny>>> {
-    match dialect {
-        Dialect::BlenderMcp => &BLENDER_MCP_DISPATCHER,
-        Dialect::BlenderLab => &BLENDER_LAB_DISPATCHER,
-    }
+pub(super) fn core() -> &'static Core<PyDispatcher> {
+    CORE.get_or_init(Core::new)
 }
-
-/// How often a waiting pump gives Python's signal handlers a turn.
-const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 thread_local! {
     /// A KeyboardInterrupt/SystemExit raised inside a handler, re-raised once the job is answered.
@@ -35,6 +29,7 @@ thread_local! {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    core(); // the status's uptime counts from the import
     m.add_function(wrap_pyfunction!(set_dispatcher, m)?)?;
     m.add_function(wrap_pyfunction!(set_router_dispatcher, m)?)?;
     m.add_function(wrap_pyfunction!(tick, m)?)?;
@@ -61,96 +56,65 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(signature = (fn_, dialect = None))]
 fn set_dispatcher(fn_: Option<Py<PyAny>>, dialect: Option<&str>) -> PyResult<()> {
-    let slot = match dialect {
-        None | Some("bld_remote") => &DISPATCHER,
-        Some(name) => match Dialect::from_name(name) {
-            Some(d) => addon_slot(d),
-            None => {
-                return Err(errors::invalid(format!(
-                    "unknown dialect {name:?}; use \"bld_remote\", \"blender_mcp\" or \"blender_lab\""
-                )))
-            }
-        },
-    };
-    replace(slot, fn_);
+    let source = Source::dialect(dialect).map_err(|e| errors::invalid(e.to_string()))?;
+    core().set_dispatcher(source, fn_.map(PyDispatcher));
     Ok(())
 }
 
 #[pyfunction]
 fn set_router_dispatcher(fn_: Option<Py<PyAny>>) {
-    replace(&ROUTER_DISPATCHER, fn_);
-}
-
-/// Swap a dispatcher; the old one is dropped after the lock is released, since dropping a Python
-/// object can run Python code (`__del__`), which might set a dispatcher again.
-fn replace(slot: &Mutex<Option<Py<PyAny>>>, new: Option<Py<PyAny>>) {
-    let old = std::mem::replace(&mut *slot.lock(), new);
-    drop(old);
+    core().set_dispatcher(Source::Router, fn_.map(PyDispatcher));
 }
 
 #[pyfunction]
 #[pyo3(signature = (budget_ms = None))]
 fn tick(py: Python<'_>, budget_ms: Option<f64>) -> PyResult<usize> {
-    let bridge = bridge::global();
-    let budget_ms = budget_ms.unwrap_or(defaults::DEFAULT_TICK_BUDGET_MS);
+    let budget_ms = budget_ms.unwrap_or(crate::defaults::DEFAULT_TICK_BUDGET_MS);
     let budget = Duration::from_secs_f64(if budget_ms.is_finite() {
         budget_ms.max(0.0) / 1000.0
     } else {
         0.0
     });
-    let started = Instant::now();
-    // At least one job per tick, then as many as fit in the budget.
-    while let Some(job) = bridge.try_next() {
-        bridge.run(job, |p| execute(py, p));
-        reraise_process_exit()?;
-        if started.elapsed() >= budget {
-            break;
-        }
-    }
-    bridge.metrics.max_tick_us.observe(started.elapsed().as_micros() as u64);
+    let left = core().tick(py, budget, reraise_process_exit)?;
     emit_logs(py);
-    Ok(bridge.len())
+    Ok(left)
 }
 
 #[pyfunction]
 fn pump(py: Python<'_>) -> PyResult<String> {
-    let bridge = bridge::global();
-    // Spin only right after a job: an idle pump sleeps at once.
-    let mut spin = Duration::ZERO;
-    loop {
-        match py.detach(|| bridge.next_job(SIGNAL_CHECK, spin)) {
-            Next::Job(job) => {
-                bridge.run(job, |p| execute(py, p));
+    let reason = core().pump(
+        py,
+        |next| py.detach(next),
+        |ran| {
+            if ran {
                 reraise_process_exit()?;
-                spin = bridge::SPIN;
             }
-            Next::Stop(reason) => {
-                emit_logs(py);
-                return Ok(reason.as_str().to_string());
-            }
-            Next::Idle => spin = Duration::ZERO,
-        }
-        emit_logs(py);
-        py.check_signals()?;
-    }
+            emit_logs(py);
+            py.check_signals()
+        },
+    )?;
+    emit_logs(py);
+    Ok(reason.as_str().to_string())
 }
 
 #[pyfunction]
 #[pyo3(signature = (reason = None))]
 fn stop_pump(reason: Option<&str>) {
-    bridge::global().request_stop(reason.map_or(StopReason::Stopped, StopReason::parse));
+    core()
+        .bridge()
+        .request_stop(reason.map_or(StopReason::Stopped, StopReason::parse));
 }
 
 /// A number that changes whenever a job is queued: lets a GUI timer stay on every main-loop turn
 /// while clients are active and slow down when they are not, without a status() call.
 #[pyfunction]
 fn activity() -> u64 {
-    bridge::global().metrics.submitted.get()
+    core().bridge().metrics.submitted.get()
 }
 
 #[pyfunction]
 fn take_stop_request() -> Option<String> {
-    bridge::global().take_stop().map(|r| r.as_str().to_string())
+    core().bridge().take_stop().map(|r| r.as_str().to_string())
 }
 
 #[pyfunction]
@@ -160,7 +124,7 @@ fn set_queue_capacity(capacity: Option<i64>) -> PyResult<()> {
         Some(c) => settings::queue_capacity(c).map_err(|rule| errors::setting("queue_capacity", rule))?,
         None => defaults::DEFAULT_QUEUE_CAPACITY,
     };
-    bridge::global().set_capacity(capacity);
+    core().bridge().set_capacity(capacity);
     Ok(())
 }
 
@@ -182,21 +146,21 @@ fn enable_interrupts(on: bool) {
     } else {
         0
     };
-    bridge::global().main.set_signal(signal);
+    core().bridge().main.set_signal(signal);
 }
 
 /// For the signal handler: the message to raise `Interrupted` with if the job running on this
 /// thread is to be interrupted, else None.
 #[pyfunction]
 fn interrupt_message() -> Option<String> {
-    bridge::global().main.pending_message()
+    core().bridge().main.pending_message()
 }
 
 /// Interrupt the running job (if any) for a stop with `reason`, even from the main thread (the
 /// runtime's SIGINT/SIGTERM handler); repeated until it ends.
 #[pyfunction]
 fn interrupt_running(reason: &str) {
-    bridge::global().main.interrupt(reason);
+    core().bridge().main.interrupt(reason);
 }
 
 /// The running job reports progress (`blendwire.progress`, from any thread while it runs: renders
@@ -209,7 +173,7 @@ fn report_progress(fraction: Option<f64>, message: Option<String>) -> PyResult<b
         .map(crate::bridge::progress::fraction)
         .transpose()
         .map_err(errors::invalid)?;
-    let Some(progress) = bridge::global().main.progress() else {
+    let Some(progress) = core().bridge().main.progress() else {
         return Ok(false);
     };
     progress.report(fraction, message);
@@ -219,7 +183,7 @@ fn report_progress(fraction: Option<f64>, message: Option<String>) -> PyResult<b
 /// Whether the running job streams its progress and output to its client.
 #[pyfunction]
 fn job_streams() -> bool {
-    bridge::global().main.progress().is_some()
+    core().bridge().main.progress().is_some()
 }
 
 /// A job's captured stdout that also streams each write to the job's client (`"progress": true`):
@@ -237,7 +201,7 @@ impl JobOutput {
     fn new() -> Self {
         JobOutput {
             text: Mutex::new(String::new()),
-            progress: bridge::global().main.progress(),
+            progress: core().bridge().main.progress(),
         }
     }
 
@@ -260,34 +224,31 @@ fn flush_logs(py: Python<'_>) {
     emit_logs(py);
 }
 
-fn execute(py: Python<'_>, payload: &Payload) -> JobResult {
-    let (slot, name, params) = match payload {
-        Payload::Command { name, params } => (&DISPATCHER, name.as_str(), params),
-        Payload::Router { op, params } => (&ROUTER_DISPATCHER, op.name(), params),
-        Payload::Addon { dialect, name, params } => (addon_slot(*dialect), name.as_str(), params),
-    };
-    let dispatcher = slot
-        .lock()
-        .as_ref()
-        .map(|d| d.clone_ref(py))
-        .ok_or(JobError::NoDispatcher)?;
-    let params = super::json::map_to_py(py, params).map_err(|e| JobError::Unserializable(e.to_string()))?;
-    match dispatcher.call1(py, (name, params)) {
-        Ok(result) => super::json::to_value(result.bind(py)).map_err(|e| {
-            JobError::Unserializable(format!(
-                "{e}; handlers must return JSON data (dict with str keys, list, str, int, float, bool, None)"
-            ))
-        }),
-        Err(err) if errors::is_interrupted(py, &err) => {
-            let running = bridge::global().main.running();
-            Err(errors::interrupted(py, &err, running.as_ref()))
-        }
-        Err(err) => {
-            let job_error = errors::handler_error(py, &err);
-            if errors::is_process_exit(py, &err) {
-                PROCESS_EXIT.with(|slot| *slot.borrow_mut() = Some(err));
+/// A Python callable `fn(name, params)` as a dispatcher of the Core.
+pub(super) struct PyDispatcher(Py<PyAny>);
+
+impl Dispatcher for PyDispatcher {
+    type MainThread<'py> = Python<'py>;
+
+    fn call(&self, py: Python<'_>, name: &str, params: &Map<String, Value>) -> JobResult {
+        let params = super::json::map_to_py(py, params).map_err(|e| JobError::Unserializable(e.to_string()))?;
+        match self.0.call1(py, (name, params)) {
+            Ok(result) => super::json::to_value(result.bind(py)).map_err(|e| {
+                JobError::Unserializable(format!(
+                    "{e}; handlers must return JSON data (dict with str keys, list, str, int, float, bool, None)"
+                ))
+            }),
+            Err(err) if errors::is_interrupted(py, &err) => {
+                let running = core().bridge().main.running();
+                Err(errors::interrupted(py, &err, running.as_ref()))
             }
-            Err(job_error)
+            Err(err) => {
+                let job_error = errors::handler_error(py, &err);
+                if errors::is_process_exit(py, &err) {
+                    PROCESS_EXIT.with(|slot| *slot.borrow_mut() = Some(err));
+                }
+                Err(job_error)
+            }
         }
     }
 }

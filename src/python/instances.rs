@@ -1,14 +1,11 @@
 //! The instance files of `crate::instances`: announce this process's service, list and choose
 //! the running ones. The announcement lives until the service stops (`stop_service` withdraws it).
 
+use super::bridge::core;
 use super::errors;
-use crate::instances::{self, Announce, Announcement, Instance, Runtime};
-use parking_lot::Mutex;
+use crate::instances::{self, Announce, Instance, Runtime};
 use pyo3::prelude::*;
 use pythonize::pythonize;
-
-/// This process's announcement, while its service runs.
-static ANNOUNCED: Mutex<Option<Announcement>> = Mutex::new(None);
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(instances_dir, m)?)?;
@@ -18,11 +15,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(discover_instances, m)?)?;
     m.add_function(wrap_pyfunction!(choose_instance, m)?)?;
     Ok(())
-}
-
-/// Remove this process's instance file, if any (the service stopped). True if there was one.
-pub(crate) fn withdraw() -> bool {
-    ANNOUNCED.lock().take().is_some()
 }
 
 fn to_py(py: Python<'_>, instance: &Instance) -> PyResult<Py<PyAny>> {
@@ -46,9 +38,7 @@ fn announce_instance(
     blend_file: Option<String>,
 ) -> PyResult<String> {
     let runtime: Runtime = runtime.parse().map_err(errors::invalid)?;
-    let service = super::service::info()
-        .filter(|s| s.is_serving())
-        .ok_or_else(errors::nothing_to_announce)?;
+    let service = core().serving().ok_or_else(errors::nothing_to_announce)?;
     let announce = Announce {
         host: service.addr().ip().to_string(),
         port: service.addr().port(),
@@ -58,30 +48,22 @@ fn announce_instance(
         blender_version,
         runtime,
     };
-    py.detach(|| {
-        let mut slot = ANNOUNCED.lock();
-        slot.take(); // an earlier service's file goes first
-        let announcement = instances::announce(announce)?;
-        let path = announcement.path().to_string_lossy().into_owned();
-        *slot = Some(announcement);
-        Ok(path)
-    })
-    .map_err(errors::instance_error)
+    let path = py
+        .detach(|| core().announce(announce))
+        .map_err(errors::instance_error)?;
+    Ok(path.to_string_lossy().into_owned())
 }
 
 /// The open .blend file changed; False when nothing is announced or the path is unchanged.
 #[pyfunction]
 fn update_instance(py: Python<'_>, blend_file: Option<String>) -> PyResult<bool> {
-    py.detach(|| match ANNOUNCED.lock().as_mut() {
-        Some(a) => a.set_blend_file(blend_file),
-        None => Ok(false),
-    })
-    .map_err(errors::instance_error)
+    py.detach(|| core().update_announcement(blend_file))
+        .map_err(errors::instance_error)
 }
 
 #[pyfunction]
 fn withdraw_instance(py: Python<'_>) -> bool {
-    py.detach(withdraw)
+    py.detach(|| core().withdraw())
 }
 
 #[pyfunction]

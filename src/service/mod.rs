@@ -53,7 +53,7 @@ pub struct ServiceConfig {
     pub status: Option<StatusSource>,
 }
 
-/// Builds the status snapshot (the pyo3 layer's, which knows the router and the uptime).
+/// Builds the status snapshot (`crate::core`'s, which knows the router and the uptime).
 #[derive(Clone)]
 pub struct StatusSource(pub Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
 
