@@ -347,7 +347,11 @@ fn the_announcement_lives_until_the_service_stops() {
     };
     let path = core.announce(announce).expect("announced");
     assert!(path.starts_with(runtime_dir()), "{path:?} under XDG_RUNTIME_DIR");
-    let ours = || instances::discover().into_iter().find(|i| i.service.port == addr.port());
+    let ours = || {
+        instances::discover()
+            .into_iter()
+            .find(|i| i.service.port == addr.port())
+    };
     assert_eq!(ours().expect("discovered").service.blend_file, None);
 
     assert!(core.update_announcement(Some("/scenes/a.blend".into())).unwrap());
