@@ -106,7 +106,7 @@ def test_both_listeners_serve_at_once(server):
 def test_blender_mcp_requests_reach_the_dispatcher_with_their_timeout(server):
     with Conn(server.addon_port) as c:
         resp = c.request({"type": "get_scene_info", "params": {"_timeout_seconds": 30}}, timeout=ANSWER_WAIT)
-        # The placeholder table (or the full one): the whole response of blendwire.blender_mcp.
+        # The placeholder table (or the full one): the whole response of blendwire.handlers.blender_mcp.
         assert resp.get("status") in ("success", "error") and "error_code" not in resp, resp
 
 
@@ -271,7 +271,7 @@ def test_lab_runaway_loop_is_interrupted_and_status_shows_it(server):
 
 
 def pending_lab_requests(server):
-    code = "import blendwire.blender_lab as bl\nprint(len(bl._Pending.entries))"
+    code = "import blendwire.handlers.blender_lab as bl\nprint(len(bl._Pending.entries))"
     return int(bwtest.stdout_of(assert_success(bwtest.execute(server.port, code))).strip())
 
 

@@ -92,7 +92,13 @@ def test_wheel_is_abi3_manylinux_with_stubs(packages):
     _, wheel, _, _ = packages
     assert re.search(r"-cp310-abi3-manylinux_\d+_\d+_x86_64\.whl$", wheel), wheel
     listing = subprocess.run(["unzip", "-l", wheel], capture_output=True, text=True, check=True).stdout
-    for name in ("blendwire/_core.abi3.so", "blendwire/_core.pyi", "blendwire/py.typed", "blendwire/client.py"):
+    for name in (
+        "blendwire/_core.abi3.so",
+        "blendwire/_core.pyi",
+        "blendwire/py.typed",
+        "blendwire/client.py",
+        "blendwire/handlers/bld_remote.py",
+    ):
         assert name in listing, f"{name} not in the wheel:\n{listing}"
     with zipfile.ZipFile(wheel) as z:
         entry_points = next(z.read(n).decode() for n in z.namelist() if n.endswith("entry_points.txt"))

@@ -72,7 +72,7 @@ with bpy.context.temp_override(window=win, area=area):
     bpy.ops.wm.redraw_timer(type='DRAW_WIN_SWAP', iterations=1)
     shot = bpy.ops.screen.screenshot(filepath={full!r}, check_existing=False)
 now = blendwire.status()
-# The sidebar's top part, for the README (small enough to commit).
+# The sidebar's top part, for docs/install.md (small enough to commit).
 img = bpy.data.images.load({full!r})
 w, h = img.size
 import numpy as np

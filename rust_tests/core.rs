@@ -1,15 +1,15 @@
 //! The process's `Core` driven without Python: a Rust dispatcher answers on a test thread that
 //! runs the pump (or ticks, as a GUI timer does), as Blender's main thread does in the binding.
 
+use blendwire::bridge::{JobResult, Payload, RouterOp};
 use blendwire::core::{Core, Dispatcher, RouterStartError, Source, WatchError};
 use blendwire::error::{JobError, ServiceError};
-use blendwire::framing::{Decoder, Limits};
 use blendwire::instances::{self, Announce, Runtime};
-use blendwire::protocol::Dialect;
-use blendwire::queue::{JobResult, Payload, RouterOp};
 use blendwire::router::RouterConfig;
 use blendwire::service::ServiceConfig;
 use blendwire::shutdown::StopReason;
+use blendwire::wire::framing::{Decoder, Limits};
+use blendwire::wire::protocol::Dialect;
 use serde_json::{json, Map, Value};
 use std::cell::Cell;
 use std::convert::Infallible;

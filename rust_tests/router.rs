@@ -4,9 +4,10 @@
 //! connector (auth) and against a websocket engine stand-in with the real session (registry_update).
 
 use blendwire::backoff::BackoffPolicy;
-use blendwire::queue::{Bridge, Next, Payload, RouterOp};
+use blendwire::bridge::{Bridge, Next, Payload, RouterOp};
+use blendwire::router::manager::run_manager;
 use blendwire::router::session::WsConnector;
-use blendwire::router::{run_manager, ConnState, ConnectError, Connector, Link, LinkEnd, RouterConfig, Shared};
+use blendwire::router::{ConnState, ConnectError, Connector, Link, LinkEnd, RouterConfig, Shared};
 use blendwire::shutdown::{Controller, StopReason};
 use blendwire::socketio::{self, Packet};
 use futures_util::{SinkExt, StreamExt};

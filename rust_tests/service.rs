@@ -1,11 +1,11 @@
 //! The command service over real TCP, with a Rust thread standing in for Blender's main thread
 //! (the real main thread is Python's; these tests pin the Rust side's behaviour on its own).
 
+use blendwire::bridge::{Bridge, Next, Payload};
 use blendwire::client::Client;
 use blendwire::error::ClientError;
-use blendwire::framing::{Decoder, Limits};
-use blendwire::queue::{Bridge, Next, Payload};
 use blendwire::service::{Service, ServiceConfig, StatusSource};
+use blendwire::wire::framing::{Decoder, Limits};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -165,7 +165,7 @@ fn pipelined_requests_wait_for_the_main_thread_together_and_answer_in_order() {
     batch.extend(echo_requests(20..40));
     s.write_all(&batch).unwrap();
     // No main thread yet: the connection queues up to PIPELINE_DEPTH jobs at once, no more.
-    let depth = blendwire::service::PIPELINE_DEPTH;
+    let depth = blendwire::defaults::PIPELINE_DEPTH;
     wait_until("the pipeline to fill", || bridge.len() >= depth - 2);
     // 30 jobs and the two answered at once fill the 32 places; nothing more is taken.
     assert_eq!(bridge.len(), depth - 2);

@@ -1,4 +1,5 @@
-//! Host name → socket address, the same way for the service and the client.
+//! Host name → socket address, the same way for the service and the client; and the one rule on
+//! which hosts may serve without a token, and how a token is compared.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
@@ -34,9 +35,43 @@ pub fn connect_host(host: &str) -> String {
     }
 }
 
+/// `execute_code` runs any Python: a host other machines can reach needs a token.
+pub fn host_rule(host: &str, token: Option<&str>) -> Result<(), String> {
+    if is_loopback(host) || token.is_some_and(|t| !t.is_empty()) {
+        Ok(())
+    } else {
+        Err(insecure_host(host))
+    }
+}
+
+/// The rule text of [`host_rule`], also used when the bound address turns out not to be loopback.
+pub fn insecure_host(host: &str) -> String {
+    format!(
+        "must be loopback unless there is a token, got {host:?}: anyone who can reach it could run code in \
+         Blender; set BLENDWIRE_TOKEN (clients then send \"token\") or listen on 127.0.0.1"
+    )
+}
+
+/// Token comparison whose time does not depend on where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in b.iter().enumerate() {
+        diff |= (a.get(i).copied().unwrap_or(0) ^ x) as usize;
+    }
+    diff == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cretX", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"s3cret"));
+    }
 
     #[test]
     fn loopback() {

@@ -12,6 +12,16 @@ pub struct BackoffPolicy {
 }
 
 impl BackoffPolicy {
+    /// The router's reconnect policy unless settings say otherwise.
+    pub const DEFAULT: BackoffPolicy = BackoffPolicy {
+        initial: crate::defaults::DEFAULT_BACKOFF_INITIAL,
+        max: crate::defaults::DEFAULT_BACKOFF_MAX,
+        factor: crate::defaults::DEFAULT_BACKOFF_FACTOR,
+        jitter: crate::defaults::DEFAULT_BACKOFF_JITTER,
+    };
+}
+
+impl BackoffPolicy {
     /// Reconnects of a local client: fast first retry, never long.
     pub const CLIENT: BackoffPolicy = BackoffPolicy {
         initial: Duration::from_millis(50),

@@ -15,7 +15,8 @@
 
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::error::ClientError;
-use crate::framing::{Decoder, Limits};
+use crate::wire::framing::{Decoder, Limits};
+use crate::wire::protocol::excerpt;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use std::io::{ErrorKind, Read, Write};
@@ -25,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Pipelining bounds of `request_many`: as many as the service queues per connection.
-const MAX_IN_FLIGHT: usize = crate::service::PIPELINE_DEPTH;
+const MAX_IN_FLIGHT: usize = crate::defaults::PIPELINE_DEPTH;
 /// Well under a loopback socket's initial receive buffer (128 KiB), so that writing the requests
 /// never blocks on a service that is itself blocked writing answers we have not read yet.
 const IN_FLIGHT_BYTES: usize = 64 * 1024;
@@ -108,7 +109,7 @@ impl Client {
             obj.entry("token").or_insert_with(|| Value::String(token.clone()));
         }
         let mut bytes = Vec::new();
-        crate::encode::write_value(&mut bytes, &request);
+        crate::wire::encode::write_value(&mut bytes, &request);
         bytes
     }
 
@@ -153,8 +154,8 @@ impl Client {
     /// deadline, the interrupt grace and a moment for the answer, so that the job's own answer
     /// (`interrupted`, ...) is read rather than given up on.
     pub fn wait_for(&self, request: &Value) -> Duration {
-        let job = crate::protocol::requested_timeout(request).map_or(Duration::ZERO, |t| {
-            t + crate::settings::INTERRUPT_GRACE + crate::settings::ANSWER_SLACK
+        let job = crate::wire::protocol::requested_timeout(request).map_or(Duration::ZERO, |t| {
+            t + crate::defaults::INTERRUPT_GRACE + crate::defaults::ANSWER_SLACK
         });
         self.timeout.max(job)
     }
@@ -184,7 +185,7 @@ impl Client {
     pub fn cancel(&self, id: &Value) -> Result<Value, ClientError> {
         let mut params = Map::new();
         params.insert("id".into(), id.clone());
-        self.request(&command_request(crate::protocol::CANCEL, Value::Object(params)))
+        self.request(&command_request(crate::wire::protocol::CANCEL, Value::Object(params)))
     }
 
     /// Send several requests (each serialised JSON) without waiting for each answer, and return
@@ -434,15 +435,6 @@ pub fn outcome(response: Value) -> Result<Value, ResponseError> {
             response,
         }),
         _ => Err(ResponseError::NoStatus { response }),
-    }
-}
-
-/// The first `n` characters of `v` as JSON, for messages about an unexpected response.
-pub fn excerpt(v: &Value, n: usize) -> String {
-    let text = v.to_string();
-    match text.char_indices().nth(n) {
-        Some((i, _)) => text[..i].to_string(),
-        None => text,
     }
 }
 

@@ -9,14 +9,14 @@
 //! Readers (`status`, `serving`, `router_running`) take a moment's read lock only: they never
 //! wait for a stop.
 
+use crate::bridge::{Bridge, Job, JobResult, Next, Payload};
+use crate::defaults::DEFAULT_STOP_TIMEOUT;
 use crate::error::{JobError, ServiceError};
 use crate::instances::{self, Announce, Announcement, InstanceError};
-use crate::protocol::Dialect;
-use crate::queue::{Bridge, Job, JobResult, Next, Payload};
 use crate::router::{Router, RouterConfig, RouterError, Shared as RouterShared};
 use crate::service::{Service, ServiceConfig, ServiceInfo, StatusSource};
-use crate::settings::DEFAULT_STOP_TIMEOUT;
 use crate::shutdown::StopReason;
+use crate::wire::protocol::Dialect;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
@@ -227,7 +227,7 @@ impl<D: Dispatcher> Core<D> {
             let ran = match wait(&|| bridge.next_job(SIGNAL_CHECK, spin)) {
                 Next::Job(job) => {
                     self.run(main, job);
-                    spin = crate::queue::SPIN;
+                    spin = crate::bridge::SPIN;
                     true
                 }
                 Next::Stop(reason) => return Ok(reason),

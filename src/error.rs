@@ -121,8 +121,8 @@ pub enum ServiceError {
     PortInUse { host: String, port: u16 },
     #[error("cannot listen on {host:?}: {detail}")]
     BadAddress { host: String, detail: String },
-    /// The wording is the host rule's, `settings::insecure_host`.
-    #[error("host {}", crate::settings::insecure_host(host))]
+    /// The wording is the host rule's, `addr::insecure_host`.
+    #[error("host {}", crate::addr::insecure_host(host))]
     InsecureHost { host: String },
     #[error("the service is already running on {0}; stop it first")]
     AlreadyRunning(std::net::SocketAddr),

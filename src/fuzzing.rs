@@ -4,9 +4,10 @@
 //!
 //! Only built with the `fuzzing` feature, which fuzz/ and the tests turn on: not part of the wheel.
 
-use crate::framing::{Decoder, Limits};
-use crate::router::commands::{parse_command, Reply};
+use crate::router::commands::parse_command;
+use crate::router::reply::Reply;
 use crate::socketio::{self, Packet};
+use crate::wire::framing::{Decoder, Limits};
 
 fn frames_of(input: &[u8], chunks: &[usize], limits: Limits) -> Vec<String> {
     let mut d = Decoder::new(limits);
@@ -46,10 +47,10 @@ pub fn encoder_matches_serde_json(input: &[u8]) {
     while let Some(frame) = d.next_frame() {
         let Ok(value) = frame else { continue };
         let mut ours = Vec::new();
-        crate::encode::write_value(&mut ours, &value);
+        crate::wire::encode::write_value(&mut ours, &value);
         let theirs = serde_json::to_vec(&value).unwrap_or_default();
         assert_eq!(ours, theirs, "encoding differs from serde_json for {value:?}");
-        assert_eq!(ours.len(), crate::encode::encoded_len(&value));
+        assert_eq!(ours.len(), crate::wire::encode::encoded_len(&value));
     }
 }
 

@@ -5,11 +5,11 @@
 
 pub mod addr;
 pub mod backoff;
+pub mod bridge;
 pub mod client;
 pub mod core;
-pub mod encode;
+pub mod defaults;
 pub mod error;
-pub mod framing;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod instances;
@@ -17,17 +17,14 @@ pub mod logbuffer;
 pub mod mcp;
 pub mod metrics;
 pub mod parentwatch;
-pub mod progress;
-pub mod protocol;
-pub mod queue;
 pub mod router;
 pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod socketio;
 pub mod status;
-pub mod supervisor;
 pub mod watchdog;
+pub mod wire;
 
 #[cfg(feature = "python")]
 mod python;

@@ -44,7 +44,7 @@ pub mod resources;
 pub use http::HttpConfig;
 
 /// The longest server-side wait the service accepts (`params._timeout_seconds`).
-const MAX_JOB_SECONDS: f64 = 3600.0;
+const MAX_JOB_SECONDS: f64 = crate::defaults::MAX_TIMEOUT.as_secs_f64();
 const UNKNOWN: u8 = 2;
 
 /// Which Blender service(s) the tools talk to.
@@ -333,7 +333,7 @@ impl BlenderTools {
         let (default, announced) = match &config.blenders {
             Blenders::One { host, port } => (link(host, *port), None),
             Blenders::Announced => (
-                link(crate::settings::DEFAULT_HOST, crate::settings::DEFAULT_PORT),
+                link(crate::defaults::DEFAULT_HOST, crate::defaults::DEFAULT_PORT),
                 Some(Arc::new(Announced {
                     links: Mutex::new(Vec::new()),
                     timeout: config.timeout,
@@ -450,7 +450,7 @@ impl BlenderTools {
                     }
                     if !giving_up && given_up.load(Ordering::Relaxed) {
                         giving_up = true;
-                        return Flow::GiveUpAt(Instant::now() + crate::supervisor::GRACE);
+                        return Flow::GiveUpAt(Instant::now() + crate::defaults::INTERRUPT_GRACE);
                     }
                     Flow::Continue
                 })
@@ -560,7 +560,7 @@ impl BlenderTools {
                 Failure(format!(
                     "unexpected response from {} (no \"status\"): {}",
                     self.addr,
-                    client::excerpt(&response, 300)
+                    crate::wire::protocol::excerpt(&response, 300)
                 )),
                 None,
             ),
@@ -685,7 +685,7 @@ impl BlenderTools {
                     return Err(Failure(format!(
                         "unexpected screenshot answer from {} (neither data nor filepath): {}",
                         self.addr,
-                        client::excerpt(&result, 300)
+                        crate::wire::protocol::excerpt(&result, 300)
                     )))
                 }
             },

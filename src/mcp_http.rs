@@ -3,7 +3,7 @@
 //! (`TCP_NODELAY`), a call's lone response answered as JSON ([`json_when_whole`]: cheaper for
 //! clients) and the guard rails, safe by default:
 //!
-//! - loopback unless a token is set (the service's rule, `settings::host`, on the bound address);
+//! - loopback unless a token is set (the service's rule, `addr::host_rule`, on the bound address);
 //! - `Host` must name this listener: a loopback name or the bound host (or an `--allow-host`), with
 //!   this port; anything else is a DNS-rebinding attempt and gets 403 (rmcp's check);
 //! - a present `Origin` must be a loopback origin (any port, http or https) or an `--allow-origin`;
@@ -58,7 +58,7 @@ pub fn parse_listen(spec: &str) -> Result<(String, u16), String> {
             ))
         }
         Some((host, port)) => (host.trim_start_matches('[').trim_end_matches(']'), port),
-        None => (crate::settings::DEFAULT_HOST, spec),
+        None => (crate::defaults::DEFAULT_HOST, spec),
     };
     if host.is_empty() {
         return Err(format!("must be [HOST:]PORT, got {spec:?} (an empty host)"));
@@ -73,7 +73,7 @@ pub fn parse_listen(spec: &str) -> Result<(String, u16), String> {
 /// off-loopback token rule (checked again on the bound address at start).
 pub fn check(spec: &str, token: Option<&str>) -> Result<(String, u16), String> {
     let (host, port) = parse_listen(spec)?;
-    crate::settings::host(&host, token)?;
+    crate::addr::host_rule(&host, token)?;
     Ok((host, port))
 }
 
@@ -86,7 +86,7 @@ pub(super) fn bind(config: &HttpConfig) -> Result<std::net::TcpListener, String>
     if !addr.ip().is_loopback() && token.is_none() {
         return Err(format!(
             "the MCP HTTP host {}",
-            crate::settings::insecure_host(&config.host)
+            crate::addr::insecure_host(&config.host)
         ));
     }
     let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen for MCP on {addr}: {e}"))?;
@@ -176,7 +176,7 @@ fn bearer_matches(authorization: Option<&HeaderValue>, token: &[u8]) -> bool {
         Some(i) if value[..i].eq_ignore_ascii_case(b"bearer") => value[i + 1..].trim_ascii(),
         _ => return false,
     };
-    crate::service::constant_time_eq(given, token)
+    crate::addr::constant_time_eq(given, token)
 }
 
 /// The bearer token check, before rmcp sees the request; and one log line per refusal (rmcp's own
@@ -342,7 +342,7 @@ pub(super) async fn serve(
         .with_cancellation_token(stop.child_token());
     // What the service takes by default, not rmcp's 4 MiB: a large execute_code fails in Blender's
     // service with its own message, as over stdio, rather than here.
-    mcp_config.max_request_body_bytes = crate::settings::DEFAULT_MAX_REQUEST_BYTES;
+    mcp_config.max_request_body_bytes = crate::defaults::DEFAULT_MAX_REQUEST_BYTES;
     let service = StreamableHttpService::new(
         move || Ok(tools.for_session()),
         Arc::new(LocalSessionManager::default()),

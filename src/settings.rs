@@ -1,83 +1,23 @@
-//! Every default and every rule of the service, queue and router settings, in one place.
+//! Every rule of the service, queue and router settings, in one place, and their resolution into
+//! configs (the defaults themselves are in `defaults`). At the top of the module graph: nothing
+//! below it imports it.
 //!
 //! Callers (the pyo3 layer, the CLI, the add-on) pass what the user gave, `None` for "not set";
 //! [`ServiceSettings::resolve`] and [`RouterSettings::resolve`] fill in the defaults and return
 //! either a config or every [`Problem`]. A problem is a setting name plus a rule text that reads
 //! after any label (`port`, `--port`, "Port"), so each rule is worded once.
 
+use crate::addr::host_rule;
 use crate::backoff::BackoffPolicy;
-use crate::framing::Limits;
+use crate::defaults::*;
+use crate::router::tls::CA_FILE_ENV;
+use crate::router::url::engine_url;
 use crate::router::RouterConfig;
 use crate::service::ServiceConfig;
 use crate::watchdog::WatchdogPolicy;
+use crate::wire::framing::Limits;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-pub const DEFAULT_HOST: &str = "127.0.0.1";
-pub const DEFAULT_PORT: u16 = 6688;
-/// The port both MCP add-on ecosystems expect (blender-mcp and Blender Lab); the second listener
-/// is off unless a port is given (`--mcp-addon-port`, [`MCP_ADDON_PORT_ENV`]).
-pub const DEFAULT_MCP_ADDON_PORT: u16 = 9876;
-/// Read by the CLI and the add-on when no `mcp_addon_port` is given.
-pub const MCP_ADDON_PORT_ENV: &str = "BLENDWIRE_MCP_ADDON_PORT";
-/// Blender Lab's own limits (its add-on's, kept for its clients): a request larger than this gets
-/// an error; one not whole within [`LAB_READ_TIMEOUT`] gets "Client timed out". Both are capped by
-/// the service's `max_request_bytes` / `read_timeout`.
-pub const LAB_MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
-pub const LAB_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
-pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
-/// Below this even a small `execute_code` request would not fit.
-pub const MIN_REQUEST_BYTES: usize = 1024;
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long `stop_service`/`stop_router`/`shutdown` wait for their threads by default.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Main-thread time per GUI timer tick.
-pub const DEFAULT_TICK_BUDGET_MS: f64 = 8.0;
-/// Longest duration any setting accepts.
-pub const MAX_SECONDS: f64 = 30.0 * 86_400.0;
-
-pub const DEFAULT_ENGINE_URL: &str = "http://127.0.0.1:8000";
-pub const DEFAULT_SOCKETIO_PATH: &str = "/ws/socket.io/";
-pub const DEFAULT_NAMESPACE: &str = "/blender";
-pub use crate::router::tls::CA_FILE_ENV;
-pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(300);
-/// Read when `watchdog_seconds` is not given.
-pub const WATCHDOG_ENV: &str = "BLENDWIRE_WATCHDOG_SECONDS";
-pub const DEFAULT_WATCHDOG_AFTER_FAILURES: u32 = 5;
-pub const DEFAULT_BACKOFF: BackoffPolicy = BackoffPolicy {
-    initial: Duration::from_secs(2),
-    max: Duration::from_secs(10),
-    factor: 2.0,
-    jitter: 0.5,
-};
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1200);
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
-pub const DEFAULT_POLL_LIMIT: Duration = Duration::from_secs(3600);
-pub const DEFAULT_OUTBOX_MAX_COUNT: usize = 1000;
-pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 64 * 1024 * 1024;
-pub const DEFAULT_REMEMBERED_IDS: usize = 4096;
-/// How long a job interrupted at its deadline gets to answer before its caller is told `timeout`
-/// (it may sit in a C call that does not return to Python).
-pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
-/// After a job's deadline and the interrupt grace, how long a client still waits for the answer
-/// to arrive.
-pub const ANSWER_SLACK: Duration = Duration::from_secs(1);
-/// `blendwire.Client`: each call, answer included; and the (re)connect attempts within it. It
-/// outwaits the service's default deadline and the interrupt grace, so that a job stopped at that
-/// deadline is heard as `interrupted` rather than given up on a moment before (33 s).
-pub const DEFAULT_CLIENT_TIMEOUT: Duration =
-    Duration::from_secs(DEFAULT_TIMEOUT.as_secs() + INTERRUPT_GRACE.as_secs() + ANSWER_SLACK.as_secs());
-pub const DEFAULT_CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// `blendwire mcp`: a tool call may run long (renders); reaching Blender must fail fast.
-pub const DEFAULT_MCP_TIMEOUT: Duration = Duration::from_secs(600);
-pub const DEFAULT_MCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One setting that breaks its rule: `"{setting} {rule}"` is the whole sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,9 +51,9 @@ pub fn defaults() -> Value {
         "watchdog_env": WATCHDOG_ENV,
         "ca_file_env": CA_FILE_ENV,
         "watchdog_after_failures": DEFAULT_WATCHDOG_AFTER_FAILURES,
-        "backoff_initial": DEFAULT_BACKOFF.initial.as_secs_f64(),
-        "backoff_max": DEFAULT_BACKOFF.max.as_secs_f64(),
-        "backoff_jitter": DEFAULT_BACKOFF.jitter,
+        "backoff_initial": BackoffPolicy::DEFAULT.initial.as_secs_f64(),
+        "backoff_max": BackoffPolicy::DEFAULT.max.as_secs_f64(),
+        "backoff_jitter": BackoffPolicy::DEFAULT.jitter,
         "handshake_timeout": DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64(),
         "auth_timeout": DEFAULT_AUTH_TIMEOUT.as_secs_f64(),
         "command_timeout": DEFAULT_COMMAND_TIMEOUT.as_secs_f64(),
@@ -215,25 +155,6 @@ pub fn queue_capacity(value: i64) -> Result<usize, String> {
     count(value, 1, MAX_QUEUE_CAPACITY)
 }
 
-pub use crate::addr::is_loopback;
-
-/// `execute_code` runs any Python: a host other machines can reach needs a token.
-pub fn host(host: &str, token: Option<&str>) -> Result<(), String> {
-    if is_loopback(host) || token.is_some_and(|t| !t.is_empty()) {
-        Ok(())
-    } else {
-        Err(insecure_host(host))
-    }
-}
-
-/// The rule text of [`host`], also used when the bound address turns out not to be loopback.
-pub fn insecure_host(host: &str) -> String {
-    format!(
-        "must be loopback unless there is a token, got {host:?}: anyone who can reach it could run code in \
-         Blender; set BLENDWIRE_TOKEN (clients then send \"token\") or listen on 127.0.0.1"
-    )
-}
-
 pub fn namespace(value: &str) -> Result<(), String> {
     if value.starts_with('/') {
         Ok(())
@@ -248,67 +169,6 @@ pub fn jitter(value: f64) -> Result<f64, String> {
     } else {
         Err(format!("must be between 0 and 1, got {value}"))
     }
-}
-
-/// The engine URL rule: `http://`, `https://` (TLS), `ws://` or `wss://`, a host, an optional
-/// valid port, no query. `Err` is the rule text; `Ok` is the URL trimmed.
-pub fn engine_url(url: &str) -> Result<&str, String> {
-    let trimmed = url.trim();
-    let example = "e.g. http://127.0.0.1:8000 or https://engine.example";
-    let Some((scheme, rest)) = trimmed.split_once("://") else {
-        return Err(format!("must start with http:// or https://, {example}, got {url:?}"));
-    };
-    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https" | "ws" | "wss") {
-        return Err(format!("must start with http:// or https://, {example}, got {url:?}"));
-    }
-    if rest.contains(['?', '#']) || rest.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "must be scheme://host:port with no query, spaces or fragment, {example}, got {url:?}"
-        ));
-    }
-    let (host, port) = host_and_port(rest);
-    if host.is_empty() {
-        return Err(format!("must name a host, {example}, got {url:?}"));
-    }
-    if let Some(port) = port.filter(|p| !p.is_empty()) {
-        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
-            return Err(format!("has a bad port {port:?} (use 1-65535), got {url:?}"));
-        }
-    }
-    Ok(trimmed)
-}
-
-/// The host (IPv6 without brackets) and port text of `[user@]host[:port][/path...]`.
-fn host_and_port(rest: &str) -> (&str, Option<&str>) {
-    let authority = rest.split('/').next().unwrap_or("");
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, hostport)| hostport);
-    if let Some(v6) = authority.strip_prefix('[') {
-        match v6.split_once(']') {
-            Some((host, after)) => (host, after.strip_prefix(':')),
-            None => (v6, None),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    }
-}
-
-/// The host of a URL as [`engine_url`] reads it: what a TLS certificate must name.
-pub fn url_host(url: &str) -> &str {
-    let rest = url.trim().split_once("://").map_or(url, |(_, rest)| rest);
-    host_and_port(rest).0
-}
-
-/// [`engine_url`] for the router's connector, which refuses to start on a bad URL.
-pub fn require_engine_url(url: &str) -> Result<(), crate::router::RouterError> {
-    engine_url(url)
-        .map(drop)
-        .map_err(|why| crate::router::RouterError::BadUrl {
-            url: url.to_string(),
-            why,
-        })
 }
 
 /// The CA-file rule: a readable PEM file of CA certificates, each usable as a trust anchor.
@@ -472,7 +332,7 @@ impl ServiceSettings {
         let write_timeout = c.seconds("write_timeout", self.write_timeout, DEFAULT_WRITE_TIMEOUT);
         let token = self.token.filter(|t| !t.is_empty());
         if check_host {
-            c.check("host", self::host(&host, token.as_deref()), ());
+            c.check("host", host_rule(&host, token.as_deref()), ());
         }
         let queue_capacity = self
             .queue_capacity
@@ -548,13 +408,13 @@ impl RouterSettings {
             None => DEFAULT_WATCHDOG_AFTER_FAILURES,
         };
         let jitter = match self.backoff_jitter {
-            Some(v) => c.check("backoff_jitter", jitter(v), DEFAULT_BACKOFF.jitter),
-            None => DEFAULT_BACKOFF.jitter,
+            Some(v) => c.check("backoff_jitter", jitter(v), BackoffPolicy::DEFAULT.jitter),
+            None => BackoffPolicy::DEFAULT.jitter,
         };
         let backoff = BackoffPolicy {
-            initial: c.seconds("backoff_initial", self.backoff_initial, DEFAULT_BACKOFF.initial),
-            max: c.seconds("backoff_max", self.backoff_max, DEFAULT_BACKOFF.max),
-            factor: DEFAULT_BACKOFF.factor,
+            initial: c.seconds("backoff_initial", self.backoff_initial, BackoffPolicy::DEFAULT.initial),
+            max: c.seconds("backoff_max", self.backoff_max, BackoffPolicy::DEFAULT.max),
+            factor: BackoffPolicy::DEFAULT.factor,
             jitter,
         };
         let config = RouterConfig {

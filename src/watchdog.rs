@@ -16,8 +16,8 @@ pub struct WatchdogPolicy {
 impl Default for WatchdogPolicy {
     fn default() -> Self {
         WatchdogPolicy {
-            arm_after_failures: crate::settings::DEFAULT_WATCHDOG_AFTER_FAILURES,
-            duration: Some(crate::settings::DEFAULT_WATCHDOG),
+            arm_after_failures: crate::defaults::DEFAULT_WATCHDOG_AFTER_FAILURES,
+            duration: Some(crate::defaults::DEFAULT_WATCHDOG),
         }
     }
 }

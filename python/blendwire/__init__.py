@@ -4,8 +4,8 @@ Importable in plain Python. The modules, imports pointing one way (each only imp
 
 - `_core` (Rust), `errors`, `config`, `persist`, `logs`, `client`, `jobs` (`progress()` for code
   running in a job): no bpy;
-- `commands` (the BLD Remote handlers), `registry` (the cr8 handlers and add-on discovery),
-  `blender_mcp` and `blender_lab` (the MCP add-on listener's dialects): handlers;
+- `handlers/` (what runs on the main thread per request: the code runner, BLD Remote's, blender-mcp's
+  and Blender Lab's command tables, the cr8 registry; see `blendwire.handlers`);
 - `runtime` (the main-thread loop, its phases and the watchdog's save), then `blender` (the command
   service) and `router` (the engine router): the runtime, inside Blender;
 - `serve` (serving inside Blender), `blender_child` (Blender as a child process),
@@ -13,6 +13,8 @@ Importable in plain Python. The modules, imports pointing one way (each only imp
 - `pytest_plugin` (the pytest plugin, no bpy; off unless `pytest --blender`) and `pytest_runner`
   (its Blender side, which runs one `in_blender` test).
 """
+
+from typing import Any
 
 from . import _core
 from .client import Client
@@ -46,6 +48,6 @@ __all__ = [
 ]
 
 
-def status():
+def status() -> dict[str, Any]:
     """Counters and state of the core in this process (service, main-thread queue)."""
     return _core.status()

@@ -6,14 +6,67 @@ Errors are the classes of `blendwire.errors`.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, final
+
+from typing_extensions import Self
+
+__all__ = [
+    "Client",
+    "INTERRUPT_SIGNAL",
+    "JobOutput",
+    "McpServer",
+    "PENDING_KEY",
+    "__version__",
+    "activity",
+    "announce_instance",
+    "check_ca_file",
+    "check_engine_url",
+    "check_mcp_http",
+    "check_router_settings",
+    "check_service_settings",
+    "choose_instance",
+    "defaults",
+    "discover_instances",
+    "enable_interrupts",
+    "flush_logs",
+    "instances_dir",
+    "interrupt_message",
+    "interrupt_running",
+    "is_loopback",
+    "job_streams",
+    "log_level_name",
+    "mcp_addon_address",
+    "mcp_addon_port_from_env",
+    "pump",
+    "report_progress",
+    "router_running",
+    "service_address",
+    "set_dispatcher",
+    "set_log_level",
+    "set_queue_capacity",
+    "set_router_dispatcher",
+    "shutdown",
+    "start_router",
+    "start_service",
+    "status",
+    "stop_pump",
+    "stop_router",
+    "stop_service",
+    "stop_when_process_exits",
+    "take_stop_request",
+    "tick",
+    "update_instance",
+    "withdraw_instance",
+]
 
 __version__: str
 
 # ---- main-thread bridge --------------------------------------------------------------------
 
-def set_dispatcher(fn: Callable[[str, dict], Any] | None) -> None:
+def set_dispatcher(fn_: Callable[[str, dict[str, Any]], Any] | None, dialect: str | None = None) -> None:
     """Set the function the main thread calls for each command job: `fn(type, params) -> result`.
+    `dialect`: None or "bld_remote" (the command service), "blender_mcp" or "blender_lab" (the MCP
+    add-on listener's; their dispatchers return the whole response); ValueError for another.
 
     The return value must be JSON-serialisable; it becomes the response's `result`.
     Raise `blendwire.errors.CommandError(message, error_code)` for a clean error response;
@@ -21,7 +74,7 @@ def set_dispatcher(fn: Callable[[str, dict], Any] | None) -> None:
     `None` unsets it (queued jobs then fail with `error_code: no_dispatcher`).
     """
 
-def set_router_dispatcher(fn: Callable[[str, dict], Any] | None) -> None:
+def set_router_dispatcher(fn_: Callable[[str, dict[str, Any]], Any] | None) -> None:
     """Set the function the main thread calls for the router's jobs: `fn(op, params)`, with op
     "auth" -> {"token", "username", "blend_file_path"} (asked before every connect attempt),
     "registry" -> the registry_update payload {"type": "registry_updated", "total_addons",
@@ -85,6 +138,7 @@ def report_progress(fraction: float | None = None, message: str | None = None) -
     """The running job reports progress (`blendwire.progress`): True if its client asked for
     progress, else False. ValueError for a fraction outside 0..1."""
 
+@final
 class JobOutput:
     """A job's captured stdout whose native `write` also streams to the job's client (when it
     asked for progress; else a plain capture)."""
@@ -101,8 +155,9 @@ def job_streams() -> bool:
 def start_service(
     host: str | None = None,
     port: int | None = None,
-    commands: Sequence[str] = (),
+    commands: Sequence[str] = ...,
     *,
+    mcp_addon_port: int | None = None,
     default_timeout: float | None = None,
     max_request_bytes: int | None = None,
     max_connections: int | None = None,
@@ -110,7 +165,8 @@ def start_service(
     write_timeout: float | None = None,
     token: str | None = None,
 ) -> tuple[str, int]:
-    """Start the TCP command service. `commands` are the command types the dispatcher handles
+    """Start the TCP command service (and with `mcp_addon_port` the MCP add-on listener there; see
+    mcp_addon_address()). `commands` are the command types the dispatcher handles
     (`server_shutdown` is built in; anything else is answered `unknown_rpc_command`).
     Limits: a request must arrive whole within `read_timeout` of its first byte, a response be
     taken by the client within `write_timeout`, at most `max_connections` at once (more are
@@ -242,7 +298,7 @@ def defaults() -> dict[str, Any]:
 def check_service_settings(
     host: str | None = None,
     port: int | None = None,
-    commands: Sequence[str] = (),
+    commands: Sequence[str] = ...,
     *,
     default_timeout: float | None = None,
     max_request_bytes: int | None = None,
@@ -296,10 +352,11 @@ def log_level_name(value: int | str) -> str:
 
 # ---- MCP server ----------------------------------------------------------------------------
 
-def check_mcp_http(spec: str, token: str | None = None, allow_origins: Sequence[str] = ()) -> str | None:
+def check_mcp_http(spec: str, token: str | None = None, allow_origins: Sequence[str] = ...) -> str | None:
     """The problem of an MCP HTTP listen address `[HOST:]PORT` (HOST default 127.0.0.1; off
     loopback only with a token) or of an allowed origin, as a rule text; None when fine."""
 
+@final
 class McpServer:
     """The Model Context Protocol server of `blendwire mcp`, running on threads of its own for the
     Blender service at host:port (neither given: every running `blendwire serve`, picked per call
@@ -316,8 +373,8 @@ class McpServer:
     <token>` (else 401). The listener is bound before the constructor returns (RuntimeError if
     it cannot be; ValueError for bad settings)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str | None = None,
         port: int | None = None,
         *,
@@ -326,9 +383,9 @@ class McpServer:
         token: str | None = None,
         stdio: bool = True,
         http: str | None = None,
-        allow_origins: Sequence[str] = (),
-        allow_hosts: Sequence[str] = (),
-    ) -> None: ...
+        allow_origins: Sequence[str] = ...,
+        allow_hosts: Sequence[str] = ...,
+    ) -> Self: ...
     @property
     def http_address(self) -> tuple[str, int] | None:
         """(host, port) of the HTTP listener as bound (the real port when 0 was asked)."""
@@ -340,6 +397,7 @@ class McpServer:
 
 # ---- client --------------------------------------------------------------------------------
 
+@final
 class Client:
     """Persistent connections to a blendwire / BLD Remote service. Thread-safe: concurrent calls
     each use a connection of their own (idle ones are kept for the next calls).
@@ -348,14 +406,14 @@ class Client:
     found closed before a call is sent. A connection lost after sending raises ConnectionLost and is
     never retried silently."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str | None = None,
         port: int | None = None,
         timeout: float | None = None,
         connect_timeout: float | None = None,
         token: str | None = None,
-    ) -> None:
+    ) -> Self:
         """`timeout` bounds each call; `connect_timeout` (at most `timeout`) bounds the
         (re)connect attempts, retried with backoff, before ConnectionFailed. `token` is sent with
         every request (for services started with one)."""

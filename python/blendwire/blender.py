@@ -1,17 +1,19 @@
 """The command service inside Blender: start, stop, address.
 
-`start()` starts the BLD-Remote-compatible service of the core with `blendwire.commands` as its
+`start()` starts the BLD-Remote-compatible service of the core with `blendwire.handlers.bld_remote` as its
 dispatcher and hands the main-thread loop (`blendwire.runtime`) its jobs: in the GUI a timer runs
 them; in `blender -b` and the bpy module call `run_until_shutdown()` next. Main thread only.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from . import _core, blender_lab, blender_mcp, commands, logs, runtime
-from .config import env_port, env_start_now
+from . import _core, logs, runtime
+from .config import env_port, env_start_now, env_token
 from .errors import ServiceError, require_main_thread
+from .handlers import bld_remote, blender_lab, blender_mcp
 from .runtime import ensure_timer, mode, request_stop
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "start",
     "stop",
 ]
+
+T = TypeVar("T")
 
 
 def is_running() -> bool:
@@ -82,34 +86,35 @@ def start(
     logs.apply_level(log_level)
     if queue_capacity is not None:
         _core.set_queue_capacity(int(queue_capacity))
-    _core.set_dispatcher(commands.dispatch)
+    _core.set_dispatcher(bld_remote.dispatch)
     _core.set_dispatcher(blender_mcp.dispatch, dialect="blender_mcp")
     _core.set_dispatcher(blender_lab.dispatch, dialect="blender_lab")
     bound = _core.start_service(
         host,
         env_port() if port is None else int(port),
-        commands.COMMANDS,
+        bld_remote.COMMANDS,
         mcp_addon_port=_opt(int, mcp_addon_port),
         default_timeout=_opt(float, default_timeout),
         max_request_bytes=_opt(int, max_request_bytes),
         max_connections=_opt(int, max_connections),
         read_timeout=_opt(float, read_timeout),
-        token=token if token is not None else os.environ.get("BLENDWIRE_TOKEN") or None,
+        token=token if token is not None else env_token(),
     )
     runtime.begin_serving(budget_ms=tick_budget_ms, quit_on_shutdown=quit_on_shutdown)
-    return tuple(bound)
+    return bound
 
 
-def _opt(kind, value):
+def _opt(kind: Callable[[Any], T], value: Any) -> T | None:
     # As before the core took None for "its default": numbers given as other types still convert.
     return None if value is None else kind(value)
 
 
-def stop(*, shutdown_core: bool = False, timeout: float = 2.0) -> bool:
+def stop(*, shutdown_core: bool = False, timeout: float | None = None) -> bool:
     """Stop the service (the port is free when this returns) and the GUI timer. Idempotent.
 
     `shutdown_core=True` also stops the router and ends the core's background threads (add-on
-    unregister). Returns True if the service was running."""
+    unregister). `timeout`: seconds for each to stop (None: the core's `stop_timeout`). Returns True
+    if the service was running."""
     require_main_thread("blendwire.blender.stop")
     if shutdown_core:
         _core.stop_router(timeout)

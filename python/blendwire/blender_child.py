@@ -1,6 +1,6 @@
 """`blendwire serve` with Blender as a child process: start it, relay its output, stop it.
 
-Not `src/supervisor.rs` (which tracks and interrupts the job on Blender's main thread): this runs
+Not `src/bridge/running.rs` (which tracks the job on Blender's main thread): this runs
 Blender itself, for `blendwire serve` without --bpy.
 
 Blender runs in its own session (our signals must not reach it directly) with the bootstrap of
@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from . import process
+from . import config, process
 from .client import Client
 from .config import SERVE_ENV, SERVE_ERROR, SERVE_READY
 
@@ -40,7 +40,7 @@ def _say(msg: str) -> None:
 
 
 def find_blender(path: str | None) -> str:
-    candidate = path or os.environ.get("BLENDER") or "blender"
+    candidate = path or config.env_blender() or "blender"
     found = shutil.which(candidate)
     if not found:
         raise BlenderChildError(
@@ -61,7 +61,7 @@ def _child_command(blender_exe: str, gui: bool, blend_file: str | None) -> list[
     cmd = [blender_exe] + ([] if gui else ["-b"]) + ([blend_file] if blend_file else [])
     # --python-exit-code: an exception in the bootstrap makes Blender exit non-zero, not idle.
     cmd += ["--python-exit-code", "2", "--python-expr", boot]
-    if gui and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if gui and not config.env_has_display():
         xvfb = shutil.which("xvfb-run")
         if not xvfb:
             raise BlenderChildError(

@@ -12,33 +12,35 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from . import _core, blender_child, process
+from . import _core, blender_child, config, process
 from .client import Client
 from .config import BLENDER_MCP_ADDON_ENV, check_blender_mcp_addon, env_port
 from .errors import BlendwireError
 
 __all__ = ["main"]
 
-DEFAULTS = _core.defaults()
+DEFAULTS: dict[str, Any] = _core.defaults()
 
 
 class _Fail(Exception):
     """A user-facing error: printed as `blendwire: error: ...`, exit status 1."""
 
 
-def _flag(setting):
+def _flag(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
-def _check(problems, flags=None):
+def _check(problems: Sequence[tuple[str, str]], flags: Mapping[str, str] | None = None) -> None:
     """The core's (setting, rule) problems as one _Fail naming our flags."""
     if problems:
         flags = flags or {}
         raise _Fail("; ".join(f"{flags.get(name, _flag(name))} {text}" for name, text in problems))
 
 
-def _core_error(e, flags=None):
+def _core_error(e: Exception, flags: Mapping[str, str] | None = None) -> _Fail:
     """A ValueError of the core ("SETTING rule ...") as a _Fail naming our flag."""
     name, _, rest = str(e).partition(" ")
     flags = flags or {}
@@ -51,7 +53,7 @@ _SERVICE_FLAGS = ("queue_capacity", "max_connections", "max_request_bytes", "rea
 _ROUTER_FLAGS = ("backoff_initial", "backoff_max", "backoff_jitter", "watchdog_after_failures", "ca_file")
 
 
-def _cmd_serve(args):
+def _cmd_serve(args: argparse.Namespace) -> int | None:
     port = args.port if args.port is not None else env_port()
     blend_file = None
     if args.file:
@@ -69,7 +71,7 @@ def _cmd_serve(args):
             raise _core_error(e) from None
     if mcp_addon_port is not None:
         service["mcp_addon_port"] = mcp_addon_port
-    token = os.environ.get("BLENDWIRE_TOKEN") or None  # what blendwire.blender.start will use
+    token = config.env_token()  # what blendwire.blender.start will use
     _check(_core.check_service_settings(host=args.host, port=port, token=token, **service))
     settings = {"host": args.host, "port": port, "service": service, **_router_settings(args)}
     if args.mcp_http is not None:
@@ -86,11 +88,11 @@ def _cmd_serve(args):
         raise _Fail(str(e)) from None
 
 
-def _blender_mcp_addon(args, mcp_addon_port):
+def _blender_mcp_addon(args: argparse.Namespace, mcp_addon_port: int | None) -> str | None:
     """The checked, absolute path of --blender-mcp-addon (else $BLENDWIRE_BLENDER_MCP_ADDON), or None."""
     flag, path = "--blender-mcp-addon", args.blender_mcp_addon
     if path is None:
-        flag, path = f"${BLENDER_MCP_ADDON_ENV}", os.environ.get(BLENDER_MCP_ADDON_ENV) or None
+        flag, path = f"${BLENDER_MCP_ADDON_ENV}", config.env_blender_mcp_addon()
     if path is None:
         return None
     if mcp_addon_port is None:
@@ -101,10 +103,10 @@ def _blender_mcp_addon(args, mcp_addon_port):
         raise _Fail(f"{flag} {e}") from None
 
 
-def _router_settings(args):
+def _router_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The router part of serve's settings, checked by the core here, so a typo fails before
     Blender starts."""
-    url = args.engine_url or os.environ.get("WS_URL") or None
+    url = args.engine_url or config.env_engine_url()
     given = {k: getattr(args, k) for k in _ROUTER_FLAGS if getattr(args, k) is not None}
     if not url:
         if given or args.watchdog_seconds is not None or args.username is not None:
@@ -128,7 +130,7 @@ def _router_settings(args):
     }
 
 
-def _serve_bpy(settings, blend_file, ready_json):
+def _serve_bpy(settings: dict[str, Any], blend_file: str | None, ready_json: bool) -> int | None:
     # With --ready-json, stdout carries the handshake alone: what Blender prints (from its import
     # on) goes to stderr.
     out = process.stdout_for_handshake() if ready_json else None
@@ -150,11 +152,11 @@ def _serve_bpy(settings, blend_file, ready_json):
 # ---- status --------------------------------------------------------------------------------------
 
 
-def _fmt_seconds(value):
+def _fmt_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
-def _cmd_status(args):
+def _cmd_status(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else env_port()
     _probe(args.host, port, args.timeout)
     try:
@@ -202,7 +204,7 @@ def _cmd_status(args):
     return 0
 
 
-def _main_thread_line(main):
+def _main_thread_line(main: dict[str, Any]) -> str:
     if main.get("state") != "running":
         return "main thread: idle"
     line = f"main thread: running {main.get('command')} for {_fmt_seconds(main.get('running_s'))}"
@@ -224,7 +226,7 @@ def _main_thread_line(main):
     return line
 
 
-def _cmd_cancel(args):
+def _cmd_cancel(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else env_port()
     _probe(args.host, port, args.timeout)
     job_id = int(args.id) if args.id.isdigit() else args.id
@@ -244,7 +246,7 @@ def _cmd_cancel(args):
 _LIST_COLUMNS = ("ADDRESS", "PID", "RUNTIME", "BLENDER", "UP", "TOKEN", "MCP ADD-ON", "FILE")
 
 
-def _fmt_age(seconds):
+def _fmt_age(seconds: float) -> str:
     s = max(0, int(seconds))
     if s < 60:
         return f"{s}s"
@@ -255,7 +257,7 @@ def _fmt_age(seconds):
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def _cmd_list(args):
+def _cmd_list(args: argparse.Namespace) -> int:
     found = _core.discover_instances()
     if args.json:
         print(json.dumps(found, indent=2), flush=True)
@@ -291,7 +293,7 @@ def _cmd_list(args):
 # ---- call ----------------------------------------------------------------------------------------
 
 
-def _probe(host, port, timeout):
+def _probe(host: str, port: int, timeout: float) -> None:
     # The client retries a refused connection until its timeout (right for scripts riding out a
     # restart); a one-shot command should say at once that nothing listens.
     try:
@@ -305,7 +307,7 @@ def _probe(host, port, timeout):
         pass  # unreachable, timeout...: let the client report it
 
 
-def _cmd_call(args):
+def _cmd_call(args: argparse.Namespace) -> int:
     try:
         params = json.loads(args.params) if args.params else {}
     except ValueError as e:
@@ -329,13 +331,11 @@ def _cmd_call(args):
 # ---- mcp -----------------------------------------------------------------------------------------
 
 
-def _cmd_mcp(args):
+def _cmd_mcp(args: argparse.Namespace) -> int:
     # No port given (flag or $BLD_REMOTE_MCP_PORT): every running `blendwire serve`, picked per call.
-    port = args.blender_port
-    if port is None and os.environ.get("BLD_REMOTE_MCP_PORT"):
-        port = env_port()
+    port = args.blender_port if args.blender_port is not None else config.env_port_if_set()
     host = args.blender_host
-    token = os.environ.get("BLENDWIRE_TOKEN") or None
+    token = config.env_token()
     if args.http is None and (args.stdio or args.allow_origin or args.allow_host):
         raise _Fail("--stdio, --allow-origin and --allow-host go with --http [HOST:]PORT")
     if args.http is not None:
@@ -369,7 +369,7 @@ def _cmd_mcp(args):
     return 0
 
 
-def _check_mcp_http(flag, spec, token, allow_origins=()):
+def _check_mcp_http(flag: str, spec: str, token: str | None, allow_origins: Sequence[str] | None = ()) -> None:
     problem = _core.check_mcp_http(spec, token, list(allow_origins or ()))
     if problem:
         raise _Fail(problem if problem.startswith("--") else f"{flag} {problem}")
@@ -378,7 +378,7 @@ def _check_mcp_http(flag, spec, token, allow_origins=()):
 # ---- entry point ---------------------------------------------------------------------------------
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     p = argparse.ArgumentParser(
         prog="blendwire",
@@ -597,10 +597,12 @@ def _parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int | None:
+    """The `blendwire` command: its exit status (None: 0)."""
     args = _parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], int | None] = args.func
     try:
-        return args.func(args)
+        return command(args)
     except _Fail as e:
         print(f"blendwire: error: {e}", file=sys.stderr, flush=True)
         return 1

@@ -1,6 +1,7 @@
 """The exceptions blendwire raises. Defined once, here; the Rust core raises these same classes."""
 
 import threading
+from typing import Any
 
 __all__ = [
     "BlendwireError",
@@ -46,7 +47,7 @@ class CommandError(BlendwireError):
     `invalid_params`, `handler_exception`, ...); `str(err)` is the message.
     """
 
-    def __init__(self, message: str, error_code: str = "command_error", response=None):
+    def __init__(self, message: str, error_code: str = "command_error", response: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
         self.error_code = error_code

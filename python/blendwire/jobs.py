@@ -11,7 +11,7 @@ from . import _core
 __all__ = ["progress"]
 
 
-def progress(fraction=None, message=None):
+def progress(fraction: float | None = None, message: str | None = None) -> bool:
     """Report how far the running job is: `fraction` from 0 to 1 (None: unknown) and/or a short
     `message`. Returns True if the job's client receives it, False if nobody listens (no job runs,
     or its client did not ask for progress). Raises ValueError for a fraction

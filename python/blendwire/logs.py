@@ -9,10 +9,10 @@ The core keeps its records in a buffer and hands them to Python's `logging` on t
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from . import _core
+from .config import env_log_level
 
 __all__ = ["apply_level", "flush", "setup"]
 
@@ -39,7 +39,7 @@ def apply_level(level: int | str | None = None) -> None:
     still starts)."""
     source = "log level"
     if level is None:
-        level, source = os.environ.get("BLD_REMOTE_LOG_LEVEL"), "BLD_REMOTE_LOG_LEVEL"
+        level, source = env_log_level(), "BLD_REMOTE_LOG_LEVEL"
     if level is None or level == "":
         return
     try:

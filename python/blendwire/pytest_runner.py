@@ -111,7 +111,7 @@ def _install_reprcompare(verbosity: int) -> None:
         for explanation in config.hook.pytest_assertrepr_compare(config=config, op=op, left=left, right=right):
             if not explanation:
                 continue
-            lines = []
+            lines: list[str] = []
             for line in explanation:
                 if len(lines) == _EXPLANATION_LINES:
                     lines.append("...(more lines; -vv shows them)" if verbosity < 2 else "...")

@@ -11,7 +11,7 @@ everything here may use bpy. Ops:
 - "command"  {addon_id, command, params, message_id} -> the handler's result data.
 - "poll"     {handle, cancel} -> the final data of a long-running result, or the pending marker.
 
-Which handler serves a command is the registry's business (`blendwire.registry`, whose public
+Which handler serves a command is the registry's business (`blendwire.handlers.registry`, whose public
 functions are re-exported here). A handler returns JSON data (a dict becomes payload.data;
 anything else is wrapped as {"result": value} by the core, which also refuses non-JSON results
 with UNSERIALIZABLE_RESULT). A handler may instead return a long-running object with
@@ -34,15 +34,14 @@ import getpass
 import inspect
 import itertools
 import logging
-import os
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 from . import _core
+from .config import env_cr8_auth_token, env_cr8_username, env_engine_url
 from .errors import CommandError, require_main_thread
-from .logs import setup as setup_logging
-from .registry import (
+from .handlers.registry import (
     MANIFEST,
     ROUTER_ADDON_ID,
     find_handler,
@@ -53,6 +52,7 @@ from .registry import (
     registry_payload,
     unregister_handler,
 )
+from .logs import setup as setup_logging
 
 __all__ = [
     "MANIFEST",
@@ -172,8 +172,8 @@ def _auth() -> dict:
         except Exception:
             log.warning("the token provider raised; connecting without a token:\n%s", traceback.format_exc())
     if token is None:
-        token = os.environ.get("CR8_AUTH_TOKEN")
-    username = _Router.username or os.environ.get("CR8_USERNAME")
+        token = env_cr8_auth_token()
+    username = _Router.username or env_cr8_username()
     if not username:
         try:
             username = getpass.getuser()
@@ -235,7 +235,7 @@ def start(url: str | None = None, *, watchdog_seconds: float | None = None, user
     the router's jobs: this makes sure it runs. Raises ValueError (bad url/settings, checked by the
     core), ServiceError (already running)."""
     require_main_thread("blendwire.router.start")
-    url = url or os.environ.get("WS_URL")
+    url = url or env_engine_url()
     if not url:
         raise ValueError(
             "no engine URL: pass url= (blendwire serve --engine-url) or set env WS_URL, e.g. http://127.0.0.1:8000"
@@ -257,8 +257,9 @@ def start(url: str | None = None, *, watchdog_seconds: float | None = None, user
     runtime.ensure_timer()
 
 
-def stop(timeout: float = 2.0) -> bool:
-    """Stop the router; long-running results still pending are dropped. True if it was running."""
+def stop(timeout: float | None = None) -> bool:
+    """Stop the router (within `timeout` s; None: the core's `stop_timeout`); long-running results
+    still pending are dropped. True if it was running."""
     was = bool(_core.stop_router(timeout))
     _Router.pending.clear()
     return was

@@ -22,14 +22,16 @@ import enum
 import logging
 import os
 import signal
-import tempfile
 import time
 import traceback
+from typing import Any
 
 import bpy
 
-from . import _core, commands, logs
+from . import _core, logs
+from .config import recovery_dir
 from .errors import Interrupted, require_main_thread
+from .handlers import inflight
 
 __all__ = [
     "EXIT_SAVE_FAILED",
@@ -84,7 +86,7 @@ class _Pacing:
     last_activity = -1
     hot_until = 0.0
     spin_until = 0.0
-    spin_timer = None  # (window manager, wmTimer) while spinning
+    spin_timer: tuple[Any, Any] | None = None  # (window manager, wmTimer) while spinning
 
 
 def mode() -> str:
@@ -178,10 +180,6 @@ def install_interrupts() -> None:
 # ---- the watchdog's save ---------------------------------------------------------------------
 
 
-def recovery_dir() -> str:
-    return os.environ.get("BLENDWIRE_RECOVERY_DIR") or os.path.join(tempfile.gettempdir(), "blendwire-recovery")
-
-
 def save_after_watchdog() -> tuple[bool, str, str | None]:
     """Save the open .blend (main thread): `save_mainfile` when it has a path, else
     `save_as_mainfile` into `recovery_dir()`. Never raises; returns (ok, path, error)."""
@@ -210,7 +208,7 @@ def save_after_watchdog() -> tuple[bool, str, str | None]:
 def _save_for_watchdog() -> int:
     """SAVING: stop the router, save; the exit status Blender then ends with."""
     try:
-        _core.stop_router(2.0)
+        _core.stop_router()
     except Exception:
         log.warning("stopping the router failed:\n%s", traceback.format_exc())
     ok, _, _ = save_after_watchdog()
@@ -286,12 +284,12 @@ def _turn_serving() -> float | None:
         _Pacing.last_activity = activity
         _Pacing.hot_until = now + _HOT_SECONDS
         _Pacing.spin_until = now + _SPIN_SECONDS
-    _spin(waiting or now < _Pacing.spin_until)
+    _spin(bool(waiting) or now < _Pacing.spin_until)
     return 0.0 if waiting or now < _Pacing.hot_until else _IDLE_INTERVAL
 
 
 def _turn_stopping() -> float | None:
-    _core.stop_service(2.0)
+    _core.stop_service()
     if _Loop.quit_on_shutdown:
         _to_quitting(0)
         return _IDLE_INTERVAL
@@ -306,7 +304,7 @@ def _turn_stopping() -> float | None:
 def _turn_saving() -> float | None:
     # Not inside the turn that ran the router's jobs: save, then quit on the next turn.
     code = _save_for_watchdog()
-    _core.stop_service(2.0)
+    _core.stop_service()
     _to_quitting(code)
     return _IDLE_INTERVAL
 
@@ -361,7 +359,7 @@ def run_until_shutdown() -> str:
         signalled.append(name)
         _core.stop_pump(name)
         _core.interrupt_running(name)  # again every ~75 ms while it runs (code that catches this)
-        if commands.running or not first:
+        if inflight.count() or not first:
             raise KeyboardInterrupt(name)  # break the running command; the pump then returns
 
     previous = {}
@@ -380,7 +378,7 @@ def run_until_shutdown() -> str:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         _to_stopping()
         try:
-            _core.stop_service(2.0)
+            _core.stop_service()
             _core.set_dispatcher(None)
         except Exception:
             traceback.print_exc()
@@ -404,6 +402,6 @@ def _hook_exit() -> None:
 def _at_exit() -> None:
     # Threads still running at interpreter shutdown can crash or hang Blender; bounded wait.
     try:
-        _core.shutdown(2.0)
+        _core.shutdown()
     except Exception:
         pass

@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 import bpy
 
-from . import _core, blender, logs, registry, router, runtime
-from .config import SERVE_ENV, SERVE_ERROR, SERVE_READY
+from . import _core, blender, config, logs, router, runtime
+from .config import SERVE_ERROR, SERVE_READY
+from .handlers import registry
 
 __all__ = ["ROUTER_SETTINGS", "ServeError", "child_main", "serve"]
 
@@ -56,7 +57,7 @@ def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str |
     logs.setup()
     if settings.get("blender_mcp_addon"):
         # Before the service starts: the first blender-mcp request already finds the add-on.
-        from . import blender_mcp
+        from .handlers import blender_mcp
 
         try:
             blender_mcp.load_addon(settings["blender_mcp_addon"])
@@ -118,7 +119,7 @@ def _start_mcp_http(spec: str, host: str, port: int):
     """`blendwire mcp --http SPEC` in this process, for the service just started on host:port."""
     global _mcp_http
     # An unspecified bind (0.0.0.0, ::) is reached on loopback: the core's rule.
-    _mcp_http = _core.McpServer(host, port, token=os.environ.get("BLENDWIRE_TOKEN") or None, stdio=False, http=spec)
+    _mcp_http = _core.McpServer(host, port, token=config.env_token(), stdio=False, http=spec)
     return _mcp_http
 
 
@@ -202,7 +203,7 @@ def _emit(marker: str, payload: dict) -> None:
 
 def child_main() -> None:
     """The bootstrap of the Blender child of `blendwire serve`."""
-    settings = json.loads(os.environ.get(SERVE_ENV) or "{}")
+    settings = config.serve_settings()
     try:
         status = serve(settings, lambda info: _emit(SERVE_READY, info))
     except ServeError as e:

@@ -1,4 +1,4 @@
-"""blender-mcp's command table (`blendwire.blender_mcp.dispatch`), inside Blender.
+"""blender-mcp's command table (`blendwire.handlers.blender_mcp.dispatch`), inside Blender.
 
 Without the add-on: blendwire's own answers in the add-on's result shapes (core commands, status and
 version commands, unknown commands). With each real add-on file, the bundled `addon.py` of
@@ -16,7 +16,8 @@ import sys
 import bpy
 import pytest
 from blender_util import socket_count, thread_count
-from blendwire import blender_mcp, commands
+from blendwire.handlers import blender_mcp
+from blendwire.handlers import code as code_runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENVS = {"blender-mcp==1.9.4": ".venv-blender-mcp", "mcp-for-blender==2.2.4": ".venv-mcp-for-blender"}
@@ -61,15 +62,15 @@ def cube():
 
 @pytest.fixture
 def runner_calls(monkeypatch):
-    """Every code run goes through commands._run_code (blendwire's runner)."""
+    """Every code run goes through code.run_code (blendwire's runner)."""
     seen = []
-    real = commands._run_code
+    real = code_runner.run_code
 
     def spy(code):
         seen.append(code)
         return real(code)
 
-    monkeypatch.setattr(commands, "_run_code", spy)
+    monkeypatch.setattr(code_runner, "run_code", spy)
     return seen
 
 

@@ -2,10 +2,11 @@
 //! timers) and `pump` (-b, bpy).
 
 use super::errors;
+use crate::bridge::JobResult;
 use crate::core::{Core, Dispatcher, Source};
+use crate::defaults;
 use crate::error::JobError;
 use crate::logbuffer;
-use crate::queue::JobResult;
 use crate::settings;
 use crate::shutdown::StopReason;
 use parking_lot::Mutex;
@@ -45,8 +46,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(report_progress, m)?)?;
     m.add_function(wrap_pyfunction!(job_streams, m)?)?;
     m.add_class::<JobOutput>()?;
-    m.add("INTERRUPT_SIGNAL", crate::supervisor::INTERRUPT_SIGNAL)?;
-    m.add("PENDING_KEY", crate::queue::PENDING_KEY)?;
+    m.add("INTERRUPT_SIGNAL", crate::bridge::interrupter::INTERRUPT_SIGNAL)?;
+    m.add("PENDING_KEY", crate::bridge::pending::PENDING_KEY)?;
     Ok(())
 }
 
@@ -68,7 +69,7 @@ fn set_router_dispatcher(fn_: Option<Py<PyAny>>) {
 #[pyfunction]
 #[pyo3(signature = (budget_ms = None))]
 fn tick(py: Python<'_>, budget_ms: Option<f64>) -> PyResult<usize> {
-    let budget_ms = budget_ms.unwrap_or(settings::DEFAULT_TICK_BUDGET_MS);
+    let budget_ms = budget_ms.unwrap_or(defaults::DEFAULT_TICK_BUDGET_MS);
     let budget = Duration::from_secs_f64(if budget_ms.is_finite() {
         budget_ms.max(0.0) / 1000.0
     } else {
@@ -121,7 +122,7 @@ fn take_stop_request() -> Option<String> {
 fn set_queue_capacity(capacity: Option<i64>) -> PyResult<()> {
     let capacity = match capacity {
         Some(c) => settings::queue_capacity(c).map_err(|rule| errors::setting("queue_capacity", rule))?,
-        None => settings::DEFAULT_QUEUE_CAPACITY,
+        None => defaults::DEFAULT_QUEUE_CAPACITY,
     };
     core().bridge().set_capacity(capacity);
     Ok(())
@@ -140,7 +141,11 @@ fn set_log_level(level: &Bound<'_, PyAny>) -> PyResult<&'static str> {
 /// jobs past their deadline (or running at a stop) may be interrupted with it; False: never signal.
 #[pyfunction]
 fn enable_interrupts(on: bool) {
-    let signal = if on { crate::supervisor::INTERRUPT_SIGNAL } else { 0 };
+    let signal = if on {
+        crate::bridge::interrupter::INTERRUPT_SIGNAL
+    } else {
+        0
+    };
     core().bridge().main.set_signal(signal);
 }
 
@@ -165,7 +170,7 @@ fn interrupt_running(reason: &str) {
 #[pyo3(signature = (fraction = None, message = None))]
 fn report_progress(fraction: Option<f64>, message: Option<String>) -> PyResult<bool> {
     let fraction = fraction
-        .map(crate::progress::fraction)
+        .map(crate::bridge::progress::fraction)
         .transpose()
         .map_err(errors::invalid)?;
     let Some(progress) = core().bridge().main.progress() else {
@@ -186,7 +191,7 @@ fn job_streams() -> bool {
 #[pyclass(module = "blendwire._core", frozen)]
 struct JobOutput {
     text: Mutex<String>,
-    progress: Option<std::sync::Arc<crate::progress::Progress>>,
+    progress: Option<std::sync::Arc<crate::bridge::progress::Progress>>,
 }
 
 #[pymethods]

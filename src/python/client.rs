@@ -2,6 +2,7 @@
 
 use super::{errors, seconds_or};
 use crate::client::{self, Client, Event, Flow, ResponseError};
+use crate::defaults;
 use crate::settings;
 use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
@@ -48,7 +49,7 @@ fn command_bytes(client: &Client, r#type: &str, params: Option<&Bound<'_, PyAny>
 
 /// A request id given by the caller, under the service's rule for ids.
 fn request_id(id: &Bound<'_, PyAny>) -> PyResult<Value> {
-    crate::protocol::check_id(to_json(id, "job_id")?).map_err(|e| errors::invalid(e.to_string()))
+    crate::wire::protocol::check_id(to_json(id, "job_id")?).map_err(|e| errors::invalid(e.to_string()))
 }
 
 /// Removes a call's id from the in-flight list when the call ends, however it ends.
@@ -108,7 +109,7 @@ impl PyClient {
                 // Cancelled here: the job's own answer (`cancelled`) normally follows at once; a
                 // job in a long C call is left to the service and this connection dropped.
                 let _ = self.inner.cancel(&id);
-                Flow::GiveUpAt(Instant::now() + crate::supervisor::GRACE)
+                Flow::GiveUpAt(Instant::now() + crate::defaults::INTERRUPT_GRACE)
             })
         });
         if let Some(e) = raised {
@@ -129,15 +130,15 @@ impl PyClient {
         connect_timeout: Option<f64>,
         token: Option<String>,
     ) -> PyResult<Self> {
-        let host = host.unwrap_or_else(|| settings::DEFAULT_HOST.to_string());
-        let port = port.map_or(Ok(settings::DEFAULT_PORT), |p| {
+        let host = host.unwrap_or_else(|| defaults::DEFAULT_HOST.to_string());
+        let port = port.map_or(Ok(defaults::DEFAULT_PORT), |p| {
             settings::client_port(p).map_err(|rule| errors::setting("port", rule))
         })?;
-        let timeout = seconds_or("timeout", timeout, settings::DEFAULT_CLIENT_TIMEOUT)?;
+        let timeout = seconds_or("timeout", timeout, defaults::DEFAULT_CLIENT_TIMEOUT)?;
         let connect_timeout = seconds_or(
             "connect_timeout",
             connect_timeout,
-            settings::DEFAULT_CLIENT_CONNECT_TIMEOUT,
+            defaults::DEFAULT_CLIENT_CONNECT_TIMEOUT,
         )?;
         Ok(PyClient {
             inner: Client::new(&host, port, timeout, connect_timeout).with_token(token),

@@ -131,13 +131,13 @@ pub fn is_interrupted(py: Python<'_>, err: &PyErr) -> bool {
 
 /// An `Interrupted` out of a handler → the job's `interrupted` error: what ran, for how long, why,
 /// and the last frames of where it was.
-pub fn interrupted(py: Python<'_>, err: &PyErr, running: Option<&crate::supervisor::Running>) -> JobError {
+pub fn interrupted(py: Python<'_>, err: &PyErr, running: Option<&crate::bridge::running::Running>) -> JobError {
     let frames = last_frames(py, err).unwrap_or_else(|_| "(unavailable)".into());
     let (command, (after, why)) = match running {
         Some(r) => (r.command.clone(), r.describe()),
         None => ("the job".into(), (std::time::Duration::ZERO, "interrupted".into())),
     };
-    if running.is_some_and(|r| r.cause == Some(crate::supervisor::Cause::Cancel)) {
+    if running.is_some_and(|r| r.cause == Some(crate::bridge::running::Cause::Cancel)) {
         return JobError::CancelledRunning { command, after, frames };
     }
     JobError::Interrupted {

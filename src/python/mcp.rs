@@ -2,6 +2,7 @@
 //! and `check_mcp_http` (the `--http` rules, before anything starts).
 
 use super::{errors, seconds_or};
+use crate::defaults;
 use crate::mcp::{http, Blenders, HttpConfig, McpConfig, McpServer, Transports};
 use crate::settings;
 use pyo3::exceptions::PyRuntimeError;
@@ -60,17 +61,17 @@ impl PyMcpServer {
         let blenders = match (host, port) {
             (None, None) => Blenders::Announced,
             (host, port) => Blenders::One {
-                host: host.unwrap_or_else(|| settings::DEFAULT_HOST.to_string()),
-                port: port.unwrap_or(settings::DEFAULT_PORT),
+                host: host.unwrap_or_else(|| defaults::DEFAULT_HOST.to_string()),
+                port: port.unwrap_or(defaults::DEFAULT_PORT),
             },
         };
         let config = McpConfig {
             blenders,
-            timeout: seconds_or("timeout", timeout, settings::DEFAULT_MCP_TIMEOUT)?,
+            timeout: seconds_or("timeout", timeout, defaults::DEFAULT_MCP_TIMEOUT)?,
             connect_timeout: seconds_or(
                 "connect_timeout",
                 connect_timeout,
-                settings::DEFAULT_MCP_CONNECT_TIMEOUT,
+                defaults::DEFAULT_MCP_CONNECT_TIMEOUT,
             )?,
             token: token.clone(),
         };

@@ -3,7 +3,7 @@
 use super::bridge::{core, emit_logs};
 use super::{errors, seconds_or};
 use crate::core::RouterStartError;
-use crate::settings::DEFAULT_STOP_TIMEOUT;
+use crate::defaults::DEFAULT_STOP_TIMEOUT;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 

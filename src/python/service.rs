@@ -4,7 +4,7 @@ use super::bridge::{core, emit_logs};
 use super::errors;
 use super::seconds_or;
 use crate::core::WatchError;
-use crate::settings::DEFAULT_STOP_TIMEOUT;
+use crate::defaults::DEFAULT_STOP_TIMEOUT;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pythonize::pythonize;

@@ -158,7 +158,7 @@ fn check_router_settings(url: String, settings: Option<&Bound<'_, PyDict>>) -> P
 
 #[pyfunction]
 fn check_engine_url(url: &str) -> Option<String> {
-    settings::engine_url(url).err()
+    crate::router::url::engine_url(url).err()
 }
 
 /// The CA-file rule's text for `path` (None: fine, or empty), as `check_engine_url` for the URL.
@@ -169,7 +169,7 @@ fn check_ca_file(path: &str) -> Option<String> {
 
 #[pyfunction]
 fn is_loopback(host: &str) -> bool {
-    settings::is_loopback(host)
+    crate::addr::is_loopback(host)
 }
 
 #[pyfunction]

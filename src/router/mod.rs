@@ -5,19 +5,33 @@
 //! attempts in a row the watchdog arms; a successful connect disarms it; when it fires the bridge
 //! is asked to stop with reason "watchdog" and the Blender side saves and quits.
 //! Commands become main-thread jobs; their replies wait in a bounded outbox while disconnected.
+//!
+//! Here: the config, the state every task shares ([`Shared`]: status, main-thread calls, auth) and
+//! the [`Router`] handle. `manager` runs the connection state machine, `session` one connection,
+//! `job` a command; `commands`, `reply`, `recent` and `outbox` are the command's data on its way.
 
 pub mod commands;
+mod job;
+pub mod manager;
+pub mod outbox;
+pub mod recent;
+pub mod reply;
 pub mod session;
 pub mod tls;
+pub mod url;
 
 use crate::backoff::{Backoff, BackoffPolicy};
+use crate::bridge::wait::{AnswerWait, Next};
+use crate::bridge::{Bridge, JobResult, Payload, RouterOp};
 use crate::error::JobError;
 use crate::metrics::Counter;
-use crate::queue::{Bridge, JobResult, Payload, RouterOp};
-use crate::shutdown::{Controller, Shutdown, StopReason};
-use crate::watchdog::{Watchdog, WatchdogEvent, WatchdogPolicy};
-use commands::{parse_command, Command, Outbox, Recent, Repeat, Reply};
+use crate::shutdown::Controller;
+use crate::watchdog::WatchdogPolicy;
+use commands::parse_command;
+use outbox::Outbox;
 use parking_lot::Mutex;
+use recent::{Recent, Repeat};
+use reply::Reply;
 use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::sync::Arc;
@@ -26,8 +40,6 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Key of the marker a Python handler returns for a command still running (`check_is_finished`).
-pub use crate::queue::PENDING_KEY;
-use crate::queue::{pending_handle, poll_params};
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -59,12 +71,12 @@ pub struct RouterConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        use crate::settings as s;
+        use crate::defaults as s;
         RouterConfig {
             url: s::DEFAULT_ENGINE_URL.into(),
             socketio_path: s::DEFAULT_SOCKETIO_PATH.into(),
             namespace: s::DEFAULT_NAMESPACE.into(),
-            backoff: s::DEFAULT_BACKOFF,
+            backoff: BackoffPolicy::DEFAULT,
             watchdog: WatchdogPolicy::default(),
             handshake_timeout: s::DEFAULT_HANDSHAKE_TIMEOUT,
             auth_timeout: s::DEFAULT_AUTH_TIMEOUT,
@@ -246,33 +258,24 @@ impl Shared {
     }
 
     /// Run a router operation on Blender's main thread and wait for it (asynchronously).
-    /// A job still running at its deadline is interrupted there (`crate::supervisor`); its own
-    /// answer is waited for up to the grace after it.
+    /// Past its deadline, the answer is waited for by the rule of `bridge::wait`.
     pub async fn main_thread(&self, op: RouterOp, params: Map<String, Value>, timeout: Duration) -> JobResult {
         let deadline = std::time::Instant::now() + timeout;
         let payload = Payload::Router { op, params };
         let command = payload.label();
         let mut ticket = self.bridge.submit_from(payload, deadline, None)?;
-        if let Ok(reply) = tokio::time::timeout(timeout, &mut ticket.rx).await {
-            return reply.unwrap_or(Err(JobError::Cancelled));
-        }
-        if !self.bridge.main.is_running(ticket.id) {
-            // It may have ended just now (a job is marked ended after its reply is sent).
-            if let Ok(reply) = ticket.rx.try_recv() {
-                return reply;
+        let mut wait = AnswerWait::new(ticket.id, deadline);
+        // Waited for as durations (on tokio's clock, which tests may pause), not until instants.
+        let mut wait_for = timeout;
+        loop {
+            if let Ok(reply) = tokio::time::timeout(wait_for, &mut ticket.rx).await {
+                return reply.unwrap_or(Err(JobError::Cancelled));
             }
-            return Err(JobError::Timeout {
-                command,
-                after: timeout,
-            });
-        }
-        match tokio::time::timeout(crate::supervisor::GRACE, ticket.rx).await {
-            Ok(reply) => reply.unwrap_or(Err(JobError::Cancelled)),
-            Err(_) => Err(JobError::StillRunning {
-                command,
-                after: timeout,
-                grace: crate::supervisor::GRACE,
-            }),
+            match wait.timed_out(&self.bridge.main, &mut ticket.rx) {
+                Next::Grace(more) => wait_for = more,
+                Next::Answer(reply) => return reply,
+                Next::Missed(missed) => return Err(missed.error(command, timeout)),
+            }
         }
     }
 
@@ -417,7 +420,7 @@ impl Shared {
                         return;
                     }
                 }
-                tokio::spawn(run_command(self.clone(), cmd));
+                tokio::spawn(job::run_command(self.clone(), cmd));
             }
         }
     }
@@ -450,173 +453,6 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-async fn run_command(shared: Arc<Shared>, mut cmd: Command) {
-    log::debug!(
-        "command {}.{} (message_id {})",
-        cmd.addon_id,
-        cmd.command,
-        cmd.message_id
-    );
-    let params = cmd.take_job_params();
-    let mut result = shared
-        .main_thread(RouterOp::Command, params, shared.config.command_timeout)
-        .await;
-    // A handler that returned an object with check_is_finished(): poll it, never blocking.
-    if let Some(handle) = result.as_ref().ok().and_then(pending_handle) {
-        result = poll(&shared, handle).await;
-    }
-    let reply = match result {
-        Ok(data) => {
-            shared.metrics.commands_completed.inc();
-            Reply::completed(&cmd.message_id, &cmd.route, data)
-        }
-        Err(e) => {
-            shared.metrics.commands_failed.inc();
-            let code = match &e {
-                JobError::Handler { code, .. } => code.as_str(),
-                JobError::NoDispatcher => "NO_HANDLERS",
-                JobError::Unserializable(_) => "UNSERIALIZABLE_RESULT",
-                JobError::Busy { .. } => "BUSY",
-                // The engine knows TIMEOUT; the message says it was interrupted.
-                JobError::Timeout { .. }
-                | JobError::Expired
-                | JobError::Interrupted { .. }
-                | JobError::StillRunning { .. } => "TIMEOUT",
-                JobError::Cancelled | JobError::CancelledQueued { .. } | JobError::CancelledRunning { .. } => {
-                    "CANCELLED"
-                }
-            };
-            if e.never_ran() {
-                // Nothing ran: the engine's repeat of this message_id may run it.
-                shared.recent.lock().forget(&cmd.key());
-            }
-            Reply::failed(&cmd.message_id, &cmd.route, code, &e.to_string())
-        }
-    };
-    shared.recent.lock().answered(&cmd.key(), &reply);
-    shared.queue_reply(reply);
-}
-
-async fn poll(shared: &Shared, handle: Value) -> JobResult {
-    let give_up_at = Instant::now() + shared.config.poll_limit;
-    let params = |cancel: bool| poll_params(&handle, cancel);
-    loop {
-        tokio::time::sleep(shared.config.poll_interval).await;
-        if Instant::now() >= give_up_at {
-            let _ = shared
-                .main_thread(RouterOp::Poll, params(true), shared.config.auth_timeout)
-                .await;
-            return Err(JobError::Handler {
-                code: "TIMEOUT".into(),
-                message: format!(
-                    "the command did not finish within {} s",
-                    shared.config.poll_limit.as_secs()
-                ),
-            });
-        }
-        let r = shared
-            .main_thread(RouterOp::Poll, params(false), shared.config.command_timeout)
-            .await?;
-        if pending_handle(&r).is_none() {
-            return Ok(r);
-        }
-    }
-}
-
-/// Sleeps until the watchdog fires, logging the countdown each whole minute; never returns while
-/// the watchdog is not armed.
-async fn watchdog_expiry(w: &mut Watchdog, url: &str) {
-    loop {
-        let Some(wake) = w.next_wake(Instant::now()) else {
-            return std::future::pending().await;
-        };
-        tokio::time::sleep_until(wake).await;
-        if w.check_fire(Instant::now()) {
-            return;
-        }
-        if let Some(left) = w.time_left(Instant::now()) {
-            log::warn!(
-                "watchdog: still no connection to {url}; saving and quitting in {} s",
-                left.as_secs()
-            );
-        }
-    }
-}
-
-/// The connection state machine. Returns when stopped or when the watchdog fired.
-pub async fn run_manager<C: Connector>(connector: C, shared: Arc<Shared>, mut stop: Shutdown) {
-    let url = shared.config.url.clone();
-    let mut backoff = Backoff::new(shared.config.backoff);
-    let mut watchdog = Watchdog::new(shared.config.watchdog);
-    let mut attempt = 0u32;
-    let fired = 'outer: loop {
-        attempt += 1;
-        shared.metrics.attempts.inc();
-        shared.set_state(ConnState::Connecting { attempt });
-        let outcome = tokio::select! {
-            outcome = async {
-                match shared.auth().await {
-                    Ok(auth) => connector.connect(auth).await,
-                    Err(e) => Err(e),
-                }
-            } => outcome,
-            _ = stop.signalled() => break 'outer false,
-            _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
-        };
-        match outcome {
-            Ok(link) => {
-                log::info!("connected to {url} (namespace {})", shared.config.namespace);
-                attempt = 0;
-                backoff.reset();
-                if watchdog.on_connected() == Some(WatchdogEvent::Disarmed) {
-                    log::info!("watchdog disarmed: reconnected to {url}");
-                }
-                *shared.watchdog_fires_at.lock() = None;
-                *shared.consecutive_failures.lock() = 0;
-                shared.metrics.connects.inc();
-                shared.set_state(ConnState::Connected { since: Instant::now() });
-                let end = tokio::select! {
-                    end = link.run(shared.clone()) => end,
-                    _ = stop.signalled() => break 'outer false,
-                };
-                log::warn!("lost the connection to {url}: {end}; reconnecting");
-                *shared.last_error.lock() = Some(end.to_string());
-            }
-            Err(e) => {
-                log::warn!("connect attempt {attempt} to {url} failed: {e}");
-                *shared.last_error.lock() = Some(e.to_string());
-                if let Some(WatchdogEvent::Armed { left }) = watchdog.on_failure(Instant::now()) {
-                    log::warn!(
-                        "watchdog armed after {} failed attempts: saving the .blend file and quitting in {} s unless {url} comes back",
-                        watchdog.consecutive_failures(),
-                        left.as_secs()
-                    );
-                }
-                *shared.watchdog_fires_at.lock() = watchdog.fires_at();
-                *shared.consecutive_failures.lock() = watchdog.consecutive_failures();
-            }
-        }
-        let delay = backoff.next_delay();
-        shared.set_state(ConnState::Backoff {
-            attempt,
-            retry_at: Instant::now() + delay,
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.signalled() => break 'outer false,
-            _ = watchdog_expiry(&mut watchdog, &url) => break 'outer true,
-        }
-    };
-    if fired {
-        log::error!("watchdog fired: no connection to {url}; saving the .blend file and closing Blender");
-        shared.set_state(ConnState::GaveUp);
-        *shared.watchdog_fires_at.lock() = None;
-        shared.bridge.request_stop(StopReason::Watchdog);
-    } else {
-        shared.set_state(ConnState::Stopped);
-    }
-}
-
 /// A running router: its own I/O thread, stopped on drop.
 pub struct Router {
     runtime: Option<tokio::runtime::Runtime>,
@@ -626,7 +462,7 @@ pub struct Router {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    /// `why` is a rule text of `settings::engine_url` (it names the URL).
+    /// `why` is a rule text of `url::engine_url` (it names the URL).
     #[error("engine URL {why}")]
     BadUrl { url: String, why: String },
     #[error("ca_file {0}")]
@@ -647,7 +483,7 @@ impl Router {
         let shared = Shared::new(config, bridge);
         let stop = Controller::new();
         if let Some(handle) = stop.handle() {
-            runtime.spawn(run_manager(connector, shared.clone(), handle));
+            runtime.spawn(manager::run_manager(connector, shared.clone(), handle));
         }
         Ok(Router {
             runtime: Some(runtime),
@@ -677,6 +513,6 @@ impl Router {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        self.stop_inner(crate::settings::DEFAULT_STOP_TIMEOUT);
+        self.stop_inner(crate::defaults::DEFAULT_STOP_TIMEOUT);
     }
 }

@@ -4,8 +4,8 @@
 //! is what lets the manager see every drop at once and own every retry.
 
 use super::{tls, ConnectError, Connector, Link, LinkEnd, RouterConfig, RouterError, Shared};
-use crate::encode;
 use crate::socketio::{self, Packet};
+use crate::wire::encode;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub fn websocket_url(base: &str, path: &str) -> Result<String, RouterError> {
 
 impl WsConnector {
     pub fn new(config: &RouterConfig) -> Result<Self, RouterError> {
-        crate::settings::require_engine_url(&config.url)?;
+        super::url::require_engine_url(&config.url)?;
         let ws_url = websocket_url(&config.url, &config.socketio_path)?;
         let tls = if ws_url.starts_with("wss://") {
             Some(tls::client_config(config.ca_file.as_deref())?)
@@ -57,7 +57,7 @@ impl WsConnector {
             None
         };
         Ok(WsConnector {
-            host: crate::settings::url_host(&config.url).to_string(),
+            host: super::url::url_host(&config.url).to_string(),
             ws_url,
             tls,
             namespace: config.namespace.clone(),
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn hosts() {
-        use crate::settings::url_host;
+        use crate::router::url::url_host;
         assert_eq!(url_host("https://engine.example:8443/base"), "engine.example");
         assert_eq!(url_host("wss://u:p@127.0.0.1/ws/"), "127.0.0.1");
         assert_eq!(url_host("https://[::1]:8443"), "::1");

@@ -2,12 +2,12 @@
 //! and written together within the write timeout.
 
 use super::Ctx;
+use crate::bridge::progress::Progress;
+use crate::bridge::JobResult;
 use crate::error::{JobError, RequestError};
-use crate::framing::Decoder;
-use crate::progress::Progress;
-use crate::protocol;
-use crate::queue::JobResult;
 use crate::shutdown::Shutdown;
+use crate::wire::framing::Decoder;
+use crate::wire::protocol;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -212,7 +212,7 @@ impl Connection {
                             return Waited::ClientGone;
                         }
                     }
-                    next_progress = Instant::now() + crate::progress::MIN_INTERVAL;
+                    next_progress = Instant::now() + crate::bridge::progress::MIN_INTERVAL;
                 }
             }
         }
@@ -221,7 +221,7 @@ impl Connection {
     /// Serialise one answer into the output buffer (counting errors by code).
     pub(super) fn encode(&mut self, response: &Value) {
         self.count_error(response);
-        crate::encode::write_value(&mut self.out, response);
+        crate::wire::encode::write_value(&mut self.out, response);
     }
 
     fn count_error(&self, response: &Value) {
@@ -236,7 +236,7 @@ impl Connection {
     pub(super) fn encode_lab(&mut self, response: &Value) {
         self.count_error(response);
         let mut utf8 = Vec::new();
-        crate::encode::write_value(&mut utf8, response);
+        crate::wire::encode::write_value(&mut utf8, response);
         ascii_escape(&utf8, &mut self.out);
         self.out.push(0);
     }

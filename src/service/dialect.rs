@@ -5,9 +5,9 @@
 
 use super::connection::{Connection, Read};
 use super::{lab, pipeline};
+use crate::defaults::LAB_READ_TIMEOUT;
 use crate::error::RequestError;
-use crate::protocol::Dialect;
-use crate::settings::LAB_READ_TIMEOUT;
+use crate::wire::protocol::Dialect;
 use serde_json::Value;
 use std::time::Instant;
 

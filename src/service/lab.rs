@@ -5,11 +5,13 @@
 //! hour passes. One NUL-terminated answer, then the connection closes.
 
 use super::connection::Connection;
-use super::pipeline::{self, Job, Shape};
+use super::job::{self, Job, Shape};
+use super::route;
+use crate::bridge::pending::{self, Asked, Asker, Polled};
+use crate::bridge::Payload;
+use crate::defaults::{DEFAULT_POLL_INTERVAL, DEFAULT_POLL_LIMIT, LAB_MAX_REQUEST_BYTES};
 use crate::error::RequestError;
-use crate::protocol::{self, Dialect};
-use crate::queue::{pending_handle, poll_params, Payload};
-use crate::settings::{DEFAULT_POLL_INTERVAL, DEFAULT_POLL_LIMIT, LAB_MAX_REQUEST_BYTES};
+use crate::wire::protocol::{self, Dialect};
 use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 
@@ -52,7 +54,7 @@ async fn answer(conn: &mut Connection, request: Value) -> Option<Value> {
             conn.decoder().last_frame_len()
         )));
     }
-    if let Err(e) = pipeline::authorize(&conn.ctx, &request) {
+    if let Err(e) = route::authorize(&conn.ctx, &request) {
         return Some(e);
     }
     let params = match check(request) {
@@ -65,29 +67,58 @@ async fn answer(conn: &mut Connection, request: Value) -> Option<Value> {
         Ok(job) => job,
         Err(refused) => return Some(refused),
     };
-    let mut answer = job.answer_of(conn).await?;
+    let answer = job.answer_of(conn).await?;
     // Deferred: the code left check_is_finished(); ask again each poll interval.
-    while let Some(handle) = pending_handle(&answer) {
-        if started.elapsed() >= DEFAULT_POLL_LIMIT || !conn.idle_until(Instant::now() + DEFAULT_POLL_INTERVAL).await {
-            // Gone or given up: the main thread drops the deferred code.
-            if let Ok(job) = submit(conn, "poll", poll_params(&handle, true), None) {
-                job.detach();
-            }
-            if started.elapsed() < DEFAULT_POLL_LIMIT {
-                return None;
-            }
-            return Some(error(format!(
-                "check_is_finished did not return a result within {} s",
-                DEFAULT_POLL_LIMIT.as_secs()
-            )));
-        }
-        let job = match submit(conn, "poll", poll_params(&handle, false), request_id.clone()) {
-            Ok(job) => job,
-            Err(refused) => return Some(refused),
-        };
-        answer = job.answer_of(conn).await?;
+    let mut asker = LabAsker {
+        conn,
+        request_id,
+        started,
+    };
+    match pending::poll(&mut asker, answer, DEFAULT_POLL_INTERVAL).await {
+        Polled::Answer(answer) | Polled::Failed(answer) => Some(answer),
+        Polled::Gone => None,
+        Polled::GaveUp => Some(error(format!(
+            "check_is_finished did not return a result within {} s",
+            DEFAULT_POLL_LIMIT.as_secs()
+        ))),
     }
-    Some(answer)
+}
+
+/// A deferred answer, asked for on the client's connection (`bridge::pending`); a refused poll
+/// job's answer (`busy`, ...) is the client's answer.
+struct LabAsker<'a> {
+    conn: &'a mut Connection,
+    request_id: Option<Value>,
+    started: Instant,
+}
+
+impl Asker for LabAsker<'_> {
+    type Error = Value;
+
+    async fn wait(&mut self, interval: Duration) -> bool {
+        self.conn.idle_until(Instant::now() + interval).await
+    }
+
+    fn past_limit(&self) -> bool {
+        self.started.elapsed() >= DEFAULT_POLL_LIMIT
+    }
+
+    async fn ask(&mut self, params: Map<String, Value>) -> Asked<Value> {
+        match submit(self.conn, "poll", params, self.request_id.clone()) {
+            Ok(job) => match job.answer_of(self.conn).await {
+                Some(answer) => Asked::Answer(answer),
+                None => Asked::Gone,
+            },
+            Err(refused) => Asked::Failed(refused),
+        }
+    }
+
+    /// The main thread drops the deferred code; nobody waits for that job's answer.
+    async fn give_up(&mut self, params: Map<String, Value>) {
+        if let Ok(job) = submit(self.conn, "poll", params, None) {
+            job.detach();
+        }
+    }
 }
 
 /// Blender Lab's request rules: `type` must be `execute`, `code` a string, `strict_json` a bool;
@@ -135,6 +166,6 @@ fn submit(conn: &Connection, op: &str, params: Map<String, Value>, request_id: O
         params,
     };
     let wait: Duration = conn.ctx.default_timeout;
-    pipeline::submit(&conn.ctx, payload, wait, conn.peer(), request_id, false, Shape::Whole)
+    job::submit(&conn.ctx, payload, wait, conn.peer(), request_id, false, Shape::Whole)
         .map_err(|e| protocol::job_error(&e))
 }

@@ -4,8 +4,8 @@
 use super::connection::Connection;
 use super::{dialect, pipeline, Ctx};
 use crate::error::RequestError;
-use crate::protocol;
 use crate::shutdown::Shutdown;
+use crate::wire::protocol;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -58,7 +58,7 @@ async fn refuse(mut stream: TcpStream, ctx: Arc<Ctx>, _shutdown: Shutdown) {
     };
     ctx.metrics.errors.inc(e.wire_code());
     let mut out = Vec::new();
-    crate::encode::write_value(&mut out, &protocol::request_error(&e));
+    crate::wire::encode::write_value(&mut out, &protocol::request_error(&e));
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
 }

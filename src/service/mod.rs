@@ -1,7 +1,8 @@
 //! The BLD-Remote-compatible TCP command service, one module per step of a request:
 //! `listener` accepts (and refuses beyond the connection limit), `connection` turns bytes into
-//! frames and answers into bytes (with the size limit and both timeouts), `pipeline` queues a
-//! connection's requests for the main thread and answers them in request order.
+//! frames and answers into bytes (with the size limit and both timeouts), `pipeline` keeps a
+//! connection's requests in request order, `route` answers what the service answers itself and
+//! makes the rest main-thread jobs, `job` waits for a job's answer.
 //!
 //! A second listener (`mcp_addon_port`) speaks the MCP add-ons' protocols with the same limits,
 //! token, queue and deadlines: `dialect` tells a connection's protocol apart by its framing;
@@ -9,26 +10,24 @@
 
 mod connection;
 mod dialect;
+mod job;
 mod lab;
 mod listener;
 mod pipeline;
+mod route;
 
+use crate::bridge::Bridge;
 use crate::error::ServiceError;
-use crate::framing::Limits;
 use crate::metrics::ServiceMetrics;
-use crate::protocol::{Dialect, CANCEL, SERVER_SHUTDOWN};
-use crate::queue::Bridge;
 use crate::shutdown::{Controller, StopFlag, StopReason};
+use crate::wire::framing::Limits;
+use crate::wire::protocol::{Dialect, CANCEL, SERVER_SHUTDOWN};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-
-pub use crate::settings::DEFAULT_PORT;
-pub(crate) use pipeline::constant_time_eq;
-pub use pipeline::PIPELINE_DEPTH;
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -65,7 +64,7 @@ impl std::fmt::Debug for StatusSource {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        use crate::settings as s;
+        use crate::defaults as s;
         ServiceConfig {
             host: s::DEFAULT_HOST.into(),
             port: s::DEFAULT_PORT,
@@ -208,8 +207,8 @@ impl Service {
             detail,
         })?;
         // execute_code is arbitrary code execution: off loopback, only with a token. The rule is
-        // `settings::host`, applied to the address as bound (a name may resolve to loopback).
-        if !addr.ip().is_loopback() && crate::settings::host(&config.host, config.token.as_deref()).is_err() {
+        // `addr::host_rule`, applied to the address as bound (a name may resolve to loopback).
+        if !addr.ip().is_loopback() && crate::addr::host_rule(&config.host, config.token.as_deref()).is_err() {
             return Err(ServiceError::InsecureHost {
                 host: config.host.clone(),
             });
@@ -363,6 +362,6 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self.stop_inner(crate::settings::DEFAULT_STOP_TIMEOUT);
+        self.stop_inner(crate::defaults::DEFAULT_STOP_TIMEOUT);
     }
 }

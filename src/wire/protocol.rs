@@ -4,8 +4,7 @@ use crate::error::{JobError, RequestError};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
-/// Longest server-side wait a client may ask for with `params._timeout_seconds` (as BLD Remote MCP).
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+use crate::defaults::MAX_TIMEOUT;
 
 /// The command the service answers itself, without the main thread.
 pub const SERVER_SHUTDOWN: &str = "server_shutdown";
@@ -91,8 +90,17 @@ pub fn check_id(id: Value) -> Result<Value, RequestError> {
         _ => Err(RequestError::Invalid(format!(
             "\"id\" must be a non-empty string of up to {MAX_ID_CHARS} characters or an integer naming the job, \
              e.g. \"id\": \"render-1\"; got {}",
-            crate::client::excerpt(&id, 60)
+            excerpt(&id, 60)
         ))),
+    }
+}
+
+/// The first `n` characters of `v` as JSON, for messages about an unexpected response.
+pub fn excerpt(v: &Value, n: usize) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(n) {
+        Some((i, _)) => text[..i].to_string(),
+        None => text,
     }
 }
 

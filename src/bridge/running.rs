@@ -1,37 +1,19 @@
-//! What Blender's main thread is doing, and the interrupter that stops a job at its deadline.
+//! What Blender's main thread is doing: the running job, and the requests to interrupt it.
 //!
 //! `Bridge::run` marks a job running (`begin`) and done (`end`) on the main thread; any thread
-//! reads it under a tiny lock (`snapshot`), so a status never waits for the main thread.
-//!
-//! The interrupter is one std thread (started with the first job) that sleeps until the running
-//! job's deadline, then sends the main thread a signal (`pthread_kill`, [`INTERRUPT_SIGNAL`]) every
-//! [`REPEAT`] while that same job still runs. The Python handler the runtime installs for it asks
-//! [`MainThread::pending_message`] and raises `blendwire.errors.Interrupted` in the job: between
-//! bytecodes for a busy loop, and out of `time.sleep` (which returns EINTR and runs handlers). The
-//! interrupter never takes the GIL, so a job stuck in a long C call holding it cannot block it, and
-//! it never touches an interpreter that is finalising. A stop (`Bridge::request_stop` from another
-//! thread) interrupts the running job at once, the same way.
+//! reads it under a tiny lock (`snapshot`), so a status never waits for the main thread. A
+//! deadline, a cancel or a stop sets the job's [`Cause`]; the interrupter
+//! (`bridge::interrupter`, started with the first job) delivers it. The Python handler the
+//! runtime installs asks [`MainThread::pending_message`] and raises `blendwire.errors.Interrupted`
+//! in the job.
 
+use super::progress::Progress;
 use crate::error::fmt_secs;
-use crate::progress::Progress;
 use parking_lot::{Condvar, Mutex};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-/// How often an interrupt is sent again while the same job still runs (code that catches
-/// BaseException and carries on gets another one).
-pub const REPEAT: Duration = Duration::from_millis(75);
-
-/// After a running job's deadline, how long its caller waits for the job's own answer (the
-/// interrupt's `interrupted` error) before it is answered `timeout`: a job in a long C call only
-/// sees the interrupt when control returns to Python.
-pub const GRACE: Duration = crate::settings::INTERRUPT_GRACE;
-
-/// SIGUSR2: neither Blender nor Python use it (Blender handles SIGSEGV/SIGABRT/SIGINT/SIGTERM,
-/// the runtime SIGINT/SIGTERM).
-pub const INTERRUPT_SIGNAL: i32 = libc::SIGUSR2;
 
 /// Why a running job is interrupted. A stop outranks a cancel, which outranks the deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +70,7 @@ pub struct Running {
     pub cause: Option<Cause>,
     pub interrupts_sent: u32,
     /// The thread running it (pthread_t), where the signal goes.
-    thread: libc::pthread_t,
+    pub(super) thread: libc::pthread_t,
 }
 
 impl Running {
@@ -111,25 +93,25 @@ impl Running {
 }
 
 /// To the nearest millisecond: a deadline counted from the queueing shows as the wait asked for.
-fn round_ms(d: Duration) -> Duration {
+pub(super) fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(((d.as_micros() + 500) / 1000) as u64)
 }
 
 #[derive(Debug, Default)]
-struct State {
-    running: Option<Running>,
+pub(super) struct State {
+    pub(super) running: Option<Running>,
     /// When the interrupter looks again by itself (None: only when notified). A job that begins
     /// with a later deadline need not wake it, and an ending job never does: a wake-up per job
     /// was most of the machinery's cost on the normal path (benches/bench_interrupt.py).
-    sleeping_until: Option<Instant>,
+    pub(super) sleeping_until: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
-struct Inner {
-    state: Mutex<State>,
-    changed: Condvar,
+pub(super) struct Inner {
+    pub(super) state: Mutex<State>,
+    pub(super) changed: Condvar,
     /// 0: no handler is installed, so no signal is sent (its default action ends the process).
-    signal: AtomicI32,
+    pub(super) signal: AtomicI32,
     ids: AtomicU64,
 }
 
@@ -148,7 +130,8 @@ impl MainThread {
 
     /// Main thread: job `id` starts now.
     pub fn begin(&self, id: u64, command: String, origin: Origin, submitted: Instant, deadline: Instant) {
-        self.interrupter.get_or_init(|| spawn_interrupter(self.inner.clone()));
+        self.interrupter
+            .get_or_init(|| super::interrupter::spawn(self.inner.clone()));
         let mut st = self.inner.state.lock();
         let wake = st.sleeping_until.is_none_or(|t| deadline < t);
         st.running = Some(Running {
@@ -252,38 +235,64 @@ impl MainThread {
     }
 
     /// The `main_thread` object of the status.
-    pub fn snapshot(&self) -> Value {
-        match self.running() {
-            None => json!({"state": "idle"}),
-            Some(r) => {
-                let now = Instant::now();
-                let left = r
-                    .deadline
-                    .checked_duration_since(now)
-                    .map_or_else(|| -(now.duration_since(r.deadline).as_secs_f64()), |d| d.as_secs_f64());
-                let mut s = json!({
-                    "state": "running",
-                    "job": r.id,
-                    "command": r.command,
-                    "client": r.origin.client,
-                    "running_s": r.started.elapsed().as_secs_f64(),
-                    "deadline_in_s": left,
-                    "interrupt_pending": r.interrupt_pending(),
-                    "interrupts_sent": r.interrupts_sent,
-                });
-                if let Some(key) = &r.origin.key {
-                    s["request_id"] = json!(key);
-                }
-                if let Some(cause) = &r.cause {
-                    s["interrupt_cause"] = json!(cause.name());
-                }
-                if let Some((fraction, message)) = r.origin.progress.as_ref().map(|p| p.latest()) {
-                    s["progress"] = json!({"fraction": fraction, "message": message});
-                }
-                s
-            }
-        }
+    pub fn snapshot(&self) -> MainThreadStatus {
+        let Some(r) = self.running() else {
+            return MainThreadStatus::Idle;
+        };
+        let now = Instant::now();
+        let left = r
+            .deadline
+            .checked_duration_since(now)
+            .map_or_else(|| -(now.duration_since(r.deadline).as_secs_f64()), |d| d.as_secs_f64());
+        MainThreadStatus::Running(RunningStatus {
+            job: r.id,
+            running_s: r.started.elapsed().as_secs_f64(),
+            deadline_in_s: left,
+            interrupt_pending: r.interrupt_pending(),
+            interrupts_sent: r.interrupts_sent,
+            request_id: r.origin.key.clone(),
+            interrupt_cause: r.cause.as_ref().map(Cause::name),
+            progress: r.origin.progress.as_ref().map(|p| {
+                let (fraction, message) = p.latest();
+                ProgressStatus { fraction, message }
+            }),
+            command: r.command,
+            client: r.origin.client,
+        })
     }
+}
+
+/// The status's `main_thread` object (docs/protocols.md): `{"state": "idle"}`, or the running job.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum MainThreadStatus {
+    Idle,
+    Running(RunningStatus),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunningStatus {
+    pub job: u64,
+    pub command: String,
+    pub client: Option<String>,
+    pub running_s: f64,
+    /// Negative once the deadline has passed.
+    pub deadline_in_s: f64,
+    pub interrupt_pending: bool,
+    pub interrupts_sent: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupt_cause: Option<&'static str>,
+    /// Only when its client asked for progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressStatus {
+    pub fraction: Option<f64>,
+    pub message: Option<String>,
 }
 
 /// Marks the running job ended when dropped (`Bridge::run` holds it around the job).
@@ -295,62 +304,15 @@ impl Drop for EndOnDrop<'_> {
     }
 }
 
-fn spawn_interrupter(inner: Arc<Inner>) {
-    let spawned = std::thread::Builder::new()
-        .name("blendwire-interrupt".into())
-        .spawn(move || interrupter(&inner));
-    if let Err(e) = spawned {
-        log::error!("cannot start the interrupter thread ({e}): runaway jobs will not be interrupted");
-    }
-}
-
-/// Sleep until the running job's deadline (or a stop), then interrupt it every [`REPEAT`] until
-/// it ends. Never takes the GIL.
-fn interrupter(inner: &Inner) {
-    let mut st = inner.state.lock();
-    loop {
-        let Some(r) = st.running.as_mut() else {
-            st.sleeping_until = None;
-            inner.changed.wait(&mut st);
-            continue;
-        };
-        let now = Instant::now();
-        if r.cause.is_none() && now < r.deadline {
-            let deadline = r.deadline;
-            st.sleeping_until = Some(deadline);
-            inner.changed.wait_until(&mut st, deadline);
-            continue;
-        }
-        if r.cause.is_none() {
-            r.cause = Some(Cause::Deadline);
-            log::warn!(
-                "{} ran past its deadline ({} s): interrupting it",
-                r.command,
-                fmt_secs(round_ms(r.deadline.saturating_duration_since(r.submitted)))
-            );
-        }
-        r.interrupts_sent += 1;
-        let signal = inner.signal.load(Relaxed);
-        if signal != 0 {
-            // SAFETY: the thread is the main thread, which lives as long as the process; a signal
-            // with a Python handler installed only sets a flag there.
-            unsafe { libc::pthread_kill(r.thread, signal) };
-        }
-        let id = r.id;
-        let until = Instant::now() + REPEAT;
-        st.sleeping_until = Some(until);
-        // Wait out the repeat interval unless the job ends (a new job is looked at afresh).
-        while st.running.as_ref().is_some_and(|r| r.id == id) {
-            if inner.changed.wait_until(&mut st, until).timed_out() {
-                break;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    /// The `main_thread` object as the status sends it.
+    fn snapshot(m: &MainThread) -> Value {
+        serde_json::to_value(m.snapshot()).unwrap()
+    }
 
     fn wait(what: &str, mut cond: impl FnMut() -> bool) {
         let until = Instant::now() + Duration::from_secs(10);
@@ -363,7 +325,7 @@ mod tests {
     #[test]
     fn idle_then_running_then_idle() {
         let m = MainThread::default();
-        assert_eq!(m.snapshot()["state"], "idle");
+        assert_eq!(snapshot(&m)["state"], "idle");
         let id = m.next_id();
         let now = Instant::now();
         m.begin(
@@ -376,16 +338,31 @@ mod tests {
             now,
             now + Duration::from_secs(60),
         );
-        let s = m.snapshot();
+        let s = snapshot(&m);
         assert_eq!(
             (s["state"].as_str(), s["command"].as_str()),
             (Some("running"), Some("execute_code"))
         );
         assert_eq!(s["client"], "127.0.0.1:5");
         assert_eq!(s["interrupt_pending"], false);
+        // The documented order; request_id, interrupt_cause and progress only when there is one.
+        let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "state",
+                "job",
+                "command",
+                "client",
+                "running_s",
+                "deadline_in_s",
+                "interrupt_pending",
+                "interrupts_sent"
+            ]
+        );
         assert!(m.is_running(id) && !m.is_running(id + 1));
         m.end();
-        assert_eq!(m.snapshot()["state"], "idle");
+        assert_eq!(snapshot(&m)["state"], "idle");
     }
 
     #[test]
@@ -452,8 +429,8 @@ mod tests {
         assert!(!m.running().unwrap().interrupt_pending());
         assert!(m.cancel("job-7"));
         assert_eq!(m.running().and_then(|r| r.cause), Some(Cause::Cancel));
-        assert_eq!(m.snapshot()["interrupt_cause"], "cancel");
-        assert_eq!(m.snapshot()["request_id"], "job-7");
+        assert_eq!(snapshot(&m)["interrupt_cause"], "cancel");
+        assert_eq!(snapshot(&m)["request_id"], "job-7");
         m.interrupt("SIGTERM");
         assert_eq!(m.running().and_then(|r| r.cause), Some(Cause::Stop("SIGTERM".into())));
         assert!(m.cancel("job-7"), "still running");

@@ -3,21 +3,32 @@
 //! Network threads `submit` and await the reply; the main thread takes jobs with `next_job`
 //! (blocking, for `blender -b`/bpy, called with the GIL released) or `try_next` (GUI timer) and
 //! hands each to `run`, which skips jobs whose client has gone or whose deadline passed.
+//!
+//! Its parts: [`running`] (what the main thread runs now, and the requests to interrupt it),
+//! [`interrupter`] (the thread that delivers them), [`progress`] (a job's reports to its client),
+//! [`wait`] (waiting for an answer past the deadline: the grace, then "still running"),
+//! [`pending`] (answers that come later, asked for again).
+
+pub mod interrupter;
+pub mod pending;
+pub mod progress;
+pub mod running;
+pub mod wait;
 
 use crate::error::JobError;
 use crate::metrics::BridgeMetrics;
-use crate::protocol::Dialect;
 use crate::shutdown::StopReason;
-use crate::supervisor::MainThread;
-pub use crate::supervisor::Origin;
+use crate::wire::protocol::Dialect;
 use parking_lot::{Condvar, Mutex};
+use running::MainThread;
+pub use running::Origin;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-use crate::settings::DEFAULT_QUEUE_CAPACITY;
+use crate::defaults::DEFAULT_QUEUE_CAPACITY;
 
 /// How long a blocking `next_job` keeps polling (yielding its core to anything else runnable)
 /// after the queue runs dry, before it sleeps on the condition variable. A client that sends its
@@ -42,28 +53,6 @@ pub enum Payload {
         name: String,
         params: Map<String, Value>,
     },
-}
-
-/// The marker a main-thread handler answers with when its work goes on after it returned (an
-/// object with `check_is_finished()`): `{PENDING_KEY: handle}`. The I/O side then asks again
-/// with a poll job (`{"handle": ..., "cancel": false}`) until the answer is something else; the
-/// router's commands and Blender Lab's deferred answers work this way.
-pub const PENDING_KEY: &str = "__blendwire_pending__";
-
-/// The handle of a pending answer, if `v` is one.
-pub fn pending_handle(v: &Value) -> Option<Value> {
-    v.as_object()
-        .filter(|o| o.len() == 1)
-        .and_then(|o| o.get(PENDING_KEY))
-        .cloned()
-}
-
-/// The params of a poll job for `handle` (`cancel`: drop it, the waiter gives up).
-pub fn poll_params(handle: &Value, cancel: bool) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("handle".into(), handle.clone());
-    m.insert("cancel".into(), Value::Bool(cancel));
-    m
 }
 
 /// What the router asks of the main thread.
@@ -360,7 +349,7 @@ impl Bridge {
         // not running and no answer yet), or if `exec` panics (the interrupter must never signal
         // a thread that is gone). No Python runs between the two, so a signal sent meanwhile
         // finds the job ended by the time its handler runs.
-        let _running = crate::supervisor::EndOnDrop(&self.main);
+        let _running = running::EndOnDrop(&self.main);
         let result = exec(&job.payload);
         self.metrics.set_last_run_us(started.elapsed().as_micros() as u64);
         self.metrics.latency.record(job.enqueued.elapsed());

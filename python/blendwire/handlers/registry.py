@@ -25,7 +25,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from .errors import CommandError, require_main_thread
+from ..errors import CommandError, require_main_thread
 
 __all__ = [
     "MANIFEST",
@@ -50,7 +50,9 @@ Handler = Callable[..., Any]
 class _Addon:
     __slots__ = ("addon_id", "handlers", "manifest", "module", "name", "source")
 
-    def __init__(self, addon_id: str, name: str, module: ModuleType | None, manifest: dict, handlers: dict, source):
+    def __init__(
+        self, addon_id: str, name: str, module: ModuleType | None, manifest: dict, handlers: dict, source: str | None
+    ):
         self.addon_id, self.name, self.module = addon_id, name, module
         self.manifest, self.handlers, self.source = manifest, handlers, source
 

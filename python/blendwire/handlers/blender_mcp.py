@@ -20,7 +20,7 @@ transport never runs: the auto-start timer, the update check and the load handle
 `register()` schedules are cancelled, and its `BlenderMCPServer` is instantiated (its `__init__`
 only sets fields) and never started, so no socket, thread or timer of its own exists. Its
 `execute_command(command_dict)` is the command table. `execute_code` always runs through
-blendwire's code runner (`commands._run_code`: captured and streamed stdout, interruptible), in the
+blendwire's code runner (`code.run_code`: captured and streamed stdout, interruptible), in the
 add-on's result shape. What an add-on command does on the main thread (asset downloads) is its own.
 """
 
@@ -39,7 +39,11 @@ from typing import Any
 
 import bpy
 
-from . import _core, commands
+from .. import _core
+from . import code as code_runner
+from .inflight import HANDLER
+from .scene import scene_objects
+from .screenshot import get_viewport_screenshot
 
 __all__ = [
     "BUILTIN_COMMANDS",
@@ -99,7 +103,7 @@ def _execute_code(code: str) -> dict[str, Any]:
     """The add-on's execute_code through blendwire's runner: `{"executed": True, "result": stdout}`;
     a failure raises an Exception whose message is the add-on's JSON (exception_type, message,
     traceback)."""
-    out = commands._run_code(code)
+    out = code_runner.run_code(code)
     if out.exit_requested:
         out.error, out.traceback = "sys.exit() ends the sent code only; Blender keeps running", "SystemExit\n"
     if out.error is not None:
@@ -166,7 +170,7 @@ class BlenderMCPServer:
     def get_scene_info(self) -> dict[str, Any]:
         try:
             scene = bpy.context.scene
-            objects = commands.scene_objects(scene, visible=False)
+            objects = scene_objects(scene, visible=False)
             return {
                 "name": scene.name,
                 "object_count": len(scene.objects),
@@ -222,12 +226,14 @@ class BlenderMCPServer:
         matches.sort(key=lambda m: (m[0], m[1]))
         return {"items": [m[2] for m in matches[:limit]], "total": len(matches)}
 
-    def get_viewport_screenshot(self, max_size: int = 800, filepath: str | None = None, format: str = "png"):
+    def get_viewport_screenshot(
+        self, max_size: int = 800, filepath: str | None = None, format: str = "png"
+    ) -> dict[str, Any]:
         if not filepath:
             return {"error": "No filepath provided"}
         try:
             # blendwire's screenshot (the window grab, which the add-on falls back to).
-            result = commands.get_viewport_screenshot({"max_size": max_size, "filepath": filepath, "format": format})
+            result = get_viewport_screenshot({"max_size": max_size, "filepath": filepath, "format": format})
         except Exception as e:
             return {"error": str(e)}
         return {**result, "method": "window_grab"}
@@ -236,7 +242,7 @@ class BlenderMCPServer:
         return _execute_code(code)
 
 
-def _vector(values):
+def _vector(values: Any) -> Any:
     import mathutils  # Blender's; imported here as the add-on does, only for meshes
 
     return mathutils.Vector(values)
@@ -460,8 +466,7 @@ def dispatch(command_type: str, params: Any) -> dict[str, Any]:
     if not isinstance(params, dict):
         return {"status": "error", "message": f"params must be a JSON object, got {type(params).__name__}"}
     host = _current()
-    commands.running += 1  # a signal in -b / the bpy module breaks a running command (runtime)
-    try:
+    with HANDLER:  # a signal in -b / the bpy module breaks a running command (runtime)
         if command_type == "execute_code":
             return _hosted_execute_code(host, params)
         if (
@@ -475,8 +480,6 @@ def dispatch(command_type: str, params: Any) -> dict[str, Any]:
         # The add-on logs every command to stdout ("Executing handler for ..."): not ours to relay.
         with contextlib.redirect_stdout(io.StringIO()):
             return host.server.execute_command({"type": command_type, "params": params})
-    finally:
-        commands.running -= 1
 
 
 # Commands of the add-on that read or write its preferences (`preferences.addons[__name__]`), which

@@ -21,7 +21,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_frame_bytes: crate::settings::DEFAULT_MAX_REQUEST_BYTES,
+            max_frame_bytes: crate::defaults::DEFAULT_MAX_REQUEST_BYTES,
             max_depth: 100,
         }
     }

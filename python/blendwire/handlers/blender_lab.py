@@ -29,12 +29,13 @@ import json
 import math
 import sys
 import traceback
+from typing import Any, Literal, NoReturn
 
 import bpy
 
-from . import _core
-from .commands import captured_output
-from .errors import CommandError
+from .. import _core
+from ..errors import CommandError
+from .code import captured_output
 
 __all__ = ["REFUSED_OPERATORS", "dispatch"]
 
@@ -57,21 +58,21 @@ class _Refused(RuntimeError):
     pass
 
 
-def _exit_refused(*_args, **_kwargs):
+def _exit_refused(*_args: Any, **_kwargs: Any) -> NoReturn:
     raise _Refused("sys.exit() is not allowed in code sent to Blender: it would end Blender")
 
 
 class _Sandbox:
     """While sent code runs: `sys.exit` raises, and the refused operators raise with their reason."""
 
-    def __enter__(self):
+    def __enter__(self) -> _Sandbox:
         self.exit = sys.exit
         sys.exit = _exit_refused
         self.op_class = type(bpy.ops.wm.quit_blender)
         self.call = self.op_class.__call__
         call = self.call
 
-        def guarded(op, *args, **kwargs):
+        def guarded(op: Any, *args: Any, **kwargs: Any) -> Any:
             if getattr(op, "_module", None) == "wm" and getattr(op, "_func", None) in REFUSED_OPERATORS:
                 raise _Refused(
                     f"bpy.ops.wm.{op._func}() is not allowed in code sent to Blender: {REFUSED_OPERATORS[op._func]}"
@@ -81,7 +82,7 @@ class _Sandbox:
         self.op_class.__call__ = guarded
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         sys.exit = self.exit
         self.op_class.__call__ = self.call
         return False
@@ -108,7 +109,7 @@ def _traceback(e: BaseException, skip: int = 1) -> str:
     return "".join(traceback.format_exception(type(e), e, tb))
 
 
-def _jsonable(value, seen=None):
+def _jsonable(value: Any, seen: set[int] | None = None) -> Any:
     """`value` with everything that is not JSON replaced by its repr() (strict_json false)."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
@@ -130,7 +131,7 @@ def _jsonable(value, seen=None):
     return repr(value)
 
 
-def _answer(result, strict_json: bool, stdout: str, stderr: str) -> dict:
+def _answer(result: Any, strict_json: bool, stdout: str, stderr: str) -> dict:
     if not isinstance(result, dict):
         return _error(
             f"'result' must be a dict, got {type(result).__name__}: wrap the value, e.g. result = {{'value': ...}}",
@@ -154,6 +155,7 @@ def _answer(result, strict_json: bool, stdout: str, stderr: str) -> dict:
 def _execute(code: str, strict_json: bool) -> dict:
     namespace = {"__builtins__": builtins, "__name__": "__main__", "result": {}}
     with captured_output() as (stdout, stderr):
+        failed: BaseException | None
         try:
             with _Sandbox():
                 exec(compile(code, "<string>", "exec"), namespace)
@@ -174,7 +176,7 @@ def _execute(code: str, strict_json: bool) -> dict:
     return _answer(namespace.get("result"), strict_json, out, err)
 
 
-def _poll(handle, cancel: bool) -> dict:
+def _poll(handle: Any, cancel: bool) -> dict:
     entry = _Pending.entries.get(handle)
     if entry is None:
         return _error(f"No deferred request {handle!r} (finished or dropped)")

@@ -1,0 +1,171 @@
+//! One request queued for Blender's main thread, and its answer: the job's deadline, the wait
+//! past it (`bridge::wait`), progress, and how the handler's result becomes the answer.
+
+use super::connection::{Connection, Waited};
+use super::Ctx;
+use crate::bridge::progress::Progress;
+use crate::bridge::wait::{AnswerWait, Next};
+use crate::bridge::{JobResult, Origin, Payload};
+use crate::defaults::INTERRUPT_GRACE;
+use crate::error::JobError;
+use crate::wire::protocol;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// What to do after handling one request.
+pub(super) enum Step {
+    Reply(Value),
+    /// Nothing after this one.
+    End(End),
+}
+
+/// How a connection ends.
+pub(super) enum End {
+    /// `server_shutdown`: answer, then stop the service and the pump.
+    ReplyThenShutdown(Value),
+    /// Answer a request that leaves the stream unusable (too large, ...), then close.
+    ReplyThenClose(Value),
+    /// The client is gone or the service stops: just close.
+    Close,
+}
+
+/// How a handler's result becomes the answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// `{"status": "success", "result": <result>}` (the command service's commands).
+    Wrapped,
+    /// The result is the whole answer (the legacy `{"code"}`/`{"message"}` forms, blender-mcp's
+    /// and Blender Lab's handlers).
+    Whole,
+}
+
+pub(super) struct Job {
+    /// The bridge's id of the job: is it running (then it is interrupted at the deadline)?
+    id: u64,
+    rx: oneshot::Receiver<JobResult>,
+    deadline: Instant,
+    command: String,
+    /// How the handler's result becomes the answer.
+    shape: Shape,
+    wait: Duration,
+    /// The request's `id`, echoed in its answer and progress messages.
+    request_id: Option<Value>,
+    /// Where the job reports progress, when the client asked for it.
+    progress: Option<Arc<Progress>>,
+}
+
+impl Job {
+    /// A job of no client waiting on `rx`, for the pipeline's tests.
+    #[cfg(test)]
+    pub(super) fn waiting_on(rx: oneshot::Receiver<JobResult>) -> Job {
+        Job {
+            id: 0,
+            rx,
+            deadline: Instant::now(),
+            command: "echo".into(),
+            shape: Shape::Wrapped,
+            wait: Duration::ZERO,
+            request_id: None,
+            progress: None,
+        }
+    }
+
+    fn answer(&self, result: JobResult) -> Step {
+        Step::Reply(match result {
+            Ok(result) if self.shape == Shape::Whole => result,
+            Ok(result) => with_id(protocol::success(result), &self.request_id),
+            Err(e) => with_id(protocol::job_error(&e), &self.request_id),
+        })
+    }
+
+    /// The answer if the main thread is done with the job (or dropped it).
+    pub(super) fn try_answer(&mut self) -> Option<Step> {
+        let result = match self.rx.try_recv() {
+            Ok(result) => result,
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+            Err(oneshot::error::TryRecvError::Closed) => Err(JobError::Cancelled),
+        };
+        Some(self.answer(result))
+    }
+
+    /// The answer, as the client gets it; None if the client left or the service stops.
+    pub(super) async fn answer_of(mut self, conn: &mut Connection) -> Option<Value> {
+        match self.finish(conn).await {
+            Step::Reply(v) => Some(v),
+            Step::End(_) => None,
+        }
+    }
+
+    /// Give up on the job: it still runs if it was queued, its answer is dropped. A job whose
+    /// waiter is gone is not run, so the answer is awaited (up to the job's deadline) on a task
+    /// of its own.
+    pub(super) fn detach(self) {
+        let rx = self.rx;
+        let until = self.deadline + INTERRUPT_GRACE;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout_at(until.into(), rx).await;
+        });
+    }
+
+    /// Wait for the answer; past the deadline, by the rule of `bridge::wait`.
+    pub(super) async fn finish(&mut self, conn: &mut Connection) -> Step {
+        let progress = self.progress.as_deref().map(|p| (p, self.request_id.as_ref()));
+        let mut wait = AnswerWait::new(self.id, self.deadline);
+        loop {
+            match conn.await_reply(&mut self.rx, wait.until(), progress).await {
+                Waited::Done(result) => return self.answer(result),
+                Waited::ClientGone | Waited::Shutdown => return Step::End(End::Close),
+                Waited::TimedOut => match wait.timed_out(&conn.ctx.bridge.main, &mut self.rx) {
+                    Next::Grace(_) => {}
+                    Next::Answer(result) => return self.answer(result),
+                    Next::Missed(missed) => {
+                        let e = missed.error(self.command.clone(), self.wait);
+                        return Step::Reply(with_id(protocol::job_error(&e), &self.request_id));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Queue a main-thread job whose deadline is `wait` from now; `progress`: the client asked for
+/// progress messages.
+pub(super) fn submit(
+    ctx: &Ctx,
+    payload: Payload,
+    wait: Duration,
+    peer: std::net::SocketAddr,
+    request_id: Option<Value>,
+    progress: bool,
+    shape: Shape,
+) -> Result<Job, JobError> {
+    let deadline = Instant::now() + wait;
+    let command = payload.label();
+    let progress = progress.then(|| Arc::new(Progress::default()));
+    let origin = Origin {
+        client: Some(peer.to_string()),
+        key: request_id.as_ref().map(protocol::id_key),
+        progress: progress.clone(),
+    };
+    let ticket = ctx.bridge.submit_job(payload, deadline, origin)?;
+    Ok(Job {
+        id: ticket.id,
+        rx: ticket.rx,
+        deadline,
+        command,
+        shape,
+        wait,
+        request_id,
+        progress,
+    })
+}
+
+/// An answer to a request that had an `id` carries it too.
+pub(super) fn with_id(mut answer: Value, id: &Option<Value>) -> Value {
+    if let (Some(id), Some(obj)) = (id, answer.as_object_mut()) {
+        obj.insert("id".into(), id.clone());
+    }
+    answer
+}
