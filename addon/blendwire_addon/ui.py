@@ -3,13 +3,12 @@
 Preferences are looked up under `__package__`: "blendwire_addon" as a legacy add-on,
 "bl_ext.<repo>.blendwire" as an extension; the same code serves both."""
 
-import os
 import sys
 import time
 
 import blendwire
 import bpy
-from blendwire import _core, logs, router
+from blendwire import _core, config, logs, router
 from blendwire import blender as bw
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
@@ -167,7 +166,7 @@ def settings():
 
 
 def effective_log_level(s):
-    return model.log_level(getattr(s, "log_level", "ENV"), os.environ.get("BLD_REMOTE_LOG_LEVEL"))
+    return model.log_level(getattr(s, "log_level", "ENV"), config.env_log_level())
 
 
 def mcp_addon_port(s):
@@ -370,8 +369,7 @@ def register():
         return
     try:
         # BLD_REMOTE_MCP_PORT, when set, wins as it does for the peer; else the preference.
-        env_port = from_env and "BLD_REMOTE_MCP_PORT" in os.environ
-        host, port = start_service(s, port=bw.env_port() if env_port else None)
+        host, port = start_service(s, port=config.env_port_if_set() if from_env else None)
     except ValueError as e:
         print(f"blendwire: could not start the service: {e}", file=sys.stderr)
         return

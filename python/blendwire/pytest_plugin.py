@@ -26,7 +26,6 @@ import json
 import os
 import pathlib
 import re
-import subprocess
 import sys
 from typing import Any
 
@@ -198,13 +197,10 @@ class BlenderProcess:
         return f"--- {' '.join(self.cmd)}: last {len(shown)} lines of output:\n" + "\n".join(shown)
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.serve.alive()
 
     def wait(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        return self.serve.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL serve, its Blender and whatever they started (Xvfb)."""
