@@ -26,6 +26,16 @@ struct Reported {
     percent: f64,
 }
 
+/// What an `execute_code` answer's code printed (its stdout; older services put it in `result`).
+pub(super) fn printed(result: &Value) -> &str {
+    result
+        .get("output")
+        .and_then(|o| o.get("stdout"))
+        .or_else(|| result.get("result"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
 impl BlenderTools {
     /// One request/response on a connection of the client, on the blocking pool. While it waits,
     /// the MCP request's cancellation cancels the Blender job (by the request's `id`), and the

@@ -10,7 +10,7 @@
 //! subscribers get one `notifications/resources/updated` if it differs from the last one read.
 //! Several jobs in a row make one update; a job that changed nothing makes none.
 
-use super::forward::Retry;
+use super::forward::{printed, Retry};
 use super::{BlenderTools, Failure, Rq};
 use parking_lot::Mutex;
 use rmcp::model::{
@@ -134,13 +134,8 @@ impl BlenderTools {
         let result = self
             .command_coded("execute_code", json!({"code": code}), Retry::Once, rq)
             .await?;
-        let printed = result
-            .get("output")
-            .and_then(|o| o.get("stdout"))
-            .or_else(|| result.get("result"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        serde_json::from_str(printed).map_err(|e| (Failure(format!("unexpected output from Blender ({e})")), None))
+        serde_json::from_str(printed(&result))
+            .map_err(|e| (Failure(format!("unexpected output from Blender ({e})")), None))
     }
 
     pub(super) async fn read_resource_at(&self, uri: &str, rq: Rq<'_>) -> Result<ReadResourceResult, ErrorData> {

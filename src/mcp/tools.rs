@@ -1,7 +1,7 @@
 //! The tools: one table, built once, of each tool's name, schema and handler; and the handlers
 //! (names and parameters follow the BLD Remote MCP commands).
 
-use super::forward::Retry;
+use super::forward::{printed, Retry};
 use super::{BlenderTools, Failure, Rq, ToolOutcome, BLENDER_ARG};
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
@@ -317,14 +317,8 @@ impl BlenderTools {
         let result = self
             .command("execute_code", json!({"code": code}), Retry::Never, rq)
             .await?;
-        let encoded = result
-            .get("output")
-            .and_then(|o| o.get("stdout"))
-            .or_else(|| result.get("result"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
         base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
+            .decode(printed(&result).trim())
             .map_err(|e| Failure(format!("cannot read the screenshot file {path} back from Blender: {e}")))
     }
 
