@@ -371,3 +371,88 @@ fn the_announcement_lives_until_the_service_stops() {
     // No other test writes there.
     let _ = std::fs::remove_dir_all(runtime_dir());
 }
+
+/// A keeper that keeps checkpoint "cp-N" before each changing job (or fails when the job's
+/// command is "echo_nodisk") and counts its calls in the main thread's context like `Echo`.
+struct Keeper;
+
+impl Dispatcher for Keeper {
+    type MainThread<'a> = &'a Cell<u64>;
+
+    fn call(&self, ran: &Cell<u64>, name: &str, params: &Map<String, Value>) -> JobResult {
+        ran.set(ran.get() + 1);
+        match name {
+            "before" if params["job"]["command"] == "fail" => Err(JobError::Handler {
+                code: "checkpoint_failed".into(),
+                message: "No space left on device".into(),
+            }),
+            "before" => Ok(json!({"checkpoint": format!("cp-{}", ran.get())})),
+            _ => Ok(Value::Null),
+        }
+    }
+}
+
+/// Echo and Keeper behind one type (a Core has one dispatcher type).
+enum Either {
+    Echo(Echo),
+    Keeper(Keeper),
+}
+
+impl Dispatcher for Either {
+    type MainThread<'a> = &'a Cell<u64>;
+
+    fn call(&self, ran: &Cell<u64>, name: &str, params: &Map<String, Value>) -> JobResult {
+        match self {
+            Either::Echo(d) => d.call(ran, name, params),
+            Either::Keeper(k) => k.call(ran, name, params),
+        }
+    }
+}
+
+#[test]
+fn the_keeper_keeps_a_checkpoint_before_each_changing_job_and_the_answer_names_it() {
+    runtime_dir();
+    let core: Arc<Core<Either>> = Arc::new(Core::new());
+    core.set_dispatcher(Source::Service, Some(Either::Echo(Echo("service"))));
+    let addr = core
+        .start_service(config(|c| c.commands.push("get_scene_info".into())))
+        .expect("service starts");
+    let main = {
+        let core = core.clone();
+        thread::spawn(move || {
+            let ran = Cell::new(0);
+            let reason = core
+                .pump(&ran, |next| next(), |_| Ok::<(), Infallible>(()))
+                .unwrap_or_else(|never| match never {});
+            (reason, ran.get())
+        })
+    };
+
+    // No keeper: a changing job runs and its answer names no checkpoint.
+    let plain = call(addr, json!({"type": "echo", "params": {}}));
+    assert_eq!(plain["status"], "success", "{plain}");
+    assert!(plain.get("checkpoint").is_none(), "{plain}");
+
+    core.set_keeper(Some(Either::Keeper(Keeper)));
+    // "echo" may change data (it is not known to read): before (cp-2), the job (3), after (4).
+    let changed = call(addr, json!({"type": "echo", "params": {}, "id": 9}));
+    assert_eq!(changed["checkpoint"], "cp-2", "{changed}");
+    assert_eq!(
+        changed["result"]["nth"], 3,
+        "the job runs after its checkpoint: {changed}"
+    );
+    // A read takes none.
+    let read = call(addr, json!({"type": "get_scene_info", "params": {}}));
+    assert_eq!(read["result"]["nth"], 5, "no keeper call for a read: {read}");
+    assert!(read.get("checkpoint").is_none(), "{read}");
+    // A failed checkpoint: the job still runs; the answer says so.
+    let failed = call(addr, json!({"type": "fail", "params": {}}));
+    assert_eq!(failed["error_code"], "invalid_params", "the job ran: {failed}");
+    let why = failed["checkpoint_error"].as_str().unwrap_or_default();
+    assert!(why.contains("No space left on device"), "{failed}");
+
+    core.bridge().request_stop(StopReason::Stopped);
+    // echo, echo (+2), get_scene_info, fail (+2)
+    assert_eq!(main.join().unwrap(), (StopReason::Stopped, 8));
+    core.stop_service(STOP);
+}

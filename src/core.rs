@@ -13,6 +13,7 @@ use crate::bridge::{Bridge, Job, JobResult, Next, Payload};
 use crate::defaults::DEFAULT_STOP_TIMEOUT;
 use crate::error::{JobError, ServiceError};
 use crate::instances::{self, Announce, Announcement, InstanceError};
+use crate::journal::{Checkpoint, JobRecord};
 use crate::router::{Router, RouterConfig, RouterError, Shared as RouterShared};
 use crate::service::{Service, ServiceConfig, ServiceInfo, StatusSource};
 use crate::shutdown::StopReason;
@@ -23,6 +24,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The keeper's answer before a changing job, as the record keeps it.
+fn checkpoint_of(answer: JobResult) -> Checkpoint {
+    match answer {
+        Ok(v) => match v.get("checkpoint") {
+            Some(Value::String(id)) => Checkpoint::Kept { id: id.clone() },
+            _ => Checkpoint::Off,
+        },
+        Err(e) => Checkpoint::Failed { error: e.to_string() },
+    }
+}
 
 /// How often a waiting `pump` gives its caller a turn (the binding: Python's signal handlers).
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
@@ -118,6 +130,9 @@ pub struct Core<D: Dispatcher> {
     router_dispatcher: Slot<D>,
     blender_mcp_dispatcher: Slot<D>,
     blender_lab_dispatcher: Slot<D>,
+    /// The main thread's keeper: called `before` a job that may change data (keep a checkpoint)
+    /// and `after` it (the GUI's undo step); see [`Core::set_keeper`].
+    keeper: Slot<D>,
 }
 
 impl<D: Dispatcher> Default for Core<D> {
@@ -143,6 +158,7 @@ impl<D: Dispatcher> Core<D> {
             router_dispatcher: Mutex::new(None),
             blender_mcp_dispatcher: Mutex::new(None),
             blender_lab_dispatcher: Mutex::new(None),
+            keeper: Mutex::new(None),
         }
     }
 
@@ -173,20 +189,47 @@ impl<D: Dispatcher> Core<D> {
         drop(old);
     }
 
-    fn dispatch(&self, main: D::MainThread<'_>, payload: &Payload) -> JobResult {
+    /// Set (or with None, clear) the keeper. Before a job whose record may change data it is
+    /// called `call(main, "before", record.for_keeper())` and answers `{"checkpoint": ID}`, or
+    /// `{"checkpoint": null}` when checkpoints are off; an error is a failed checkpoint (the job
+    /// still runs). After the job: `call(main, "after", {... "ok": bool})`, its answer ignored.
+    pub fn set_keeper(&self, keeper: Option<D>) {
+        let old = std::mem::replace(&mut *self.keeper.lock(), keeper.map(Arc::new));
+        drop(old);
+    }
+
+    fn dispatch(&self, main: D::MainThread<'_>, payload: &Payload, record: Option<&JobRecord>) -> JobResult {
         let (source, name, params) = match payload {
             Payload::Command { name, params } => (Source::Service, name.as_str(), params),
             Payload::Router { op, params } => (Source::Router, op.name(), params),
             Payload::Addon { dialect, name, params } => (Source::Addon(*dialect), name.as_str(), params),
         };
         let dispatcher = self.slot(source).lock().clone().ok_or(JobError::NoDispatcher)?;
-        dispatcher.call(main, name, params)
+        let kept = record.filter(|r| r.changes()).map(|r| (r, self.keeper.lock().clone()));
+        let Some((record, keeper)) = kept else {
+            return dispatcher.call(main, name, params);
+        };
+        let Some(keeper) = keeper else {
+            record.set_checkpoint(Checkpoint::Off);
+            return dispatcher.call(main, name, params);
+        };
+        let mut info = record.for_keeper();
+        record.set_checkpoint(checkpoint_of(keeper.call(main, "before", &info)));
+        let result = dispatcher.call(main, name, params);
+        info.insert("ok".into(), Value::Bool(result.is_ok()));
+        if let Err(e) = keeper.call(main, "after", &info) {
+            log::warn!("after {}: {e}", record.command);
+        }
+        result
     }
 
     /// Run `job` on this (the main) thread with its source's dispatcher, unless nobody waits for
     /// it any more or its deadline passed. Returns whether the dispatcher was called.
     pub fn run(&self, main: D::MainThread<'_>, job: Job) -> bool {
-        self.view.bridge.run(job, |payload| self.dispatch(main, payload))
+        let record = job.record();
+        self.view
+            .bridge
+            .run(job, |payload| self.dispatch(main, payload, record.as_deref()))
     }
 
     /// A GUI timer's turn on the main thread: at least one queued job, then as many as start

@@ -14,6 +14,7 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod instances;
+pub mod journal;
 pub mod logbuffer;
 pub mod mcp;
 pub mod metrics;

@@ -74,6 +74,13 @@ def set_dispatcher(fn_: Callable[[str, dict[str, Any]], Any] | None, dialect: st
     `None` unsets it (queued jobs then fail with `error_code: no_dispatcher`).
     """
 
+def set_keeper(fn_: Callable[[str, dict[str, Any]], Any] | None) -> None:
+    """Set the main thread's keeper `fn(phase, info)`: "before" ahead of every job that may change
+    data, with `info = {"job": {"command", "client", "listener", "dialect", "id"}, "undo_name"}`;
+    it returns `{"checkpoint": ID}` (or `{"checkpoint": None}` when checkpoints are off); raising is
+    a failed checkpoint (the job still runs, its answer says so). "after" once the job ran, with
+    `info["ok"]`. None removes it."""
+
 def set_router_dispatcher(fn_: Callable[[str, dict[str, Any]], Any] | None) -> None:
     """Set the function the main thread calls for the router's jobs: `fn(op, params)`, with op
     "auth" -> {"token", "username", "blend_file_path"} (asked before every connect attempt),

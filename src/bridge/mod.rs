@@ -16,6 +16,7 @@ pub mod running;
 pub mod wait;
 
 use crate::error::JobError;
+use crate::journal::JobRecord;
 use crate::metrics::BridgeMetrics;
 use crate::shutdown::StopReason;
 use crate::wire::protocol::Dialect;
@@ -25,6 +26,7 @@ use running::Origin;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -73,20 +75,26 @@ impl Payload {
     pub fn label(&self) -> String {
         match self {
             Payload::Command { name, .. } => name.clone(),
-            Payload::Router {
-                op: RouterOp::Command,
-                params,
-            } => {
-                let text = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
-                format!("router:command {}.{}", text("addon_id"), text("command"))
-            }
-            Payload::Router { op, .. } => format!("router:{}", op.name()),
+            Payload::Router { op, params } => Payload::router_label(*op, params),
             Payload::Addon {
                 dialect: Dialect::BlenderLab,
                 name,
                 ..
             } => format!("blender_lab:{name}"),
             Payload::Addon { name, .. } => name.clone(),
+        }
+    }
+}
+
+impl Payload {
+    /// The label of a router job: `router:<op>`, `router:command addon.cmd` for a command.
+    pub fn router_label(op: RouterOp, params: &Map<String, Value>) -> String {
+        match op {
+            RouterOp::Command => {
+                let text = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+                format!("router:command {}.{}", text("addon_id"), text("command"))
+            }
+            op => format!("router:{}", op.name()),
         }
     }
 }
@@ -110,6 +118,13 @@ pub struct Job {
     origin: Origin,
     enqueued: Instant,
     reply: oneshot::Sender<JobResult>,
+}
+
+impl Job {
+    /// The request's record, where its listener made one.
+    pub fn record(&self) -> Option<Arc<JobRecord>> {
+        self.origin.record.clone()
+    }
 }
 
 /// A queued job, for its waiter: the reply, and the id to ask `main.is_running` about.

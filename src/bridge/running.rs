@@ -9,6 +9,7 @@
 
 use super::progress::Progress;
 use crate::error::fmt_secs;
+use crate::journal::JobRecord;
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
@@ -53,6 +54,8 @@ pub struct Origin {
     pub key: Option<String>,
     /// Where the job's progress goes, when its client asked for progress.
     pub progress: Option<Arc<Progress>>,
+    /// The request's record (its audit line, its checkpoint), where the listener made one.
+    pub record: Option<Arc<JobRecord>>,
 }
 
 /// The job the main thread runs now.

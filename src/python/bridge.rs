@@ -32,6 +32,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     core(); // the status's uptime counts from the import
     m.add_function(wrap_pyfunction!(set_dispatcher, m)?)?;
     m.add_function(wrap_pyfunction!(set_router_dispatcher, m)?)?;
+    m.add_function(wrap_pyfunction!(set_keeper, m)?)?;
     m.add_function(wrap_pyfunction!(tick, m)?)?;
     m.add_function(wrap_pyfunction!(pump, m)?)?;
     m.add_function(wrap_pyfunction!(stop_pump, m)?)?;
@@ -64,6 +65,14 @@ fn set_dispatcher(fn_: Option<Py<PyAny>>, dialect: Option<&str>) -> PyResult<()>
 #[pyfunction]
 fn set_router_dispatcher(fn_: Option<Py<PyAny>>) {
     core().set_dispatcher(Source::Router, fn_.map(PyDispatcher));
+}
+
+/// The main thread's keeper `fn(phase, info)`: called with "before" ahead of every job that may
+/// change data (returns `{"checkpoint": ID}` or `{"checkpoint": None}`; raising is a failed
+/// checkpoint, the job still runs) and with "after" once it ran (`info["ok"]`). None: no keeper.
+#[pyfunction]
+fn set_keeper(fn_: Option<Py<PyAny>>) {
+    core().set_keeper(fn_.map(PyDispatcher));
 }
 
 #[pyfunction]

@@ -21,9 +21,11 @@ pub mod tls;
 pub mod url;
 
 use crate::backoff::{Backoff, BackoffPolicy};
+use crate::bridge::running::Origin;
 use crate::bridge::wait::{AnswerWait, Next};
 use crate::bridge::{Bridge, JobResult, Payload, RouterOp};
 use crate::error::JobError;
+use crate::journal::{JobRecord, Listener, Protocol};
 use crate::metrics::Counter;
 use crate::shutdown::Controller;
 use crate::watchdog::WatchdogPolicy;
@@ -293,9 +295,14 @@ impl Shared {
     /// Past its deadline, the answer is waited for by the rule of `bridge::wait`.
     pub async fn main_thread(&self, op: RouterOp, params: Map<String, Value>, timeout: Duration) -> JobResult {
         let deadline = std::time::Instant::now() + timeout;
+        let command = Payload::router_label(op, &params);
+        let record = JobRecord::new(Listener::Router, Protocol::Cr8, command.clone()).code_of(&params);
         let payload = Payload::Router { op, params };
-        let command = payload.label();
-        let mut ticket = self.bridge.submit_from(payload, deadline, None)?;
+        let origin = Origin {
+            record: Some(Arc::new(record)),
+            ..Origin::default()
+        };
+        let mut ticket = self.bridge.submit_job(payload, deadline, origin)?;
         let mut wait = AnswerWait::new(ticket.id, deadline);
         // Waited for as durations (on tokio's clock, which tests may pause), not until instants.
         let mut wait_for = timeout;

@@ -9,7 +9,9 @@ use crate::bridge::wait::{AnswerWait, Next};
 use crate::bridge::{JobResult, Payload};
 use crate::defaults::INTERRUPT_GRACE;
 use crate::error::JobError;
+use crate::journal::{Checkpoint, JobRecord, Listener, Protocol};
 use crate::wire::protocol;
+use crate::wire::protocol::Dialect;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +57,8 @@ pub(super) struct Job {
     request_id: Option<Value>,
     /// Where the job reports progress, when the client asked for it.
     progress: Option<Arc<Progress>>,
+    /// The request's record (shared with the main thread, which adds the checkpoint).
+    record: Arc<JobRecord>,
 }
 
 impl Job {
@@ -70,15 +74,18 @@ impl Job {
             wait: Duration::ZERO,
             request_id: None,
             progress: None,
+            record: Arc::new(JobRecord::new(Listener::Service, Protocol::BldRemote, "echo")),
         }
     }
 
     fn answer(&self, result: JobResult) -> Step {
-        Step::Reply(match result {
+        let mut answer = match result {
             Ok(result) if self.shape == Shape::Whole => result,
             Ok(result) => with_id(protocol::success(result), &self.request_id),
             Err(e) => with_id(protocol::job_error(&e), &self.request_id),
-        })
+        };
+        with_checkpoint(&mut answer, &self.record);
+        Step::Reply(answer)
     }
 
     /// The answer if the main thread is done with the job (or dropped it).
@@ -145,10 +152,12 @@ pub(super) fn submit(
     let deadline = Instant::now() + wait;
     let command = payload.label();
     let progress = progress.then(|| Arc::new(Progress::default()));
+    let record = Arc::new(record_of(ctx, &payload, peer, &request_id));
     let origin = Origin {
         client: Some(peer.to_string()),
         key: request_id.as_ref().map(protocol::id_key),
         progress: progress.clone(),
+        record: Some(record.clone()),
     };
     let ticket = ctx.bridge.submit_job(payload, deadline, origin)?;
     Ok(Job {
@@ -160,7 +169,56 @@ pub(super) fn submit(
         wait,
         request_id,
         progress,
+        record,
     })
+}
+
+/// The record of a request of this service's listeners (the command service, `--mcp-addon-port`).
+fn record_of(ctx: &Ctx, payload: &Payload, peer: std::net::SocketAddr, request_id: &Option<Value>) -> JobRecord {
+    let (listener, dialect, name, params) = match payload {
+        Payload::Command { name, params } => (Listener::Service, Protocol::BldRemote, name, params),
+        Payload::Addon {
+            dialect: Dialect::BlenderMcp,
+            name,
+            params,
+        } => (Listener::Addon, Protocol::BlenderMcp, name, params),
+        Payload::Addon {
+            dialect: Dialect::BlenderLab,
+            name,
+            params,
+        } => (Listener::Addon, Protocol::BlenderLab, name, params),
+        // The router does not queue through the service.
+        Payload::Router { .. } => return JobRecord::new(Listener::Router, Protocol::Cr8, payload.label()),
+    };
+    JobRecord::new(listener, dialect, name.clone())
+        .peer(Some(peer.to_string()))
+        .token_label(ctx.token.as_ref().map(|_| TOKEN_LABEL.to_string()))
+        .request_id(request_id.clone())
+        .code_of(params)
+}
+
+/// The label of the service's one token in records (per-token labels come with roles).
+const TOKEN_LABEL: &str = "token";
+
+/// The answer to a job that may change data names the checkpoint kept before it
+/// (`"checkpoint": ID`), or why none could be kept (`"checkpoint_error"`): an agent can take the
+/// job back with `restore_checkpoint`. Other answers are unchanged.
+fn with_checkpoint(answer: &mut Value, record: &JobRecord) {
+    let (Some(obj), Some(checkpoint)) = (answer.as_object_mut(), record.checkpoint()) else {
+        return;
+    };
+    match checkpoint {
+        Checkpoint::Kept { id } => {
+            obj.insert("checkpoint".into(), Value::String(id.clone()));
+        }
+        Checkpoint::Failed { error } => {
+            obj.insert(
+                "checkpoint_error".into(),
+                Value::String(format!("no checkpoint was kept before this job: {error}")),
+            );
+        }
+        Checkpoint::Off => {}
+    }
 }
 
 /// An answer to a request that had an `id` carries it too.

@@ -1,0 +1,12 @@
+//! Nothing an agent does goes unrecorded: one record per request, made where it is parsed.
+//!
+//! [`record`]: the [`JobRecord`] that every later step reads — the audit line, the checkpoint
+//! taken before a job that may change data, the undo step's name in the GUI.
+//! [`effect`]: which requests may change Blender's data (the one rule; everything not known to
+//! only read is taken to change).
+
+pub mod effect;
+pub mod record;
+
+pub use effect::effect;
+pub use record::{Checkpoint, Effect, JobRecord, Listener, Protocol};
