@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from . import _core, logs, runtime
 from .config import env_port, env_start_now, env_token
 from .errors import ServiceError, require_main_thread
-from .handlers import bld_remote, blender_lab, blender_mcp
+from .handlers import bld_remote, blender_lab, blender_mcp, keeper
 from .runtime import ensure_timer, mode, request_stop
 
 __all__ = [
@@ -89,6 +89,7 @@ def start(
     _core.set_dispatcher(bld_remote.dispatch)
     _core.set_dispatcher(blender_mcp.dispatch, dialect="blender_mcp")
     _core.set_dispatcher(blender_lab.dispatch, dialect="blender_lab")
+    _core.set_keeper(keeper.keep)
     bound = _core.start_service(
         host,
         env_port() if port is None else int(port),

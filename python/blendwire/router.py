@@ -41,6 +41,7 @@ from typing import Any
 from . import _core
 from .config import env_cr8_auth_token, env_cr8_username, env_engine_url
 from .errors import CommandError, require_main_thread
+from .handlers import keeper
 from .handlers.registry import (
     MANIFEST,
     ROUTER_ADDON_ID,
@@ -244,6 +245,7 @@ def start(url: str | None = None, *, watchdog_seconds: float | None = None, user
         set_username(username)
     refresh()
     _core.set_router_dispatcher(dispatch)
+    _core.set_keeper(keeper.keep)
     try:
         _core.start_router(url, watchdog_seconds=watchdog_seconds, **settings)
     except Exception:

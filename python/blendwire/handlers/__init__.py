@@ -8,7 +8,9 @@ One module per concern, imports pointing one way (each only imports those above 
 - `scene` (scene and object info), `screenshot` (the viewport screenshot);
 - `bld_remote` (BLD Remote's command table: the service's dispatcher, with the legacy forms),
   `blender_mcp` (blender-mcp's), `blender_lab` (Blender Lab's), `registry` (the cr8 router's
-  handlers and add-on discovery).
+  handlers and add-on discovery);
+- `checkpoints` (the state kept before a job that may change data), `undo` (the GUI's undo step
+  per such job), `keeper` (both, around each such job: the core's keeper).
 
 Nothing is imported here, so importing one handler module loads only what it needs.
 """
