@@ -81,6 +81,10 @@ def set_keeper(fn_: Callable[[str, dict[str, Any]], Any] | None) -> None:
     a failed checkpoint (the job still runs, its answer says so). "after" once the job ran, with
     `info["ok"]`. None removes it."""
 
+def state_dir() -> str:
+    """The user's state directory (`$XDG_STATE_HOME/blendwire`, else `~/.local/state/blendwire`):
+    checkpoints and the audit log by default. Made 0700 if missing; OSError if it is not private."""
+
 def set_router_dispatcher(fn_: Callable[[str, dict[str, Any]], Any] | None) -> None:
     """Set the function the main thread calls for the router's jobs: `fn(op, params)`, with op
     "auth" -> {"token", "username", "blend_file_path"} (asked before every connect attempt),

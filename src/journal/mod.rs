@@ -2,11 +2,14 @@
 //!
 //! [`record`]: the [`JobRecord`] that every later step reads — the audit line, the checkpoint
 //! taken before a job that may change data, the undo step's name in the GUI.
+//! [`state`]: the user's state directory (checkpoints and the audit log by default).
 //! [`effect`]: which requests may change Blender's data (the one rule; everything not known to
 //! only read is taken to change).
 
 pub mod effect;
 pub mod record;
+pub mod state;
 
 pub use effect::effect;
 pub use record::{Checkpoint, Effect, JobRecord, Listener, Protocol};
+pub use state::{private_dir, state_dir};

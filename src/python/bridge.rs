@@ -33,6 +33,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_dispatcher, m)?)?;
     m.add_function(wrap_pyfunction!(set_router_dispatcher, m)?)?;
     m.add_function(wrap_pyfunction!(set_keeper, m)?)?;
+    m.add_function(wrap_pyfunction!(state_dir, m)?)?;
     m.add_function(wrap_pyfunction!(tick, m)?)?;
     m.add_function(wrap_pyfunction!(pump, m)?)?;
     m.add_function(wrap_pyfunction!(stop_pump, m)?)?;
@@ -73,6 +74,15 @@ fn set_router_dispatcher(fn_: Option<Py<PyAny>>) {
 #[pyfunction]
 fn set_keeper(fn_: Option<Py<PyAny>>) {
     core().set_keeper(fn_.map(PyDispatcher));
+}
+
+/// The user's state directory (checkpoints and the audit log by default), made private (0700)
+/// if missing; raises OSError if it is not a private folder of the user's.
+#[pyfunction]
+fn state_dir() -> PyResult<String> {
+    let dir = crate::journal::state_dir();
+    crate::journal::private_dir(&dir)?;
+    Ok(dir.to_string_lossy().into_owned())
 }
 
 #[pyfunction]
