@@ -20,6 +20,13 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# Checkpoints and the audit log go to the user's state directory by default: the suites (and every
+# `blendwire serve` they start, which inherits this) keep theirs in a temp folder of their own.
+if "BLENDWIRE_TEST_STATE_HOME" not in os.environ:
+    import tempfile
+
+    os.environ["BLENDWIRE_TEST_STATE_HOME"] = os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="bw-state-")
+
 
 ALL_RUNTIMES = ("background", "bpy", "gui")
 
