@@ -57,9 +57,9 @@ CHANGE = json.dumps(
 ).encode()
 BUSY_JOBS = 100
 ROWS = ("reads", "change", "heavy", "busy")
-# The GUI measures reads only: there a changing job's time is the redraw it causes (Xvfb draws with
-# the CPU: up to a second per job on a busy 2-core machine, the same with checkpoints on or off),
-# which drowns a 30 ms difference; the checkpoint is the same save in both runtimes.
+# The GUI measures reads only: there a changing job's time is mostly the redraw it causes (Xvfb
+# draws with the CPU: up to a second per job on a busy 2-core machine, docs/benchmarks.md), which
+# drowns a 30 ms difference; the checkpoint's own cost is measured in -b.
 RUNTIME_ROWS = {"b": ROWS, "gui": ("reads",)}
 LABELS = {
     "reads": "1 persistent conn., get_scene_info",
@@ -220,11 +220,12 @@ def run(bench, log_dir, runtimes=("b", "gui"), only=ROWS):
     bench.results[("issue22", "meta")] = meta
     if missing:
         _say(f"issue 22: this build's `blendwire serve` has no {', '.join(missing)}: OFF turns off only what it has")
+    both = "ON and OFF" if off else "ON (OFF not started)"
     for rt in runtimes:
         rows = set(only) & set(RUNTIME_ROWS[rt]) - {"heavy"}
         if not rows:
             continue
-        _say(f"issue 22: blendwire serve{' --gui' if rt == 'gui' else ''}, ON and OFF, default scene:")
+        _say(f"issue 22: blendwire serve{' --gui' if rt == 'gui' else ''}, {both}, default scene:")
         servers = start_pair(rt, log_dir, off)
         try:
             if "reads" in rows:  # many short rounds: a 5 % difference stands out of the noise
@@ -239,7 +240,7 @@ def run(bench, log_dir, runtimes=("b", "gui"), only=ROWS):
     if "heavy" in only and "b" in runtimes:
         blend = heavy_scene(os.environ.get("BLENDER", "/usr/bin/blender"))
         meta["heavy_scene"] = blend
-        _say("issue 22: blendwire serve FILE.blend (the heavy scene), ON and OFF:")
+        _say(f"issue 22: blendwire serve FILE.blend (the heavy scene), {both}:")
         servers = start_pair("b", log_dir, off, blend)
         try:
             alternate(bench, servers, "b", "heavy", CHANGE, n, 3 if a.quick else 5, 120.0, 2)
