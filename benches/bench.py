@@ -34,6 +34,11 @@ clients; Blender Lab one-shot requests against blendwire's listener in -b and th
 Issue 14's rows (benches/bench_mcp.py, -b and GUI): blendwire mcp (stdio, Streamable HTTP) vs
 dcc-mcp-blender vs the blender-remote MCP server, all through the official `mcp` client.
 
+Issue 22's rows (benches/bench_trust.py): the trust layer's cost, `blendwire serve` with its defaults
+(checkpoints, audit log) vs `--checkpoints 0 --audit-log off`, both serving at once: persistent reads
+(-b and GUI), a small changing job on the default scene and on a heavy scene (2,000 objects, 1 M
+vertices), and a busy agent's 100 changing jobs (-b).
+
 Every workload uses the same raw-protocol client code for both servers (send the JSON, read until
 the bytes parse as one JSON object, TCP_NODELAY). Warm-up calls are excluded; each workload runs
 ROUNDS rounds, each bounded in calls and in time; the table shows the median over rounds.
@@ -61,6 +66,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_agents  # noqa: E402  (issue 13's rows: the agents' add-on protocols)
 import bench_interrupt  # noqa: E402  (issue 12's rows: interrupting runaway jobs, and what that costs)
 import bench_mcp  # noqa: E402  (issue 14's rows: MCP servers through one official `mcp` client)
+import bench_trust  # noqa: E402  (issue 22's rows: what checkpoints and the audit log cost)
 from bench_clients import (  # noqa: E402
     BIG_BYTES,
     BIG_EXEC,
@@ -362,6 +368,11 @@ def main():
 
         print("issue 14 (MCP servers through one `mcp` client):", file=sys.stderr, flush=True)
         bench_mcp.run(bench, log_dir, ("b",) if args.no_gui else ("b", "gui"))
+
+        print(
+            "issue 22 (the trust layer's cost: checkpoints and the audit log on vs off):", file=sys.stderr, flush=True
+        )
+        bench_trust.run(bench, log_dir, ("b",) if args.no_gui else ("b", "gui"))
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping everything this run started", file=sys.stderr)

@@ -7,6 +7,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_agents
 import bench_interrupt
 import bench_mcp
+import bench_trust
 from bench_clients import BATCH, MULTI_PER_PROC, MULTI_PROCS, N_CONCURRENT, TICK_BUDGET_MS
 from bench_rounds import WORKLOADS, fmt, target_lines
 
@@ -93,9 +94,10 @@ def render(meta, bench):
     lines += bench_interrupt.render(R)
     lines += bench_agents.render(R)
     lines += bench_mcp.render(R)
+    lines += bench_trust.render(R)
     lines.append("")
     lines.append(
-        "Targets (issue 2: background, one persistent connection, get_scene_info; then issues 5, 12, 13 and 14):"
+        "Targets (issue 2: background, one persistent connection, get_scene_info; then issues 5, 12, 13, 14 and 22):"
     )
     lines += target_lines(meta["targets"])
     lines.append("")
@@ -256,6 +258,7 @@ def targets(bench):
     out += bench_interrupt.targets(R)
     out += bench_agents.targets(R)
     out += bench_mcp.targets(R)
+    out += bench_trust.targets(R)
     return out
 
 
