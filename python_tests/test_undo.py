@@ -15,9 +15,11 @@ prints it.
 
 import json
 import os
+import subprocess
 
 import bwtest
 import pytest
+from test_mcp import failed, mcp_session, ok_json, run
 
 blender_remote = pytest.importorskip("blender_remote")
 from blender_remote.exceptions import BlenderCommandError  # noqa: E402
@@ -95,6 +97,15 @@ class User:
         return out
 
 
+def _cli_undo(server):
+    return subprocess.run(
+        [*bwtest.blendwire_command(), "undo", "--port", str(server.port), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def _top(steps):
     return next(name for active, name in steps if active)
 
@@ -151,12 +162,27 @@ def test_undo_last_and_ctrl_z_take_back_the_agents_job_and_nothing_of_the_users(
     assert "Cube" not in _objects(server)
     failed = user.do("look")
     assert _top(failed["steps"]) == JOB_STEP and len(failed["steps"]) == len(mine["steps"]) + 1, failed
-    undone = bwtest.assert_success(bwtest.request(server.port, "undo_last"))
-    assert undone == {"undone": JOB_STEP, "now_at": users_step}, undone
+
+    # ... this time through `blendwire mcp`'s tool; then `blendwire undo` finds the user's step.
+    async def mcp_undo():
+        async with mcp_session(server.port) as s:
+            return ok_json(await s.call_tool("undo_last", {}))
+
+    assert run(mcp_undo) == {"undone": JOB_STEP, "now_at": users_step}
     assert _objects(server) == sorted([*FACTORY, "Suzanne"])
+    cli = _cli_undo(server)
+    assert cli.returncode == 1 and "not_blendwires_step" in cli.stderr and repr(users_step) in cli.stderr, cli
 
 
 @pytest.mark.runtimes("background", "bpy")
 def test_undo_last_without_an_undo_stack_names_restore_checkpoint(server):
     resp = bwtest.assert_error(bwtest.request(server.port, "undo_last"), "no_undo_stack")
     assert "no undo stack" in resp["message"] and "restore_checkpoint" in resp["message"], resp
+    cli = _cli_undo(server)
+    assert cli.returncode == 1 and resp["message"] in cli.stderr and not cli.stdout, cli
+
+    async def mcp_undo():
+        async with mcp_session(server.port) as s:
+            return failed(await s.call_tool("undo_last", {}))
+
+    assert resp["message"] in run(mcp_undo)
