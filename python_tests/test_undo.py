@@ -2,8 +2,10 @@
 
 GUI (Debian's Blender 3.4 under Xvfb): a user-like step (an operator run the way the UI runs it,
 pushing its own step), then destructive `execute_code` jobs from the unchanged blender-remote
-client. `undo_last` and a real Ctrl+Z (`bpy.ops.ed.undo()` in the window context) take back the
-agent's job and nothing of the user's; a read pushes no step; a job that failed halfway is one step.
+client, `blendwire mcp` and blender-mcp's MCP server (through `--mcp-addon-port`). `undo_last` (the
+command, the MCP tool, `blendwire undo`) and a real Ctrl+Z (`bpy.ops.ed.undo()` in the window
+context) take back the agent's job and nothing of the user's; a read pushes no step; a job that
+failed halfway is one step.
 
 The user's side runs outside blendwire's jobs (a job would push a step of its own): a timer inside
 Blender, started by the first job, does what the test asks in a request file (an operator, Ctrl+Z)
@@ -19,7 +21,8 @@ import subprocess
 
 import bwtest
 import pytest
-from test_mcp import failed, mcp_session, ok_json, run
+import test_blender_mcp_servers as blender_mcp
+from test_mcp import failed, mcp_session, ok, ok_json, run
 
 blender_remote = pytest.importorskip("blender_remote")
 from blender_remote.exceptions import BlenderCommandError  # noqa: E402
@@ -97,6 +100,17 @@ class User:
         return out
 
 
+@pytest.fixture(scope="module")
+def server(request):
+    """`blendwire serve` for one runtime, with the MCP add-on listener (`.addon_port`) for blender-mcp's
+    MCP server too."""
+    sp = bwtest.start_serve(request.param, extra=["--mcp-addon-port", "0"])
+    sp.addon_port = sp.ready.addon_port
+    assert sp.addon_port, sp.output()
+    yield sp
+    sp.shutdown()
+
+
 def _cli_undo(server):
     return subprocess.run(
         [*bwtest.blendwire_command(), "undo", "--port", str(server.port), "--json"],
@@ -172,6 +186,33 @@ def test_undo_last_and_ctrl_z_take_back_the_agents_job_and_nothing_of_the_users(
     assert _objects(server) == sorted([*FACTORY, "Suzanne"])
     cli = _cli_undo(server)
     assert cli.returncode == 1 and "not_blendwires_step" in cli.stderr and repr(users_step) in cli.stderr, cli
+
+    # The MCP servers' execute_code: `blendwire mcp`'s, taken back by a real Ctrl+Z; blender-mcp's
+    # (through --mcp-addon-port), taken back by `blendwire undo`.
+    async def mcp_delete_all():
+        async with mcp_session(server.port) as s:
+            ok(await s.call_tool("execute_code", {"code": DELETE_ALL}))
+
+    run(mcp_delete_all)
+    assert _objects(server) == []
+    assert user.do("look")["steps"] == [[False, n] for _, n in mine["steps"]] + [[True, JOB_STEP]]
+    ctrl_z = user.do("ctrl_z")
+    assert ctrl_z["objects"] == sorted([*FACTORY, "Suzanne"]) and _top(ctrl_z["steps"]) == users_step, ctrl_z
+
+    blender_mcp.need("blender-mcp")
+
+    async def blender_mcp_delete_all():
+        async with blender_mcp.agent("blender-mcp", server.addon_port, str(tmp_path)) as s:
+            r = await s.call_tool("execute_blender_code", {"code": DELETE_ALL})
+            assert not blender_mcp.is_error(r), blender_mcp.text_of(r)
+
+    run(blender_mcp_delete_all)
+    assert _objects(server) == []
+    blender_mcp_step = "blendwire: execute_code (blender_mcp)"
+    assert user.do("look")["steps"] == [[False, n] for _, n in mine["steps"]] + [[True, blender_mcp_step]]
+    cli = _cli_undo(server)
+    assert cli.returncode == 0 and json.loads(cli.stdout) == {"undone": blender_mcp_step, "now_at": users_step}, cli
+    assert _objects(server) == sorted([*FACTORY, "Suzanne"])
 
 
 @pytest.mark.runtimes("background", "bpy")

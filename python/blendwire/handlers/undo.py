@@ -124,9 +124,12 @@ def _top_step() -> str | None:
         fflush = ctypes.CDLL(None).fflush
     except (OSError, AttributeError, TypeError):  # no C library to flush (Windows)
         return None
-    sys.stdout.flush()
-    fflush(None)
-    saved = os.dup(1)
+    try:
+        sys.stdout.flush()
+        fflush(None)
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no stdout at all (closed, or None)
+        return None
     try:
         with tempfile.TemporaryFile() as f:
             os.dup2(f.fileno(), 1)
