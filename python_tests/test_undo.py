@@ -58,11 +58,14 @@ def _user():
     with bpy.context.temp_override(window=bpy.context.window_manager.windows[0]):
         if action == 'add_monkey':  # as the UI runs an operator: with its undo step
             result = bpy.ops.mesh.primitive_monkey_add('EXEC_DEFAULT', True)
+        elif action == 'edit_mode':
+            result = bpy.ops.object.mode_set('EXEC_DEFAULT', True, mode='EDIT')
         elif action == 'ctrl_z':
             result = bpy.ops.ed.undo()
         else:
             result = set()
-    out = {{"result": sorted(result), "objects": sorted(o.name for o in bpy.data.objects), "steps": _steps()}}
+    out = {{"result": sorted(result), "objects": sorted(o.name for o in bpy.data.objects), "steps": _steps(),
+            "mode": bpy.context.mode}}
     with open(RES + '.tmp', 'w') as f:
         json.dump(out, f)
     os.replace(RES + '.tmp', RES)
@@ -160,6 +163,9 @@ def test_undo_last_and_ctrl_z_take_back_the_agents_job_and_nothing_of_the_users(
     # (c) reads push no step.
     bwtest.assert_success(bwtest.request(server.port, "get_object_info", {"name": "Suzanne"}))
     bwtest.assert_success(bwtest.request(server.port, "get_persist_data", {"key": "nothing"}))
+    # ... and neither do the persist commands (blendwire's own store, none of Blender's data).
+    bwtest.assert_success(bwtest.request(server.port, "put_persist_data", {"key": "k", "data": 1}))
+    bwtest.assert_success(bwtest.request(server.port, "remove_persist_data", {"key": "k"}))
     looked = user.do("look")
     assert looked["steps"] == mine["steps"] + [[False, JOB_STEP]], looked  # the job's step waits as a redo
 
@@ -213,6 +219,17 @@ def test_undo_last_and_ctrl_z_take_back_the_agents_job_and_nothing_of_the_users(
     cli = _cli_undo(server)
     assert cli.returncode == 0 and json.loads(cli.stdout) == {"undone": blender_mcp_step, "now_at": users_step}, cli
     assert _objects(server) == sorted([*FACTORY, "Suzanne"])
+
+    # The user works in edit mode (its steps are the mesh's own): a job that deletes objects is still
+    # one step that undo_last takes back, and the user stays in edit mode.
+    editing = user.do("edit_mode")
+    assert editing["result"] == ["FINISHED"] and editing["mode"] == "EDIT_MESH", editing
+    assert client.execute_python("bpy.data.objects.remove(bpy.data.objects['Camera'])") == ""
+    assert _top(user.do("look")["steps"]) == JOB_STEP
+    undone = bwtest.assert_success(bwtest.request(server.port, "undo_last"))
+    assert undone == {"undone": JOB_STEP, "now_at": _top(editing["steps"])}, undone
+    back = user.do("look")
+    assert back["objects"] == sorted([*FACTORY, "Suzanne"]) and back["mode"] == "EDIT_MESH", back
 
 
 @pytest.mark.runtimes("background", "bpy")
