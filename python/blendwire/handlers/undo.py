@@ -83,13 +83,16 @@ def undo_last(params: dict[str, Any]) -> dict[str, Any]:
         )
     if top not in _Pushed.names:
         raise CommandError(
-            f"undo_last: the last undo step is not blendwire's but {top!r}, the user's own: nothing was "
-            "taken back (undo_last only takes back the steps of blendwire's jobs; Ctrl+Z in Blender takes "
-            "back the user's)",
+            f"undo_last: the last undo step is {top!r}, not one of blendwire's jobs: nothing was taken "
+            "back (undo_last takes back only the steps of blendwire's jobs; the user's own are for Ctrl+Z "
+            "in Blender)",
             "not_blendwires_step",
         )
     with _window_context() as ok:
-        result = bpy.ops.ed.undo() if ok else {"CANCELLED"}
+        try:
+            result = bpy.ops.ed.undo() if ok else {"no window"}
+        except RuntimeError as e:  # its poll failed, e.g. while a modal operator runs
+            result = {str(e).strip()}
     if "FINISHED" not in result:
         raise CommandError(f"undo_last: Blender did not take back {top!r} ({', '.join(sorted(result))})", "undo_failed")
     return {"undone": top, "now_at": _top_step()}
