@@ -2,7 +2,8 @@
 
 GUI (Debian's Blender 3.4 under Xvfb): a user-like step (an operator run the way the UI runs it,
 pushing its own step), then destructive `execute_code` jobs from the unchanged blender-remote
-client, `blendwire mcp` and blender-mcp's MCP server (through `--mcp-addon-port`). `undo_last` (the
+client, `blendwire mcp`, blender-mcp's MCP server and Blender Lab's protocol (both through
+`--mcp-addon-port`), also while the user is in edit mode. `undo_last` (the
 command, the MCP tool, `blendwire undo`) and a real Ctrl+Z (`bpy.ops.ed.undo()` in the window
 context) take back the agent's job and nothing of the user's; a read pushes no step; a job that
 failed halfway is one step.
@@ -22,6 +23,7 @@ import subprocess
 import bwtest
 import pytest
 import test_blender_mcp_servers as blender_mcp
+import test_mcp_addon_port as blender_lab
 from test_mcp import failed, mcp_session, ok, ok_json, run
 
 blender_remote = pytest.importorskip("blender_remote")
@@ -230,6 +232,15 @@ def test_undo_last_and_ctrl_z_take_back_the_agents_job_and_nothing_of_the_users(
     assert undone == {"undone": JOB_STEP, "now_at": _top(editing["steps"])}, undone
     back = user.do("look")
     assert back["objects"] == sorted([*FACTORY, "Suzanne"]) and back["mode"] == "EDIT_MESH", back
+
+    # Blender Lab's protocol on the same listener: its `execute` is one step too.
+    answer = blender_lab.lab(server.addon_port, "import bpy\nbpy.data.objects.remove(bpy.data.objects['Light'])")
+    assert answer["status"] == "ok", answer
+    lab_step = "blendwire: execute (blender_lab)"
+    assert _top(user.do("look")["steps"]) == lab_step and "Light" not in _objects(server)
+    undone = bwtest.assert_success(bwtest.request(server.port, "undo_last"))
+    assert undone == {"undone": lab_step, "now_at": _top(editing["steps"])}, undone
+    assert _objects(server) == sorted([*FACTORY, "Suzanne"])
 
 
 @pytest.mark.runtimes("background", "bpy")
