@@ -28,6 +28,7 @@ TOOLS = {
     "remove_persist_data": ["key"],
     "check_connection_status": [],
     "list_blenders": [],
+    "undo_last": [],
 }
 
 

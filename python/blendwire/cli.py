@@ -1,7 +1,7 @@
 """The `blendwire` command: `serve` (Blender with the service, in the foreground), `status`,
-`cancel`, `list`, `call` and `mcp`. Argument parsing and what each command prints; the settings are checked by the
-core before Blender starts, the child process is `blendwire.blender_child`'s and serving inside Blender
-is `blendwire.serve`'s.
+`cancel`, `list`, `call`, `undo` and `mcp`. Argument parsing and what each command prints; the
+settings are checked by the core before Blender starts, the child process is
+`blendwire.blender_child`'s and serving inside Blender is `blendwire.serve`'s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from . import _core, blender_child, config, process
 from .client import Client
 from .config import BLENDER_MCP_ADDON_ENV, check_blender_mcp_addon, env_port
-from .errors import BlendwireError
+from .errors import BlendwireError, CommandError
 
 __all__ = ["main"]
 
@@ -328,6 +328,27 @@ def _cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- undo ----------------------------------------------------------------------------------------
+
+
+def _cmd_undo(args: argparse.Namespace) -> int:
+    """`undo_last`: take back blendwire's last undo step in a GUI Blender."""
+    port = args.port if args.port is not None else env_port()
+    _probe(args.host, port, args.timeout)
+    try:
+        with Client(args.host, port, args.timeout) as c:
+            result = c.call("undo_last")
+    except CommandError as e:
+        raise _Fail(f"{e} [{e.error_code}]") from None
+    except BlendwireError as e:
+        raise _Fail(f"{type(e).__name__}: {e}") from None
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    else:
+        print(f"undone: {result.get('undone')} (now at: {result.get('now_at')})", flush=True)
+    return 0
+
+
 # ---- mcp -----------------------------------------------------------------------------------------
 
 
@@ -540,6 +561,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--port", type=int, help=f"default: $BLD_REMOTE_MCP_PORT or {d['port']}")
     c.add_argument("--timeout", type=float, default=d["client_timeout"], help="seconds (default %(default)s)")
     c.set_defaults(func=_cmd_call)
+
+    u = sub.add_parser(
+        "undo",
+        help="take back blendwire's last undo step (a GUI Blender)",
+        description="Take back the undo step of blendwire's last job that changed data, in a Blender "
+        "with its UI (the command undo_last); refused when the last step is the user's own. Blender in "
+        "background has no undo stack: restore a checkpoint there.",
+    )
+    u.add_argument("--host", default=d["host"])
+    u.add_argument("--port", type=int, help=f"default: $BLD_REMOTE_MCP_PORT or {d['port']}")
+    u.add_argument("--timeout", type=float, default=d["client_timeout"], help="seconds (default %(default)s)")
+    u.add_argument("--json", action="store_true", help='print {"undone", "now_at"} as JSON')
+    u.set_defaults(func=_cmd_undo)
 
     m = sub.add_parser(
         "mcp",

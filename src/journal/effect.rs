@@ -5,7 +5,8 @@
 use super::record::{Effect, Protocol};
 
 /// Commands of the command service (BLD Remote) and of blender-mcp's add-on that only read
-/// Blender's data. A screenshot writes an image file but changes nothing in the scene.
+/// Blender's data. A screenshot writes an image file but changes nothing in the scene; the persist
+/// commands change blendwire's in-memory store (`blendwire.persist`), none of Blender's data.
 const READS: &[&str] = &[
     "get_scene_info",
     "get_object_info",
@@ -18,6 +19,8 @@ const READS: &[&str] = &[
     "get_telemetry_consent",
     "list_scene_items",
     "get_persist_data",
+    "put_persist_data",
+    "remove_persist_data",
     "get_status",
     "list_checkpoints",
 ];
@@ -47,6 +50,8 @@ mod tests {
         assert_eq!(effect(Protocol::BldRemote, "get_scene_info"), Effect::Reads);
         assert_eq!(effect(Protocol::BldRemote, "execute_code"), Effect::Changes);
         assert_eq!(effect(Protocol::BldRemote, "_legacy"), Effect::Changes);
+        assert_eq!(effect(Protocol::BldRemote, "put_persist_data"), Effect::Reads);
+        assert_eq!(effect(Protocol::BldRemote, "undo_last"), Effect::Changes);
         assert_eq!(
             effect(Protocol::BlenderMcp, "download_polyhaven_asset"),
             Effect::Changes

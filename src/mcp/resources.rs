@@ -267,7 +267,10 @@ pub fn workflow_prompt(arguments: Option<&Map<String, Value>>) -> GetPromptResul
          check_connection_status (or blender://status) says what is running and for how long, \
          without waiting for it.\n\
          6. Keep state that must survive between calls with put_persist_data / get_persist_data, \
-         not in Python globals.",
+         not in Python globals.\n\
+         7. A job that went wrong is taken back by undo_last in a Blender with its UI (each job that \
+         may change data is one undo step; it refuses to take back the user's own steps), and by \
+         restore_checkpoint in background Blender.",
     );
     if let Some(task) = task {
         text.push_str(&format!("\n\nThe task: {task}"));

@@ -184,6 +184,14 @@ fn table() -> Vec<ToolSpec> {
             },
         ),
         spec(
+            "undo_last",
+            "Take back blendwire's last undo step in Blender's UI (the last job that changed data): answers {undone, now_at}; refuses when the last step is the user's own. In background Blender, which has no undo stack, use restore_checkpoint.",
+            none(),
+            false,
+            OneBlender,
+            |t, _, rq| Box::pin(t.undo_last(rq)),
+        ),
+        spec(
             "list_blenders",
             "The running Blenders these tools can reach (port, pid, .blend file, Blender version, runtime), for the other tools' blender argument.",
             none(),
@@ -253,6 +261,13 @@ impl BlenderTools {
             content.push(ContentBlock::text(format!("stderr:\n{stderr}")));
         }
         Ok(content)
+    }
+
+    /// `undo_last`: never resent (a second one would take back a second step).
+    async fn undo_last(&self, rq: Rq<'_>) -> ToolOutcome {
+        let result = self.json_tool("undo_last", json!({}), Retry::Never, rq).await;
+        self.watch.job_ended();
+        result
     }
 
     async fn screenshot(&self, args: &Map<String, Value>, rq: Rq<'_>) -> ToolOutcome {
@@ -393,7 +408,7 @@ mod tests {
     #[test]
     fn every_tool_has_an_object_schema_and_a_one_line_description() {
         let tools: Vec<&Tool> = tools().collect();
-        assert_eq!(tools.len(), 9);
+        assert_eq!(tools.len(), 10);
         for t in &tools {
             assert_eq!(t.input_schema.get("type"), Some(&json!("object")), "{}", t.name);
             let d = t.description.as_deref().unwrap_or_default();

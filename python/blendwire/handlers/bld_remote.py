@@ -4,7 +4,7 @@
 Blender's main thread only, so handlers may use bpy freely. Result fields follow blender-remote 1.3.3
 (`bld_remote_mcp`) exactly, so its clients and LLM tools keep working. Scene and object info are
 `scene`'s, the screenshot `screenshot`'s, running code `code`'s; here: execute_code's wire form,
-the persist and status commands, and the peer's legacy `{"code"}`/`{"message"}` forms.
+the persist and status commands, `undo_last` (`undo`'s), and the peer's legacy `{"code"}`/`{"message"}` forms.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from . import code as code_runner
 from .inflight import HANDLER
 from .scene import get_object_info, get_scene_info
 from .screenshot import get_viewport_screenshot
+from .undo import UNDO_LAST, undo_last
 
 __all__ = ["COMMANDS", "dispatch"]
 
@@ -153,6 +154,7 @@ _HANDLERS: dict[str, Callable[[Params], Any]] = {
     "get_persist_data": get_persist_data,
     "remove_persist_data": remove_persist_data,
     "get_status": get_status,
+    UNDO_LAST: undo_last,
     "_legacy": _legacy,
 }
 
