@@ -365,6 +365,7 @@ impl ServiceSettings {
                 write_timeout,
                 token,
                 status: None,
+                audit: None,
             },
             queue_capacity,
         })

@@ -154,7 +154,9 @@ impl Audit {
             with_code: true,
         };
         self.send(entry, Some(ack));
-        written.await.unwrap_or_else(|_| Err("the audit log's writer is gone".into()))
+        written
+            .await
+            .unwrap_or_else(|_| Err("the audit log's writer is gone".into()))
     }
 
     /// The `end` line of a job (its answer's `outcome`: `ok` or the error code); the code is on
@@ -250,7 +252,9 @@ fn capped(text: &str, cap: usize) -> (&str, bool) {
 fn encode(entry: &Entry, mode: CodeMode, out: &mut Vec<u8>) {
     let r = &entry.record;
     let code = r.code.as_deref();
-    let shown = code.filter(|_| entry.with_code && mode == CodeMode::Full).map(|c| capped(c, AUDIT_CODE_CAP));
+    let shown = code
+        .filter(|_| entry.with_code && mode == CodeMode::Full)
+        .map(|c| capped(c, AUDIT_CODE_CAP));
     let (checkpoint, checkpoint_error) = match r.checkpoint() {
         Some(Checkpoint::Kept { id }) => (Some(id.as_str()), None),
         Some(Checkpoint::Failed { error }) => (None, Some(error.as_str())),
@@ -315,7 +319,10 @@ impl LogFile {
             .open(&config.path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
-            return Err(io::Error::other(format!("{} is not a regular file", config.path.display())));
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                config.path.display()
+            )));
         }
         if meta.mode() & 0o077 != 0 {
             file.set_permissions(fs::Permissions::from_mode(0o600))?;
@@ -368,7 +375,10 @@ impl LogFile {
         if still_ours {
             let keep = self.config.keep.max(1);
             for i in (1..keep).rev() {
-                match fs::rename(with_suffix(path, &format!(".{i}")), with_suffix(path, &format!(".{}", i + 1))) {
+                match fs::rename(
+                    with_suffix(path, &format!(".{i}")),
+                    with_suffix(path, &format!(".{}", i + 1)),
+                ) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
                 }
@@ -400,11 +410,7 @@ fn write_loop(mut log: LogFile, rx: mpsc::Receiver<Msg>) {
                 next = rx.try_recv().ok();
             }
         }
-        let result = if buf.is_empty() {
-            Ok(())
-        } else {
-            log.append(&buf)
-        };
+        let result = if buf.is_empty() { Ok(()) } else { log.append(&buf) };
         buf.clear();
         let answer = match result {
             Ok(()) => {
@@ -463,7 +469,10 @@ mod tests {
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
@@ -495,7 +504,10 @@ mod tests {
         assert_eq!(start["code_sha256"], sha256_hex("import bpy"));
         assert_eq!(start["outcome"], Value::Null);
         let ts = start["ts"].as_str().unwrap();
-        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z') && ts.len() == 24, "{ts}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z') && ts.len() == 24,
+            "{ts}"
+        );
         assert_eq!(end["event"], "end");
         assert_eq!(end["outcome"], "ok");
         assert_eq!(end["checkpoint"], "cp-1");
@@ -518,7 +530,9 @@ mod tests {
         let long = "x".repeat(AUDIT_CODE_CAP + 10);
         let full = Audit::open(AuditConfig::at(dir.join("full.jsonl"))).unwrap();
         let job = record("execute_code", Some(&long));
-        job.set_checkpoint(Checkpoint::Failed { error: "disk full".into() });
+        job.set_checkpoint(Checkpoint::Failed {
+            error: "disk full".into(),
+        });
         full.answered(&job, "busy");
         full.flush();
         let line = &lines(&dir.join("full.jsonl"))[0];
@@ -538,7 +552,10 @@ mod tests {
         hashed.flush();
         let text = fs::read_to_string(dir.join("hash.jsonl")).unwrap();
         assert!(!text.contains("secret_scene_code"), "{text}");
-        assert_eq!(lines(&dir.join("hash.jsonl"))[0]["code_sha256"], sha256_hex("secret_scene_code()"));
+        assert_eq!(
+            lines(&dir.join("hash.jsonl"))[0]["code_sha256"],
+            sha256_hex("secret_scene_code()")
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -561,7 +578,11 @@ mod tests {
         assert!(one.exists() && two.exists());
         assert!(!with_suffix(&path, ".3").exists(), "only 2 old files are kept");
         for p in [&path, &one, &two] {
-            assert!(fs::metadata(p).unwrap().len() < 1000 + 600, "{} is rotated by size", p.display());
+            assert!(
+                fs::metadata(p).unwrap().len() < 1000 + 600,
+                "{} is rotated by size",
+                p.display()
+            );
             assert_eq!(fs::metadata(p).unwrap().mode() & 0o777, 0o600);
             for line in lines(p) {
                 assert_eq!(line["command"], "get_status", "whole lines only");
@@ -594,7 +615,10 @@ mod tests {
         let result = Audit::open(AuditConfig::at(dir.join("audit.jsonl")));
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
         // root may write anyway; the directory case holds for everyone.
-        assert!(Audit::open(AuditConfig::at(dir.clone())).is_err(), "a directory is no log file");
+        assert!(
+            Audit::open(AuditConfig::at(dir.clone())).is_err(),
+            "a directory is no log file"
+        );
         if unsafe { libc::geteuid() } != 0 {
             assert!(result.is_err());
         }

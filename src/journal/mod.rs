@@ -12,7 +12,7 @@ pub mod effect;
 pub mod record;
 pub mod state;
 
+pub use audit::{outcome_of, Audit, AuditConfig, CodeMode, Event};
 pub use effect::effect;
 pub use record::{Checkpoint, Effect, JobRecord, Listener, Protocol};
 pub use state::{private_dir, state_dir};
-pub use audit::{outcome_of, Audit, AuditConfig, CodeMode, Event};
