@@ -81,6 +81,26 @@ def set_keeper(fn_: Callable[[str, dict[str, Any]], Any] | None) -> None:
     a failed checkpoint (the job still runs, its answer says so). "after" once the job ran, with
     `info["ok"]`. None removes it."""
 
+def set_audit(
+    *, audit_log: str | None = None, audit_code: str | None = None, audit_max_bytes: int | None = None
+) -> str | None:
+    """Open the process's audit log for the listeners started from now on: `audit_log` a file
+    (None: `state_dir()/audit.jsonl`; "off": no log), `audit_code` "full" (the code, capped, and its
+    sha256) or "hash" (only the sha256), `audit_max_bytes` the size it is rotated at. Returns the
+    file, or None when off. ValueError naming `audit_log` when the file cannot be written."""
+
+def check_audit_settings(
+    *, audit_log: str | None = None, audit_code: str | None = None, audit_max_bytes: int | None = None
+) -> list[tuple[str, str]]:
+    """(setting, rule) for each audit setting that breaks its rule; the file is tried as well
+    (created if missing)."""
+
+def audit_path() -> str | None:
+    """The audit log's file while it is on, else None."""
+
+def flush_audit() -> None:
+    """Wait until every audit line so far is written."""
+
 def state_dir() -> str:
     """The user's state directory (`$XDG_STATE_HOME/blendwire`, else `~/.local/state/blendwire`):
     checkpoints and the audit log by default. Made 0700 if missing; OSError if it is not private."""

@@ -132,6 +132,11 @@ impl Audit {
         Ok(Audit { tx, path })
     }
 
+    /// Whether the log can be opened (and written) with `config`, without starting a writer.
+    pub fn check(config: AuditConfig) -> io::Result<()> {
+        LogFile::open(config).map(drop)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

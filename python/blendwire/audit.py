@@ -1,0 +1,169 @@
+"""Reading the audit log (`blendwire audit`): its JSON lines, from the rotated files too, as rows a
+person reads (one per request: a job's start and end lines paired by pid and seq; a start without
+its end is `unfinished`, e.g. a job that crashed Blender) or as the lines themselves.
+
+The log is written by the core (`journal::audit`); its file is `_core.defaults()["audit_log"]`
+unless `blendwire serve --audit-log` (or `$BLENDWIRE_AUDIT_LOG`) named another. No bpy here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, TextIO
+
+from . import _core, config
+
+__all__ = ["UNFINISHED", "default_path", "files", "follow", "lines", "parse_since", "rows", "table"]
+
+UNFINISHED = "unfinished"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def default_path() -> str:
+    """The file `blendwire serve` writes by default: `$BLENDWIRE_AUDIT_LOG`, else the core's."""
+    env = config.env_audit_log()
+    return env if env and env != "off" else str(_core.defaults()["audit_log"])
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`10m`, `2h`, `30s`, `1d` ago, or an ISO 8601 time (UTC when it names no zone).
+    ValueError says what is accepted."""
+    m = _DURATION.match(text)
+    if m:
+        return (now or datetime.now(timezone.utc)) - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"--since takes a duration (30s, 10m, 2h, 1d) or an ISO time (2026-01-31T12:00:00Z), got {text!r}"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def files(path: str, rotated: bool) -> list[str]:
+    """The log's files, oldest first: `path.N` .. `path.1` (when `rotated`), then `path`."""
+    found = []
+    if rotated:
+        n = 1
+        while os.path.exists(f"{path}.{n}"):
+            found.append(f"{path}.{n}")
+            n += 1
+        found.reverse()
+    if os.path.exists(path):
+        found.append(path)
+    return found
+
+
+def _time(line: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(line["ts"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+
+
+def lines(paths: Iterable[str], since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON lines of `paths` in order (at or after `since`); a line that is not JSON (cut by a
+    crash mid-write) is skipped."""
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for raw in f:
+                line = _parse(raw)
+                if line is not None and (since is None or ((t := _time(line)) is not None and t >= since)):
+                    yield line
+
+
+def _parse(raw: str) -> dict[str, Any] | None:
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        return None
+    return line if isinstance(line, dict) else None
+
+
+def rows(log: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per request, in the order they came: the end line, or the start line marked
+    `unfinished` when its end never came."""
+    out: list[dict[str, Any]] = []
+    started: dict[tuple[Any, Any], int] = {}
+    for line in log:
+        key = (line.get("pid"), line.get("seq"))
+        if line.get("event") == "start":
+            started[key] = len(out)
+            out.append({**line, "outcome": UNFINISHED})
+        elif key in started:
+            # The row is the end line at the time the request came (its start line's).
+            i = started.pop(key)
+            out[i] = {**line, "ts": out[i].get("ts", line.get("ts"))}
+        else:
+            out.append(line)
+    return out
+
+
+_COLUMNS = ("time", "listener/dialect", "peer", "command", "outcome", "ms", "checkpoint")
+
+
+def _cells(row: dict[str, Any]) -> tuple[str, ...]:
+    ts = str(row.get("ts", "")).replace("T", " ")
+    duration = row.get("duration_ms")
+    checkpoint = row.get("checkpoint") or ("failed" if row.get("checkpoint_error") else "-")
+    return (
+        ts,
+        f"{row.get('listener', '?')}/{row.get('dialect', '?')}",
+        str(row.get("peer") or "-"),
+        str(row.get("command", "")),
+        str(row.get("outcome") or "-"),
+        "-" if duration is None else f"{duration:.1f}",
+        str(checkpoint),
+    )
+
+
+def table(rows_: Iterable[dict[str, Any]]) -> str:
+    """Rows as an aligned text table with a header."""
+    cells = [_COLUMNS, *(_cells(r) for r in rows_)]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(_COLUMNS))]
+    return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(c))).rstrip() for c in cells)
+
+
+def follow(
+    path: str, emit: Callable[[dict[str, Any]], None], *, interval: float = 0.2, out: TextIO | None = None
+) -> None:
+    """Call `emit(line)` for each line appended to `path` from its end on, until interrupted; a
+    rotated file is followed to the new one. (A CLI follow: it polls.)"""
+    f, ident = None, None
+    pending = ""
+    while True:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) != ident:
+            if f is not None:
+                pending = _drain(f, pending, emit)
+                f.close()
+            first = ident is None
+            f = open(path, encoding="utf-8", errors="replace")
+            if first:
+                f.seek(0, os.SEEK_END)
+            ident, pending = (st.st_dev, st.st_ino), ""
+        if f is not None:
+            pending = _drain(f, pending, emit)
+        if out is not None:
+            out.flush()
+        time.sleep(interval)
+
+
+def _drain(f: TextIO, pending: str, emit: Callable[[dict[str, Any]], None]) -> str:
+    data = pending + f.read()
+    *whole, rest = data.split("\n")
+    for raw in whole:
+        line = _parse(raw)
+        if line is not None:
+            emit(line)
+    return rest
