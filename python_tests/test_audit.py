@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 
+import anyio
 import bwtest
 import pytest
 from bwtest import Conn, assert_success, wait_for
@@ -115,6 +116,35 @@ def test_both_dialects_of_the_mcp_addon_port_are_logged(server):
     start = started(server.audit_log, "audit-lab-3")
     assert (start["listener"], start["dialect"], start["command"]) == ("addon", "blender_lab", "execute"), start
     assert end_of(server.audit_log, start)["outcome"] == "ok"
+
+
+def test_blendwire_mcp_logs_its_tool_calls(server):
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    cmd = bwtest.blendwire_command()
+    params = StdioServerParameters(
+        command=cmd[0],
+        args=cmd[1:] + ["mcp", "--blender-host", server.host, "--blender-port", str(server.port)],
+        env={"BLENDWIRE_AUDIT_LOG": str(server.audit_log)},
+    )
+
+    async def body():
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            result = await session.call_tool("execute_code", {"code": "print('audit-mcp-6')"})
+            assert not result.is_error, result
+            assert not (await session.call_tool("get_scene_info", {})).is_error
+
+    anyio.run(body)
+    log = server.audit_log
+    start = wait_line(log, lambda ln: ln["listener"] == "mcp" and "audit-mcp-6" in (ln.get("code") or ""), "mcp start")
+    assert (start["event"], start["dialect"], start["command"]) == ("start", "mcp_stdio", "execute_code"), start
+    assert end_of(log, start)["outcome"] == "ok"
+    read = wait_line(log, lambda ln: ln["listener"] == "mcp" and ln["command"] == "get_scene_info", "the mcp read")
+    assert read["event"] == "end" and read["outcome"] == "ok", read
+    # The request it forwarded is the service's line too.
+    wait_line(log, lambda ln: ln["listener"] == "service" and "audit-mcp-6" in (ln.get("code") or ""), "forwarded")
 
 
 def test_blendwire_audit_shows_the_requests(server):

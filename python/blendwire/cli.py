@@ -359,6 +359,11 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
         raise _Fail("--stdio, --allow-origin and --allow-host go with --http [HOST:]PORT")
     if args.http is not None:
         _check_mcp_http("--http", args.http, token, args.allow_origin)
+    # A line per tool call in the audit log (its own lines: listener mcp), as `serve` keeps it.
+    try:
+        _core.set_audit(audit_log=config.env_audit_log())
+    except ValueError as e:
+        raise _core_error(e, {"audit_log": f"${config.AUDIT_LOG_ENV} (the audit log)"}) from None
     # stdout is the MCP protocol (on stdio): everything else goes to stderr. Blender need not run
     # yet: tools connect on their first call.
     try:

@@ -338,6 +338,10 @@ pub(super) async fn serve(
     // What the service takes by default, not rmcp's 4 MiB: a large execute_code fails in Blender's
     // service with its own message, as over stdio, rather than here.
     mcp_config.max_request_body_bytes = crate::defaults::DEFAULT_MAX_REQUEST_BYTES;
+    let tools = BlenderTools {
+        dialect: crate::journal::Protocol::McpHttp,
+        ..tools
+    };
     let service = StreamableHttpService::new(
         move || Ok(tools.for_session()),
         Arc::new(LocalSessionManager::default()),

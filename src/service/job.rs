@@ -190,7 +190,7 @@ pub(super) async fn submit(
         Ok(ticket) => ticket,
         Err(e) => {
             if let Some(audit) = &audit {
-                audit.answered(&record, e.wire_code());
+                audit.end(&record, e.wire_code());
             }
             return Err(e);
         }
