@@ -29,9 +29,11 @@ WAIT = 60.0
 
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
-    """`blendwire serve --mcp-addon-port 0 --audit-log FILE` for one runtime; `.audit_log` is FILE."""
+    """`blendwire serve --mcp-addon-port 0 --mcp-http 0 --audit-log FILE` for one runtime;
+    `.audit_log` is FILE."""
     log = tmp_path_factory.mktemp("audit") / "audit.jsonl"
-    sp = bwtest.start_serve(request.param, extra=["--mcp-addon-port", "0", "--audit-log", str(log)])
+    extra = ["--mcp-addon-port", "0", "--mcp-http", "0", "--audit-log", str(log)]
+    sp = bwtest.start_serve(request.param, extra=extra)
     sp.audit_log = log
     yield sp
     sp.shutdown()
@@ -145,6 +147,29 @@ def test_blendwire_mcp_logs_its_tool_calls(server):
     assert read["event"] == "end" and read["outcome"] == "ok", read
     # The request it forwarded is the service's line too.
     wait_line(log, lambda ln: ln["listener"] == "service" and "audit-mcp-6" in (ln.get("code") or ""), "forwarded")
+
+
+def test_serve_mcp_http_logs_its_tool_calls_with_the_peer(server):
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def body():
+        async with (
+            httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=120)) as http,
+            streamable_http_client(server.ready.mcp_url, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            result = await session.call_tool("execute_code", {"code": "print('audit-http-7')"})
+            assert not result.is_error, result
+
+    anyio.run(body)
+    log = server.audit_log
+    start = wait_line(log, lambda ln: ln["listener"] == "mcp" and "audit-http-7" in (ln.get("code") or ""), "http")
+    assert (start["event"], start["dialect"], start["command"]) == ("start", "mcp_http", "execute_code"), start
+    assert start["peer"].startswith("127.0.0.1:"), start
+    assert end_of(log, start)["outcome"] == "ok"
 
 
 def test_blendwire_audit_shows_the_requests(server):

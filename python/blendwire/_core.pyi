@@ -324,7 +324,8 @@ def defaults() -> dict[str, Any]:
     backoff_jitter, handshake_timeout, auth_timeout, command_timeout, poll_interval, poll_limit,
     outbox_max_count, outbox_max_bytes, ca_file_env (the variable read when ca_file is None),
     client_timeout (33), client_connect_timeout (5),
-    mcp_timeout (600), mcp_connect_timeout (2). Client and McpServer take None for these."""
+    mcp_timeout (600), mcp_connect_timeout (2), audit_log (`state_dir()/audit.jsonl`), audit_code
+    ("full"), audit_max_bytes (10 MiB), audit_keep (5). Client and McpServer take None for these."""
 
 def check_service_settings(
     host: str | None = None,

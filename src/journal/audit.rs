@@ -597,6 +597,45 @@ mod tests {
     }
 
     #[test]
+    fn two_writers_sharing_a_file_and_its_rotation_never_mix_or_lose_lines() {
+        let dir = temp("shared");
+        let path = dir.join("audit.jsonl");
+        let config = AuditConfig {
+            max_bytes: 4000,
+            keep: 100,
+            ..AuditConfig::at(path.clone())
+        };
+        let writers = [Audit::open(config.clone()).unwrap(), Audit::open(config).unwrap()];
+        std::thread::scope(|s| {
+            for (w, audit) in writers.iter().enumerate() {
+                s.spawn(move || {
+                    for i in 0..300 {
+                        audit.answered(&record(&format!("writer{w}-{i}"), Some(&"y".repeat(i % 50))), "ok");
+                    }
+                    audit.flush();
+                });
+            }
+        });
+        let mut seen = Vec::new();
+        for n in (1..=100).rev() {
+            seen.extend(lines(&with_suffix(&path, &format!(".{n}"))));
+        }
+        seen.extend(lines(&path));
+        let mut commands: Vec<String> = seen
+            .iter()
+            .map(|l| l["command"].as_str().unwrap().to_string())
+            .collect();
+        commands.sort();
+        let mut expected: Vec<String> = (0..2)
+            .flat_map(|w| (0..300).map(move |i| format!("writer{w}-{i}")))
+            .collect();
+        expected.sort();
+        assert_eq!(commands, expected, "every line once, whole");
+        assert!(with_suffix(&path, ".1").exists(), "it rotated");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_writer_follows_the_path_when_another_rotated_it() {
         let dir = temp("moved");
         let path = dir.join("audit.jsonl");

@@ -13,6 +13,15 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use std::sync::Arc;
 
+/// The HTTP client's address of a call over Streamable HTTP (None over stdio).
+fn http_peer(context: &RequestContext<RoleServer>) -> Option<String> {
+    let parts = context.extensions.get::<axum::http::request::Parts>()?;
+    let info = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
+    Some(info.0.to_string())
+}
+
 impl ServerHandler for BlenderTools {
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
@@ -129,6 +138,7 @@ impl ServerHandler for BlenderTools {
         let record = self.audit.as_ref().map(|_| {
             Arc::new(
                 JobRecord::new(Listener::Mcp, self.dialect, request.name.to_string())
+                    .peer(http_peer(&context))
                     .request_id(serde_json::to_value(&context.id).ok())
                     .code_of(&args),
             )

@@ -365,6 +365,8 @@ pub(super) async fn serve(
             eprintln!("blendwire mcp: cannot set TCP_NODELAY on an HTTP connection: {e}");
         }
     });
+    // The client's address reaches the tools (the audit log's `peer`) as ConnectInfo.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
