@@ -13,6 +13,7 @@ import pathlib
 import socket
 import stat
 import subprocess
+import threading
 
 import anyio
 import bwtest
@@ -232,3 +233,29 @@ def test_an_unwritable_audit_log_refuses_to_start_naming_the_flag(tmp_path):
     assert "--audit-log" in out.stderr and "Traceback" not in out.stderr, out.stderr
     bad = blendwire("serve", "--port", "0", "--audit-code", "some", timeout=30)
     assert bad.returncode != 0 and "--audit-code" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_blendwire_audit_follows_new_requests(server):
+    proc = subprocess.Popen(
+        bwtest.blendwire_command() + ["audit", "-f", "--json", "--path", str(server.audit_log)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    printed = []
+    reader = threading.Thread(target=lambda: printed.extend(json.loads(raw) for raw in proc.stdout), daemon=True)
+    reader.start()
+    try:
+        with Conn(server.port) as c:
+            assert_success(c.request({"type": "execute_code", "params": {"code": "print('audit-follow-8')"}}))
+
+        def followed():
+            starts = [ln for ln in list(printed) if "audit-follow-8" in (ln.get("code") or "")]
+            return starts and any(
+                (ln["pid"], ln["seq"], ln["event"]) == (starts[0]["pid"], starts[0]["seq"], "end")
+                for ln in list(printed)
+            )
+
+        wait_for(followed, WAIT, "the followed start and end lines")
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from . import _core, config
 
-__all__ = ["UNFINISHED", "default_path", "files", "follow", "lines", "parse_since", "rows", "table"]
+__all__ = ["UNFINISHED", "Tail", "default_path", "files", "lines", "parse_since", "rows", "since_filter", "table"]
 
 UNFINISHED = "unfinished"
 
@@ -68,6 +68,11 @@ def _time(line: dict[str, Any]) -> datetime | None:
         return None
 
 
+def since_filter(line: dict[str, Any], since: datetime | None) -> bool:
+    """Whether `line` is at or after `since` (every line when None)."""
+    return since is None or ((t := _time(line)) is not None and t >= since)
+
+
 def lines(paths: Iterable[str], since: datetime | None = None) -> Iterator[dict[str, Any]]:
     """The JSON lines of `paths` in order (at or after `since`); a line that is not JSON (cut by a
     crash mid-write) is skipped."""
@@ -75,7 +80,7 @@ def lines(paths: Iterable[str], since: datetime | None = None) -> Iterator[dict[
         with open(path, encoding="utf-8", errors="replace") as f:
             for raw in f:
                 line = _parse(raw)
-                if line is not None and (since is None or ((t := _time(line)) is not None and t >= since)):
+                if line is not None and since_filter(line, since):
                     yield line
 
 
@@ -131,35 +136,58 @@ def table(rows_: Iterable[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(c))).rstrip() for c in cells)
 
 
-def follow(
-    path: str, emit: Callable[[dict[str, Any]], None], *, interval: float = 0.2, out: TextIO | None = None
-) -> None:
-    """Call `emit(line)` for each line appended to `path` from its end on, until interrupted; a
-    rotated file is followed to the new one. (A CLI follow: it polls.)"""
-    f, ident = None, None
-    pending = ""
-    while True:
+class Tail:
+    """The current log file read from its start, then followed from where the reading ended (no
+    line is missed or shown twice); a rotated file is finished and the new one followed from its
+    start. (A CLI follow: it polls.)"""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file: TextIO | None = None
+        self.ident: tuple[int, int] | None = None
+        self.pending = ""
+
+    def _open(self) -> bool:
         try:
-            st = os.stat(path)
+            f = open(self.path, encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            st = None
-        if st is not None and (st.st_dev, st.st_ino) != ident:
-            if f is not None:
-                pending = _drain(f, pending, emit)
-                f.close()
-            first = ident is None
-            f = open(path, encoding="utf-8", errors="replace")
-            if first:
-                f.seek(0, os.SEEK_END)
-            ident, pending = (st.st_dev, st.st_ino), ""
-        if f is not None:
-            pending = _drain(f, pending, emit)
-        if out is not None:
-            out.flush()
-        time.sleep(interval)
+            return False
+        if self.file is not None:
+            self.file.close()
+        st = os.fstat(f.fileno())
+        self.file, self.ident, self.pending = f, (st.st_dev, st.st_ino), ""
+        return True
+
+    def read(self) -> list[dict[str, Any]]:
+        """The whole lines that arrived since the last read (the file's start on the first)."""
+        got: list[dict[str, Any]] = []
+        if self.file is None and not self._open():
+            return got
+        try:
+            st = os.stat(self.path)
+            moved = (st.st_dev, st.st_ino) != self.ident
+        except FileNotFoundError:
+            moved = False
+        self.pending = _drain(self.file, self.pending, got.append)
+        if moved and self._open():
+            self.pending = _drain(self.file, self.pending, got.append)
+        return got
+
+    def follow(
+        self, emit: Callable[[dict[str, Any]], None], *, interval: float = 0.2, out: TextIO | None = None
+    ) -> None:
+        """`emit(line)` for every line from here on, until interrupted."""
+        while True:
+            for line in self.read():
+                emit(line)
+            if out is not None:
+                out.flush()
+            time.sleep(interval)
 
 
-def _drain(f: TextIO, pending: str, emit: Callable[[dict[str, Any]], None]) -> str:
+def _drain(f: TextIO | None, pending: str, emit: Callable[[dict[str, Any]], None]) -> str:
+    if f is None:
+        return pending
     data = pending + f.read()
     *whole, rest = data.split("\n")
     for raw in whole:

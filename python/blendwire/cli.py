@@ -664,8 +664,13 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         since = audit.parse_since(args.since) if args.since else None
     except ValueError as e:
         raise _Fail(str(e)) from None
+    # Followed: the current file is read through the handle that then follows it.
+    tail = audit.Tail(path) if args.follow else None
     try:
-        log = list(audit.lines(audit.files(path, rotated=since is not None), since))
+        paths = [p for p in audit.files(path, rotated=since is not None) if tail is None or p != path]
+        log = list(audit.lines(paths, since))
+        if tail is not None:
+            log += [line for line in tail.read() if audit.since_filter(line, since)]
     except OSError as e:
         raise _Fail(f"cannot read the audit log: {e}") from None
     if not log and not args.follow and not os.path.exists(path):
@@ -676,7 +681,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     else:
         print(audit.table(audit.rows(log)))
     sys.stdout.flush()
-    if not args.follow:
+    if tail is None:
         return 0
 
     def emit(line: dict[str, Any]) -> None:
@@ -687,7 +692,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                 line = {**line, "outcome": "started"}
             print(audit.table([line]).split("\n", 1)[1], flush=True)
 
-    audit.follow(path, emit, out=sys.stdout)
+    tail.follow(emit, out=sys.stdout)
     return 0
 
 
