@@ -24,7 +24,9 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{mpsc, Arc};
+use std::thread::Thread;
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 
@@ -107,10 +109,26 @@ struct Entry {
     with_code: bool,
 }
 
-/// The process's audit log: a handle to its writer thread (which ends when the last handle goes).
+/// How long the writer gathers lines nobody waits for (end lines) before it writes them: under
+/// load one wake-up and one write(2) per window instead of per request (the machine's cores are
+/// Blender's and the I/O thread's). A start line or a flush is written at once.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
+
+/// The process's audit log: a handle to its writer thread (which ends when the handle goes).
 pub struct Audit {
-    tx: mpsc::Sender<Msg>,
+    /// Taken on drop, so that the writer sees the channel closed when it is woken.
+    tx: Option<mpsc::Sender<Msg>>,
     path: PathBuf,
+    writer: Thread,
+    /// The writer sleeps until woken (nothing came in its last window): the next line wakes it.
+    idle: Arc<AtomicBool>,
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        self.tx.take();
+        self.writer.unpark();
+    }
 }
 
 impl std::fmt::Debug for Audit {
@@ -126,10 +144,19 @@ impl Audit {
         let path = config.path.clone();
         let log = LogFile::open(config)?;
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let idle = Arc::new(AtomicBool::new(false));
+        let writer_idle = idle.clone();
+        let writer = std::thread::Builder::new()
             .name("blendwire-audit".into())
-            .spawn(move || write_loop(log, rx))?;
-        Ok(Audit { tx, path })
+            .spawn(move || write_loop(log, rx, &writer_idle))?
+            .thread()
+            .clone();
+        Ok(Audit {
+            tx: Some(tx),
+            path,
+            writer,
+            idle,
+        })
     }
 
     /// Whether the log can be opened (and written) with `config`, without starting a writer.
@@ -141,9 +168,16 @@ impl Audit {
         &self.path
     }
 
-    fn send(&self, entry: Entry, ack: Option<Ack>) {
-        // The writer only ends when every handle is gone; a send cannot fail while we hold one.
-        let _ = self.tx.send(Msg::Line(entry, ack));
+    /// Hand `msg` to the writer; wake it at once when someone waits (`urgent`), else only if it
+    /// sleeps (it then gathers for [`BATCH_WINDOW`]). The hot path: a channel send, and now and
+    /// then an unpark.
+    fn send(&self, msg: Msg, urgent: bool) -> bool {
+        // The writer only ends when the handle is gone; a send cannot fail while we hold it.
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok());
+        if urgent || self.idle.swap(false, SeqCst) {
+            self.writer.unpark();
+        }
+        sent
     }
 
     /// The `start` line of a job that may change data; returns once it is written (`Err`: why it
@@ -158,7 +192,7 @@ impl Audit {
             outcome: None,
             with_code: true,
         };
-        self.send(entry, Some(ack));
+        self.send(Msg::Line(entry, Some(ack)), true);
         written
             .await
             .unwrap_or_else(|_| Err("the audit log's writer is gone".into()))
@@ -184,13 +218,13 @@ impl Audit {
             outcome: Some(outcome.to_string()),
             with_code,
         };
-        self.send(entry, None);
+        self.send(Msg::Line(entry, None), false);
     }
 
     /// Wait (blocking) until every line sent before is written: for tests and a clean exit.
     pub fn flush(&self) {
         let (tx, rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Flush(tx)).is_ok() {
+        if self.send(Msg::Flush(tx), true) {
             let _ = rx.recv_timeout(Duration::from_secs(10));
         }
     }
@@ -394,49 +428,83 @@ impl LogFile {
     }
 }
 
-/// The writer thread: every message that is there is written in one go, then acknowledged.
-fn write_loop(mut log: LogFile, rx: mpsc::Receiver<Msg>) {
+/// The writer thread: what has arrived is written in one go (one write(2)), then acknowledged;
+/// then it gathers for [`BATCH_WINDOW`] (cut short by a start line or a flush), or, when nothing
+/// came, sleeps until a sender wakes it (`idle`). Ends when the handle is gone.
+fn write_loop(mut log: LogFile, rx: mpsc::Receiver<Msg>, idle: &AtomicBool) {
     let mode = log.config.code;
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut acks: Vec<Ack> = Vec::new();
     let mut flushes = Vec::new();
     let mut failing = false;
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Line(entry, ack) => {
+    // A message taken by the last look before sleeping, handled first on the next turn.
+    let mut held: Option<Msg> = None;
+    loop {
+        let mut closed = false;
+        let mut got = 0usize;
+        while buf.len() < 1024 * 1024 {
+            let next = match held.take() {
+                Some(msg) => Ok(msg),
+                None => rx.try_recv(),
+            };
+            match next {
+                Ok(Msg::Line(entry, ack)) => {
                     encode(&entry, mode, &mut buf);
                     acks.extend(ack);
+                    got += 1;
                 }
-                Msg::Flush(done) => flushes.push(done),
-            }
-            if buf.len() < 1024 * 1024 {
-                next = rx.try_recv().ok();
-            }
-        }
-        let result = if buf.is_empty() { Ok(()) } else { log.append(&buf) };
-        buf.clear();
-        let answer = match result {
-            Ok(()) => {
-                failing = false;
-                Ok(())
-            }
-            Err(e) => {
-                // Said once per failing stretch, not per line (a full disk).
-                if !failing {
-                    log::warn!("cannot write the audit log {}: {e}", log.config.path.display());
+                Ok(Msg::Flush(done)) => {
+                    flushes.push(done);
+                    got += 1;
                 }
-                failing = true;
-                Err(format!("cannot write the audit log {}: {e}", log.config.path.display()))
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
             }
-        };
-        for ack in acks.drain(..) {
-            let _ = ack.send(answer.clone());
         }
-        for done in flushes.drain(..) {
-            let _ = done.send(());
+        if got > 0 {
+            let result = if buf.is_empty() { Ok(()) } else { log.append(&buf) };
+            buf.clear();
+            let answer = match result {
+                Ok(()) => {
+                    failing = false;
+                    Ok(())
+                }
+                Err(e) => {
+                    // Said once per failing stretch, not per line (a full disk).
+                    if !failing {
+                        log::warn!("cannot write the audit log {}: {e}", log.config.path.display());
+                    }
+                    failing = true;
+                    Err(format!("cannot write the audit log {}: {e}", log.config.path.display()))
+                }
+            };
+            for ack in acks.drain(..) {
+                let _ = ack.send(answer.clone());
+            }
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
         }
+        if closed {
+            return;
+        }
+        if got > 0 {
+            std::thread::park_timeout(BATCH_WINDOW);
+            continue;
+        }
+        // Nothing came in a whole window: sleep until woken. A line sent after the last look saw
+        // `idle` false and woke nobody, so look once more after saying we sleep.
+        idle.store(true, SeqCst);
+        match rx.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => std::thread::park(),
+            Ok(msg) => held = Some(msg),
+            // The handle went: the next turn sees the channel closed.
+            Err(mpsc::TryRecvError::Disconnected) => {}
+        }
+        idle.store(false, SeqCst);
     }
 }
 
@@ -632,6 +700,31 @@ mod tests {
         expected.sort();
         assert_eq!(commands, expected, "every line once, whole");
         assert!(with_suffix(&path, ".1").exists(), "it rotated");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lines_nobody_waits_for_are_written_soon_also_after_the_writer_went_idle() {
+        let dir = temp("idle");
+        let path = dir.join("audit.jsonl");
+        let audit = Audit::open(AuditConfig::at(path.clone())).unwrap();
+        for n in 1..=3 {
+            audit.answered(&record("get_status", None), "ok");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while lines(&path).len() < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "line {n} was not written without a flush"
+                );
+                std::thread::yield_now();
+            }
+            // Let the writer's window pass with nothing in it, so that it sleeps until woken.
+            while !audit.idle.load(SeqCst) {
+                assert!(std::time::Instant::now() < deadline, "the writer never went idle");
+                std::thread::yield_now();
+            }
+        }
+        drop(audit);
         fs::remove_dir_all(&dir).unwrap();
     }
 
