@@ -505,3 +505,53 @@ async fn an_https_url_to_a_plain_http_port_is_a_clear_tls_error() {
     }
     assert!(err.to_string().starts_with("TLS: "), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_router_command_has_its_audit_start_line_before_it_runs_and_its_end_after() {
+    use blendwire::journal::{Audit, AuditConfig};
+    let dir = std::env::temp_dir().join(format!("bw-router-audit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("audit.jsonl");
+    let audit = Arc::new(Audit::open(AuditConfig::at(path.clone())).expect("the log opens"));
+    let bridge = Arc::new(Bridge::new(8));
+    let config = RouterConfig {
+        audit: Some(audit.clone()),
+        ..RouterConfig::default()
+    };
+    let shared = Shared::new(config, bridge.clone());
+    // The "main thread" finds the start line on disk when the job runs.
+    let (b, p) = (bridge.clone(), path.clone());
+    let main = std::thread::spawn(move || loop {
+        if let Next::Job(job) = b.next_job(Duration::from_secs(10), Duration::ZERO) {
+            let seen = std::fs::read_to_string(&p).unwrap_or_default();
+            b.run(job, |_| Ok(json!({"done": true})));
+            return seen;
+        }
+    });
+    let params = json!({"addon_id": "scene", "command": "clear", "code": "ignored"});
+    let result = shared
+        .main_thread(
+            RouterOp::Command,
+            params.as_object().unwrap().clone(),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(result.unwrap(), json!({"done": true}));
+    let seen_by_the_job = main.join().unwrap();
+    assert!(seen_by_the_job.contains("\"event\":\"start\""), "{seen_by_the_job}");
+    audit.flush();
+    let lines: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, event) in lines.iter().zip(["start", "end"]) {
+        assert_eq!(line["event"], event);
+        assert_eq!(line["listener"], "router");
+        assert_eq!(line["dialect"], "cr8");
+        assert_eq!(line["command"], "router:command scene.clear");
+    }
+    assert_eq!(lines[1]["outcome"], "ok");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

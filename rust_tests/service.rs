@@ -600,3 +600,71 @@ fn a_job_that_ends_within_the_grace_after_its_deadline_is_answered_with_its_resu
     let answer = read_values(&mut s, 1).remove(0);
     assert_eq!(answer["result"], "released", "{answer}");
 }
+
+#[test]
+fn the_audit_log_has_every_request_its_start_first_and_never_the_token() {
+    use blendwire::journal::{Audit, AuditConfig};
+    let dir = std::env::temp_dir().join(format!("bw-service-audit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("audit.jsonl");
+    let audit = Arc::new(Audit::open(AuditConfig::at(path.clone())).expect("the log opens"));
+    let bridge = Arc::new(Bridge::new(8));
+    let _main = MainThread::start(bridge.clone());
+    let svc = start(&bridge, |c| {
+        c.token = Some("s3cret-token-1".into());
+        c.audit = Some(audit.clone());
+        c.commands.push("execute_code".into());
+    });
+    let ran = call(
+        svc.addr(),
+        json!({"type": "execute_code", "params": {"code": "x = 1"}, "token": "s3cret-token-1", "id": "job-1"}),
+    );
+    assert_eq!(ran["status"], "success", "{ran}");
+    let refused = call(
+        svc.addr(),
+        json!({"type": "execute_code", "params": {"code": "y = 2"}, "token": "wrong-guess-2"}),
+    );
+    assert_eq!(refused["error_code"], "unauthorized");
+    let unknown = call(svc.addr(), json!({"type": "nope", "token": "s3cret-token-1"}));
+    assert_eq!(unknown["error_code"], "unknown_rpc_command");
+    audit.flush();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("s3cret-token-1") && !text.contains("wrong-guess-2"),
+        "{text}"
+    );
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["event"].as_str().unwrap(),
+                l["command"].as_str().unwrap(),
+                l["outcome"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("start", "execute_code", "-"),
+            ("end", "execute_code", "ok"),
+            ("end", "execute_code", "unauthorized"),
+            ("end", "nope", "unknown_rpc_command"),
+        ]
+    );
+    assert_eq!(lines[0]["code"], "x = 1");
+    assert_eq!(lines[0]["request_id"], "job-1");
+    assert_eq!(lines[0]["token_label"], "token");
+    assert_eq!(lines[1]["seq"], lines[0]["seq"]);
+    assert_eq!(lines[2]["code"], "y = 2");
+    assert_eq!(
+        lines[2]["token_label"],
+        Value::Null,
+        "a request without the token has no label"
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["listener"] == "service" && l["dialect"] == "bld_remote"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,7 +13,7 @@ use crate::bridge::{Bridge, Job, JobResult, Next, Payload};
 use crate::defaults::DEFAULT_STOP_TIMEOUT;
 use crate::error::{JobError, ServiceError};
 use crate::instances::{self, Announce, Announcement, InstanceError};
-use crate::journal::{Checkpoint, JobRecord};
+use crate::journal::{Audit, Checkpoint, JobRecord};
 use crate::router::{Router, RouterConfig, RouterError, Shared as RouterShared};
 use crate::service::{Service, ServiceConfig, ServiceInfo, StatusSource};
 use crate::shutdown::StopReason;
@@ -133,6 +133,9 @@ pub struct Core<D: Dispatcher> {
     /// The main thread's keeper: called `before` a job that may change data (keep a checkpoint)
     /// and `after` it (the GUI's undo step); see [`Core::set_keeper`].
     keeper: Slot<D>,
+    /// The process's audit log, handed to the service and the router when they start; see
+    /// [`Core::set_audit`].
+    audit: Mutex<Option<Arc<Audit>>>,
 }
 
 impl<D: Dispatcher> Default for Core<D> {
@@ -159,6 +162,7 @@ impl<D: Dispatcher> Core<D> {
             blender_mcp_dispatcher: Mutex::new(None),
             blender_lab_dispatcher: Mutex::new(None),
             keeper: Mutex::new(None),
+            audit: Mutex::new(None),
         }
     }
 
@@ -196,6 +200,27 @@ impl<D: Dispatcher> Core<D> {
     pub fn set_keeper(&self, keeper: Option<D>) {
         let old = std::mem::replace(&mut *self.keeper.lock(), keeper.map(Arc::new));
         drop(old);
+    }
+
+    /// Set (or with None, turn off) the audit log of the listeners started from now on (a running
+    /// service or router keeps the log it started with). The old log's lines are written first.
+    pub fn set_audit(&self, audit: Option<Audit>) {
+        let old = std::mem::replace(&mut *self.audit.lock(), audit.map(Arc::new));
+        if let Some(old) = old {
+            old.flush();
+        }
+    }
+
+    /// The audit log the next listeners get, if it is on.
+    pub fn audit(&self) -> Option<Arc<Audit>> {
+        self.audit.lock().clone()
+    }
+
+    /// Wait until every audit line sent so far is written (a clean exit).
+    pub fn flush_audit(&self) {
+        if let Some(audit) = self.audit() {
+            audit.flush();
+        }
     }
 
     fn dispatch(&self, main: D::MainThread<'_>, payload: &Payload, record: Option<&JobRecord>) -> JobResult {
@@ -290,6 +315,7 @@ impl<D: Dispatcher> Core<D> {
     pub fn start_service(&self, mut config: ServiceConfig) -> Result<SocketAddr, ServiceError> {
         let view = self.view.clone();
         config.status = Some(StatusSource(Arc::new(move || view.status())));
+        config.audit = config.audit.or_else(|| self.audit());
         let mut slot = self.service.lock();
         if let Some(running) = slot.as_ref().filter(|s| s.is_serving()) {
             return Err(ServiceError::AlreadyRunning(running.addr()));
@@ -314,11 +340,14 @@ impl<D: Dispatcher> Core<D> {
         // Readers see the service gone from here on, not after the stop.
         self.view.service.write().take();
         self.withdraw();
-        slot.take().is_some_and(|s| {
+        let was_serving = slot.take().is_some_and(|s| {
             let serving = s.is_serving();
             s.stop(timeout);
             serving
-        })
+        });
+        // The last requests' lines are on disk before the caller (maybe exiting) goes on.
+        self.flush_audit();
+        was_serving
     }
 
     /// The running service, while it serves (not after a `server_shutdown`).
@@ -336,7 +365,8 @@ impl<D: Dispatcher> Core<D> {
 
     // --- the router ---
 
-    pub fn start_router(&self, config: RouterConfig) -> Result<(), RouterStartError> {
+    pub fn start_router(&self, mut config: RouterConfig) -> Result<(), RouterStartError> {
+        config.audit = config.audit.or_else(|| self.audit());
         let mut slot = self.router.lock();
         if slot.is_some() {
             return Err(RouterStartError::AlreadyRunning);

@@ -74,3 +74,13 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How many of a connection's requests the service queues at once (answered in request order);
 /// `blendwire.Client` keeps no more in flight, so that its pipelining never waits on the service.
 pub const PIPELINE_DEPTH: usize = 32;
+
+// ---- the audit log (journal::audit) ----
+/// The audit log's file in the state directory (`journal::state_dir()`).
+pub const AUDIT_FILE_NAME: &str = "audit.jsonl";
+/// A log file past this size is rotated (`audit.jsonl.1`, ...).
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// Rotated files kept besides the current one (`audit.jsonl.1` .. `.5`); older ones are removed.
+pub const DEFAULT_AUDIT_KEEP: usize = 5;
+/// The code a line keeps at most (`"code_truncated": true` past it); its sha256 is of all of it.
+pub const AUDIT_CODE_CAP: usize = 64 * 1024;

@@ -9,6 +9,7 @@
 
 use crate::auth;
 use crate::backoff::BackoffPolicy;
+use crate::defaults::{DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES};
 use crate::defaults::{
     DEFAULT_AUTH_TIMEOUT, DEFAULT_CLIENT_CONNECT_TIMEOUT, DEFAULT_CLIENT_TIMEOUT, DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_ENGINE_URL, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES,
@@ -19,6 +20,7 @@ use crate::defaults::{
     LAB_MAX_REQUEST_BYTES, LAB_READ_TIMEOUT, MAX_QUEUE_CAPACITY, MAX_SECONDS, MCP_ADDON_PORT_ENV, MIN_REQUEST_BYTES,
     WATCHDOG_ENV,
 };
+use crate::journal::{Audit, AuditConfig, CodeMode};
 use crate::router::tls::CA_FILE_ENV;
 use crate::router::url::engine_url;
 use crate::router::RouterConfig;
@@ -76,6 +78,10 @@ pub fn defaults() -> Value {
         "mcp_timeout": DEFAULT_MCP_TIMEOUT.as_secs_f64(),
         "mcp_connect_timeout": DEFAULT_MCP_CONNECT_TIMEOUT.as_secs_f64(),
         "interrupt_grace": INTERRUPT_GRACE.as_secs_f64(),
+        "audit_log": AuditConfig::default_path(),
+        "audit_code": "full",
+        "audit_max_bytes": DEFAULT_AUDIT_MAX_BYTES,
+        "audit_keep": DEFAULT_AUDIT_KEEP,
     })
 }
 
@@ -365,6 +371,7 @@ impl ServiceSettings {
                 write_timeout,
                 token,
                 status: None,
+                audit: None,
             },
             queue_capacity,
         })
@@ -449,6 +456,84 @@ impl RouterSettings {
             ..RouterConfig::default()
         };
         c.finish(config)
+    }
+}
+
+// ---- the audit log ----------------------------------------------------------------------------
+
+/// The audit log's settings as given (`blendwire serve --audit-log PATH|off --audit-code full|hash
+/// --audit-max-bytes N`); `None` means the default: on, in the state directory, the code kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// A file, or `off`.
+    pub audit_log: Option<String>,
+    /// `full` or `hash`.
+    pub audit_code: Option<String>,
+    pub audit_max_bytes: Option<i64>,
+}
+
+/// `audit_log` is a file path or `off` (None: no log).
+pub fn audit_log(value: &str) -> Result<Option<std::path::PathBuf>, String> {
+    match value.trim() {
+        "off" => Ok(None),
+        "" => Err("must be a file path or off, got an empty value".into()),
+        path => std::path::absolute(path)
+            .map(Some)
+            .map_err(|e| format!("must be a file path or off: {path:?}: {e}")),
+    }
+}
+
+impl AuditSettings {
+    /// The log's config (None: off), or every problem.
+    pub fn resolve(self) -> Result<Option<AuditConfig>, Vec<Problem>> {
+        let mut c = Checker::default();
+        let path = match self.audit_log.as_deref() {
+            Some(value) => c.check("audit_log", audit_log(value), None),
+            None => Some(AuditConfig::default_path()),
+        };
+        let code = match self.audit_code.as_deref() {
+            Some(name) => c.check("audit_code", CodeMode::from_name(name), CodeMode::Full),
+            None => CodeMode::Full,
+        };
+        let max_bytes = c.count(
+            "audit_max_bytes",
+            self.audit_max_bytes,
+            MIN_REQUEST_BYTES,
+            DEFAULT_AUDIT_MAX_BYTES as usize,
+        ) as u64;
+        c.finish(path.map(|path| AuditConfig {
+            code,
+            max_bytes,
+            ..AuditConfig::at(path)
+        }))
+    }
+
+    /// The log opened (None: off); a file that cannot be written is a problem of `audit_log`.
+    pub fn open(self) -> Result<Option<Audit>, Vec<Problem>> {
+        let Some(config) = self.resolve()? else {
+            return Ok(None);
+        };
+        let path = config.path.display().to_string();
+        Audit::open(config)
+            .map(Some)
+            .map_err(|e| vec![audit_unwritable(&path, e)])
+    }
+
+    /// The problems of these settings, the file tried too (created if missing, as the log would).
+    pub fn check(self) -> Result<(), Vec<Problem>> {
+        let Some(config) = self.resolve()? else {
+            return Ok(());
+        };
+        let path = config.path.display().to_string();
+        Audit::check(config).map_err(|e| vec![audit_unwritable(&path, e)])
+    }
+}
+
+fn audit_unwritable(path: &str, e: std::io::Error) -> Problem {
+    Problem {
+        setting: "audit_log",
+        rule: format!("cannot be written: {path}: {e}; name a file you can write, or off to keep no audit log"),
     }
 }
 
@@ -635,5 +720,36 @@ mod tests {
         assert!(LogLevel::from_name("loud")
             .unwrap_err()
             .starts_with("unknown log level \"LOUD\""));
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_log_is_on_by_default_off_by_name_and_its_rules_are_named() {
+        let on = AuditSettings::default().resolve().unwrap().expect("on by default");
+        assert_eq!(on.path, AuditConfig::default_path());
+        assert_eq!(on.code, CodeMode::Full);
+        let off = AuditSettings {
+            audit_log: Some("off".into()),
+            ..AuditSettings::default()
+        };
+        assert_eq!(off.resolve().unwrap(), None);
+        let bad = AuditSettings {
+            audit_log: Some("".into()),
+            audit_code: Some("some".into()),
+            audit_max_bytes: Some(10),
+        };
+        let problems: Vec<&str> = bad.resolve().unwrap_err().iter().map(|p| p.setting).collect();
+        assert_eq!(problems, ["audit_log", "audit_code", "audit_max_bytes"]);
+        let unwritable = AuditSettings {
+            audit_log: Some("/proc/blendwire-no-such/audit.jsonl".into()),
+            ..AuditSettings::default()
+        };
+        let problem = &unwritable.check().unwrap_err()[0];
+        assert_eq!(problem.setting, "audit_log");
+        assert!(problem.rule.starts_with("cannot be written: /proc/"), "{problem}");
     }
 }

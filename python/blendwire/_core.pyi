@@ -19,6 +19,8 @@ __all__ = [
     "__version__",
     "activity",
     "announce_instance",
+    "audit_path",
+    "check_audit_settings",
     "check_ca_file",
     "check_engine_url",
     "check_mcp_http",
@@ -28,6 +30,7 @@ __all__ = [
     "defaults",
     "discover_instances",
     "enable_interrupts",
+    "flush_audit",
     "flush_logs",
     "instances_dir",
     "interrupt_message",
@@ -41,13 +44,16 @@ __all__ = [
     "report_progress",
     "router_running",
     "service_address",
+    "set_audit",
     "set_dispatcher",
+    "set_keeper",
     "set_log_level",
     "set_queue_capacity",
     "set_router_dispatcher",
     "shutdown",
     "start_router",
     "start_service",
+    "state_dir",
     "status",
     "stop_pump",
     "stop_router",
@@ -80,6 +86,26 @@ def set_keeper(fn_: Callable[[str, dict[str, Any]], Any] | None) -> None:
     it returns `{"checkpoint": ID}` (or `{"checkpoint": None}` when checkpoints are off); raising is
     a failed checkpoint (the job still runs, its answer says so). "after" once the job ran, with
     `info["ok"]`. None removes it."""
+
+def set_audit(
+    *, audit_log: str | None = None, audit_code: str | None = None, audit_max_bytes: int | None = None
+) -> str | None:
+    """Open the process's audit log for the listeners started from now on: `audit_log` a file
+    (None: `state_dir()/audit.jsonl`; "off": no log), `audit_code` "full" (the code, capped, and its
+    sha256) or "hash" (only the sha256), `audit_max_bytes` the size it is rotated at. Returns the
+    file, or None when off. ValueError naming `audit_log` when the file cannot be written."""
+
+def check_audit_settings(
+    *, audit_log: str | None = None, audit_code: str | None = None, audit_max_bytes: int | None = None
+) -> list[tuple[str, str]]:
+    """(setting, rule) for each audit setting that breaks its rule; the file is tried as well
+    (created if missing)."""
+
+def audit_path() -> str | None:
+    """The audit log's file while it is on, else None."""
+
+def flush_audit() -> None:
+    """Wait until every audit line so far is written."""
 
 def state_dir() -> str:
     """The user's state directory (`$XDG_STATE_HOME/blendwire`, else `~/.local/state/blendwire`):
@@ -304,7 +330,8 @@ def defaults() -> dict[str, Any]:
     backoff_jitter, handshake_timeout, auth_timeout, command_timeout, poll_interval, poll_limit,
     outbox_max_count, outbox_max_bytes, ca_file_env (the variable read when ca_file is None),
     client_timeout (33), client_connect_timeout (5),
-    mcp_timeout (600), mcp_connect_timeout (2). Client and McpServer take None for these."""
+    mcp_timeout (600), mcp_connect_timeout (2), audit_log (`state_dir()/audit.jsonl`), audit_code
+    ("full"), audit_max_bytes (10 MiB), audit_keep (5). Client and McpServer take None for these."""
 
 def check_service_settings(
     host: str | None = None,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _core, logs, runtime
-from .config import env_port, env_start_now, env_token
+from .config import env_audit_log, env_port, env_start_now, env_token
 from .errors import ServiceError, require_main_thread
 from .handlers import bld_remote, blender_lab, blender_mcp, keeper
 from .runtime import ensure_timer, mode, request_stop
@@ -61,6 +61,9 @@ def start(
     log_level: int | str | None = None,
     read_timeout: float | None = None,
     max_connections: int | None = None,
+    audit_log: str | None = None,
+    audit_code: str | None = None,
+    audit_max_bytes: int | None = None,
 ) -> tuple[str, int]:
     """Start the command service; return the bound (host, port).
 
@@ -76,6 +79,9 @@ def start(
     `mcp_addon_port`: also listen there for the MCP add-ons' clients (blender-mcp and Blender Lab,
     told apart per connection; both expect 9876; 0 picks a free port; see `mcp_addon_address()`),
     with the same limits, token and queue; None: off.
+    `audit_log` (default: env `BLENDWIRE_AUDIT_LOG`, else the state directory's `audit.jsonl`; "off":
+    none), `audit_code` ("full" or "hash"), `audit_max_bytes`: the audit log of every request
+    (`_core.set_audit`); a file that cannot be written is a ValueError naming `audit_log`.
     Raises PortInUse when the port is taken, ServiceError when already running or insecure,
     ValueError for a bad setting.
     """
@@ -90,6 +96,7 @@ def start(
     _core.set_dispatcher(blender_mcp.dispatch, dialect="blender_mcp")
     _core.set_dispatcher(blender_lab.dispatch, dialect="blender_lab")
     _core.set_keeper(keeper.keep)
+    _start_audit(audit_log, audit_code, audit_max_bytes)
     bound = _core.start_service(
         host,
         env_port() if port is None else int(port),
@@ -103,6 +110,14 @@ def start(
     )
     runtime.begin_serving(budget_ms=tick_budget_ms, quit_on_shutdown=quit_on_shutdown)
     return bound
+
+
+def _start_audit(audit_log: str | None, audit_code: str | None, audit_max_bytes: int | None) -> None:
+    _core.set_audit(
+        audit_log=audit_log if audit_log is not None else env_audit_log(),
+        audit_code=audit_code,
+        audit_max_bytes=_opt(int, audit_max_bytes),
+    )
 
 
 def _opt(kind: Callable[[Any], T], value: Any) -> T | None:

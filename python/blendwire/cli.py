@@ -1,7 +1,8 @@
 """The `blendwire` command: `serve` (Blender with the service, in the foreground), `status`,
-`cancel`, `list`, `call`, `undo` and `mcp`. Argument parsing and what each command prints; the
-settings are checked by the core before Blender starts, the child process is
-`blendwire.blender_child`'s and serving inside Blender is `blendwire.serve`'s.
+`cancel`, `list`, `call`, `undo`, `mcp` and `audit` (reading the audit log: `blendwire.audit`).
+Argument parsing and what each command prints; the settings are checked by the core before Blender
+starts, the child process is `blendwire.blender_child`'s and serving inside Blender is
+`blendwire.serve`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import _core, blender_child, config, process
+from . import _core, audit, blender_child, config, process
 from .client import Client
 from .config import BLENDER_MCP_ADDON_ENV, check_blender_mcp_addon, env_port
 from .errors import BlendwireError, CommandError
@@ -73,6 +74,7 @@ def _cmd_serve(args: argparse.Namespace) -> int | None:
         service["mcp_addon_port"] = mcp_addon_port
     token = config.env_token()  # what blendwire.blender.start will use
     _check(_core.check_service_settings(host=args.host, port=port, token=token, **service))
+    service.update(_audit_settings(args))
     settings = {"host": args.host, "port": port, "service": service, **_router_settings(args)}
     if args.mcp_http is not None:
         _check_mcp_http("--mcp-http", args.mcp_http, token)
@@ -86,6 +88,24 @@ def _cmd_serve(args: argparse.Namespace) -> int | None:
         return blender_child.run(args.blender, args.gui, blend_file, settings, ready_json=args.ready_json)
     except blender_child.BlenderChildError as e:
         raise _Fail(str(e)) from None
+
+
+_AUDIT_FLAGS = ("audit_log", "audit_code", "audit_max_bytes")
+
+
+def _audit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The audit log part of serve's settings, checked by the core here (the file tried too), so
+    that an unwritable --audit-log fails before Blender starts."""
+    given = {k: getattr(args, k) for k in _AUDIT_FLAGS if getattr(args, k) is not None}
+    flags = {}
+    if "audit_log" not in given and config.env_audit_log() is not None:
+        given["audit_log"] = config.env_audit_log()
+        flags["audit_log"] = f"${config.AUDIT_LOG_ENV}"
+    if given.get("audit_log") not in (None, "off"):
+        # Blender runs in another directory: the file as this shell names it.
+        given["audit_log"] = os.path.abspath(given["audit_log"])
+    _check(_core.check_audit_settings(**given), flags)
+    return given
 
 
 def _blender_mcp_addon(args: argparse.Namespace, mcp_addon_port: int | None) -> str | None:
@@ -361,6 +381,11 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
         raise _Fail("--stdio, --allow-origin and --allow-host go with --http [HOST:]PORT")
     if args.http is not None:
         _check_mcp_http("--http", args.http, token, args.allow_origin)
+    # A line per tool call in the audit log (its own lines: listener mcp), as `serve` keeps it.
+    try:
+        _core.set_audit(audit_log=config.env_audit_log())
+    except ValueError as e:
+        raise _core_error(e, {"audit_log": f"${config.AUDIT_LOG_ENV} (the audit log)"}) from None
     # stdout is the MCP protocol (on stdio): everything else goes to stderr. Blender need not run
     # yet: tools connect on their first call.
     try:
@@ -514,6 +539,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="load the capability add-ons (packages with addon_ai.json) in DIR; repeatable",
     )
+    au = s.add_argument_group("audit log")
+    au.add_argument(
+        "--audit-log",
+        metavar="PATH|off",
+        help=f"one JSON line per request, on every listener (default: $BLENDWIRE_AUDIT_LOG or {d['audit_log']}; "
+        "off = none); read it with `blendwire audit`",
+    )
+    au.add_argument(
+        "--audit-code",
+        metavar="full|hash",
+        help="what the log keeps of the code a request runs: full (the code, up to 64 KiB, and its sha256; the "
+        "default) or hash (only the sha256)",
+    )
+    au.add_argument(
+        "--audit-max-bytes",
+        type=int,
+        metavar="N",
+        help=f"rotate the log at this size (default {d['audit_max_bytes'] >> 20} MiB; "
+        f"{d['audit_keep']} old files are kept)",
+    )
     s.set_defaults(func=_cmd_serve)
 
     st = sub.add_parser(
@@ -628,7 +673,62 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a call tries to reach Blender before failing (default %(default)s)",
     )
     m.set_defaults(func=_cmd_mcp)
+
+    a = sub.add_parser(
+        "audit",
+        help="show the audit log: who ran what, when, with which outcome",
+        description="Read the audit log `blendwire serve` keeps (one JSON line per request, on every "
+        "listener) as a table, one row per request; a job whose start was logged but never its end "
+        "(Blender crashed in it) shows as unfinished.",
+    )
+    a.add_argument("-f", "--follow", action="store_true", help="keep printing requests as they are logged")
+    a.add_argument("--json", action="store_true", help="print the JSON lines themselves")
+    a.add_argument(
+        "--since",
+        metavar="DURATION|TIME",
+        help="only requests since 30s, 10m, 2h, 1d ago or an ISO time (reads the rotated files too)",
+    )
+    a.add_argument("--path", help="the log's file (default: $BLENDWIRE_AUDIT_LOG or the state directory's)")
+    a.set_defaults(func=_cmd_audit)
     return p
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    path = args.path or audit.default_path()
+    try:
+        since = audit.parse_since(args.since) if args.since else None
+    except ValueError as e:
+        raise _Fail(str(e)) from None
+    # Followed: the current file is read through the handle that then follows it.
+    tail = audit.Tail(path) if args.follow else None
+    try:
+        paths = [p for p in audit.files(path, rotated=since is not None) if tail is None or p != path]
+        log = list(audit.lines(paths, since))
+        if tail is not None:
+            log += [line for line in tail.read() if audit.since_filter(line, since)]
+    except OSError as e:
+        raise _Fail(f"cannot read the audit log: {e}") from None
+    if not log and not args.follow and not os.path.exists(path):
+        raise _Fail(f"no audit log at {path} (is `blendwire serve` running with --audit-log off, or elsewhere?)")
+    if args.json:
+        for line in log:
+            print(json.dumps(line), flush=False)
+    else:
+        print(audit.table(audit.rows(log)))
+    sys.stdout.flush()
+    if tail is None:
+        return 0
+
+    def emit(line: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(line), flush=True)
+        else:
+            if line.get("event") == "start":
+                line = {**line, "outcome": "started"}
+            print(audit.table([line]).split("\n", 1)[1], flush=True)
+
+    tail.follow(emit, out=sys.stdout)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int | None:

@@ -18,12 +18,14 @@ from typing import Any
 from . import _core
 
 __all__ = [
+    "AUDIT_LOG_ENV",
     "BLENDER_MCP_ADDON_ENV",
     "SERVE_ENV",
     "SERVE_ERROR",
     "SERVE_READY",
     "check_blender_mcp_addon",
     "default",
+    "env_audit_log",
     "env_blender",
     "env_blender_mcp_addon",
     "env_cr8_auth_token",
@@ -160,3 +162,14 @@ def check_blender_mcp_addon(path: str) -> str:
             "e.g. <site-packages>/blender_mcp/bundled/addon.py"
         )
     return full
+
+
+# ---- the audit log ----
+
+AUDIT_LOG_ENV = "BLENDWIRE_AUDIT_LOG"
+
+
+def env_audit_log() -> str | None:
+    """The audit log's file (or `off`) from `BLENDWIRE_AUDIT_LOG`, for a `blendwire.blender.start`
+    given none (the add-on's); None: the core's default (the state directory's `audit.jsonl`)."""
+    return _env(AUDIT_LOG_ENV)

@@ -23,6 +23,9 @@ const READS: &[&str] = &[
     "remove_persist_data",
     "get_status",
     "list_checkpoints",
+    // `blendwire mcp`'s own tools that only look.
+    "list_blenders",
+    "check_connection_status",
 ];
 
 /// Whether `command`, arriving in `dialect`, may change Blender's data.

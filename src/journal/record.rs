@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 /// The listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,6 +87,8 @@ pub struct JobRecord {
     /// The code the request runs, when it runs code.
     pub code: Option<String>,
     pub effect: Effect,
+    /// When the request was taken (the audit's `duration_ms` counts from here).
+    pub received: Instant,
     checkpoint: OnceLock<Checkpoint>,
 }
 
@@ -103,6 +106,7 @@ impl JobRecord {
             effect: super::effect(dialect, &command),
             command,
             code: None,
+            received: Instant::now(),
             checkpoint: OnceLock::new(),
         }
     }

@@ -4,6 +4,7 @@
 use super::{BlenderTools, Blenders, Failure, McpConfig, ToolOutcome};
 use crate::client::Client;
 use crate::instances::{self, ChooseError, Instance};
+use crate::journal::Protocol;
 use parking_lot::Mutex;
 use rmcp::model::ContentBlock;
 use rmcp::ErrorData;
@@ -92,6 +93,8 @@ impl BlenderTools {
             announced,
             watch: Arc::default(),
             subscription: Arc::default(),
+            audit: config.audit.clone(),
+            dialect: Protocol::McpStdio,
         }
     }
 

@@ -229,6 +229,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_millis(50),
             token: None,
+            audit: None,
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -2,6 +2,7 @@
 //! the tools, the resources and the prompt.
 
 use super::{resources, tools, BlenderTools, Failure};
+use crate::journal::{JobRecord, Listener};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse,
     Implementation, InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
@@ -10,6 +11,16 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
+use std::sync::Arc;
+
+/// The HTTP client's address of a call over Streamable HTTP (None over stdio).
+fn http_peer(context: &RequestContext<RoleServer>) -> Option<String> {
+    let parts = context.extensions.get::<axum::http::request::Parts>()?;
+    let info = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
+    Some(info.0.to_string())
+}
 
 impl ServerHandler for BlenderTools {
     fn get_info(&self) -> ServerConfig {
@@ -123,7 +134,29 @@ impl ServerHandler for BlenderTools {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = request.arguments.unwrap_or_default();
-        match self.dispatch(&request.name, &args, Some(&context)).await {
+        // The call's audit lines: a start line before a tool that may change data runs.
+        let record = self.audit.as_ref().map(|_| {
+            Arc::new(
+                JobRecord::new(Listener::Mcp, self.dialect, request.name.to_string())
+                    .peer(http_peer(&context))
+                    .request_id(serde_json::to_value(&context.id).ok())
+                    .code_of(&args),
+            )
+        });
+        if let (Some(audit), Some(record)) = (&self.audit, record.as_ref().filter(|r| r.changes())) {
+            // Not written (a full disk): the call still runs; the writer has said why.
+            let _ = audit.start(record).await;
+        }
+        let result = self.dispatch(&request.name, &args, Some(&context)).await;
+        if let (Some(audit), Some(record)) = (&self.audit, &record) {
+            let outcome = match &result {
+                Some(Ok(_)) => "ok",
+                Some(Err(_)) => "tool_error",
+                None => "unknown_tool",
+            };
+            audit.end(record, outcome);
+        }
+        match result {
             Some(Ok(content)) => Ok(CallToolResult::success(content).into()),
             Some(Err(Failure(message))) => Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into()),
             None => Err(ErrorData::invalid_params(

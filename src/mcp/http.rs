@@ -338,6 +338,10 @@ pub(super) async fn serve(
     // What the service takes by default, not rmcp's 4 MiB: a large execute_code fails in Blender's
     // service with its own message, as over stdio, rather than here.
     mcp_config.max_request_body_bytes = crate::defaults::DEFAULT_MAX_REQUEST_BYTES;
+    let tools = BlenderTools {
+        dialect: crate::journal::Protocol::McpHttp,
+        ..tools
+    };
     let service = StreamableHttpService::new(
         move || Ok(tools.for_session()),
         Arc::new(LocalSessionManager::default()),
@@ -361,6 +365,8 @@ pub(super) async fn serve(
             eprintln!("blendwire mcp: cannot set TCP_NODELAY on an HTTP connection: {e}");
         }
     });
+    // The client's address reaches the tools (the audit log's `peer`) as ConnectInfo.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

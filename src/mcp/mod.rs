@@ -19,6 +19,7 @@
 //! [`resources`] holds the resources and the prompt.
 
 use crate::client::Client;
+use crate::journal::{Audit, Protocol};
 use choose::Announced;
 use rmcp::model::ContentBlock;
 use rmcp::service::RequestContext;
@@ -59,6 +60,8 @@ pub struct McpConfig {
     pub connect_timeout: Duration,
     /// Sent as `"token"` with every request (services started with BLENDWIRE_TOKEN require it).
     pub token: Option<String>,
+    /// The audit log this server writes a line per tool call to (None: off).
+    pub audit: Option<Arc<Audit>>,
 }
 
 /// Which transports one `blendwire mcp` serves (both share the tools, hence the Blender client).
@@ -87,6 +90,10 @@ pub struct BlenderTools {
     watch: Arc<resources::SceneWatch>,
     /// This session's subscription (each HTTP session gets its own, see `for_session`).
     subscription: Arc<resources::Subscriber>,
+    /// Where each tool call's audit lines go, and the transport they name (`mcp_stdio`,
+    /// `mcp_http`).
+    audit: Option<Arc<Audit>>,
+    dialect: Protocol,
 }
 
 /// The MCP request a tool call serves (cancellation, progress token); None outside one (tests).

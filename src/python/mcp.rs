@@ -74,6 +74,9 @@ impl PyMcpServer {
                 defaults::DEFAULT_MCP_CONNECT_TIMEOUT,
             )?,
             token: token.clone(),
+            // The process's audit log (`_core.set_audit`): `blendwire mcp`'s, or the Blender's
+            // that serves `--mcp-http`.
+            audit: super::bridge::core().audit(),
         };
         let http = match http {
             Some(spec) => {

@@ -17,6 +17,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stop_when_process_exits, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(set_audit, m)?)?;
+    m.add_function(wrap_pyfunction!(audit_path, m)?)?;
+    m.add_function(wrap_pyfunction!(flush_audit, m)?)?;
     Ok(())
 }
 
@@ -92,4 +95,32 @@ fn shutdown(py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
     py.detach(|| core().shutdown(timeout));
     emit_logs(py);
     Ok(())
+}
+
+// ---- the audit log ----
+
+/// Open the process's audit log for the listeners started from now on (`audit_log=None`: the
+/// state directory's; `"off"`: none); returns its path, or None when off. ValueError naming
+/// `audit_log` when the file cannot be written.
+#[pyfunction]
+#[pyo3(signature = (**settings))]
+fn set_audit(py: Python<'_>, settings: Option<&Bound<'_, PyDict>>) -> PyResult<Option<String>> {
+    let given = super::settings::audit_settings("set_audit", settings)?;
+    let audit = py.detach(|| given.open()).map_err(errors::settings_error)?;
+    let path = audit.as_ref().map(|a| a.path().display().to_string());
+    // Setting it writes the old log's last lines first: without the GIL.
+    py.detach(|| core().set_audit(audit));
+    Ok(path)
+}
+
+/// The audit log's file while it is on, else None.
+#[pyfunction]
+fn audit_path() -> Option<String> {
+    core().audit().map(|a| a.path().display().to_string())
+}
+
+/// Wait until every audit line so far is written.
+#[pyfunction]
+fn flush_audit(py: Python<'_>) {
+    py.detach(|| core().flush_audit());
 }

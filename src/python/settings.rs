@@ -2,7 +2,7 @@
 //! every default and rule is in `crate::settings`, and the settings' names are its structs' fields.
 
 use super::errors;
-use crate::settings::{self, LogLevel, Problem, RouterSettings, ServiceSettings};
+use crate::settings::{self, AuditSettings, LogLevel, Problem, RouterSettings, ServiceSettings};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pythonize::{pythonize, Depythonizer, PythonizeError};
@@ -18,6 +18,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(is_loopback, m)?)?;
     m.add_function(wrap_pyfunction!(log_level_name, m)?)?;
     m.add_function(wrap_pyfunction!(mcp_addon_port_from_env, m)?)?;
+    m.add_function(wrap_pyfunction!(check_audit_settings, m)?)?;
     Ok(())
 }
 
@@ -276,4 +277,18 @@ fn log_level_name(value: &Bound<'_, PyAny>) -> PyResult<&'static str> {
 #[pyfunction]
 fn mcp_addon_port_from_env() -> PyResult<Option<i64>> {
     settings::mcp_addon_port_from_env().map_err(|rule| errors::setting("mcp_addon_port", rule))
+}
+
+// ---- the audit log ----
+
+/// The audit settings of a `set_audit` / `check_audit_settings` call (None: the default).
+pub fn audit_settings(func: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<AuditSettings> {
+    from_kwargs(func, kwargs, &[])
+}
+
+/// The problems of the audit settings; the log's file is tried (created if missing) as well.
+#[pyfunction]
+#[pyo3(signature = (**settings))]
+fn check_audit_settings(settings: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
+    Ok(pairs(audit_settings("check_audit_settings", settings)?.check()))
 }

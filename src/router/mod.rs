@@ -25,7 +25,7 @@ use crate::bridge::running::Origin;
 use crate::bridge::wait::{AnswerWait, Next};
 use crate::bridge::{Bridge, JobResult, Payload, RouterOp};
 use crate::error::JobError;
-use crate::journal::{JobRecord, Listener, Protocol};
+use crate::journal::{outcome_of, Audit, JobRecord, Listener, Protocol};
 use crate::metrics::Counter;
 use crate::shutdown::Controller;
 use crate::watchdog::WatchdogPolicy;
@@ -70,6 +70,8 @@ pub struct RouterConfig {
     pub fallback_auth: Value,
     /// CA certificates (PEM) trusted besides the system's store for `https://` engines.
     pub ca_file: Option<std::path::PathBuf>,
+    /// The process's audit log (`Core::set_audit`): a line per command; None: off.
+    pub audit: Option<Arc<Audit>>,
 }
 
 impl Default for RouterConfig {
@@ -91,6 +93,7 @@ impl Default for RouterConfig {
             remembered_ids: s::DEFAULT_REMEMBERED_IDS,
             fallback_auth: json!({}),
             ca_file: None,
+            audit: None,
         }
     }
 }
@@ -293,13 +296,39 @@ impl Shared {
 
     /// Run a router operation on Blender's main thread and wait for it (asynchronously).
     /// Past its deadline, the answer is waited for by the rule of `bridge::wait`.
+    /// A command (not the router's own auth, registry and polls) has its audit lines: the start
+    /// line, written before it is queued, and the end line with its outcome.
     pub async fn main_thread(&self, op: RouterOp, params: Map<String, Value>, timeout: Duration) -> JobResult {
-        let deadline = std::time::Instant::now() + timeout;
         let command = Payload::router_label(op, &params);
-        let record = JobRecord::new(Listener::Router, Protocol::Cr8, command.clone()).code_of(&params);
+        let record = Arc::new(JobRecord::new(Listener::Router, Protocol::Cr8, command.clone()).code_of(&params));
+        let audit = self.config.audit.as_ref().filter(|_| op == RouterOp::Command);
+        if let Some(audit) = audit.filter(|_| record.changes()) {
+            // Not written (a full disk): the command still runs; the writer has said why.
+            let _ = audit.start(&record).await;
+        }
+        let result = self.run_job(op, params, timeout, command, record.clone()).await;
+        if let Some(audit) = audit {
+            let outcome = match &result {
+                Ok(v) => outcome_of(v),
+                Err(e) => e.wire_code(),
+            };
+            audit.end(&record, outcome);
+        }
+        result
+    }
+
+    async fn run_job(
+        &self,
+        op: RouterOp,
+        params: Map<String, Value>,
+        timeout: Duration,
+        command: String,
+        record: Arc<JobRecord>,
+    ) -> JobResult {
+        let deadline = std::time::Instant::now() + timeout;
         let payload = Payload::Router { op, params };
         let origin = Origin {
-            record: Some(Arc::new(record)),
+            record: Some(record),
             ..Origin::default()
         };
         let mut ticket = self.bridge.submit_job(payload, deadline, origin)?;

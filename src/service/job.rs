@@ -9,7 +9,7 @@ use crate::bridge::wait::{AnswerWait, Next};
 use crate::bridge::{JobResult, Payload};
 use crate::defaults::INTERRUPT_GRACE;
 use crate::error::JobError;
-use crate::journal::{Checkpoint, JobRecord, Listener, Protocol};
+use crate::journal::{outcome_of, Audit, Checkpoint, JobRecord, Listener, Protocol};
 use crate::wire::protocol;
 use crate::wire::protocol::Dialect;
 use serde_json::Value;
@@ -59,6 +59,16 @@ pub(super) struct Job {
     progress: Option<Arc<Progress>>,
     /// The request's record (shared with the main thread, which adds the checkpoint).
     record: Arc<JobRecord>,
+    /// Where the job's end line goes, until it is written (None: no audit log, or a job that is
+    /// not a request of its own: Blender Lab's polls).
+    audit: Option<Arc<Audit>>,
+}
+
+impl Drop for Job {
+    /// A job dropped before its answer (the client left, the service stops) still ends its line.
+    fn drop(&mut self) {
+        self.audited("unanswered");
+    }
 }
 
 impl Job {
@@ -75,16 +85,25 @@ impl Job {
             request_id: None,
             progress: None,
             record: Arc::new(JobRecord::new(Listener::Service, Protocol::BldRemote, "echo")),
+            audit: None,
         }
     }
 
-    fn answer(&self, result: JobResult) -> Step {
+    /// The job's end line, once.
+    fn audited(&mut self, outcome: &str) {
+        if let Some(audit) = self.audit.take() {
+            audit.end(&self.record, outcome);
+        }
+    }
+
+    fn answer(&mut self, result: JobResult) -> Step {
         let mut answer = match result {
             Ok(result) if self.shape == Shape::Whole => result,
             Ok(result) => with_id(protocol::success(result), &self.request_id),
             Err(e) => with_id(protocol::job_error(&e), &self.request_id),
         };
         with_checkpoint(&mut answer, &self.record);
+        self.audited(outcome_of(&answer));
         Step::Reply(answer)
     }
 
@@ -109,8 +128,9 @@ impl Job {
     /// Give up on the job: it still runs if it was queued, its answer is dropped. A job whose
     /// waiter is gone is not run, so the answer is awaited (up to the job's deadline) on a task
     /// of its own.
-    pub(super) fn detach(self) {
-        let rx = self.rx;
+    pub(super) fn detach(mut self) {
+        let (_, closed) = oneshot::channel();
+        let rx = std::mem::replace(&mut self.rx, closed);
         let until = self.deadline + INTERRUPT_GRACE;
         tokio::spawn(async move {
             let _ = tokio::time::timeout_at(until.into(), rx).await;
@@ -130,6 +150,7 @@ impl Job {
                     Next::Answer(result) => return self.answer(result),
                     Next::Missed(missed) => {
                         let e = missed.error(self.command.clone(), self.wait);
+                        self.audited(e.wire_code());
                         return Step::Reply(with_id(protocol::job_error(&e), &self.request_id));
                     }
                 },
@@ -139,8 +160,9 @@ impl Job {
 }
 
 /// Queue a main-thread job whose deadline is `wait` from now; `progress`: the client asked for
-/// progress messages.
-pub(super) fn submit(
+/// progress messages. A job that may change data has its audit start line written first (the
+/// wait is for the writer thread, asynchronously): a job that crashes Blender is in the log.
+pub(super) async fn submit(
     ctx: &Ctx,
     payload: Payload,
     wait: Duration,
@@ -149,17 +171,30 @@ pub(super) fn submit(
     progress: bool,
     shape: Shape,
 ) -> Result<Job, JobError> {
+    let record = Arc::new(record_of(ctx, &payload, peer, &request_id));
+    let audit = ctx.audit.clone().filter(|_| audited(&payload));
+    if let Some(audit) = audit.as_ref().filter(|_| record.changes()) {
+        // Not written (a full disk): the job still runs; the writer has said why in the log.
+        let _ = audit.start(&record).await;
+    }
     let deadline = Instant::now() + wait;
     let command = payload.label();
     let progress = progress.then(|| Arc::new(Progress::default()));
-    let record = Arc::new(record_of(ctx, &payload, peer, &request_id));
     let origin = Origin {
         client: Some(peer.to_string()),
         key: request_id.as_ref().map(protocol::id_key),
         progress: progress.clone(),
         record: Some(record.clone()),
     };
-    let ticket = ctx.bridge.submit_job(payload, deadline, origin)?;
+    let ticket = match ctx.bridge.submit_job(payload, deadline, origin) {
+        Ok(ticket) => ticket,
+        Err(e) => {
+            if let Some(audit) = &audit {
+                audit.end(&record, e.wire_code());
+            }
+            return Err(e);
+        }
+    };
     Ok(Job {
         id: ticket.id,
         rx: ticket.rx,
@@ -170,7 +205,29 @@ pub(super) fn submit(
         request_id,
         progress,
         record,
+        audit,
     })
+}
+
+/// Blender Lab's polls ask an earlier `execute` again (every 100 ms for a deferred answer): that
+/// request's lines say it all.
+fn audited(payload: &Payload) -> bool {
+    !matches!(payload, Payload::Addon { dialect: Dialect::BlenderLab, name, .. } if name == "poll")
+}
+
+/// The listener and protocol of a request of this service: the command service's (None) or the
+/// MCP add-on listener's dialect.
+pub(super) fn kind(dialect: Option<Dialect>) -> (Listener, Protocol) {
+    match dialect {
+        None => (Listener::Service, Protocol::BldRemote),
+        Some(Dialect::BlenderMcp) => (Listener::Addon, Protocol::BlenderMcp),
+        Some(Dialect::BlenderLab) => (Listener::Addon, Protocol::BlenderLab),
+    }
+}
+
+/// The label of an authorized request's token, when the service has one.
+pub(super) fn token_label(ctx: &Ctx) -> Option<String> {
+    ctx.token.as_ref().map(|_| TOKEN_LABEL.to_string())
 }
 
 /// The record of a request of this service's listeners (the command service, `--mcp-addon-port`).
@@ -192,7 +249,7 @@ fn record_of(ctx: &Ctx, payload: &Payload, peer: std::net::SocketAddr, request_i
     };
     JobRecord::new(listener, dialect, name.clone())
         .peer(Some(peer.to_string()))
-        .token_label(ctx.token.as_ref().map(|_| TOKEN_LABEL.to_string()))
+        .token_label(token_label(ctx))
         .request_id(request_id.clone())
         .code_of(params)
 }

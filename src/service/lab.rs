@@ -54,16 +54,24 @@ async fn answer(conn: &mut Connection, request: Value) -> Option<Value> {
             conn.decoder().last_frame_len()
         )));
     }
+    let lab = Some(Dialect::BlenderLab);
     if let Err(e) = route::authorize(&conn.ctx, &request) {
-        return Some(e);
+        return Some(route::answered(&conn.ctx, conn.peer(), lab, &request, e, false));
     }
+    // Only for the audit line of a request `check` refuses (it consumes the request).
+    let refused = conn.ctx.audit.as_ref().map(|_| request.clone());
     let params = match check(request) {
         Ok(p) => p,
-        Err(answer) => return Some(answer),
+        Err(answer) => {
+            return Some(match refused {
+                Some(request) => route::answered(&conn.ctx, conn.peer(), lab, &request, answer, true),
+                None => answer,
+            })
+        }
     };
     let request_id = params.get("id").cloned();
     let started = Instant::now();
-    let job = match submit(conn, "execute", params, request_id.clone()) {
+    let job = match submit(conn, "execute", params, request_id.clone()).await {
         Ok(job) => job,
         Err(refused) => return Some(refused),
     };
@@ -104,7 +112,7 @@ impl Asker for LabAsker<'_> {
     }
 
     async fn ask(&mut self, params: Map<String, Value>) -> Asked<Value> {
-        match submit(self.conn, "poll", params, self.request_id.clone()) {
+        match submit(self.conn, "poll", params, self.request_id.clone()).await {
             Ok(job) => match job.answer_of(self.conn).await {
                 Some(answer) => Asked::Answer(answer),
                 None => Asked::Gone,
@@ -115,7 +123,7 @@ impl Asker for LabAsker<'_> {
 
     /// The main thread drops the deferred code; nobody waits for that job's answer.
     async fn give_up(&mut self, params: Map<String, Value>) {
-        if let Ok(job) = submit(self.conn, "poll", params, None) {
+        if let Ok(job) = submit(self.conn, "poll", params, None).await {
             job.detach();
         }
     }
@@ -159,7 +167,12 @@ fn check(request: Value) -> Result<Map<String, Value>, Value> {
 }
 
 /// Queue one main-thread job of this request; a refusal (`busy`, ...) is answered at once.
-fn submit(conn: &Connection, op: &str, params: Map<String, Value>, request_id: Option<Value>) -> Result<Job, Value> {
+async fn submit(
+    conn: &Connection,
+    op: &str,
+    params: Map<String, Value>,
+    request_id: Option<Value>,
+) -> Result<Job, Value> {
     let payload = Payload::Addon {
         dialect: Dialect::BlenderLab,
         name: op.into(),
@@ -167,5 +180,6 @@ fn submit(conn: &Connection, op: &str, params: Map<String, Value>, request_id: O
     };
     let wait: Duration = conn.ctx.default_timeout;
     job::submit(&conn.ctx, payload, wait, conn.peer(), request_id, false, Shape::Whole)
+        .await
         .map_err(|e| protocol::job_error(&e))
 }

@@ -18,6 +18,7 @@ mod route;
 
 use crate::bridge::Bridge;
 use crate::error::ServiceError;
+use crate::journal::Audit;
 use crate::metrics::ServiceMetrics;
 use crate::shutdown::{Controller, StopFlag, StopReason};
 use crate::wire::framing::Limits;
@@ -51,6 +52,8 @@ pub struct ServiceConfig {
     /// What `get_status` answers, on the I/O thread at once (never queued behind a running job);
     /// without it `get_status` is a main-thread command like any other.
     pub status: Option<StatusSource>,
+    /// The process's audit log (`Core::set_audit`); None: off.
+    pub audit: Option<Arc<Audit>>,
 }
 
 /// Builds the status snapshot (`crate::core`'s, which knows the router and the uptime).
@@ -81,6 +84,7 @@ impl Default for ServiceConfig {
             write_timeout: s::DEFAULT_WRITE_TIMEOUT,
             token: None,
             status: None,
+            audit: None,
         }
     }
 }
@@ -183,6 +187,7 @@ struct Ctx {
     status: Option<StatusSource>,
     metrics: Arc<ServiceMetrics>,
     addon: Option<Arc<AddonListener>>,
+    audit: Option<Arc<Audit>>,
 }
 
 impl Ctx {
@@ -284,6 +289,7 @@ impl Service {
             status: config.status,
             metrics: metrics.clone(),
             addon: addon.clone(),
+            audit: config.audit,
         });
         let token_required = ctx.token.is_some();
         if let Some(handle) = shutdown.handle() {

@@ -33,7 +33,7 @@ impl Pipeline {
     /// Decode the requests that have arrived and queue them, up to the pipeline depth. Only the
     /// first one when the main-thread queue is filling up: pipelining must not turn into `busy`
     /// answers that one-at-a-time handling would not have caused.
-    fn take_requests(&mut self, conn: &mut Connection) {
+    async fn take_requests(&mut self, conn: &mut Connection) {
         while !self.last_taken && self.pending.len() < PIPELINE_DEPTH {
             let bridge = &conn.ctx.bridge;
             if !self.pending.is_empty() && bridge.len() >= bridge.capacity() / 4 {
@@ -41,7 +41,7 @@ impl Pipeline {
             }
             let Some(frame) = conn.next_frame() else { return };
             let p = match frame {
-                Ok(value) => match prepare(&conn.ctx, value, conn.peer(), self.dialect) {
+                Ok(value) => match prepare(&conn.ctx, value, conn.peer(), self.dialect).await {
                     Ok(job) => Pending::Waiting(job),
                     Err(step) => Pending::Ready(step),
                 },
@@ -80,7 +80,7 @@ pub(super) async fn serve(mut conn: Connection, dialect: Option<Dialect>) {
         ..Pipeline::default()
     };
     loop {
-        pipeline.take_requests(&mut conn);
+        pipeline.take_requests(&mut conn).await;
         let Some(front) = pipeline.pending.pop_front() else {
             if conn.at_eof() || pipeline.last_taken || !conn.read_more().await {
                 return;
