@@ -74,3 +74,13 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How many of a connection's requests the service queues at once (answered in request order);
 /// `blendwire.Client` keeps no more in flight, so that its pipelining never waits on the service.
 pub const PIPELINE_DEPTH: usize = 32;
+
+/// Checkpoints (issue 22): how many a Blender process keeps before a changing job (0 = off), and
+/// their byte budget; pruned oldest first past either. The folder defaults to
+/// `journal::state_dir()/checkpoints`.
+pub const DEFAULT_CHECKPOINTS: usize = 20;
+pub const DEFAULT_CHECKPOINT_BYTES: usize = 2 * 1024 * 1024 * 1024;
+/// Below this not even the default scene's checkpoint (about 0.9 MB) would be kept.
+pub const MIN_CHECKPOINT_BYTES: usize = 1024 * 1024;
+/// The checkpoint folder's name inside the state directory.
+pub const CHECKPOINT_DIR_NAME: &str = "checkpoints";

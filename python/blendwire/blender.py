@@ -14,6 +14,7 @@ from . import _core, logs, runtime
 from .config import env_port, env_start_now, env_token
 from .errors import ServiceError, require_main_thread
 from .handlers import bld_remote, blender_lab, blender_mcp, keeper
+from .handlers import checkpoints as checkpoint_store
 from .runtime import ensure_timer, mode, request_stop
 
 __all__ = [
@@ -61,6 +62,9 @@ def start(
     log_level: int | str | None = None,
     read_timeout: float | None = None,
     max_connections: int | None = None,
+    checkpoints: int | None = None,
+    checkpoint_bytes: int | None = None,
+    checkpoint_dir: str | None = None,
 ) -> tuple[str, int]:
     """Start the command service; return the bound (host, port).
 
@@ -76,6 +80,9 @@ def start(
     `mcp_addon_port`: also listen there for the MCP add-ons' clients (blender-mcp and Blender Lab,
     told apart per connection; both expect 9876; 0 picks a free port; see `mcp_addon_address()`),
     with the same limits, token and queue; None: off.
+    `checkpoints` (how many to keep, 0: off), `checkpoint_bytes` (their budget), `checkpoint_dir`
+    (the folder): the checkpoints kept before every job that may change data
+    (`blendwire.handlers.checkpoints`; None: the core's defaults, `_core.checkpoint_settings`).
     Raises PortInUse when the port is taken, ServiceError when already running or insecure,
     ValueError for a bad setting.
     """
@@ -84,6 +91,7 @@ def start(
     if running is not None:
         raise ServiceError(f"the blendwire service is already running on {running[0]}:{running[1]}; call stop() first")
     logs.apply_level(log_level)
+    checkpoint_store.configure(_opt(int, checkpoints), _opt(int, checkpoint_bytes), checkpoint_dir)
     if queue_capacity is not None:
         _core.set_queue_capacity(int(queue_capacity))
     _core.set_dispatcher(bld_remote.dispatch)
