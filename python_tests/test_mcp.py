@@ -28,6 +28,8 @@ TOOLS = {
     "remove_persist_data": ["key"],
     "check_connection_status": [],
     "list_blenders": [],
+    "list_checkpoints": [],
+    "restore_checkpoint": ["id"],
 }
 
 

@@ -15,7 +15,8 @@ bytes. Cost: the default scene is written in 1-8 ms (3.4, 4.2, 5.0 measured), so
 job would dominate a busy agent's small jobs; a new one is only written when data changed since the
 last one: the depsgraph reported an update (`depsgraph_update_post`, flushed here by
 `evaluated_depsgraph_get()`, which also fires in `-b` and the bpy module) or a datablock was added
-or removed (the collections' sizes; the depsgraph misses those). Otherwise the job is given the last
+or removed (the collections' sizes; the depsgraph misses those), or the file was saved (its path
+and saved state are part of what a restore gives back). Otherwise the job is given the last
 checkpoint's id (the state before it is the same). Edits the depsgraph does not see (custom
 properties, text contents) alone do not make a new one. Main thread only.
 """
@@ -80,7 +81,7 @@ class _Store:
     entries: list[_Entry] = field(default_factory=list)  # oldest first
     folder: str | None = None  # this process's folder, made at the first checkpoint
     changed: bool = True  # data changed since the last checkpoint
-    sizes: tuple[int, ...] = ()
+    sizes: tuple[Any, ...] = ()
 
 
 _store: _Store | None = None
@@ -132,8 +133,9 @@ def _watch() -> None:
 _COLLECTIONS: tuple[str, ...] | None = None
 
 
-def _sizes() -> tuple[int, ...]:
-    """How many datablocks each of bpy.data's collections holds (a few µs)."""
+def _sizes() -> tuple[Any, ...]:
+    """How many datablocks each of bpy.data's collections holds, and the file's path and saved
+    state (a save changes what a restore must give back; a few µs)."""
     global _COLLECTIONS
     if _COLLECTIONS is None:
         _COLLECTIONS = tuple(
@@ -141,7 +143,7 @@ def _sizes() -> tuple[int, ...]:
             for p in bpy.data.bl_rna.properties
             if p.type == "COLLECTION" and p.identifier not in ("window_managers", "workspaces", "screens")
         )
-    return tuple(len(getattr(bpy.data, name)) for name in _COLLECTIONS)
+    return (bpy.data.filepath, bool(bpy.data.is_dirty), *(len(getattr(bpy.data, name)) for name in _COLLECTIONS))
 
 
 def _unchanged(store: _Store) -> bool:
