@@ -134,7 +134,8 @@ def test_files_are_private_and_in_a_folder_of_this_process(server):
     mine = [d for d in os.listdir(root) if d.startswith(f"{pid}-")]
     assert len(mine) == 1, os.listdir(root)
     folder = os.path.join(root, mine[0])
-    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    for private in (os.path.dirname(root), root, folder):
+        assert stat.S_IMODE(os.stat(private).st_mode) == 0o700, private
     files = os.listdir(folder)
     assert files and {f"{c['id']}.blend" for c in kept(server)} <= set(files)
     for f in files:

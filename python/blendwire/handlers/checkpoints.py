@@ -81,6 +81,7 @@ class _Store:
     entries: list[_Entry] = field(default_factory=list)  # oldest first
     folder: str | None = None  # this process's folder, made at the first checkpoint
     changed: bool = True  # data changed since the last checkpoint
+    in_state_dir: bool = True  # the folder is the default one, inside the user's state directory
     sizes: tuple[Any, ...] = ()
 
 
@@ -101,6 +102,7 @@ def configure(count: int | None = None, max_bytes: int | None = None, folder: st
         _store.settings = s
         if os.path.abspath(s.folder) != os.path.dirname(_store.folder or ""):
             _store.folder = None  # the next checkpoint goes to the new folder
+    _store.in_state_dir = not folder
     return s
 
 
@@ -181,10 +183,12 @@ def _process_folder(store: _Store) -> str:
         root = store.settings.folder
         folder = os.path.join(root, f"{os.getpid()}-{int(_STARTED)}")
         try:
+            if store.in_state_dir:
+                _core.state_dir()  # made private (0700) if missing, refused if it is not the user's
             os.makedirs(root, mode=0o700, exist_ok=True)
             os.makedirs(folder, mode=0o700, exist_ok=True)
             os.chmod(folder, 0o700)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:
             raise CheckpointError(f"cannot make the checkpoint folder {folder} ({e}); {_WHERE}") from None
         store.folder = folder
         _sweep(root, folder)
