@@ -428,6 +428,9 @@ mod tests {
         let list = tool("list_checkpoints").unwrap().annotations.clone().unwrap();
         assert_eq!((list.read_only_hint, list.destructive_hint), (Some(true), Some(false)));
         let restore = tool("restore_checkpoint").unwrap().annotations.clone().unwrap();
-        assert_eq!((restore.read_only_hint, restore.destructive_hint), (Some(false), Some(true)));
+        assert_eq!(
+            (restore.read_only_hint, restore.destructive_hint),
+            (Some(false), Some(true))
+        );
     }
 }
