@@ -143,6 +143,26 @@ def test_files_are_private_and_in_a_folder_of_this_process(server):
     run(server, "import bpy\nbpy.data.objects['Cube'].location.y -= 1.0")
 
 
+@pytest.mark.runtimes("background")
+def test_the_cli_lists_and_restores(server):
+    run(server, "import bpy\nbpy.data.objects['Cube'].location.x = 3.0")
+    cid = run(server, DESTROY)["checkpoint"]
+
+    def cli(*args):
+        r = subprocess.run(
+            bwtest.blendwire_command() + [*args, "--port", str(server.port)], capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert json.loads(cli("checkpoints", "--json"))[0]["id"] == cid
+    table = cli("checkpoints").splitlines()
+    assert table[0].split()[:3] == ["ID", "TIME", "SIZE"] and table[1].startswith(cid)
+    assert f"restored checkpoint {cid}" in cli("restore", cid)
+    assert objects(server) >= 3
+    run(server, "import bpy\nbpy.data.objects['Cube'].location.x = 0.0")
+
+
 # ---- the agents' paths: blender-mcp's MCP server and `blendwire mcp` -------------------------------
 
 
