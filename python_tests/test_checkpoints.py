@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 import subprocess
+import threading
 
 import anyio
 import bwtest
@@ -141,6 +142,30 @@ def test_files_are_private_and_in_a_folder_of_this_process(server):
     for f in files:
         assert stat.S_IMODE(os.stat(os.path.join(folder, f)).st_mode) == 0o600, f
     run(server, "import bpy\nbpy.data.objects['Cube'].location.y -= 1.0")
+
+
+@pytest.mark.runtimes("background")
+def test_a_restore_while_a_job_runs_waits_its_turn(server, tmp_flag_dir):
+    cid = run(server, DESTROY)["checkpoint"]
+    started, release = os.path.join(tmp_flag_dir, "started"), os.path.join(tmp_flag_dir, "release")
+    answers = {}
+    busy = threading.Thread(target=lambda: answers.update(busy=run(server, bwtest.blocking_code(started, release))))
+    busy.start()
+    try:
+        bwtest.wait_file(started)
+        waiting = threading.Thread(
+            target=lambda: answers.update(restore=request(server, "restore_checkpoint", {"id": cid}))
+        )
+        waiting.start()
+        assert bwtest.poll_until(lambda: request(server, "get_status")["result"]["bridge"]["queue_depth"] >= 1, 30)
+        assert "restore" not in answers  # queued behind the running job
+    finally:
+        bwtest.touch(release)
+        busy.join(60)
+    waiting.join(60)
+    assert answers["busy"]["result"]["result"] == "released\n"
+    assert answers["restore"]["status"] == "success", answers["restore"]
+    assert objects(server) >= 3
 
 
 @pytest.mark.runtimes("background")
