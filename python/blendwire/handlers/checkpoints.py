@@ -17,8 +17,10 @@ last one: the depsgraph reported an update (`depsgraph_update_post`, flushed her
 `evaluated_depsgraph_get()`, which also fires in `-b` and the bpy module) or a datablock was added
 or removed (the collections' sizes; the depsgraph misses those), or the file was saved (its path
 and saved state are part of what a restore gives back). Otherwise the job is given the last
-checkpoint's id (the state before it is the same). Edits the depsgraph does not see (custom
-properties, text contents) alone do not make a new one. Main thread only.
+checkpoint's id (the state before it is the same). Edits the depsgraph is not told of alone do
+not make a new one: custom properties, text contents, mesh data written with `foreach_set` or
+`vertices.add` without `mesh.update()`; restoring the next job's checkpoint then also takes them
+back. Main thread only.
 """
 
 from __future__ import annotations
