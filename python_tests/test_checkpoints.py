@@ -18,7 +18,7 @@ import threading
 import anyio
 import bwtest
 import pytest
-from blendwire import Client
+from blendwire import Client, _core
 
 DESTROY = "import bpy\nfor o in list(bpy.data.objects):\n    bpy.data.objects.remove(o)"
 STATE = "import bpy, json\nprint(json.dumps([bpy.data.filepath, bool(bpy.data.is_dirty), len(bpy.data.objects)]))"
@@ -114,6 +114,8 @@ def test_the_blender_remote_clients_destructive_code_is_taken_back(server, tmp_p
         assert answer["result"]["restored"] == checkpoint["id"] and answer["result"]["filepath_restored"] is True
         assert answer["checkpoint"] != checkpoint["id"]  # the restore was checkpointed itself
         assert state(server) == before
+        announced = [i for i in _core.discover_instances() if i["port"] == server.port]
+        assert [i.get("blend_file") or "" for i in announced] == [before[0]], announced  # `blendwire list`
     # A later save goes to the user's file, never the checkpoint's.
     os.utime(user, (0, 0))
     run(server, "import bpy\nbpy.ops.wm.save_mainfile()")

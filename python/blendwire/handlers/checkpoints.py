@@ -345,6 +345,9 @@ def restore_checkpoint(params: dict[str, Any]) -> dict[str, Any]:
         raise CommandError(f"could not open checkpoint {cid} ({_short(e)})", "execution_error") from None
     store.changed = True
     path_restored = _set_main_filepath(entry.path, entry.user_filepath)
+    with contextlib.suppress(OSError):
+        # `blendwire list` shows the open file: the load handler wrote the checkpoint's path there.
+        _core.update_instance(bpy.data.filepath or None)
     if entry.user_dirty and not bpy.data.is_dirty:
         _tag_dirty()
     return {
