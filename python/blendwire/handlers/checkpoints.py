@@ -52,8 +52,12 @@ __all__ = [
 ]
 
 
-class CheckpointError(RuntimeError):
-    """No checkpoint could be kept (unwritable folder, full disk); the message says why and what to do."""
+class CheckpointError(CommandError):
+    """No checkpoint could be kept (unwritable folder, full disk); the message says why and what to
+    do. A CommandError, so that the core passes its message on as is (no traceback)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "checkpoint_failed")
 
 
 @dataclass(frozen=True)
