@@ -32,6 +32,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -245,7 +246,7 @@ def _write(store: _Store, job: dict[str, Any]) -> _Entry:
     try:
         # Uncompressed: compression costs more time than the disk it saves here. relative_remap off:
         # relative paths stay relative to the user's file, whose path the restore gives back.
-        with _no_preview():
+        with _no_preview(), _quiet():
             result = bpy.ops.wm.save_as_mainfile(filepath=path, copy=True, compress=False, relative_remap=False)
         if "FINISHED" not in result:
             raise RuntimeError(f"save_as_mainfile answered {sorted(result)}")
@@ -266,6 +267,33 @@ def _write(store: _Store, job: dict[str, Any]) -> _Entry:
             os.unlink(path)
         raise CheckpointError(f"cannot write a checkpoint to {folder} ({e}); {_WHERE}") from None
     return entry
+
+
+_LIBC = ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Blender prints its reports ("Info: Saved copy as ...", "Read blend: ...") to the process's
+    stdout, which `blendwire serve` keeps for its own lines: this C-level output goes to /dev/null
+    while a checkpoint is written or opened (the main thread is ours meanwhile: no job prints)."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    _LIBC.fflush(None)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        _LIBC.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextlib.contextmanager
@@ -344,7 +372,8 @@ def restore_checkpoint(params: dict[str, Any]) -> dict[str, Any]:
             "not_found",
         )
     try:
-        bpy.ops.wm.open_mainfile(filepath=entry.path, load_ui=False)
+        with _quiet():
+            bpy.ops.wm.open_mainfile(filepath=entry.path, load_ui=False)
     except RuntimeError as e:
         raise CommandError(f"could not open checkpoint {cid} ({_short(e)})", "execution_error") from None
     store.changed = True
