@@ -656,7 +656,7 @@ def _parser() -> argparse.ArgumentParser:
             "restore",
             "restore the scene as it was before a checkpoint's job",
             "Restore the scene of the running service as it was before the job of checkpoint ID (see "
-            "`blendwire checkpoints`); the file path and saved state are the user's of then. The restore "
+            "`blendwire checkpoints`); the file path is the user's of then. The restore "
             "itself is checkpointed first.",
         ),
     ):
