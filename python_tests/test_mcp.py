@@ -29,6 +29,8 @@ TOOLS = {
     "check_connection_status": [],
     "list_blenders": [],
     "undo_last": [],
+    "list_checkpoints": [],
+    "restore_checkpoint": ["id"],
 }
 
 

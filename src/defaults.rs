@@ -84,3 +84,13 @@ pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_AUDIT_KEEP: usize = 5;
 /// The code a line keeps at most (`"code_truncated": true` past it); its sha256 is of all of it.
 pub const AUDIT_CODE_CAP: usize = 64 * 1024;
+
+/// Checkpoints (issue 22): how many a Blender process keeps before a changing job (0 = off), and
+/// their byte budget; pruned oldest first past either. The folder defaults to
+/// `journal::state_dir()/checkpoints`.
+pub const DEFAULT_CHECKPOINTS: usize = 20;
+pub const DEFAULT_CHECKPOINT_BYTES: usize = 2 * 1024 * 1024 * 1024;
+/// Below this not even the default scene's checkpoint (about 0.9 MB) would be kept.
+pub const MIN_CHECKPOINT_BYTES: usize = 1024 * 1024;
+/// The checkpoint folder's name inside the state directory.
+pub const CHECKPOINT_DIR_NAME: &str = "checkpoints";

@@ -3,6 +3,9 @@
 //! The core is plain Rust (tested by `cargo test` without Python); `python/` is the thin pyo3
 //! layer that `maturin` builds into `blendwire._core`.
 
+// `settings::defaults()` is one `json!` object of every default: past 128 levels of its macro.
+#![recursion_limit = "256"]
+
 pub mod addr;
 pub mod auth;
 pub mod backoff;

@@ -9,7 +9,10 @@
 
 use crate::auth;
 use crate::backoff::BackoffPolicy;
-use crate::defaults::{DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES};
+use crate::defaults::{
+    CHECKPOINT_DIR_NAME, DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_CHECKPOINTS, DEFAULT_CHECKPOINT_BYTES,
+    MIN_CHECKPOINT_BYTES,
+};
 use crate::defaults::{
     DEFAULT_AUTH_TIMEOUT, DEFAULT_CLIENT_CONNECT_TIMEOUT, DEFAULT_CLIENT_TIMEOUT, DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_ENGINE_URL, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES,
@@ -82,6 +85,8 @@ pub fn defaults() -> Value {
         "audit_code": "full",
         "audit_max_bytes": DEFAULT_AUDIT_MAX_BYTES,
         "audit_keep": DEFAULT_AUDIT_KEEP,
+        "checkpoints": DEFAULT_CHECKPOINTS,
+        "checkpoint_bytes": DEFAULT_CHECKPOINT_BYTES,
     })
 }
 
@@ -751,5 +756,91 @@ mod audit_tests {
         let problem = &unwritable.check().unwrap_err()[0];
         assert_eq!(problem.setting, "audit_log");
         assert!(problem.rule.starts_with("cannot be written: /proc/"), "{problem}");
+    }
+}
+
+// ---- checkpoints ----------------------------------------------------------------------------
+
+/// The checkpoint settings as given (`blendwire serve --checkpoints N --checkpoint-bytes B
+/// --checkpoint-dir DIR`, the add-on's preferences); `None` means the default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointSettings {
+    pub checkpoints: Option<i64>,
+    pub checkpoint_bytes: Option<i64>,
+    pub checkpoint_dir: Option<String>,
+}
+
+/// What [`CheckpointSettings::resolve`] gives (serialized as the same three names).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Checkpoints {
+    /// How many to keep; 0: off.
+    pub checkpoints: usize,
+    pub checkpoint_bytes: usize,
+    /// An absolute folder (one folder per Blender process is made inside it).
+    pub checkpoint_dir: String,
+}
+
+impl CheckpointSettings {
+    /// The settings with defaults filled in (the folder: `state_dir`/checkpoints), or every problem.
+    pub fn resolve(self, state_dir: &std::path::Path) -> Result<Checkpoints, Vec<Problem>> {
+        let mut c = Checker::default();
+        let checkpoints = match self.checkpoints {
+            Some(v) => c.check(
+                "checkpoints",
+                count(v, 0, usize::MAX)
+                    .map_err(|_| format!("must be 0 (off) or a number of checkpoints to keep, got {v}")),
+                DEFAULT_CHECKPOINTS,
+            ),
+            None => DEFAULT_CHECKPOINTS,
+        };
+        let checkpoint_bytes = c.count(
+            "checkpoint_bytes",
+            self.checkpoint_bytes,
+            MIN_CHECKPOINT_BYTES,
+            DEFAULT_CHECKPOINT_BYTES,
+        );
+        let checkpoint_dir = match self.checkpoint_dir.filter(|d| !d.is_empty()) {
+            Some(d) if std::path::Path::new(&d).is_absolute() => d,
+            Some(d) => c.check(
+                "checkpoint_dir",
+                Err(format!("must be an absolute folder path, got {d:?}")),
+                String::new(),
+            ),
+            None => state_dir.join(CHECKPOINT_DIR_NAME).to_string_lossy().into_owned(),
+        };
+        c.finish(Checkpoints {
+            checkpoints,
+            checkpoint_bytes,
+            checkpoint_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_settings_default_and_refuse_bad_values() {
+        let state = std::path::Path::new("/state");
+        let d = CheckpointSettings::default().resolve(state).unwrap();
+        assert_eq!(d.checkpoints, DEFAULT_CHECKPOINTS);
+        assert_eq!(d.checkpoint_bytes, DEFAULT_CHECKPOINT_BYTES);
+        assert_eq!(d.checkpoint_dir, "/state/checkpoints");
+        let off = CheckpointSettings {
+            checkpoints: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(off.resolve(state).unwrap().checkpoints, 0);
+        let bad = CheckpointSettings {
+            checkpoints: Some(-1),
+            checkpoint_bytes: Some(10),
+            checkpoint_dir: Some("rel/dir".into()),
+        };
+        let problems = bad.resolve(state).unwrap_err();
+        let names: Vec<_> = problems.iter().map(|p| p.setting).collect();
+        assert_eq!(names, ["checkpoints", "checkpoint_bytes", "checkpoint_dir"]);
+        assert!(problems[0].rule.contains("0 (off)"), "{}", problems[0].rule);
     }
 }

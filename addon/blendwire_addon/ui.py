@@ -3,6 +3,7 @@
 Preferences are looked up under `__package__`: "blendwire_addon" as a legacy add-on,
 "bl_ext.<repo>.blendwire" as an extension; the same code serves both."""
 
+import os
 import sys
 import time
 
@@ -42,6 +43,9 @@ class Defaults:
     watchdog_seconds = float(_CORE["watchdog_seconds"])
     ca_file = ""
     log_level = "ENV"
+    checkpoints = _CORE["checkpoints"]
+    checkpoint_mib = _CORE["checkpoint_bytes"] // (1024 * 1024)
+    checkpoint_dir = ""
 
 
 class BlendwirePreferences(bpy.types.AddonPreferences):
@@ -132,6 +136,28 @@ class BlendwirePreferences(bpy.types.AddonPreferences):
         f"private CA (empty: env {_CORE['ca_file_env']})",
     )
 
+    # Checkpoints (issue 22): kept before every job that may change data.
+    checkpoints: IntProperty(
+        name="Checkpoints",
+        default=Defaults.checkpoints,
+        min=0,
+        description="How many checkpoints to keep (the scene before each job that may change data, "
+        "for restore_checkpoint); 0: off",
+    )
+    checkpoint_mib: IntProperty(
+        name="Checkpoint budget (MiB)",
+        default=Defaults.checkpoint_mib,
+        min=1,
+        description="At most this much disk for the checkpoints; the oldest go first",
+    )
+    checkpoint_dir: StringProperty(
+        name="Checkpoint folder",
+        default=Defaults.checkpoint_dir,
+        subtype="DIR_PATH",
+        description="Where checkpoints are kept (empty: checkpoints/ in the user's state directory); "
+        "one private folder per Blender process inside it",
+    )
+
     def draw(self, context):
         col = self.layout.column()
         for prop in ("host", "port", "token", "start_with_blender", "queue_size", "tick_budget_ms", "log_level"):
@@ -144,6 +170,10 @@ class BlendwirePreferences(bpy.types.AddonPreferences):
         col.separator()
         col.label(text="Router (cr8_engine)")
         for prop in ("engine_url", "ca_file", "username", "watchdog_seconds"):
+            col.prop(self, prop)
+        col.separator()
+        col.label(text="Checkpoints")
+        for prop in ("checkpoints", "checkpoint_mib", "checkpoint_dir"):
             col.prop(self, prop)
         problems = model.validate(self)
         if problems:
@@ -209,9 +239,20 @@ def start_service(s, port=None):
             tick_budget_ms=s.tick_budget_ms,
             token=s.token or None,
             log_level=level,
+            **checkpoint_settings(s),
         )
     except blendwire.BlendwireError as e:
         raise ValueError(str(e)) from e
+
+
+def checkpoint_settings(s):
+    """The preferences' checkpoint settings as `blendwire.blender.start` takes them."""
+    folder = getattr(s, "checkpoint_dir", "")
+    return {
+        "checkpoints": int(getattr(s, "checkpoints", Defaults.checkpoints)),
+        "checkpoint_bytes": int(getattr(s, "checkpoint_mib", Defaults.checkpoint_mib)) * 1024 * 1024,
+        "checkpoint_dir": os.path.abspath(model.bpy_abspath(folder)) if folder else None,
+    }
 
 
 class BLENDWIRE_OT_start(bpy.types.Operator):

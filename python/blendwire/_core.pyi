@@ -350,6 +350,13 @@ def check_service_settings(
     65535 (0 picks a free port), got 70000"); [] when start_service would accept them. Includes
     the host rule (off loopback only with a token). Prefix the rule with your own label."""
 
+def checkpoint_settings(
+    checkpoints: int | None = None, checkpoint_bytes: int | None = None, checkpoint_dir: str | None = None
+) -> dict[str, Any]:
+    """The checkpoint settings with the defaults filled in: {"checkpoints": N (0 = off),
+    "checkpoint_bytes": B, "checkpoint_dir": an absolute folder (default: state_dir()/checkpoints)}.
+    ValueError naming every bad one ("checkpoints must be 0 (off) or ...")."""
+
 def check_router_settings(
     url: str,
     *,

@@ -14,6 +14,7 @@ from . import _core, logs, runtime
 from .config import env_audit_log, env_port, env_start_now, env_token
 from .errors import ServiceError, require_main_thread
 from .handlers import bld_remote, blender_lab, blender_mcp, keeper
+from .handlers import checkpoints as checkpoint_store
 from .runtime import ensure_timer, mode, request_stop
 
 __all__ = [
@@ -64,6 +65,9 @@ def start(
     audit_log: str | None = None,
     audit_code: str | None = None,
     audit_max_bytes: int | None = None,
+    checkpoints: int | None = None,
+    checkpoint_bytes: int | None = None,
+    checkpoint_dir: str | None = None,
 ) -> tuple[str, int]:
     """Start the command service; return the bound (host, port).
 
@@ -82,6 +86,9 @@ def start(
     `audit_log` (default: env `BLENDWIRE_AUDIT_LOG`, else the state directory's `audit.jsonl`; "off":
     none), `audit_code` ("full" or "hash"), `audit_max_bytes`: the audit log of every request
     (`_core.set_audit`); a file that cannot be written is a ValueError naming `audit_log`.
+    `checkpoints` (how many to keep, 0: off), `checkpoint_bytes` (their budget), `checkpoint_dir`
+    (the folder): the checkpoints kept before every job that may change data
+    (`blendwire.handlers.checkpoints`; None: the core's defaults, `_core.checkpoint_settings`).
     Raises PortInUse when the port is taken, ServiceError when already running or insecure,
     ValueError for a bad setting.
     """
@@ -90,6 +97,7 @@ def start(
     if running is not None:
         raise ServiceError(f"the blendwire service is already running on {running[0]}:{running[1]}; call stop() first")
     logs.apply_level(log_level)
+    checkpoint_store.configure(_opt(int, checkpoints), _opt(int, checkpoint_bytes), checkpoint_dir)
     if queue_capacity is not None:
         _core.set_queue_capacity(int(queue_capacity))
     _core.set_dispatcher(bld_remote.dispatch)

@@ -76,6 +76,7 @@ def _cmd_serve(args: argparse.Namespace) -> int | None:
     _check(_core.check_service_settings(host=args.host, port=port, token=token, **service))
     service.update(_audit_settings(args))
     settings = {"host": args.host, "port": port, "service": service, **_router_settings(args)}
+    settings["checkpoints"] = _checkpoint_settings(args)
     if args.mcp_http is not None:
         _check_mcp_http("--mcp-http", args.mcp_http, token)
         settings["mcp_http"] = args.mcp_http
@@ -105,6 +106,21 @@ def _audit_settings(args: argparse.Namespace) -> dict[str, Any]:
         # Blender runs in another directory: the file as this shell names it.
         given["audit_log"] = os.path.abspath(given["audit_log"])
     _check(_core.check_audit_settings(**given), flags)
+    return given
+
+
+_CHECKPOINT_FLAGS = ("checkpoints", "checkpoint_bytes", "checkpoint_dir")
+
+
+def _checkpoint_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """serve's checkpoint flags, checked by the core here (a relative folder made absolute)."""
+    given = {k: getattr(args, k) for k in _CHECKPOINT_FLAGS if getattr(args, k) is not None}
+    if given.get("checkpoint_dir"):
+        given["checkpoint_dir"] = os.path.abspath(given["checkpoint_dir"])
+    try:
+        _core.checkpoint_settings(**given)
+    except ValueError as e:
+        raise _core_error(e) from None
     return given
 
 
@@ -369,6 +385,75 @@ def _cmd_undo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+
+def _service_call(args: argparse.Namespace, command: str, params: dict[str, Any]) -> Any:
+    """One command to the service at --host/--port, its result (a _Fail on an error answer)."""
+    port = args.port if args.port is not None else env_port()
+    _probe(args.host, port, args.timeout)
+    try:
+        with Client(args.host, port, args.timeout) as c:
+            response = c.request({"type": command, "params": params})
+    except BlendwireError as e:
+        raise _Fail(f"{type(e).__name__}: {e}") from None
+    if response.get("status") == "error":
+        code = response.get("error_code")
+        raise _Fail(f"{response.get('message')}" + (f" [{code}]" if code else ""))
+    return response
+
+
+_CHECKPOINT_COLUMNS = ("ID", "TIME", "SIZE", "COMMAND", "CLIENT", "LISTENER", "REQUEST")
+
+
+def _fmt_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _cmd_checkpoints(args: argparse.Namespace) -> int:
+    kept = _service_call(args, "list_checkpoints", {}).get("result", {}).get("checkpoints", [])
+    if args.json:
+        print(json.dumps(kept, indent=2), flush=True)
+        return 0
+    if not kept:
+        print("no checkpoint is kept yet (one is kept before each job that may change data)", flush=True)
+        return 0
+    rows = [
+        (
+            c["id"],
+            c["time"],
+            _fmt_bytes(c["bytes"]),
+            str(c["job"].get("command") or "-"),
+            str(c["job"].get("client") or "-"),
+            str(c["job"].get("listener") or "-"),
+            "-" if c["job"].get("id") is None else str(c["job"]["id"]),
+        )
+        for c in kept
+    ]
+    widths = [max(len(r[i]) for r in [_CHECKPOINT_COLUMNS, *rows]) for i in range(len(_CHECKPOINT_COLUMNS))]
+    for row in [_CHECKPOINT_COLUMNS, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), flush=True)
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    response = _service_call(args, "restore_checkpoint", {"id": args.id})
+    result = response.get("result", {})
+    before = response.get("checkpoint")
+    where = result.get("filepath") or "(unsaved)"
+    print(f"restored checkpoint {args.id}: the scene as before {result.get('job', {}).get('command')}; file {where}")
+    if before:
+        print(f"the state before this restore is checkpoint {before} (`blendwire restore {before}` takes it back)")
+    elif response.get("checkpoint_error"):
+        print(f"note: {response['checkpoint_error']}")
+    return 0
+
+
 # ---- mcp -----------------------------------------------------------------------------------------
 
 
@@ -559,6 +644,25 @@ def _parser() -> argparse.ArgumentParser:
         help=f"rotate the log at this size (default {d['audit_max_bytes'] >> 20} MiB; "
         f"{d['audit_keep']} old files are kept)",
     )
+    k = s.add_argument_group("checkpoints (kept before every job that may change data)")
+    k.add_argument(
+        "--checkpoints",
+        type=int,
+        metavar="N",
+        help=f"keep the last N checkpoints (default {d['checkpoints']}; 0 = off)",
+    )
+    k.add_argument(
+        "--checkpoint-bytes",
+        type=int,
+        metavar="BYTES",
+        help=f"and at most this many bytes of them, oldest pruned first (default {d['checkpoint_bytes']})",
+    )
+    k.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="their folder (default: checkpoints/ in the state directory, $XDG_STATE_HOME/blendwire); "
+        "one private folder per Blender process inside it",
+    )
     s.set_defaults(func=_cmd_serve)
 
     st = sub.add_parser(
@@ -619,6 +723,31 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--timeout", type=float, default=d["client_timeout"], help="seconds (default %(default)s)")
     u.add_argument("--json", action="store_true", help='print {"undone", "now_at"} as JSON')
     u.set_defaults(func=_cmd_undo)
+
+    for name, helptext, description in (
+        (
+            "checkpoints",
+            "list the checkpoints a running service kept (newest first)",
+            "List the checkpoints the running service kept before each job that may change data: id, time, "
+            "size and the job (command, client, listener, request id). `blendwire restore ID` goes back to one.",
+        ),
+        (
+            "restore",
+            "restore the scene as it was before a checkpoint's job",
+            "Restore the scene of the running service as it was before the job of checkpoint ID (see "
+            "`blendwire checkpoints`); the file path is the user's of then. The restore "
+            "itself is checkpointed first.",
+        ),
+    ):
+        cp = sub.add_parser(name, help=helptext, description=description)
+        if name == "restore":
+            cp.add_argument("id", metavar="ID", help="a checkpoint id from `blendwire checkpoints`")
+        else:
+            cp.add_argument("--json", action="store_true", help="print the JSON list (for scripts)")
+        cp.add_argument("--host", default=d["host"])
+        cp.add_argument("--port", type=int, help=f"default: $BLD_REMOTE_MCP_PORT or {d['port']}")
+        cp.add_argument("--timeout", type=float, default=d["client_timeout"], help="seconds (default %(default)s)")
+        cp.set_defaults(func=_cmd_restore if name == "restore" else _cmd_checkpoints)
 
     m = sub.add_parser(
         "mcp",

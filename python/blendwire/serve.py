@@ -65,7 +65,11 @@ def serve(settings: dict, announce: Callable[[dict], None], *, blend_file: str |
             raise ServeError(f"could not host the blender-mcp add-on (--blender-mcp-addon): {e}") from None
     try:
         host, port = blender.start(
-            settings.get("host"), settings.get("port"), quit_on_shutdown=True, **settings.get("service", {})
+            settings.get("host"),
+            settings.get("port"),
+            quit_on_shutdown=True,
+            **settings.get("service", {}),
+            **settings.get("checkpoints", {}),
         )
     except Exception as e:
         raise ServeError(f"could not start the service: {e}") from None

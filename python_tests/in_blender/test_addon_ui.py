@@ -142,6 +142,24 @@ def test_start_and_stop_operators(addon):
     assert not bw.is_running() and bwtest.port_is_bindable(prefs.port)
 
 
+def test_checkpoint_preferences_reach_the_store(addon, tmp_path):
+    from blendwire.handlers import checkpoints
+
+    _, prefs = addon
+    props = prefs.bl_rna.properties
+    assert props["checkpoints"].hard_min == 0 and props["checkpoint_mib"].hard_min == 1
+    assert props["checkpoint_dir"].subtype == "DIR_PATH"
+    assert prefs.checkpoints == _core.defaults()["checkpoints"]
+    prefs.port = bwtest.free_port()
+    prefs.checkpoints, prefs.checkpoint_mib, prefs.checkpoint_dir = 0, 64, str(tmp_path)
+    try:
+        assert bpy.ops.blendwire.start() == {"FINISHED"}
+        assert checkpoints.settings() == checkpoints.Settings(0, 64 * 1024 * 1024, str(tmp_path))
+    finally:
+        bpy.ops.blendwire.stop()
+        checkpoints.configure()
+
+
 # ---- panel rows --------------------------------------------------------------------------------
 
 

@@ -207,6 +207,28 @@ fn table() -> Vec<ToolSpec> {
             OneBlender,
             |t, _, rq| Box::pin(t.connection_status(rq)),
         ),
+        // Checkpoints (issue 22): Blender keeps one before every job that may change data.
+        spec(
+            "list_checkpoints",
+            "The checkpoints Blender kept before each job that may change data, newest first: {checkpoints: [{id, time, job: {command, client, listener, id}, bytes}]}.",
+            none(),
+            true,
+            OneBlender,
+            |t, _, rq| Box::pin(t.json_tool("list_checkpoints", json!({}), Retry::Once, rq)),
+        ),
+        spec(
+            "restore_checkpoint",
+            "Return the scene to exactly how it was before a checkpoint's job (ids from list_checkpoints); everything done since is replaced, though the restore is itself checkpointed first.",
+            json!({"type": "object", "properties": {"id": {"type": "string", "minLength": 1, "description": "a checkpoint id from list_checkpoints"}}, "required": ["id"], "additionalProperties": false}),
+            false,
+            OneBlender,
+            |t, args, rq| {
+                Box::pin(async move {
+                    let id = required_str(args, "id")?;
+                    t.json_tool("restore_checkpoint", json!({"id": id}), Retry::Never, rq).await
+                })
+            },
+        ),
     ]
 }
 
@@ -408,11 +430,22 @@ mod tests {
     #[test]
     fn every_tool_has_an_object_schema_and_a_one_line_description() {
         let tools: Vec<&Tool> = tools().collect();
-        assert_eq!(tools.len(), 10);
+        assert_eq!(tools.len(), 12);
         for t in &tools {
             assert_eq!(t.input_schema.get("type"), Some(&json!("object")), "{}", t.name);
             let d = t.description.as_deref().unwrap_or_default();
             assert!(!d.is_empty() && !d.contains('\n'), "{}", t.name);
         }
+    }
+
+    #[test]
+    fn restoring_a_checkpoint_is_destructive_and_listing_them_reads() {
+        let list = tool("list_checkpoints").unwrap().annotations.clone().unwrap();
+        assert_eq!((list.read_only_hint, list.destructive_hint), (Some(true), Some(false)));
+        let restore = tool("restore_checkpoint").unwrap().annotations.clone().unwrap();
+        assert_eq!(
+            (restore.read_only_hint, restore.destructive_hint),
+            (Some(false), Some(true))
+        );
     }
 }

@@ -19,6 +19,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(log_level_name, m)?)?;
     m.add_function(wrap_pyfunction!(mcp_addon_port_from_env, m)?)?;
     m.add_function(wrap_pyfunction!(check_audit_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(checkpoint_settings, m)?)?;
     Ok(())
 }
 
@@ -291,4 +292,27 @@ pub fn audit_settings(func: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResul
 #[pyo3(signature = (**settings))]
 fn check_audit_settings(settings: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
     Ok(pairs(audit_settings("check_audit_settings", settings)?.check()))
+}
+
+/// The checkpoint settings resolved (`{"checkpoints", "checkpoint_bytes", "checkpoint_dir"}`);
+/// ValueError naming every bad one ("checkpoints must be 0 (off) or ...; ...").
+#[pyfunction]
+#[pyo3(signature = (checkpoints = None, checkpoint_bytes = None, checkpoint_dir = None))]
+fn checkpoint_settings(
+    py: Python<'_>,
+    checkpoints: Option<i64>,
+    checkpoint_bytes: Option<i64>,
+    checkpoint_dir: Option<String>,
+) -> PyResult<Py<PyAny>> {
+    let given = settings::CheckpointSettings {
+        checkpoints,
+        checkpoint_bytes,
+        checkpoint_dir,
+    };
+    let resolved = given
+        .resolve(&crate::journal::state_dir())
+        .map_err(|problems| errors::invalid(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
+    Ok(pythonize(py, &resolved)
+        .map_err(|e| errors::bad_argument("checkpoint_settings", e))?
+        .unbind())
 }

@@ -261,6 +261,11 @@ const TOKEN_LABEL: &str = "token";
 /// (`"checkpoint": ID`), or why none could be kept (`"checkpoint_error"`): an agent can take the
 /// job back with `restore_checkpoint`. Other answers are unchanged.
 fn with_checkpoint(answer: &mut Value, record: &JobRecord) {
+    // A pending marker (Blender Lab's deferred answer) must stay exactly that, or it is not seen
+    // as one; its poll jobs carry the final answer.
+    if crate::bridge::pending::pending_handle(answer).is_some() {
+        return;
+    }
     let (Some(obj), Some(checkpoint)) = (answer.as_object_mut(), record.checkpoint()) else {
         return;
     };
@@ -284,4 +289,24 @@ pub(super) fn with_id(mut answer: Value, id: &Option<Value>) -> Value {
         obj.insert("id".into(), id.clone());
     }
     answer
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::*;
+    use crate::bridge::pending::PENDING_KEY;
+    use crate::journal::Checkpoint;
+    use serde_json::json;
+
+    #[test]
+    fn a_changing_jobs_answer_names_its_checkpoint_but_a_pending_marker_stays_as_is() {
+        let record = JobRecord::new(Listener::Addon, Protocol::BlenderLab, "execute");
+        record.set_checkpoint(Checkpoint::Kept { id: "c1".into() });
+        let mut answer = json!({"status": "ok"});
+        with_checkpoint(&mut answer, &record);
+        assert_eq!(answer, json!({"status": "ok", "checkpoint": "c1"}));
+        let mut pending = json!({PENDING_KEY: 1});
+        with_checkpoint(&mut pending, &record);
+        assert_eq!(pending, json!({PENDING_KEY: 1}));
+    }
 }

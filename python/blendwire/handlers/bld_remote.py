@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import _core, persist
 from ..errors import CommandError
+from . import checkpoints
 from . import code as code_runner
 from .inflight import HANDLER
 from .scene import get_object_info, get_scene_info
@@ -156,6 +157,9 @@ _HANDLERS: dict[str, Callable[[Params], Any]] = {
     "get_status": get_status,
     UNDO_LAST: undo_last,
     "_legacy": _legacy,
+    # Checkpoints (issue 22): kept before every job that may change data (see `checkpoints`).
+    "list_checkpoints": checkpoints.list_checkpoints,
+    "restore_checkpoint": checkpoints.restore_checkpoint,
 }
 
 # The command types clients may send, for `_core.start_service(commands=...)` (`server_shutdown` is

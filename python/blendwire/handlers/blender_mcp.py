@@ -40,6 +40,8 @@ from typing import Any
 import bpy
 
 from .. import _core
+from ..errors import CommandError
+from . import checkpoints
 from . import code as code_runner
 from .inflight import HANDLER
 from .scene import scene_objects
@@ -465,6 +467,8 @@ def dispatch(command_type: str, params: Any) -> dict[str, Any]:
         params = {}
     if not isinstance(params, dict):
         return {"status": "error", "message": f"params must be a JSON object, got {type(params).__name__}"}
+    if command_type in _CHECKPOINT_COMMANDS:
+        return _checkpoint_command(command_type, params)
     host = _current()
     with HANDLER:  # a signal in -b / the bpy module breaks a running command (runtime)
         if command_type == "execute_code":
@@ -480,6 +484,20 @@ def dispatch(command_type: str, params: Any) -> dict[str, Any]:
         # The add-on logs every command to stdout ("Executing handler for ..."): not ours to relay.
         with contextlib.redirect_stdout(io.StringIO()):
             return host.server.execute_command({"type": command_type, "params": params})
+
+
+# blendwire's checkpoints, in this dialect too (the add-on has no such commands): a blender-mcp
+# client's changing jobs are checkpointed, and it can list and restore them.
+_CHECKPOINT_COMMANDS = ("list_checkpoints", "restore_checkpoint")
+
+
+def _checkpoint_command(command_type: str, params: dict[str, Any]) -> dict[str, Any]:
+    run = checkpoints.list_checkpoints if command_type == "list_checkpoints" else checkpoints.restore_checkpoint
+    try:
+        with HANDLER:
+            return {"status": "success", "result": run(params)}
+    except CommandError as e:
+        return {"status": "error", "message": str(e)}
 
 
 # Commands of the add-on that read or write its preferences (`preferences.addons[__name__]`), which
