@@ -127,9 +127,9 @@ def blendwire_status(server):
 
 
 def test_blendwire_status_prints_what_the_main_thread_runs(server):
-    # The job must still run when the `blendwire status` process (a fraction of a second to start)
-    # asks: DEADLINE is ample for that; only if this machine was too slow to ask in time (it saw the
-    # job already ended) the job is sent again with a longer deadline.
+    # The job must still run before its deadline when the `blendwire status` process (a fraction of
+    # a second to start) asks: DEADLINE is ample for that; only if this machine was too slow to ask
+    # in time (it saw the job past its deadline or ended) the job is sent again with a longer one.
     for deadline in (DEADLINE, 10, 30):
         with Conn(server.port, server.host, timeout=ANSWER_WAIT) as c:
             c.send(exec_req(RUNAWAYS["busy_loop"], _timeout_seconds=deadline))
@@ -137,7 +137,7 @@ def test_blendwire_status_prints_what_the_main_thread_runs(server):
             line = blendwire_status(server)
             client = f"(client 127.0.0.1:{c.sock.getsockname()[1]})"
             assert_error(c.read(), "interrupted")
-        if line != "main thread: idle" or deadline == 30:
+        if "deadline in" in line or deadline == 30:
             break
     assert line.startswith("main thread: running execute_code for ") and "deadline in" in line, line
     assert client in line, line
