@@ -13,7 +13,6 @@ only in the GUI. Telemetry is off and HOME points into a temporary directory, so
 nothing outside it and send nothing anywhere. Every wait polls a condition with a deadline.
 """
 
-import concurrent.futures
 import contextlib
 import json
 import os
@@ -132,38 +131,6 @@ def addon_port(sp):
     return sp.ready.addon_port
 
 
-@pytest.fixture(scope="module")
-def hosting(server):
-    """For the runtime of `server`: per installed package, a `blendwire serve --mcp-addon-port 0`
-    hosting its bundled add-on (the flag for one, its variable for the other). Both start side by
-    side (one Blender start's wait instead of two); each is shut down, exit 0 asserted, with them."""
-    sps = {}
-    try:
-        for package in VENVS:
-            addon = bundled_addon(package)
-            if not server_exe(package).exists() or addon is None:
-                continue
-            if package == "blender-mcp":
-                extra, env = ["--blender-mcp-addon", addon], None
-            else:
-                extra, env = [], {"BLENDWIRE_BLENDER_MCP_ADDON": addon}
-            args = ["--port", "0", "--mcp-addon-port", "0"] + bwtest.RUNTIME_ARGS[server.runtime] + extra
-            sps[package] = bwtest.ServeProcess(args, env=env)
-        for sp in sps.values():
-            sp.wait_serving()
-            assert sp.runtime == server.runtime, sp.output()
-    except BaseException:
-        for sp in sps.values():
-            sp.kill()
-        raise
-    yield sps
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(sps) or 1) as pool:
-        stops = [pool.submit(sp.shutdown) for sp in sps.values()]
-    errors = [str(e) for e in (f.exception() for f in stops) if e is not None]
-    if errors:
-        pytest.fail("\n\n".join(errors))
-
-
 @contextlib.asynccontextmanager
 async def agent(package, port, home):
     """An initialized ClientSession with the package's MCP server (its own console script)."""
@@ -238,9 +205,18 @@ def calls_for(package, runtime):
 
 
 @pytest.mark.parametrize("package", ["blender-mcp", "mcp-for-blender"])
-def test_every_offline_tool_with_the_bundled_addon_hosted(server, hosting, package, tmp_path):
+def test_every_offline_tool_with_the_bundled_addon_hosted(server, serve_factory, package, tmp_path):
     need(package)
-    port = addon_port(hosting[package])
+    # The flag for one, its variable for the other.
+    if package == "blender-mcp":
+        sp = serve_factory(
+            server.runtime, extra=["--mcp-addon-port", "0", "--blender-mcp-addon", bundled_addon(package)]
+        )
+    else:
+        sp = serve_factory(
+            server.runtime, extra=["--mcp-addon-port", "0"], env={"BLENDWIRE_BLENDER_MCP_ADDON": bundled_addon(package)}
+        )
+    port = addon_port(sp)
     results, names = call_all(package, port, calls_for(package, server.runtime), str(tmp_path))
     # The lists above are the whole tool set: a new tool must be sorted into one of them.
     assert names == LISTED[package], sorted(names ^ LISTED[package])
