@@ -14,7 +14,6 @@ BLENDER_MCP_PORT) driven by the official `mcp` client over stdio. Every wait pol
 to a deadline; nothing asserts on timings.
 """
 
-import concurrent.futures
 import contextlib
 import json
 import os
@@ -38,27 +37,12 @@ BLMCP = ROOT / ".venv-blmcp" / "bin" / "blender-mcp-connect"
 @pytest.fixture(scope="module")
 def server(request):
     """`blendwire serve --port 0 --mcp-addon-port 0` for one runtime; `.addon_port` is the second
-    listener's port (from the ready handshake). `.plain`: beside it, a service with the default
-    deadline (30 s) for the real Blender Lab client, started and stopped side by side with it."""
-    runtime = request.param
-    base = ["--port", "0", "--mcp-addon-port", "0"] + bwtest.RUNTIME_ARGS[runtime]
-    sps = [bwtest.ServeProcess(base + ["--default-timeout", str(DEADLINE)]), bwtest.ServeProcess(base)]
-    try:
-        for sp in sps:
-            sp.wait_serving()
-            assert sp.runtime == runtime and sp.ready.addon_port, sp.output()
-    except BaseException:
-        for sp in sps:
-            sp.kill()
-        raise
-    sp = sps[0]
-    sp.plain = sps[1]
+    listener's port (from the ready handshake)."""
+    sp = bwtest.start_serve(request.param, extra=["--mcp-addon-port", "0", "--default-timeout", str(DEADLINE)])
+    assert sp.ready.addon_port, sp.output()
     sp.addon_port = sp.ready.addon_port
     yield sp
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(sps)) as pool:
-        stops = [pool.submit(s.shutdown) for s in sps]
-    for stop in stops:
-        stop.result()
+    sp.shutdown()
 
 
 def lab_raw(port, data: bytes, timeout=ANSWER_WAIT, pieces=None):
@@ -390,12 +374,13 @@ async def blmcp_session(port):
 NEWER_API = {"get_blendfile_summary_missing_files": "file_path_foreach"}
 
 
-def test_the_real_blender_lab_client(server):
+def test_the_real_blender_lab_client(server, serve_factory):
     if not BLMCP.exists():
         pytest.skip("blender-mcp-connect is not installed (scripts/setup makes .venv-blmcp)")
     # A service with the default deadline (30 s): a render in -b is one long C call, longer than
     # this module's deadline.
-    plain = server.plain
+    plain = serve_factory(server.runtime, extra=["--mcp-addon-port", "0"])
+    assert plain.ready.addon_port, plain.output()
     # The render tools render the scene as it is set: with Workbench, not the factory EEVEE (its
     # 1920x1080 render alone took 25-50 s in -b here). Their path through the service is the same
     # for every engine: one long C call in -b, a render job with deferred answers in the GUI.
