@@ -1,5 +1,6 @@
 """The `blendwire` command: `call` output and exit codes; `serve` start, stdout line and exit codes."""
 
+import concurrent.futures
 import json
 import signal
 import subprocess
@@ -195,17 +196,37 @@ def test_serve_without_ready_json_prints_the_human_line(runtime):
     )
 
 
+def _serves_side_by_side(runtime, n):
+    """`n` serves of `runtime` started at once (their Blenders start side by side), each waited for."""
+    sps = [bw_serve.ServeProcess(["--port", "0"] + bw_serve.RUNTIME_ARGS[runtime]) for _ in range(n)]
+    try:
+        for sp in sps:
+            sp.wait_serving()
+            assert sp.runtime == runtime, sp.output()
+    except BaseException:
+        for sp in sps:
+            sp.kill()
+        raise
+    return sps
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serve_exits_0_on_signal(serve_factory, runtime, signum):
-    sp = serve_factory(runtime)
-    assert bw_json.request(sp.port, "get_polyhaven_status")["status"] == "success"
-    sp.signal(signum)
-    rc = sp.wait_exit()
-    if rc is None:
-        sp.kill()
-    assert rc == 0, sp.output()
-    assert bw_net.connection_refused(sp.port)
+def test_serve_exits_0_on_sigterm_and_on_sigint(runtime):
+    """SIGTERM to one serve, SIGINT to another (started and stopping side by side): each exits 0."""
+    signals = (signal.SIGTERM, signal.SIGINT)
+    sps = _serves_side_by_side(runtime, len(signals))
+    try:
+        for sp, signum in zip(sps, signals, strict=True):
+            assert bw_json.request(sp.port, "get_polyhaven_status")["status"] == "success"
+            sp.signal(signum)
+        for sp, signum in zip(sps, signals, strict=True):
+            rc = sp.wait_exit()
+            assert rc == 0, f"{signum.name}: exit {rc}\n{sp.output()}"
+            assert bw_net.connection_refused(sp.port), signum.name
+    finally:
+        for sp in sps:
+            if sp.proc.poll() is None:
+                sp.kill()
 
 
 @pytest.mark.background
@@ -269,19 +290,27 @@ def test_serve_missing_blend_file_fails(tmp_path):
     assert "missing.blend" in "\n".join(sp.stderr_lines), sp.output()
 
 
+def _shutdown_at_once(runtime):
+    sp = bw_serve.ServeProcess(["--port", "0"] + bw_serve.RUNTIME_ARGS[runtime])
+    try:
+        sp.wait_serving()
+    except BaseException:
+        sp.kill()
+        raise
+    sp.shutdown()
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_serve_shutdown_right_after_serving_line(runtime):
     """server_shutdown sent the moment the line appears (a script's first action) must end the
-    process with 0 every time. Repeated: the window between the line and the serving loop is small."""
-    for attempt in range(2 if runtime == "gui" else 5):  # a GUI start takes seconds
-        sp = bw_serve.ServeProcess(["--port", "0"] + bw_serve.RUNTIME_ARGS[runtime])
+    process with 0 every time. Repeated: the window between the line and the serving loop is small.
+    Two attempts at a time, each in a thread of its own that sends the moment its own line appears."""
+    attempts = 2 if runtime == "gui" else 5  # a GUI start takes seconds
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        done = [pool.submit(_shutdown_at_once, runtime) for _ in range(attempts)]
+    for attempt, future in enumerate(done):
         try:
-            sp.wait_serving()
-        except BaseException:
-            sp.kill()
-            raise
-        try:
-            sp.shutdown()
+            future.result()
         except AssertionError as e:
             raise AssertionError(f"attempt {attempt}: {e}") from None
 
