@@ -56,6 +56,10 @@ def blender_env(tmp_path, **extra):
         k: v for k, v in os.environ.items() if not k.startswith(("BLD_REMOTE", "BLENDWIRE", "PYTHON", "VIRTUAL_ENV"))
     }
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    # Made first: Blender 3.4 takes BLENDER_USER_CONFIG only if the folder exists, else the
+    # user's own ~/.config/blender/3.4/config when that one does.
+    for name in ("config", "scripts"):
+        (tmp_path / name).mkdir(exist_ok=True)
     env["BLENDER_USER_CONFIG"] = str(tmp_path / "config")
     env["BLENDER_USER_SCRIPTS"] = str(tmp_path / "scripts")
     env.update(extra)

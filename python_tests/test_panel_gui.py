@@ -121,6 +121,10 @@ def test_status_panel_shows_the_status(tmp_path):
             os.remove(path)
     port = bwtest.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BLD_REMOTE", "BLENDWIRE"))}
+    # Made first: Blender 3.4 takes BLENDER_USER_CONFIG only if the folder exists, else it writes
+    # to the user's own ~/.config/blender/3.4/config.
+    for name in ("config", "scripts"):
+        (tmp_path / name).mkdir(exist_ok=True)
     env.update(
         BLD_REMOTE_MCP_START_NOW="1",
         BLD_REMOTE_MCP_PORT=str(port),

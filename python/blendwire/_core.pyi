@@ -21,6 +21,7 @@ __all__ = [
     "announce_instance",
     "audit_path",
     "check_audit_settings",
+    "checkpoint_settings",
     "check_ca_file",
     "check_engine_url",
     "check_mcp_http",
