@@ -72,7 +72,10 @@ fn config(tweak: impl FnOnce(&mut ServiceConfig)) -> ServiceConfig {
 }
 
 /// A "main thread" running the Core's pump until a stop; joins to (why it stopped, jobs run).
-fn pump(core: &Arc<Core<Echo>>) -> thread::JoinHandle<(StopReason, u64)> {
+fn pump<D>(core: &Arc<Core<D>>) -> thread::JoinHandle<(StopReason, u64)>
+where
+    D: for<'a> Dispatcher<MainThread<'a> = &'a Cell<u64>>,
+{
     let core = core.clone();
     thread::spawn(move || {
         let ran = Cell::new(0);
@@ -417,16 +420,7 @@ fn the_keeper_keeps_a_checkpoint_before_each_changing_job_and_the_answer_names_i
     let addr = core
         .start_service(config(|c| c.commands.push("get_scene_info".into())))
         .expect("service starts");
-    let main = {
-        let core = core.clone();
-        thread::spawn(move || {
-            let ran = Cell::new(0);
-            let reason = core
-                .pump(&ran, |next| next(), |_| Ok::<(), Infallible>(()))
-                .unwrap_or_else(|never| match never {});
-            (reason, ran.get())
-        })
-    };
+    let main = pump(&core);
 
     // No keeper: a changing job runs and its answer names no checkpoint.
     let plain = call(addr, json!({"type": "echo", "params": {}}));

@@ -19,7 +19,7 @@ from typing import Any
 from . import _core, audit, blender_child, config, process
 from .client import Client
 from .config import BLENDER_MCP_ADDON_ENV, check_blender_mcp_addon, env_port
-from .errors import BlendwireError, CommandError
+from .errors import BlendwireError
 
 __all__ = ["main"]
 
@@ -193,13 +193,7 @@ def _fmt_seconds(value: float | None) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    port = args.port if args.port is not None else env_port()
-    _probe(args.host, port, args.timeout)
-    try:
-        with Client(args.host, port, args.timeout) as c:
-            st = c.call("get_status")
-    except BlendwireError as e:
-        raise _Fail(f"{type(e).__name__}: {e}") from None
+    st = _service_call(args, "get_status", {}).get("result", {})
     if args.json:
         print(json.dumps(st, indent=2), flush=True)
         return 0
@@ -343,51 +337,6 @@ def _probe(host: str, port: int, timeout: float) -> None:
         pass  # unreachable, timeout...: let the client report it
 
 
-def _cmd_call(args: argparse.Namespace) -> int:
-    try:
-        params = json.loads(args.params) if args.params else {}
-    except ValueError as e:
-        raise _Fail(f'JSON_PARAMS is not valid JSON ({e}); e.g. \'{{"name": "Cube"}}\'') from None
-    if not isinstance(params, dict):
-        raise _Fail('JSON_PARAMS must be a JSON object, e.g. \'{"name": "Cube"}\'')
-    port = args.port if args.port is not None else env_port()
-    _probe(args.host, port, args.timeout)
-    try:
-        with Client(args.host, port, args.timeout) as c:
-            response = c.request({"type": args.type, "params": params})
-    except BlendwireError as e:
-        raise _Fail(f"{type(e).__name__}: {e}") from None
-    if response.get("status") == "error":
-        code = response.get("error_code")
-        raise _Fail(f"{response.get('message')}" + (f" [{code}]" if code else ""))
-    print(json.dumps(response, indent=2, ensure_ascii=False), flush=True)
-    return 0
-
-
-# ---- undo ----------------------------------------------------------------------------------------
-
-
-def _cmd_undo(args: argparse.Namespace) -> int:
-    """`undo_last`: take back blendwire's last undo step in a GUI Blender."""
-    port = args.port if args.port is not None else env_port()
-    _probe(args.host, port, args.timeout)
-    try:
-        with Client(args.host, port, args.timeout) as c:
-            result = c.call("undo_last")
-    except CommandError as e:
-        raise _Fail(f"{e} [{e.error_code}]") from None
-    except BlendwireError as e:
-        raise _Fail(f"{type(e).__name__}: {e}") from None
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False), flush=True)
-    else:
-        print(f"undone: {result.get('undone')} (now at: {result.get('now_at')})", flush=True)
-    return 0
-
-
-# ---- checkpoints ---------------------------------------------------------------------------------
-
-
 def _service_call(args: argparse.Namespace, command: str, params: dict[str, Any]) -> Any:
     """One command to the service at --host/--port, its result (a _Fail on an error answer)."""
     port = args.port if args.port is not None else env_port()
@@ -401,6 +350,34 @@ def _service_call(args: argparse.Namespace, command: str, params: dict[str, Any]
         code = response.get("error_code")
         raise _Fail(f"{response.get('message')}" + (f" [{code}]" if code else ""))
     return response
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except ValueError as e:
+        raise _Fail(f'JSON_PARAMS is not valid JSON ({e}); e.g. \'{{"name": "Cube"}}\'') from None
+    if not isinstance(params, dict):
+        raise _Fail('JSON_PARAMS must be a JSON object, e.g. \'{"name": "Cube"}\'')
+    response = _service_call(args, args.type, params)
+    print(json.dumps(response, indent=2, ensure_ascii=False), flush=True)
+    return 0
+
+
+# ---- undo ----------------------------------------------------------------------------------------
+
+
+def _cmd_undo(args: argparse.Namespace) -> int:
+    """`undo_last`: take back blendwire's last undo step in a GUI Blender."""
+    result = _service_call(args, "undo_last", {}).get("result", {})
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    else:
+        print(f"undone: {result.get('undone')} (now at: {result.get('now_at')})", flush=True)
+    return 0
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
 
 
 _CHECKPOINT_COLUMNS = ("ID", "TIME", "SIZE", "COMMAND", "CLIENT", "LISTENER", "REQUEST")

@@ -42,21 +42,10 @@ fn uid() -> u32 {
 /// The directory must be ours and closed to others: an instance file decides where clients send
 /// code (and their token), so a file planted by another user must never be read.
 fn check_dir(dir: &Path) -> Result<(), InstanceError> {
-    let unsafe_dir = |why: String| InstanceError::UnsafeDir {
+    crate::journal::check_private(dir).map_err(|why| InstanceError::UnsafeDir {
         dir: dir.to_path_buf(),
         why,
-    };
-    let meta = fs::symlink_metadata(dir).map_err(|e| unsafe_dir(e.to_string()))?;
-    if !meta.file_type().is_dir() {
-        return Err(unsafe_dir("not a directory (or a symbolic link)".into()));
-    }
-    if meta.uid() != uid() {
-        return Err(unsafe_dir(format!("owned by uid {}, not {}", meta.uid(), uid())));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(unsafe_dir(format!("mode {:o}", meta.mode() & 0o777)));
-    }
-    Ok(())
+    })
 }
 
 /// Create the directory (mode 0700) if needed; a directory of ours with a looser mode is tightened.

@@ -15,4 +15,4 @@ pub mod state;
 pub use audit::{outcome_of, Audit, AuditConfig, CodeMode, Event};
 pub use effect::effect;
 pub use record::{Checkpoint, Effect, JobRecord, Listener, Protocol};
-pub use state::{private_dir, state_dir};
+pub use state::{check_private, private_dir, state_dir};

@@ -29,21 +29,29 @@ fn uid() -> u32 {
 /// that nobody else can read: what is kept there is the user's scene and the code agents ran.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let meta = fs::symlink_metadata(dir)?;
-    let refuse = |why: String| {
+    check_private(dir).map_err(|why| {
         io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("{} is not a private folder of yours: {why}", dir.display()),
+            format!(
+                "{} is not a private folder of yours: {why}; chmod 700 it",
+                dir.display()
+            ),
         )
-    };
+    })
+}
+
+/// Why `dir` is not a directory of this user's that only they can reach (None of that: Ok).
+/// The one rule for every private folder (the state directory, the instance directory).
+pub fn check_private(dir: &Path) -> Result<(), String> {
+    let meta = fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
     if !meta.file_type().is_dir() {
-        return Err(refuse("not a directory (or a symbolic link)".into()));
+        return Err("not a directory (or a symbolic link)".into());
     }
     if meta.uid() != uid() {
-        return Err(refuse(format!("owned by uid {}, not {}", meta.uid(), uid())));
+        return Err(format!("owned by uid {}, not {}", meta.uid(), uid()));
     }
     if meta.mode() & 0o077 != 0 {
-        return Err(refuse(format!("mode {:o}; chmod 700 it", meta.mode() & 0o777)));
+        return Err(format!("mode {:o}", meta.mode() & 0o777));
     }
     Ok(())
 }
