@@ -22,6 +22,9 @@ NO_BPY = {
     "blender_child",
     "process",
     "cli",
+    "cli_common",
+    "cli_trust",
+    "audit",
     "__main__",
     "pytest_plugin",  # loaded by every pytest run in an environment with the wheel
     "pytest_runner",  # imports bpy only inside Blender, to reset the scene

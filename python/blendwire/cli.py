@@ -1,5 +1,5 @@
 """The `blendwire` command: `serve` (Blender with the service, in the foreground), `status`,
-`cancel`, `list`, `call`, `undo`, `mcp` and `audit` (reading the audit log: `blendwire.audit`).
+`cancel`, `list`, `call` and `mcp`, plus `cli_trust`'s `undo`, `checkpoints`, `restore` and `audit`.
 Argument parsing and what each command prints; the settings are checked by the core before Blender
 starts, the child process is `blendwire.blender_child`'s and serving inside Blender is
 `blendwire.serve`'s.
@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _core, audit, blender_child, config, process
+from . import _core, blender_child, cli_trust, config, process
+from .cli_common import Fail, check, core_error, probe, service_call
 from .client import Client
 from .config import BLENDER_MCP_ADDON_ENV, check_blender_mcp_addon, env_port
 from .errors import BlendwireError
@@ -24,28 +24,6 @@ from .errors import BlendwireError
 __all__ = ["main"]
 
 DEFAULTS: dict[str, Any] = _core.defaults()
-
-
-class _Fail(Exception):
-    """A user-facing error: printed as `blendwire: error: ...`, exit status 1."""
-
-
-def _flag(setting: str) -> str:
-    return "--" + setting.replace("_", "-")
-
-
-def _check(problems: Sequence[tuple[str, str]], flags: Mapping[str, str] | None = None) -> None:
-    """The core's (setting, rule) problems as one _Fail naming our flags."""
-    if problems:
-        flags = flags or {}
-        raise _Fail("; ".join(f"{flags.get(name, _flag(name))} {text}" for name, text in problems))
-
-
-def _core_error(e: Exception, flags: Mapping[str, str] | None = None) -> _Fail:
-    """A ValueError of the core ("SETTING rule ...") as a _Fail naming our flag."""
-    name, _, rest = str(e).partition(" ")
-    flags = flags or {}
-    return _Fail(f"{flags.get(name, _flag(name))} {rest}" if rest and name.isidentifier() else str(e))
 
 
 # ---- serve ---------------------------------------------------------------------------------------
@@ -60,20 +38,20 @@ def _cmd_serve(args: argparse.Namespace) -> int | None:
     if args.file:
         blend_file = os.path.abspath(args.file)
         if not os.path.isfile(blend_file):
-            raise _Fail(f"no such .blend file: {args.file}")
+            raise Fail(f"no such .blend file: {args.file}")
     if args.bpy and args.gui:
-        raise _Fail("--gui needs a Blender executable; the bpy module has no UI (drop --bpy)")
+        raise Fail("--gui needs a Blender executable; the bpy module has no UI (drop --bpy)")
     service = {k: getattr(args, k) for k in _SERVICE_FLAGS if getattr(args, k) is not None}
     mcp_addon_port = args.mcp_addon_port
     if mcp_addon_port is None:
         try:
             mcp_addon_port = _core.mcp_addon_port_from_env()
         except ValueError as e:
-            raise _core_error(e) from None
+            raise core_error(e) from None
     if mcp_addon_port is not None:
         service["mcp_addon_port"] = mcp_addon_port
     token = config.env_token()  # what blendwire.blender.start will use
-    _check(_core.check_service_settings(host=args.host, port=port, token=token, **service))
+    check(_core.check_service_settings(host=args.host, port=port, token=token, **service))
     service.update(_audit_settings(args))
     settings = {"host": args.host, "port": port, "service": service, **_router_settings(args)}
     settings["checkpoints"] = _checkpoint_settings(args)
@@ -88,7 +66,7 @@ def _cmd_serve(args: argparse.Namespace) -> int | None:
     try:
         return blender_child.run(args.blender, args.gui, blend_file, settings, ready_json=args.ready_json)
     except blender_child.BlenderChildError as e:
-        raise _Fail(str(e)) from None
+        raise Fail(str(e)) from None
 
 
 _AUDIT_FLAGS = ("audit_log", "audit_code", "audit_max_bytes")
@@ -105,7 +83,7 @@ def _audit_settings(args: argparse.Namespace) -> dict[str, Any]:
     if given.get("audit_log") not in (None, "off"):
         # Blender runs in another directory: the file as this shell names it.
         given["audit_log"] = os.path.abspath(given["audit_log"])
-    _check(_core.check_audit_settings(**given), flags)
+    check(_core.check_audit_settings(**given), flags)
     return given
 
 
@@ -120,7 +98,7 @@ def _checkpoint_settings(args: argparse.Namespace) -> dict[str, Any]:
     try:
         _core.checkpoint_settings(**given)
     except ValueError as e:
-        raise _core_error(e) from None
+        raise core_error(e) from None
     return given
 
 
@@ -132,11 +110,11 @@ def _blender_mcp_addon(args: argparse.Namespace, mcp_addon_port: int | None) -> 
     if path is None:
         return None
     if mcp_addon_port is None:
-        raise _Fail(f"{flag} needs --mcp-addon-port (or ${DEFAULTS['mcp_addon_port_env']}): its clients connect there")
+        raise Fail(f"{flag} needs --mcp-addon-port (or ${DEFAULTS['mcp_addon_port_env']}): its clients connect there")
     try:
         return check_blender_mcp_addon(path)
     except ValueError as e:
-        raise _Fail(f"{flag} {e}") from None
+        raise Fail(f"{flag} {e}") from None
 
 
 def _router_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,16 +124,16 @@ def _router_settings(args: argparse.Namespace) -> dict[str, Any]:
     given = {k: getattr(args, k) for k in _ROUTER_FLAGS if getattr(args, k) is not None}
     if not url:
         if given or args.watchdog_seconds is not None or args.username is not None:
-            raise _Fail("the router options need --engine-url (or $WS_URL)")
+            raise Fail("the router options need --engine-url (or $WS_URL)")
     else:
-        _check(
+        check(
             _core.check_router_settings(url, watchdog_seconds=args.watchdog_seconds, **given),
             {"url": "--engine-url"},
         )
     paths = []
     for folder in args.addon_path or ():
         if not os.path.isdir(folder):
-            raise _Fail(f"--addon-path {folder!r} is not a directory")
+            raise Fail(f"--addon-path {folder!r} is not a directory")
         paths.append(os.path.abspath(folder))
     return {
         "engine_url": url,
@@ -173,7 +151,7 @@ def _serve_bpy(settings: dict[str, Any], blend_file: str | None, ready_json: boo
     try:
         import bpy  # noqa: F401
     except ImportError as e:
-        raise _Fail(
+        raise Fail(
             f"--bpy needs the bpy module in this Python ({e}); install it with "
             f"`{sys.executable} -m pip install bpy` (bpy 5.0 needs Python 3.11)"
         ) from None
@@ -182,7 +160,7 @@ def _serve_bpy(settings: dict[str, Any], blend_file: str | None, ready_json: boo
     try:
         return serve.serve(settings, lambda info: process.announce(info, ready_json, out), blend_file=blend_file)
     except serve.ServeError as e:
-        raise _Fail(str(e)) from None
+        raise Fail(str(e)) from None
 
 
 # ---- status --------------------------------------------------------------------------------------
@@ -193,7 +171,7 @@ def _fmt_seconds(value: float | None) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    st = _service_call(args, "get_status", {}).get("result", {})
+    st = service_call(args, "get_status", {}).get("result", {})
     if args.json:
         print(json.dumps(st, indent=2), flush=True)
         return 0
@@ -258,15 +236,15 @@ def _main_thread_line(main: dict[str, Any]) -> str:
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else env_port()
-    _probe(args.host, port, args.timeout)
+    probe(args.host, port, args.timeout)
     job_id = int(args.id) if args.id.isdigit() else args.id
     try:
         with Client(args.host, port, args.timeout) as c:
             found = c.cancel(job_id)
     except BlendwireError as e:
-        raise _Fail(f"{type(e).__name__}: {e}") from None
+        raise Fail(f"{type(e).__name__}: {e}") from None
     if not found:
-        raise _Fail(f"no queued or running job has id {args.id} (finished already?)")
+        raise Fail(f"no queued or running job has id {args.id} (finished already?)")
     print(f"cancelled {args.id}", flush=True)
     return 0
 
@@ -323,111 +301,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
 # ---- call ----------------------------------------------------------------------------------------
 
 
-def _probe(host: str, port: int, timeout: float) -> None:
-    # The client retries a refused connection until its timeout (right for scripts riding out a
-    # restart); a one-shot command should say at once that nothing listens.
-    try:
-        socket.create_connection((host, port), timeout=min(timeout, 5.0)).close()
-    except ConnectionRefusedError:
-        raise _Fail(
-            f"nothing is listening on {host}:{port}; start the service with "
-            f"`blendwire serve --port {port}` (or check --host/--port, $BLD_REMOTE_MCP_PORT)"
-        ) from None
-    except OSError:
-        pass  # unreachable, timeout...: let the client report it
-
-
-def _service_call(args: argparse.Namespace, command: str, params: dict[str, Any]) -> Any:
-    """One command to the service at --host/--port, its result (a _Fail on an error answer)."""
-    port = args.port if args.port is not None else env_port()
-    _probe(args.host, port, args.timeout)
-    try:
-        with Client(args.host, port, args.timeout) as c:
-            response = c.request({"type": command, "params": params})
-    except BlendwireError as e:
-        raise _Fail(f"{type(e).__name__}: {e}") from None
-    if response.get("status") == "error":
-        code = response.get("error_code")
-        raise _Fail(f"{response.get('message')}" + (f" [{code}]" if code else ""))
-    return response
-
-
 def _cmd_call(args: argparse.Namespace) -> int:
     try:
         params = json.loads(args.params) if args.params else {}
     except ValueError as e:
-        raise _Fail(f'JSON_PARAMS is not valid JSON ({e}); e.g. \'{{"name": "Cube"}}\'') from None
+        raise Fail(f'JSON_PARAMS is not valid JSON ({e}); e.g. \'{{"name": "Cube"}}\'') from None
     if not isinstance(params, dict):
-        raise _Fail('JSON_PARAMS must be a JSON object, e.g. \'{"name": "Cube"}\'')
-    response = _service_call(args, args.type, params)
+        raise Fail('JSON_PARAMS must be a JSON object, e.g. \'{"name": "Cube"}\'')
+    response = service_call(args, args.type, params)
     print(json.dumps(response, indent=2, ensure_ascii=False), flush=True)
-    return 0
-
-
-# ---- undo ----------------------------------------------------------------------------------------
-
-
-def _cmd_undo(args: argparse.Namespace) -> int:
-    """`undo_last`: take back blendwire's last undo step in a GUI Blender."""
-    result = _service_call(args, "undo_last", {}).get("result", {})
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False), flush=True)
-    else:
-        print(f"undone: {result.get('undone')} (now at: {result.get('now_at')})", flush=True)
-    return 0
-
-
-# ---- checkpoints ---------------------------------------------------------------------------------
-
-
-_CHECKPOINT_COLUMNS = ("ID", "TIME", "SIZE", "COMMAND", "CLIENT", "LISTENER", "REQUEST")
-
-
-def _fmt_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
-
-def _cmd_checkpoints(args: argparse.Namespace) -> int:
-    kept = _service_call(args, "list_checkpoints", {}).get("result", {}).get("checkpoints", [])
-    if args.json:
-        print(json.dumps(kept, indent=2), flush=True)
-        return 0
-    if not kept:
-        print("no checkpoint is kept yet (one is kept before each job that may change data)", flush=True)
-        return 0
-    rows = [
-        (
-            c["id"],
-            c["time"],
-            _fmt_bytes(c["bytes"]),
-            str(c["job"].get("command") or "-"),
-            str(c["job"].get("client") or "-"),
-            str(c["job"].get("listener") or "-"),
-            "-" if c["job"].get("id") is None else str(c["job"]["id"]),
-        )
-        for c in kept
-    ]
-    widths = [max(len(r[i]) for r in [_CHECKPOINT_COLUMNS, *rows]) for i in range(len(_CHECKPOINT_COLUMNS))]
-    for row in [_CHECKPOINT_COLUMNS, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), flush=True)
-    return 0
-
-
-def _cmd_restore(args: argparse.Namespace) -> int:
-    response = _service_call(args, "restore_checkpoint", {"id": args.id})
-    result = response.get("result", {})
-    before = response.get("checkpoint")
-    where = result.get("filepath") or "(unsaved)"
-    print(f"restored checkpoint {args.id}: the scene as before {result.get('job', {}).get('command')}; file {where}")
-    if before:
-        print(f"the state before this restore is checkpoint {before} (`blendwire restore {before}` takes it back)")
-    elif response.get("checkpoint_error"):
-        print(f"note: {response['checkpoint_error']}")
     return 0
 
 
@@ -440,14 +322,14 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
     host = args.blender_host
     token = config.env_token()
     if args.http is None and (args.stdio or args.allow_origin or args.allow_host):
-        raise _Fail("--stdio, --allow-origin and --allow-host go with --http [HOST:]PORT")
+        raise Fail("--stdio, --allow-origin and --allow-host go with --http [HOST:]PORT")
     if args.http is not None:
         _check_mcp_http("--http", args.http, token, args.allow_origin)
     # A line per tool call in the audit log (its own lines: listener mcp), as `serve` keeps it.
     try:
         _core.set_audit(audit_log=config.env_audit_log())
     except ValueError as e:
-        raise _core_error(e, {"audit_log": f"${config.AUDIT_LOG_ENV} (the audit log)"}) from None
+        raise core_error(e, {"audit_log": f"${config.AUDIT_LOG_ENV} (the audit log)"}) from None
     # stdout is the MCP protocol (on stdio): everything else goes to stderr. Blender need not run
     # yet: tools connect on their first call.
     try:
@@ -463,15 +345,15 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
             allow_hosts=args.allow_host or [],
         )
     except ValueError as e:
-        raise _core_error(e, {"port": "--blender-port", "http": "--http", "allow_origin": "--allow-origin"}) from None
+        raise core_error(e, {"port": "--blender-port", "http": "--http", "allow_origin": "--allow-origin"}) from None
     except RuntimeError as e:
-        raise _Fail(str(e)) from None
+        raise Fail(str(e)) from None
     try:
         # Short waits, so that Ctrl-C is seen between them.
         while not server.wait(0.2):
             pass
     except RuntimeError as e:
-        raise _Fail(str(e)) from None
+        raise Fail(str(e)) from None
     finally:
         server.stop()
     return 0
@@ -480,7 +362,7 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
 def _check_mcp_http(flag: str, spec: str, token: str | None, allow_origins: Sequence[str] | None = ()) -> None:
     problem = _core.check_mcp_http(spec, token, list(allow_origins or ()))
     if problem:
-        raise _Fail(problem if problem.startswith("--") else f"{flag} {problem}")
+        raise Fail(problem if problem.startswith("--") else f"{flag} {problem}")
 
 
 # ---- entry point ---------------------------------------------------------------------------------
@@ -688,43 +570,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=d["client_timeout"], help="seconds (default %(default)s)")
     c.set_defaults(func=_cmd_call)
 
-    u = sub.add_parser(
-        "undo",
-        help="take back blendwire's last undo step (a GUI Blender)",
-        description="Take back the undo step of blendwire's last job that changed data, in a Blender "
-        "with its UI (the command undo_last); refused when the last step is the user's own. Blender in "
-        "background has no undo stack: restore a checkpoint there.",
-    )
-    u.add_argument("--host", default=d["host"])
-    u.add_argument("--port", type=int, help=f"default: $BLD_REMOTE_MCP_PORT or {d['port']}")
-    u.add_argument("--timeout", type=float, default=d["client_timeout"], help="seconds (default %(default)s)")
-    u.add_argument("--json", action="store_true", help='print {"undone", "now_at"} as JSON')
-    u.set_defaults(func=_cmd_undo)
-
-    for name, helptext, description in (
-        (
-            "checkpoints",
-            "list the checkpoints a running service kept (newest first)",
-            "List the checkpoints the running service kept before each job that may change data: id, time, "
-            "size and the job (command, client, listener, request id). `blendwire restore ID` goes back to one.",
-        ),
-        (
-            "restore",
-            "restore the scene as it was before a checkpoint's job",
-            "Restore the scene of the running service as it was before the job of checkpoint ID (see "
-            "`blendwire checkpoints`); the file path is the user's of then. The restore "
-            "itself is checkpointed first.",
-        ),
-    ):
-        cp = sub.add_parser(name, help=helptext, description=description)
-        if name == "restore":
-            cp.add_argument("id", metavar="ID", help="a checkpoint id from `blendwire checkpoints`")
-        else:
-            cp.add_argument("--json", action="store_true", help="print the JSON list (for scripts)")
-        cp.add_argument("--host", default=d["host"])
-        cp.add_argument("--port", type=int, help=f"default: $BLD_REMOTE_MCP_PORT or {d['port']}")
-        cp.add_argument("--timeout", type=float, default=d["client_timeout"], help="seconds (default %(default)s)")
-        cp.set_defaults(func=_cmd_restore if name == "restore" else _cmd_checkpoints)
+    cli_trust.add_commands(sub, d)
 
     m = sub.add_parser(
         "mcp",
@@ -780,61 +626,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.set_defaults(func=_cmd_mcp)
 
-    a = sub.add_parser(
-        "audit",
-        help="show the audit log: who ran what, when, with which outcome",
-        description="Read the audit log `blendwire serve` keeps (one JSON line per request, on every "
-        "listener) as a table, one row per request; a job whose start was logged but never its end "
-        "(Blender crashed in it) shows as unfinished.",
-    )
-    a.add_argument("-f", "--follow", action="store_true", help="keep printing requests as they are logged")
-    a.add_argument("--json", action="store_true", help="print the JSON lines themselves")
-    a.add_argument(
-        "--since",
-        metavar="DURATION|TIME",
-        help="only requests since 30s, 10m, 2h, 1d ago or an ISO time (reads the rotated files too)",
-    )
-    a.add_argument("--path", help="the log's file (default: $BLENDWIRE_AUDIT_LOG or the state directory's)")
-    a.set_defaults(func=_cmd_audit)
     return p
-
-
-def _cmd_audit(args: argparse.Namespace) -> int:
-    path = args.path or audit.default_path()
-    try:
-        since = audit.parse_since(args.since) if args.since else None
-    except ValueError as e:
-        raise _Fail(str(e)) from None
-    # Followed: the current file is read through the handle that then follows it.
-    tail = audit.Tail(path) if args.follow else None
-    try:
-        paths = [p for p in audit.files(path, rotated=since is not None) if tail is None or p != path]
-        log = list(audit.lines(paths, since))
-        if tail is not None:
-            log += [line for line in tail.read() if audit.since_filter(line, since)]
-    except OSError as e:
-        raise _Fail(f"cannot read the audit log: {e}") from None
-    if not log and not args.follow and not os.path.exists(path):
-        raise _Fail(f"no audit log at {path} (is `blendwire serve` running with --audit-log off, or elsewhere?)")
-    if args.json:
-        for line in log:
-            print(json.dumps(line), flush=False)
-    else:
-        print(audit.table(audit.rows(log)))
-    sys.stdout.flush()
-    if tail is None:
-        return 0
-
-    def emit(line: dict[str, Any]) -> None:
-        if args.json:
-            print(json.dumps(line), flush=True)
-        else:
-            if line.get("event") == "start":
-                line = {**line, "outcome": "started"}
-            print(audit.table([line]).split("\n", 1)[1], flush=True)
-
-    tail.follow(emit, out=sys.stdout)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int | None:
@@ -843,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int | None:
     command: Callable[[argparse.Namespace], int | None] = args.func
     try:
         return command(args)
-    except _Fail as e:
+    except Fail as e:
         print(f"blendwire: error: {e}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
