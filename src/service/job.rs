@@ -117,12 +117,34 @@ impl Job {
         Some(self.answer(result))
     }
 
-    /// The answer, as the client gets it; None if the client left or the service stops.
-    pub(super) async fn answer_of(mut self, conn: &mut Connection) -> Option<Value> {
+    /// The answer, as the client gets it, for a job whose answer may be a pending handle
+    /// (`bridge::pending`); None if the client left or the service stops. If the client leaves
+    /// first, the answer is still awaited (up to the deadline, on a task of its own) and a pending
+    /// handle in it is given to `orphaned`, so that the work it stands for is dropped rather than
+    /// kept by the main thread for a client that is gone.
+    pub(super) async fn answer_or_orphan<F>(
+        mut self,
+        conn: &mut Connection,
+        orphaned: impl FnOnce(Value) -> F + Send + 'static,
+    ) -> Option<Value>
+    where
+        F: std::future::Future<Output = ()> + Send,
+    {
         match self.finish(conn).await {
-            Step::Reply(v) => Some(v),
-            Step::End(_) => None,
+            Step::Reply(v) => return Some(v),
+            Step::End(_) => {}
         }
+        let (_, closed) = oneshot::channel();
+        let rx = std::mem::replace(&mut self.rx, closed);
+        let until = self.deadline + INTERRUPT_GRACE;
+        tokio::spawn(async move {
+            if let Ok(Ok(Ok(answer))) = tokio::time::timeout_at(until.into(), rx).await {
+                if let Some(handle) = crate::bridge::pending::pending_handle(&answer) {
+                    orphaned(handle).await;
+                }
+            }
+        });
+        None
     }
 
     /// Give up on the job: it still runs if it was queued, its answer is dropped. A job whose

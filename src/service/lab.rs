@@ -75,7 +75,7 @@ async fn answer(conn: &mut Connection, request: Value) -> Option<Value> {
         Ok(job) => job,
         Err(refused) => return Some(refused),
     };
-    let answer = job.answer_of(conn).await?;
+    let answer = job.answer_or_orphan(conn, drop_pending(conn)).await?;
     // Deferred: the code left check_is_finished(); ask again each poll interval.
     let mut asker = LabAsker {
         conn,
@@ -113,7 +113,7 @@ impl Asker for LabAsker<'_> {
 
     async fn ask(&mut self, params: Map<String, Value>) -> Asked<Value> {
         match submit(self.conn, "poll", params, self.request_id.clone()).await {
-            Ok(job) => match job.answer_of(self.conn).await {
+            Ok(job) => match job.answer_or_orphan(self.conn, drop_pending(self.conn)).await {
                 Some(answer) => Asked::Answer(answer),
                 None => Asked::Gone,
             },
@@ -126,6 +126,27 @@ impl Asker for LabAsker<'_> {
         if let Ok(job) = submit(self.conn, "poll", params, None).await {
             job.detach();
         }
+    }
+}
+
+/// What drops a deferred answer whose client left while the job that made it pending ran (its
+/// poll loop, which would drop it, never starts): a cancelling poll job, answered to nobody.
+fn drop_pending(
+    conn: &Connection,
+) -> impl FnOnce(Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    let (ctx, peer) = (conn.ctx.clone(), conn.peer());
+    move |handle| {
+        Box::pin(async move {
+            let payload = Payload::Addon {
+                dialect: Dialect::BlenderLab,
+                name: "poll".into(),
+                params: pending::poll_params(&handle, true),
+            };
+            let wait = ctx.default_timeout;
+            if let Ok(job) = job::submit(&ctx, payload, wait, peer, None, false, Shape::Whole).await {
+                job.detach();
+            }
+        })
     }
 }
 
