@@ -292,6 +292,18 @@ def test_lab_deferred_request_is_dropped_when_its_client_leaves(server):
     assert bwtest.poll_until(lambda: pending_lab_requests(server) == before, ANSWER_WAIT), "not dropped"
 
 
+def test_lab_deferred_request_is_dropped_when_its_client_leaves_before_the_answer(server):
+    """The client leaves while the job that leaves check_is_finished() still runs: the pending
+    answer it makes is dropped once the job ends, not kept for a client that is gone."""
+    before = pending_lab_requests(server)
+    code = "import time\ntime.sleep(0.5)\ndef check_is_finished():\n    return None\n"
+    req = {"type": "execute", "code": code, "strict_json": True}
+    with socket.create_connection((bwtest.HOST, server.addon_port), timeout=ANSWER_WAIT) as s:
+        s.sendall((json.dumps(req) + "\0").encode())
+        assert bwtest.poll_until(lambda: status(server)["main_thread"]["state"] == "running", ANSWER_WAIT)
+    assert bwtest.poll_until(lambda: pending_lab_requests(server) == before, ANSWER_WAIT), "kept for a client that left"
+
+
 def test_lab_request_cancelled_by_its_id(server):
     answers = []
     req = {"type": "execute", "code": "while True:\n    pass\n", "strict_json": True, "id": "lab-runaway"}
