@@ -15,8 +15,8 @@ bytes. Cost: the default scene is written in 1-8 ms (3.4, 4.2, 5.0 measured), so
 job would dominate a busy agent's small jobs; a new one is only written when data changed since the
 last one: the depsgraph reported an update (`depsgraph_update_post`, flushed here by
 `evaluated_depsgraph_get()`, which also fires in `-b` and the bpy module) or a datablock was added
-or removed (the collections' sizes; the depsgraph misses those), or the file was saved (its path
-and saved state are part of what a restore gives back). Otherwise the job is given the last
+or removed (the collections' sizes; the depsgraph misses those), or the file was saved under
+another path (its path is part of what a restore gives back). Otherwise the job is given the last
 checkpoint's id (the state before it is the same). Edits the depsgraph is not told of alone do
 not make a new one: custom properties, text contents, mesh data written with `foreach_set` or
 `vertices.add` without `mesh.update()`; restoring the next job's checkpoint then also takes them
@@ -143,8 +143,9 @@ _COLLECTIONS: tuple[str, ...] | None = None
 
 
 def _sizes() -> tuple[Any, ...]:
-    """How many datablocks each of bpy.data's collections holds, and the file's path and saved
-    state (a save changes what a restore must give back; a few µs)."""
+    """How many datablocks each of bpy.data's collections holds, and the file's path (a save under
+    another path changes what a restore must give back; a few µs). Not the saved state: in the GUI
+    every job's undo step marks the file modified, which would make each job a change."""
     global _COLLECTIONS
     if _COLLECTIONS is None:
         _COLLECTIONS = tuple(
@@ -152,7 +153,7 @@ def _sizes() -> tuple[Any, ...]:
             for p in bpy.data.bl_rna.properties
             if p.type == "COLLECTION" and p.identifier not in ("window_managers", "workspaces", "screens")
         )
-    return (bpy.data.filepath, bool(bpy.data.is_dirty), *(len(getattr(bpy.data, name)) for name in _COLLECTIONS))
+    return (bpy.data.filepath, *(len(getattr(bpy.data, name)) for name in _COLLECTIONS))
 
 
 def _unchanged(store: _Store) -> bool:
