@@ -38,6 +38,7 @@ __all__ = [
     "kill_group",
     "kill_tree",
     "parse_ready",
+    "pid_alive",
     "serve_argv",
     "stdout_for_handshake",
 ]
@@ -347,3 +348,14 @@ def describe_exit(rc: int | None) -> str:
         except ValueError:
             pass
     return f"exit status {rc}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user's counts: it cannot be signalled, but is there)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -20,6 +20,7 @@ import bpy
 from . import _core, blender, config, logs, router, runtime
 from .config import SERVE_ERROR, SERVE_READY
 from .handlers import registry
+from .process import pid_alive
 
 __all__ = ["ROUTER_SETTINGS", "ServeError", "child_main", "serve"]
 
@@ -170,18 +171,8 @@ def _stop_when_parent_exits(parent_pid: int) -> None:
     try:
         _core.stop_when_process_exits(parent_pid)
     except OSError:  # no pidfd (old kernel) or the parent is already gone
-        if not _alive(parent_pid):
+        if not pid_alive(parent_pid):
             runtime.request_stop("parent exited")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _announce_when_responsive(announce: Callable[[dict], None], info: dict) -> Callable[[], float | None]:

@@ -123,8 +123,8 @@ impl Asker for LabAsker<'_> {
 
     /// The main thread drops the deferred code; nobody waits for that job's answer.
     async fn give_up(&mut self, params: Map<String, Value>) {
-        if let Ok(job) = submit(self.conn, "poll", params, None).await {
-            job.detach();
+        if let Some(handle) = params.get("handle") {
+            drop_pending(self.conn)(handle.clone()).await;
         }
     }
 }

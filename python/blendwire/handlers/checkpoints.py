@@ -41,6 +41,7 @@ import bpy
 
 from .. import _core
 from ..errors import CommandError
+from ..process import pid_alive
 
 __all__ = [
     "CheckpointError",
@@ -216,18 +217,8 @@ def _sweep(root: str, mine: str) -> None:
             if d.path == mine or not sep or not pid.isdigit() or not d.is_dir(follow_symlinks=False):
                 continue
             with contextlib.suppress(OSError):
-                if not _alive(int(pid)) and now - d.stat().st_mtime > _ENDED_KEPT_SECONDS:
+                if not pid_alive(int(pid)) and now - d.stat().st_mtime > _ENDED_KEPT_SECONDS:
                     shutil.rmtree(d.path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 _WHERE = "choose a writable folder with --checkpoint-dir, or turn checkpoints off with --checkpoints 0"
